@@ -1,0 +1,54 @@
+"""stockstream: real-time stock-market pipelines on Kafka, with a Rust core.
+
+Produce stock ticks from a CSV (or a synthetic generator) into Kafka, fast and with every
+delivery accounted for; an in-process Kafka cluster makes it run with zero setup::
+
+    import stockstream
+
+    with stockstream.EmbeddedKafka() as kafka:
+        producer = stockstream.Producer(kafka.bootstrap_servers, "stock-market")
+        report = producer.send_csv(stockstream.BUNDLED_CSV, mode="replay")
+        ticks = stockstream.read_topic(kafka.bootstrap_servers, "stock-market")
+"""
+
+from pathlib import Path
+
+from stockstream._core import (
+    EmbeddedKafka,
+    Producer,
+    SendReport,
+    TickSource,
+    __version__,
+    read_ticks,
+    read_topic,
+    synthetic_ticks,
+)
+from stockstream.errors import (
+    ConfigError,
+    DeliveryError,
+    KafkaError,
+    NotFoundError,
+    SchemaError,
+    StockstreamError,
+)
+
+BUNDLED_CSV = Path(__file__).parent / "data" / "indexProcessed_synthetic.csv"
+"""The bundled dataset: synthetic daily bars of 14 world indices in the tutorial's schema."""
+
+__all__ = [
+    "BUNDLED_CSV",
+    "ConfigError",
+    "DeliveryError",
+    "EmbeddedKafka",
+    "KafkaError",
+    "NotFoundError",
+    "Producer",
+    "SchemaError",
+    "SendReport",
+    "StockstreamError",
+    "TickSource",
+    "__version__",
+    "read_ticks",
+    "read_topic",
+    "synthetic_ticks",
+]

@@ -1,0 +1,37 @@
+"""The exceptions stockstream raises.
+
+Every error is a ``StockstreamError``; the subclasses say what kind of thing went wrong, and
+the message names the file, line and column, or the broker, involved.
+"""
+
+
+class StockstreamError(Exception):
+    """Base class of every error stockstream raises."""
+
+
+class SchemaError(StockstreamError, ValueError):
+    """Input data does not match the expected schema.
+
+    A missing column, a value that does not parse as a number or a date, or a file with no rows.
+    """
+
+
+class NotFoundError(StockstreamError, FileNotFoundError):
+    """A file (or, for lakes, an object or bucket) that was asked for does not exist."""
+
+
+class ConfigError(StockstreamError, ValueError):
+    """An option or client property has an invalid value."""
+
+
+class KafkaError(StockstreamError):
+    """Kafka could not be reached, or refused or timed out a request."""
+
+
+class DeliveryError(KafkaError):
+    """Some messages were handed to Kafka but not acknowledged.
+
+    The ``report`` attribute holds the ``SendReport`` of the send that failed.
+    """
+
+    report = None

@@ -1,0 +1,26 @@
+//! stockstream's Rust core. Everything outside `python/` is plain Rust; this file only
+//! registers the Python module.
+
+pub mod config;
+pub mod embedded;
+pub mod error;
+pub mod producer;
+pub mod source;
+pub mod topic;
+
+mod python;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<python::embedded::PyEmbeddedKafka>()?;
+    m.add_class::<python::producer::PyProducer>()?;
+    m.add_class::<python::producer::PySendReport>()?;
+    m.add_class::<python::source::PyTickSource>()?;
+    m.add_function(wrap_pyfunction!(python::source::read_ticks, m)?)?;
+    m.add_function(wrap_pyfunction!(python::source::synthetic_ticks, m)?)?;
+    m.add_function(wrap_pyfunction!(python::topic::read_topic, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

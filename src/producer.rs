@@ -1,0 +1,466 @@
+//! Sends ticks to a Kafka topic: JSON values keyed by symbol, paced by a rate or by event
+//! time, with every delivery accounted for.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
+use rdkafka::Message;
+
+use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
+use crate::error::{Error, Result};
+use crate::source::TickSource;
+
+/// How often progress is reported and the caller asked whether to stop.
+const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Bounds on one `send`: pacing and when to stop. All `None` means "the whole source, as fast as possible".
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// Messages per second (1.0 is the tutorial's loop).
+    pub rate: Option<f64>,
+    /// Replay event time this many times faster than real time.
+    pub speedup: Option<f64>,
+    /// Stop after this many messages.
+    pub limit: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+impl SendOptions {
+    fn validate(&self) -> Result<()> {
+        for (name, v) in [("rate", self.rate), ("speedup", self.speedup)] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(Error::Config(format!("{name} must be a positive number, got {v:?}")));
+            }
+        }
+        if self.rate.is_some() && self.speedup.is_some() {
+            return Err(Error::Config("give either rate or speedup, not both".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What one `send` did. `failed > 0` means some messages were not acknowledged.
+#[derive(Debug, Clone, Default)]
+pub struct SendReport {
+    pub topic: String,
+    pub sent: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    /// Key + value bytes handed to Kafka (before compression).
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub first_error: Option<String>,
+    /// Records of this run that the broker no longer holds (seen from partition start offsets).
+    pub dropped_by_broker: u64,
+    pub warnings: Vec<String>,
+    /// True when the caller stopped the run early (Ctrl-C, notebook interrupt, `stop()`).
+    pub interrupted: bool,
+}
+
+impl SendReport {
+    /// Acknowledged messages per second.
+    pub fn rate(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 {
+            self.delivered as f64 / s
+        } else {
+            0.0
+        }
+    }
+
+    /// An error if any message was not delivered.
+    pub fn check(&self, bootstrap: &str) -> Result<()> {
+        if self.failed == 0 {
+            return Ok(());
+        }
+        Err(Error::Delivery(format!(
+            "{} of {} messages to topic {:?} on {bootstrap} were not delivered; first error: {}",
+            self.failed,
+            self.sent,
+            self.topic,
+            self.first_error.as_deref().unwrap_or("unknown")
+        )))
+    }
+}
+
+/// Lets the caller watch a run and stop it (a Python binding checks for Ctrl-C here).
+pub trait Control {
+    /// Called about every 100 ms; returning true stops the run after flushing.
+    fn should_stop(&mut self) -> bool;
+    /// Called about every 100 ms with the counts so far.
+    fn progress(&mut self, _report: &SendReport) {}
+}
+
+/// A [`Control`] that never stops and ignores progress.
+pub struct Unattended;
+
+impl Control for Unattended {
+    fn should_stop(&mut self) -> bool {
+        false
+    }
+}
+
+#[derive(Default)]
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+    last_client_error: Mutex<Option<String>>,
+}
+
+impl Deliveries {
+    fn fail(&self, error: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.first_error.lock().unwrap().get_or_insert(error);
+    }
+}
+
+struct Context(Arc<Deliveries>);
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        *self.0.last_client_error.lock().unwrap() = Some(format!("{error}: {reason}"));
+    }
+}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.0.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((err, msg)) => self.0.fail(format!("partition {}: {err}", msg.partition())),
+        }
+    }
+}
+
+/// A Kafka producer bound to one topic.
+pub struct Producer {
+    inner: BaseProducer<Context>,
+    deliveries: Arc<Deliveries>,
+    config: KafkaConfig,
+    topic: String,
+    partitions: Vec<i32>,
+    stop: Arc<AtomicBool>,
+    timeout: Duration,
+    /// How long a flush may take: the configured message timeout plus a margin.
+    delivery_timeout: Duration,
+}
+
+impl Producer {
+    /// Connects and fetches the topic's metadata, failing within `timeout` when no broker answers.
+    pub fn new(config: KafkaConfig, topic: &str, timeout: Duration) -> Result<Self> {
+        if topic.is_empty() {
+            return Err(Error::Config("topic name is empty".into()));
+        }
+        let deliveries = Arc::new(Deliveries::default());
+        let client_config = config.client_config(&PRODUCER_DEFAULTS);
+        let message_timeout_ms = client_config
+            .get("message.timeout.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(120_000);
+        let inner: BaseProducer<Context> = client_config
+            .create_with_context(Context(deliveries.clone()))
+            .map_err(|e| config.creation_error(e))?;
+        let mut producer = Producer {
+            inner,
+            deliveries,
+            config,
+            topic: topic.to_string(),
+            partitions: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            timeout,
+            delivery_timeout: Duration::from_millis(message_timeout_ms) + Duration::from_secs(5),
+        };
+        producer.partitions = producer.fetch_partitions()?;
+        Ok(producer)
+    }
+
+    fn fetch_partitions(&self) -> Result<Vec<i32>> {
+        let meta = self
+            .inner
+            .client()
+            .fetch_metadata(Some(&self.topic), self.timeout)
+            .map_err(|e| self.unreachable(e))?;
+        Ok(meta
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect())
+    }
+
+    fn unreachable(&self, err: KafkaError) -> Error {
+        let detail = self.deliveries.last_client_error.lock().unwrap().clone();
+        Error::Kafka(format!(
+            "cannot reach Kafka at {} within {:.1} s: {err}{}",
+            self.config.bootstrap_servers,
+            self.timeout.as_secs_f64(),
+            detail.map(|d| format!(" ({d})")).unwrap_or_default()
+        ))
+    }
+
+    /// The topic this producer writes to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The broker list this producer was given.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.config.bootstrap_servers
+    }
+
+    /// A flag that stops a running `send` (from another thread) after it flushes.
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// End offsets per partition, `(low, high)`; empty if the broker does not answer in time.
+    fn watermarks(&self) -> Vec<(i64, i64)> {
+        self.partitions
+            .iter()
+            .map_while(|&p| {
+                self.inner
+                    .client()
+                    .fetch_watermarks(&self.topic, p, self.timeout)
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Sends ticks from `source` until it ends or a bound in `options` is reached, then
+    /// flushes. Delivery failures are counted in the report (see [`SendReport::check`]).
+    pub fn send(
+        &self,
+        source: &mut dyn TickSource,
+        options: &SendOptions,
+        control: &mut dyn Control,
+    ) -> Result<SendReport> {
+        options.validate()?;
+        self.stop.store(false, Ordering::Relaxed);
+        let before = self.watermarks();
+        let delivered0 = self.deliveries.delivered.load(Ordering::Relaxed);
+        let failed0 = self.deliveries.failed.load(Ordering::Relaxed);
+        *self.deliveries.first_error.lock().unwrap() = None;
+
+        let start = Instant::now();
+        let mut report = SendReport {
+            topic: self.topic.clone(),
+            ..Default::default()
+        };
+        let snapshot = |report: &mut SendReport| {
+            report.delivered = self.deliveries.delivered.load(Ordering::Relaxed) - delivered0;
+            report.failed = self.deliveries.failed.load(Ordering::Relaxed) - failed0;
+            report.elapsed = start.elapsed();
+        };
+        let mut run = Run {
+            start,
+            deadline: options.duration.map(|d| start + d),
+            next_control: start,
+            stop: &self.stop,
+            control,
+        };
+        let mut pacer = Pacer::new(options);
+        let mut pre_epoch = 0u64;
+        let mut value = Vec::with_capacity(512);
+
+        'send: while let Some(chunk) = source.next_chunk()? {
+            let event_time = source.event_time();
+            for &row in &chunk.rows {
+                let row = row as usize;
+                if options.limit.is_some_and(|l| report.sent >= l) {
+                    break 'send;
+                }
+                let due = pacer.due(run.start, report.sent, chunk.table.time_us(row));
+                if (pacer.active() || report.sent % 1024 == 0) && run.wait_until(due, &mut report, &snapshot) {
+                    break 'send;
+                }
+                value.clear();
+                chunk.table.encode(row, &mut value);
+                let key = chunk.table.symbol(row);
+                let mut record = BaseRecord::to(&self.topic).key(key).payload(value.as_slice());
+                if event_time {
+                    match chunk.table.time_us(row).div_euclid(1000) {
+                        // Kafka timestamps cannot be before 1970 (-1 means "none"): such rows
+                        // carry the send time instead.
+                        ms if ms < 0 => pre_epoch += 1,
+                        ms => record = record.timestamp(ms),
+                    }
+                }
+                self.enqueue(record);
+                report.sent += 1;
+                report.bytes += (value.len() + key.len()) as u64;
+            }
+        }
+        self.inner
+            .flush(self.delivery_timeout)
+            .map_err(|e| Error::Kafka(format!(
+                "flushing to topic {:?} on {}: {e}; {} messages still unacknowledged",
+                self.topic,
+                self.config.bootstrap_servers,
+                self.inner.in_flight_count()
+            )))?;
+        snapshot(&mut report);
+        report.interrupted = run.interrupted();
+        report.first_error = self.deliveries.first_error.lock().unwrap().clone();
+        if pre_epoch > 0 {
+            report.warnings.push(format!(
+                "{pre_epoch} rows have event times before 1970, which Kafka cannot store; \
+                 their messages carry the send time"
+            ));
+        }
+        self.check_retention(&before, &mut report);
+        Ok(report)
+    }
+
+    /// Hands one record to librdkafka, waiting for queue space rather than dropping it.
+    fn enqueue(&self, mut record: BaseRecord<'_, str, [u8]>) {
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.inner.poll(Duration::from_millis(1));
+                }
+                Err((err, _)) => {
+                    self.deliveries.fail(err.to_string());
+                    break;
+                }
+            }
+        }
+        self.inner.poll(Duration::ZERO);
+    }
+
+    /// A broker that keeps only a bounded log (the embedded one keeps ~5 MiB per partition)
+    /// moves a partition's start offset past records it dropped; say so instead of letting
+    /// a consumer silently miss them.
+    fn check_retention(&self, before: &[(i64, i64)], report: &mut SendReport) {
+        let after = self.watermarks();
+        report.dropped_by_broker = before
+            .iter()
+            .zip(&after)
+            .map(|(&(_, high_before), &(low_after, _))| (low_after - high_before).max(0) as u64)
+            .sum();
+        if report.dropped_by_broker > 0 {
+            report.warnings.push(format!(
+                "the broker no longer holds {} of the records just sent to {:?}: its retention \
+                 dropped them (the embedded broker keeps ~5 MiB per partition; use more \
+                 partitions, compression, or a real cluster)",
+                report.dropped_by_broker, self.topic
+            ));
+        }
+    }
+
+    /// Waits until every handed-over message is acknowledged or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.inner.flush(timeout).map_err(|e| {
+            Error::Kafka(format!(
+                "flush on {}: {e}; {} messages unacknowledged",
+                self.config.bootstrap_servers,
+                self.inner.in_flight_count()
+            ))
+        })?;
+        let failed = self.deliveries.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            return Err(Error::Delivery(format!(
+                "{failed} messages to topic {:?} on {} were not delivered since this producer started; first error: {}",
+                self.topic,
+                self.config.bootstrap_servers,
+                self.deliveries.first_error.lock().unwrap().as_deref().unwrap_or("unknown")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Stop conditions and caller callbacks of one run.
+struct Run<'a> {
+    start: Instant,
+    deadline: Option<Instant>,
+    next_control: Instant,
+    stop: &'a AtomicBool,
+    control: &'a mut dyn Control,
+}
+
+impl Run<'_> {
+    fn interrupted(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps until `due` (if any), serving progress and stop checks meanwhile. True means stop.
+    fn wait_until(
+        &mut self,
+        due: Option<Instant>,
+        report: &mut SendReport,
+        snapshot: &dyn Fn(&mut SendReport),
+    ) -> bool {
+        loop {
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) || self.stop.load(Ordering::Relaxed) {
+                return true;
+            }
+            if now >= self.next_control {
+                self.next_control = now + CONTROL_INTERVAL;
+                if self.control.should_stop() {
+                    self.stop.store(true, Ordering::Relaxed);
+                    return true;
+                }
+                snapshot(report);
+                self.control.progress(report);
+            }
+            let Some(due) = due.filter(|&d| d > now) else {
+                return false;
+            };
+            let wake = [Some(due), self.deadline, Some(self.next_control)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(due);
+            std::thread::sleep(wake.saturating_duration_since(now));
+        }
+    }
+}
+
+/// When each message is due.
+enum Pacer {
+    Free,
+    Rate(f64),
+    Speedup { factor: f64, first_us: Option<i64> },
+}
+
+impl Pacer {
+    fn new(options: &SendOptions) -> Self {
+        match (options.rate, options.speedup) {
+            (Some(rate), _) => Pacer::Rate(rate),
+            (_, Some(factor)) => Pacer::Speedup {
+                factor,
+                first_us: None,
+            },
+            _ => Pacer::Free,
+        }
+    }
+
+    fn active(&self) -> bool {
+        !matches!(self, Pacer::Free)
+    }
+
+    fn due(&mut self, start: Instant, sent: u64, event_us: i64) -> Option<Instant> {
+        match self {
+            Pacer::Free => None,
+            Pacer::Rate(rate) => Some(start + Duration::from_secs_f64(sent as f64 / *rate)),
+            Pacer::Speedup { factor, first_us } => {
+                let first = *first_us.get_or_insert(event_us);
+                let offset = (event_us - first).max(0) as f64 / 1e6 / *factor;
+                Some(start + Duration::from_secs_f64(offset))
+            }
+        }
+    }
+}

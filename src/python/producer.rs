@@ -1,0 +1,409 @@
+//! Python face of the producer: GIL released while sending, Ctrl-C honoured, awaitable forms.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::kafka_config::kafka_config;
+use super::source::{schema, PyTickSource};
+use crate::producer::{Control, Producer, SendOptions, SendReport};
+
+/// What one send did: counts, timing, and anything the caller should know.
+///
+/// Attributes:
+///     topic: the topic written to.
+///     sent: messages handed to Kafka.
+///     delivered: messages the broker acknowledged.
+///     failed: messages that were not delivered (a send with failures raises DeliveryError,
+///         whose ``report`` attribute holds this object).
+///     bytes: key + value bytes sent, before compression.
+///     elapsed: seconds, including the final flush.
+///     rate: delivered messages per second.
+///     first_error: the first delivery error, if any.
+///     dropped_by_broker: records of this send the broker no longer holds (retention).
+///     warnings: things worth knowing (dropped records, pre-1970 timestamps).
+///     interrupted: the send was stopped early (Ctrl-C, ``stop()``, task cancelled).
+#[pyclass(name = "SendReport", module = "stockstream._core", frozen, get_all, skip_from_py_object)]
+#[derive(Clone)]
+pub struct PySendReport {
+    topic: String,
+    sent: u64,
+    delivered: u64,
+    failed: u64,
+    bytes: u64,
+    elapsed: f64,
+    rate: f64,
+    first_error: Option<String>,
+    dropped_by_broker: u64,
+    warnings: Vec<String>,
+    interrupted: bool,
+}
+
+impl From<&SendReport> for PySendReport {
+    fn from(r: &SendReport) -> Self {
+        PySendReport {
+            topic: r.topic.clone(),
+            sent: r.sent,
+            delivered: r.delivered,
+            failed: r.failed,
+            bytes: r.bytes,
+            elapsed: r.elapsed.as_secs_f64(),
+            rate: r.rate(),
+            first_error: r.first_error.clone(),
+            dropped_by_broker: r.dropped_by_broker,
+            warnings: r.warnings.clone(),
+            interrupted: r.interrupted,
+        }
+    }
+}
+
+#[pymethods]
+impl PySendReport {
+    fn __repr__(&self) -> String {
+        let mut s = format!(
+            "SendReport(topic={:?}, sent={}, delivered={}, failed={}, elapsed={:.3}s, rate={:.0} msg/s",
+            self.topic, self.sent, self.delivered, self.failed, self.elapsed, self.rate
+        );
+        if self.interrupted {
+            s.push_str(", interrupted");
+        }
+        if !self.warnings.is_empty() {
+            s.push_str(&format!(", warnings={:?}", self.warnings));
+        }
+        s + ")"
+    }
+}
+
+/// Stops on Ctrl-C (checked about every 100 ms while the GIL is released) and forwards progress.
+struct PythonControl {
+    progress: Option<Py<PyAny>>,
+    raised: Option<PyErr>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Control for PythonControl {
+    fn should_stop(&mut self) -> bool {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return true;
+        }
+        Python::attach(|py| match py.check_signals() {
+            Ok(()) => false,
+            Err(e) => {
+                self.raised = Some(e);
+                true
+            }
+        })
+    }
+
+    fn progress(&mut self, report: &SendReport) {
+        let Some(callback) = &self.progress else { return };
+        Python::attach(|py| {
+            if let Err(e) = callback.call1(py, (PySendReport::from(report),)) {
+                self.raised = Some(e);
+                self.cancelled.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+/// Sets a flag when dropped: an awaited send whose task is cancelled stops its worker thread.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Produces stock ticks to one Kafka topic.
+///
+/// Values are the JSON object of a CSV row with the CSV's own column names (the tutorial's
+/// ``to_dict(orient="records")`` shape); the key is the symbol, so a symbol's ticks stay in
+/// order on one partition. Defaults: idempotent, ``acks=all``, zstd compression, batching,
+/// and the Java client's murmur2 partitioner.
+///
+/// Args:
+///     bootstrap_servers: ``host:port[,host:port…]``.
+///     topic: the topic to write to.
+///     connect_timeout: seconds to wait for a broker before raising KafkaError.
+///     **config: any librdkafka property, dots or underscores (``linger_ms=5``,
+///         ``**{"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", …}``).
+///
+/// Raises:
+///     KafkaError: no broker answered within ``connect_timeout``.
+///     ConfigError: an unknown or invalid property.
+#[pyclass(name = "Producer", module = "stockstream._core", frozen)]
+pub struct PyProducer {
+    inner: Arc<Producer>,
+    last_report: Arc<Mutex<Option<PySendReport>>>,
+}
+
+fn options(rate: Option<f64>, speedup: Option<f64>, limit: Option<u64>, duration: Option<f64>) -> PyResult<SendOptions> {
+    let duration = duration
+        .map(|d| {
+            Duration::try_from_secs_f64(d).map_err(|_| {
+                crate::error::Error::Config(format!("duration must be a non-negative number of seconds, got {d}"))
+            })
+        })
+        .transpose()?;
+    Ok(SendOptions {
+        rate,
+        speedup,
+        limit,
+        duration,
+    })
+}
+
+/// Runs one send to completion on the current thread and turns the outcome into Python terms.
+fn run(
+    producer: &Producer,
+    source: &PyTickSource,
+    options: &SendOptions,
+    mut control: PythonControl,
+    last_report: &Mutex<Option<PySendReport>>,
+) -> PyResult<PySendReport> {
+    let result = {
+        let mut source = source.inner.lock().unwrap();
+        producer.send(source.as_mut(), options, &mut control)
+    };
+    let report = result?;
+    let py_report = PySendReport::from(&report);
+    *last_report.lock().unwrap() = Some(py_report.clone());
+    if let Some(raised) = control.raised {
+        return Err(raised);
+    }
+    if let Err(e) = report.check(producer.bootstrap_servers()) {
+        let err: PyErr = e.into();
+        Python::attach(|py| {
+            let value = err.value(py);
+            value.setattr("report", Py::new(py, py_report.clone())?)?;
+            Ok::<_, PyErr>(())
+        })?;
+        return Err(err);
+    }
+    Ok(py_report)
+}
+
+impl PyProducer {
+    fn send_blocking(
+        &self,
+        py: Python<'_>,
+        source: &PyTickSource,
+        options: SendOptions,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<PySendReport> {
+        let control = PythonControl {
+            progress,
+            raised: None,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        };
+        py.detach(|| run(&self.inner, source, &options, control, &self.last_report))
+    }
+
+    fn send_awaitable<'py>(
+        &self,
+        py: Python<'py>,
+        source: Py<PyTickSource>,
+        options: SendOptions,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let producer = self.inner.clone();
+        let last_report = self.last_report.clone();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let guard = CancelOnDrop(cancelled.clone());
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            // Dropped with this future when the awaiting task is cancelled.
+            let _guard = guard;
+            let control = PythonControl {
+                progress,
+                raised: None,
+                cancelled,
+            };
+            tokio::task::spawn_blocking(move || run(&producer, source.get(), &options, control, &last_report))
+                .await
+                .map_err(|e| crate::error::Error::Kafka(format!("send task failed: {e}")))?
+        })
+    }
+}
+
+#[pymethods]
+impl PyProducer {
+    #[new]
+    #[pyo3(signature = (bootstrap_servers, topic, *, connect_timeout=10.0, **config))]
+    fn new(
+        py: Python<'_>,
+        bootstrap_servers: &str,
+        topic: &str,
+        connect_timeout: f64,
+        config: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let config = kafka_config(bootstrap_servers, config)?;
+        let timeout = Duration::try_from_secs_f64(connect_timeout)
+            .map_err(|_| crate::error::Error::Config(format!("connect_timeout must be positive, got {connect_timeout}")))?;
+        let inner = py.detach(|| Producer::new(config, topic, timeout))?;
+        Ok(PyProducer {
+            inner: Arc::new(inner),
+            last_report: Arc::default(),
+        })
+    }
+
+    /// Sends the rows of a CSV file; see ``TickSource.csv`` for ``mode`` and the column arguments.
+    ///
+    /// Args:
+    ///     path: the CSV file.
+    ///     mode: ``"replay"`` (every row once, in event-time order; the message timestamp is the
+    ///         row's time) or ``"sample"`` (random rows forever, like the tutorial).
+    ///     rate: messages per second (``1.0`` is the tutorial's loop); ``None`` is as fast as
+    ///         the broker allows.
+    ///     speedup: replay event time this many times faster than real time
+    ///         (``86400`` turns one day of ticks into one second).
+    ///     limit: stop after this many messages.
+    ///     duration: stop after this many seconds.
+    ///     seed: random seed for ``"sample"``.
+    ///     progress: called about every 100 ms with a ``SendReport`` of the counts so far.
+    ///
+    /// Returns:
+    ///     SendReport, after every message was acknowledged.
+    ///
+    /// Raises:
+    ///     DeliveryError: some messages were not delivered (``err.report`` has the counts).
+    ///     KeyboardInterrupt: after flushing what was already handed to Kafka
+    ///         (``last_report`` has the counts).
+    #[pyo3(signature = (path, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
+                        symbol_column=None, time_column=None, numeric_columns=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn send_csv(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        mode: &str,
+        rate: Option<f64>,
+        speedup: Option<f64>,
+        limit: Option<u64>,
+        duration: Option<f64>,
+        seed: u64,
+        symbol_column: Option<&str>,
+        time_column: Option<&str>,
+        numeric_columns: Option<Vec<String>>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<PySendReport> {
+        let options = options(rate, speedup, limit, duration)?;
+        let source = PyTickSource::load_csv(py, path, mode, seed, schema(symbol_column, time_column, numeric_columns))?;
+        self.send_blocking(py, &source, options, progress)
+    }
+
+    /// Sends ticks from a ``TickSource`` until it ends or ``limit``/``duration`` is reached.
+    ///
+    /// Same pacing, bounds, return value and errors as ``send_csv``. Synthetic and sampled
+    /// sources never end by themselves: give ``limit`` or ``duration`` (or press Ctrl-C).
+    #[pyo3(signature = (source, *, rate=None, speedup=None, limit=None, duration=None, progress=None))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        source: &PyTickSource,
+        rate: Option<f64>,
+        speedup: Option<f64>,
+        limit: Option<u64>,
+        duration: Option<f64>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<PySendReport> {
+        self.send_blocking(py, source, options(rate, speedup, limit, duration)?, progress)
+    }
+
+    /// Awaitable ``send``: runs on a worker thread so the event loop (a notebook's) stays free.
+    ///
+    /// Cancelling the awaiting task stops the send after flushing. Returns a SendReport.
+    #[pyo3(signature = (source, *, rate=None, speedup=None, limit=None, duration=None, progress=None))]
+    fn send_async<'py>(
+        &self,
+        py: Python<'py>,
+        source: Py<PyTickSource>,
+        rate: Option<f64>,
+        speedup: Option<f64>,
+        limit: Option<u64>,
+        duration: Option<f64>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.send_awaitable(py, source, options(rate, speedup, limit, duration)?, progress)
+    }
+
+    /// Awaitable ``send_csv`` (the file is loaded before the first ``await`` returns control).
+    #[pyo3(signature = (path, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
+                        symbol_column=None, time_column=None, numeric_columns=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn send_csv_async<'py>(
+        &self,
+        py: Python<'py>,
+        path: PathBuf,
+        mode: &str,
+        rate: Option<f64>,
+        speedup: Option<f64>,
+        limit: Option<u64>,
+        duration: Option<f64>,
+        seed: u64,
+        symbol_column: Option<&str>,
+        time_column: Option<&str>,
+        numeric_columns: Option<Vec<String>>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let options = options(rate, speedup, limit, duration)?;
+        let source = PyTickSource::load_csv(py, path, mode, seed, schema(symbol_column, time_column, numeric_columns))?;
+        self.send_awaitable(py, Py::new(py, source)?, options, progress)
+    }
+
+    /// Stops a running send (from another thread or task) after it flushes.
+    fn stop(&self) {
+        self.inner.stop_handle().store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until every message handed to Kafka is acknowledged.
+    ///
+    /// Raises:
+    ///     DeliveryError: if any message this producer sent was not delivered.
+    ///     KafkaError: if messages are still unacknowledged after ``timeout`` seconds.
+    #[pyo3(signature = (timeout=30.0))]
+    fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let timeout = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::ZERO);
+        Ok(py.detach(|| self.inner.flush(timeout))?)
+    }
+
+    /// The topic written to.
+    #[getter]
+    fn topic(&self) -> &str {
+        self.inner.topic()
+    }
+
+    /// The brokers this producer was given.
+    #[getter]
+    fn bootstrap_servers(&self) -> &str {
+        self.inner.bootstrap_servers()
+    }
+
+    /// The report of the most recent send, also set when it raised (interrupt, delivery failure).
+    #[getter]
+    fn last_report(&self) -> Option<PySendReport> {
+        self.last_report.lock().unwrap().clone()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.flush(py, 30.0)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Producer(bootstrap_servers={:?}, topic={:?})",
+            self.inner.bootstrap_servers(),
+            self.inner.topic()
+        )
+    }
+}

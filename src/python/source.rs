@@ -1,0 +1,156 @@
+//! Python face of tick sources and tick tables.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use pyo3_polars::PyDataFrame;
+
+use crate::error::Error;
+use crate::source::{time, Mode, Synthetic, SyntheticConfig, TableSource, TickSchema, TickSource, TickTable};
+
+/// The schema named by optional Python arguments: the tutorial's unless columns are given.
+pub fn schema(symbol_column: Option<&str>, time_column: Option<&str>, numeric_columns: Option<Vec<String>>) -> TickSchema {
+    match (symbol_column, time_column, numeric_columns) {
+        (None, None, None) => TickSchema::tutorial(),
+        (s, t, n) => {
+            let tutorial = TickSchema::tutorial();
+            TickSchema::custom(
+                s.unwrap_or(&tutorial.symbol),
+                t.unwrap_or(&tutorial.time),
+                &n.unwrap_or_default(),
+            )
+        }
+    }
+}
+
+fn synthetic_config(symbols: usize, seed: u64, start: &str, interval: f64) -> PyResult<SyntheticConfig> {
+    let start_us = time::parse_micros(start)
+        .ok_or_else(|| Error::Config(format!("start: cannot parse {start:?} as a date or time")))?;
+    if !(interval.is_finite() && interval > 0.0) {
+        return Err(Error::Config(format!("interval must be a positive number of seconds, got {interval}")).into());
+    }
+    Ok(SyntheticConfig {
+        symbols,
+        seed,
+        start_us,
+        interval_us: (interval * 1e6).round() as i64,
+    })
+}
+
+/// A stream of stock ticks to produce: rows of a CSV file (sampled or replayed) or synthetic bars.
+///
+/// Build one with ``TickSource.csv(...)`` or ``TickSource.synthetic(...)`` and pass it to
+/// ``Producer.send``. A source remembers its position: sending from it again continues
+/// where the previous send stopped.
+#[pyclass(name = "TickSource", module = "stockstream._core", frozen)]
+pub struct PyTickSource {
+    pub inner: Mutex<Box<dyn TickSource>>,
+    description: String,
+}
+
+impl PyTickSource {
+    pub fn new(inner: Box<dyn TickSource>, description: String) -> Self {
+        PyTickSource {
+            inner: Mutex::new(inner),
+            description,
+        }
+    }
+
+    /// Loads and validates a CSV file as a source (the GIL is released while loading).
+    pub fn load_csv(py: Python<'_>, path: PathBuf, mode: &str, seed: u64, schema: TickSchema) -> PyResult<Self> {
+        let mode = Mode::parse(mode, seed)?;
+        let source = py.detach(|| TableSource::from_csv(&path, &schema, mode))?;
+        Ok(Self::new(Box::new(source), format!("TickSource.csv({:?}, mode={mode:?})", path.display().to_string())))
+    }
+}
+
+#[pymethods]
+impl PyTickSource {
+    /// Ticks from a CSV file.
+    ///
+    /// Args:
+    ///     path: the CSV file. By default it must have the tutorial's columns
+    ///         (``Index, Date, Open, High, Low, Close, Adj Close, Volume, CloseUSD``).
+    ///     mode: ``"replay"`` sends every row once in event-time order; ``"sample"`` draws
+    ///         random rows with replacement forever, like the tutorial's ``df.sample(1)`` loop.
+    ///     seed: random seed for ``"sample"``.
+    ///     symbol_column, time_column: for other CSV layouts, the symbol (Kafka key) and the
+    ///         date/time column.
+    ///     numeric_columns: columns that must parse as numbers (checked up front).
+    ///
+    /// Raises:
+    ///     NotFoundError: the file does not exist.
+    ///     SchemaError: a column is missing or a value does not parse (the message names the line).
+    #[staticmethod]
+    #[pyo3(signature = (path, mode="replay", *, seed=0, symbol_column=None, time_column=None, numeric_columns=None))]
+    fn csv(
+        py: Python<'_>,
+        path: PathBuf,
+        mode: &str,
+        seed: u64,
+        symbol_column: Option<&str>,
+        time_column: Option<&str>,
+        numeric_columns: Option<Vec<String>>,
+    ) -> PyResult<Self> {
+        Self::load_csv(py, path, mode, seed, schema(symbol_column, time_column, numeric_columns))
+    }
+
+    /// Endless synthetic OHLCV bars (geometric Brownian motion) in the tutorial's schema.
+    ///
+    /// Args:
+    ///     symbols: how many symbols; the first 14 are the tutorial's world indices.
+    ///     seed: the same seed gives the same ticks.
+    ///     start: first bar's date or date-time (UTC).
+    ///     interval: seconds between bars of one symbol (86400 = daily bars on weekdays).
+    #[staticmethod]
+    #[pyo3(signature = (symbols=14, *, seed=42, start="2021-01-04", interval=86400.0))]
+    fn synthetic(symbols: usize, seed: u64, start: &str, interval: f64) -> PyResult<Self> {
+        let generator = Synthetic::new(&synthetic_config(symbols, seed, start, interval)?)?;
+        Ok(Self::new(
+            Box::new(generator),
+            format!("TickSource.synthetic({symbols}, seed={seed}, start={start:?}, interval={interval})"),
+        ))
+    }
+
+    fn __repr__(&self) -> String {
+        self.description.clone()
+    }
+}
+
+/// Loads a tick CSV into a Polars DataFrame, validated like the producer validates it.
+///
+/// Args:
+///     path: the CSV file (the tutorial's columns unless the column arguments are given).
+///     symbol_column, time_column, numeric_columns: for other CSV layouts.
+///
+/// Returns:
+///     polars.DataFrame with the file's columns; the tutorial's price and volume columns are Float64.
+///
+/// Raises:
+///     NotFoundError, SchemaError: as for ``TickSource.csv``.
+#[pyfunction]
+#[pyo3(signature = (path, *, symbol_column=None, time_column=None, numeric_columns=None))]
+pub fn read_ticks(
+    py: Python<'_>,
+    path: PathBuf,
+    symbol_column: Option<&str>,
+    time_column: Option<&str>,
+    numeric_columns: Option<Vec<String>>,
+) -> PyResult<PyDataFrame> {
+    let schema = schema(symbol_column, time_column, numeric_columns);
+    let table = py.detach(|| TickTable::from_csv(&path, &schema))?;
+    Ok(PyDataFrame(table.frame().clone()))
+}
+
+/// Generates ``rows`` synthetic bars as a Polars DataFrame in the tutorial's schema.
+///
+/// The same arguments always give the same frame, so a dataset can be rebuilt from its seed
+/// (``data/README.md`` shows how the bundled file was made).
+#[pyfunction]
+#[pyo3(signature = (rows, symbols=14, *, seed=42, start="2021-01-04", interval=86400.0))]
+pub fn synthetic_ticks(py: Python<'_>, rows: usize, symbols: usize, seed: u64, start: &str, interval: f64) -> PyResult<PyDataFrame> {
+    let cfg = synthetic_config(symbols, seed, start, interval)?;
+    let table = py.detach(|| Synthetic::new(&cfg).and_then(|mut g| g.next_table(rows)))?;
+    Ok(PyDataFrame(table.frame().clone()))
+}

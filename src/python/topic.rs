@@ -1,0 +1,41 @@
+//! Python face of reading a topic snapshot.
+
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use pyo3_polars::PyDataFrame;
+
+use super::kafka_config::kafka_config;
+
+/// Reads what a topic holds now (from each partition's start to its current end) into a
+/// Polars DataFrame, without joining a consumer group — like ``kcat -C -e``.
+///
+/// Args:
+///     bootstrap_servers: ``host:port[,…]``.
+///     topic: the topic to read.
+///     limit: read at most this many messages.
+///     timeout: seconds allowed for connecting and for reading everything.
+///     **config: librdkafka consumer properties (SASL/SSL settings, …).
+///
+/// Returns:
+///     polars.DataFrame with ``partition, offset, timestamp_ms, key, value`` (value as text;
+///     ``df["value"].str.json_decode()`` gives the tick fields).
+///
+/// Raises:
+///     KafkaError: the broker cannot be reached or the messages do not arrive within ``timeout``.
+#[pyfunction]
+#[pyo3(signature = (bootstrap_servers, topic, *, limit=None, timeout=30.0, **config))]
+pub fn read_topic(
+    py: Python<'_>,
+    bootstrap_servers: &str,
+    topic: &str,
+    limit: Option<usize>,
+    timeout: f64,
+    config: Option<&Bound<'_, PyDict>>,
+) -> PyResult<PyDataFrame> {
+    let config = kafka_config(bootstrap_servers, config)?;
+    let timeout = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::ZERO);
+    let df = py.detach(|| crate::topic::read_topic(&config, topic, limit, timeout))?;
+    Ok(PyDataFrame(df))
+}
