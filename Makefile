@@ -1,0 +1,75 @@
+# The developer's front door. `make demo` and `make test` work on a fresh machine with only
+# the Rust and Python toolchains: they install what they need and build what they run.
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+# Build caches live outside the checkout so fresh clones on the same machine reuse them.
+CACHE ?= $(HOME)/.cache/stockstream
+# maturin and plain cargo configure pyo3 differently; separate target dirs stop them
+# rebuilding each other's Polars.
+EXT_TARGET := $(CACHE)/target
+RUST_TARGET := $(CACHE)/target-rust
+
+export VIRTUAL_ENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: demo test test-rust test-python build-dev build-demo build-release sysdeps venv lint fmt bench wheel clean
+
+demo: build-demo
+	$(PY) -m stockstream demo
+
+test: build-dev test-rust test-python
+
+test-rust: sysdeps
+	CARGO_TARGET_DIR=$(RUST_TARGET) cargo test --lib
+
+test-python: build-dev
+	$(PY) -m pytest -q tests
+
+# Debian packages the build links against (librdkafka's TLS support).
+sysdeps:
+	@dpkg -s libssl-dev pkg-config >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config; }
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# Tests: fast to build (no optimisation, no debug info; see Cargo.toml).
+build-dev: sysdeps venv
+	CARGO_TARGET_DIR=$(EXT_TARGET) maturin develop -q
+
+# Demo: fast to build and to run (opt-level 2, many codegen units, no LTO).
+build-demo: sysdeps venv
+	CARGO_TARGET_DIR=$(EXT_TARGET) maturin develop -q --profile demo
+
+# Benchmarks and wheels: full release.
+build-release: sysdeps venv
+	CARGO_TARGET_DIR=$(EXT_TARGET) maturin develop -q --release
+
+bench: build-release
+	@command -v kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat; }
+	$(PY) benches/producer.py
+
+wheel: sysdeps venv
+	CARGO_TARGET_DIR=$(EXT_TARGET) maturin build --release --out dist
+
+lint: venv
+	cargo fmt --check
+	CARGO_TARGET_DIR=$(RUST_TARGET) cargo clippy --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(PY) -m mypy.stubtest stockstream._core
+
+fmt: venv
+	cargo fmt
+	$(VENV)/bin/ruff format python tests benches
+	$(VENV)/bin/ruff check --fix python tests benches
+
+clean:
+	rm -rf $(VENV) dist

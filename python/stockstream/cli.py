@@ -1,0 +1,139 @@
+"""The ``stockstream`` command line: ``broker``, ``produce`` and ``demo``."""
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Optional
+
+from stockstream import _core
+from stockstream.errors import StockstreamError
+from stockstream.progress import TerminalProgress
+
+BOOTSTRAP_ENV = "STOCKSTREAM_BOOTSTRAP_SERVERS"
+
+
+def _properties(pairs: list) -> dict:
+    props = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"stockstream: -X expects key=value, got {pair!r}")
+        props[key] = value
+    return props
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    """Serve an embedded Kafka cluster in the foreground until Ctrl-C or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with _core.EmbeddedKafka(args.partitions, brokers=args.brokers, topics=args.topic) as kafka:
+        print(f"stockstream embedded Kafka at {kafka.bootstrap_servers}", flush=True)
+        print(
+            f"  topics created by clients get 4 partitions; --topic NAME creates NAME with "
+            f"{args.partitions}.\n"
+            f"  try: kcat -b {kafka.bootstrap_servers} -L     (Ctrl-C to stop)",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
+    print("stopped", flush=True)
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    """Produce ticks from a CSV file or the synthetic generator, with a progress line."""
+    bootstrap = args.bootstrap_servers or os.environ.get(BOOTSTRAP_ENV)
+    if not bootstrap:
+        raise SystemExit(f"stockstream produce: give -b HOST:PORT or set {BOOTSTRAP_ENV}")
+    producer = _core.Producer(bootstrap, args.topic, **_properties(args.property))
+    if args.synthetic:
+        source = _core.TickSource.synthetic(args.synthetic, seed=args.seed)
+    else:
+        source = _core.TickSource.csv(args.file or _bundled(), args.mode, seed=args.seed)
+    progress = TerminalProgress()
+    try:
+        report = producer.send(
+            source,
+            rate=args.rate,
+            speedup=args.speedup,
+            limit=args.limit,
+            duration=args.duration,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"interrupted; flushed: {producer.last_report}", file=sys.stderr)
+        return 130
+    progress.close()
+    print(report)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _bundled() -> str:
+    from stockstream import BUNDLED_CSV
+
+    return str(BUNDLED_CSV)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the end-to-end demo on embedded defaults."""
+    from stockstream.demo import run
+
+    run(rate_seconds=args.tutorial_seconds)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``stockstream`` command."""
+    p = argparse.ArgumentParser(
+        prog="stockstream", description="Real-time stock-market pipelines on Kafka."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("broker", help="serve an embedded Kafka cluster until Ctrl-C")
+    b.add_argument("--partitions", type=int, default=4, help="partitions of --topic topics")
+    b.add_argument("--brokers", type=int, default=1)
+    b.add_argument("--topic", action="append", default=[], help="create this topic (repeatable)")
+    b.set_defaults(func=cmd_broker)
+
+    pr = sub.add_parser("produce", help="produce stock ticks to a topic")
+    pr.add_argument("file", nargs="?", help="CSV in the tutorial's schema (default: bundled data)")
+    pr.add_argument("-b", "--bootstrap-servers", help=f"host:port list (or ${BOOTSTRAP_ENV})")
+    pr.add_argument("-t", "--topic", default="stock-market")
+    pr.add_argument("--mode", choices=["replay", "sample"], default="replay")
+    pr.add_argument("--synthetic", type=int, metavar="SYMBOLS", help="synthetic ticks instead")
+    pr.add_argument("--rate", type=float, help="messages per second (1 = the tutorial)")
+    pr.add_argument("--speedup", type=float, help="replay event time N times faster")
+    pr.add_argument("--limit", type=int, help="stop after N messages")
+    pr.add_argument("--duration", type=float, help="stop after N seconds")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument(
+        "-X", dest="property", action="append", default=[], metavar="KEY=VALUE",
+        help="librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable)",
+    )
+    pr.set_defaults(func=cmd_produce)
+
+    d = sub.add_parser("demo", help="embedded broker + bundled data, end to end")
+    d.add_argument("--tutorial-seconds", type=float, default=3.0,
+                   help="how long to run the tutorial's 1 msg/s loop")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Entry point of the ``stockstream`` command."""
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StockstreamError as e:
+        print(f"stockstream {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+import _thread
+import json
+import threading
+from datetime import datetime, timezone
+
+import pytest
+from conftest import consume_all, csv_rows, end_offsets
+from kafka.partitioner.default import murmur2
+
+import stockstream as ss
+
+
+def event_ms(date: str) -> int:
+    return int(datetime.fromisoformat(date).replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def test_replay_sends_every_row_as_the_tutorials_json(kafka, topic):
+    rows = csv_rows(ss.BUNDLED_CSV)
+    report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV, mode="replay")
+    assert (report.sent, report.delivered, report.failed) == (len(rows), len(rows), 0)
+    assert report.dropped_by_broker == 0 and report.warnings == []
+
+    messages = consume_all(kafka.bootstrap_servers, topic, len(rows))
+    assert len(messages) == len(rows)
+    values = [json.loads(m.value()) for m in messages]
+    # Same multiset of rows, with the CSV's own column names and JSON numbers.
+    key = lambda r: (r["Index"], r["Date"])  # noqa: E731
+    assert sorted(values, key=key) == sorted(rows, key=key)
+    assert all(list(v) == list(rows[0]) for v in values)
+    for m, v in zip(messages, values):
+        assert m.key().decode() == v["Index"]
+        assert m.timestamp()[1] == event_ms(v["Date"])
+
+
+def test_a_symbol_stays_on_one_partition_chosen_like_the_java_client(kafka, topic):
+    ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV)
+    messages = consume_all(kafka.bootstrap_servers, topic, 3640)
+    partitions = {}
+    for m in messages:
+        partitions.setdefault(m.key(), set()).add(m.partition())
+    assert all(len(p) == 1 for p in partitions.values())
+    # kafka-python's murmur2 is the Java client's default partitioner.
+    for key, (p,) in partitions.items():
+        assert p == (murmur2(key) & 0x7FFFFFFF) % 4
+    # Replay keeps each symbol's ticks in event-time order within its partition.
+    for key in partitions:
+        dates = [json.loads(m.value())["Date"] for m in messages if m.key() == key]
+        assert dates == sorted(dates)
+
+
+def test_sample_mode_draws_csv_rows_at_the_requested_rate(kafka, topic):
+    rows = csv_rows(ss.BUNDLED_CSV)
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    report = producer.send_csv(ss.BUNDLED_CSV, mode="sample", rate=40.0, limit=20, seed=3)
+    assert report.delivered == 20
+    # Paced: message n is not sent before n / rate seconds.
+    assert report.elapsed >= 19 / 40.0
+    messages = consume_all(kafka.bootstrap_servers, topic, 20)
+    assert all(json.loads(m.value()) in rows for m in messages)
+    # Sampled ticks carry the send time, not the row's date (as the tutorial's did).
+    assert all(m.timestamp()[1] > event_ms("2025-01-01") for m in messages)
+
+
+def test_replay_speedup_paces_by_event_time(kafka, topic, write_csv):
+    path = write_csv(
+        "Index,Date,Open,High,Low,Close,Adj Close,Volume,CloseUSD\n"
+        "NYA,2021-01-04,1,1,1,1,1,1,1\nNYA,2021-01-05,2,2,2,2,2,2,2\nNYA,2021-01-06,3,3,3,3,3,3,3\n"
+    )
+    # Two days of event time at 4 days per second: at least half a second.
+    report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(path, speedup=4 * 86400)
+    assert report.delivered == 3 and report.elapsed >= 0.5
+
+
+def test_limit_and_duration_bound_an_endless_source(kafka, topic):
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    assert producer.send(ss.TickSource.synthetic(5), limit=12_345).delivered == 12_345
+    report = producer.send(ss.TickSource.synthetic(5), rate=100.0, duration=0.3)
+    assert 0 < report.delivered <= 31 and not report.interrupted
+    assert sum(h - lo for lo, h in end_offsets(kafka.bootstrap_servers, topic).values()) == (
+        12_345 + report.delivered
+    )
+
+
+def test_progress_callback_sees_growing_counts(kafka, topic):
+    seen = []
+    ss.Producer(kafka.bootstrap_servers, topic).send(
+        ss.TickSource.synthetic(3), rate=50.0, limit=15, progress=lambda r: seen.append(r.sent)
+    )
+    assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] <= 15
+
+
+def test_ctrl_c_stops_after_flushing_what_was_sent(kafka, topic):
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        producer.send_csv(ss.BUNDLED_CSV, mode="sample", rate=200.0)
+    report = producer.last_report
+    assert report.interrupted and report.sent > 0 and report.delivered == report.sent
+    held = sum(h - lo for lo, h in end_offsets(kafka.bootstrap_servers, topic).values())
+    assert held == report.sent
+
+
+def test_stop_from_another_thread(kafka, topic):
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    threading.Timer(0.3, producer.stop).start()
+    report = producer.send(ss.TickSource.synthetic(), rate=100.0)
+    assert report.interrupted and report.delivered == report.sent > 0
+
+
+def test_delivery_failures_are_raised_with_the_counts(topic):
+    with ss.EmbeddedKafka(topics=["doomed"]) as lonely:
+        producer = ss.Producer(lonely.bootstrap_servers, "doomed", message_timeout_ms=1500)
+        lonely.stop()
+        with pytest.raises(ss.DeliveryError) as err:
+            producer.send(ss.TickSource.synthetic(3), limit=50)
+    assert err.value.report.failed == 50 and err.value.report.delivered == 0
+    assert "50 of 50 messages" in str(err.value) and "doomed" in str(err.value)
+    with pytest.raises(ss.DeliveryError):
+        producer.flush(5)
+
+
+def test_report_warns_when_the_embedded_broker_drops_records(kafka):
+    kafka.create_topic("tiny", 1)
+    producer = ss.Producer(kafka.bootstrap_servers, "tiny", compression_type="none")
+    report = producer.send(ss.TickSource.synthetic(14), limit=60_000)
+    assert report.delivered == 60_000
+    low, high = end_offsets(kafka.bootstrap_servers, "tiny")[0]
+    assert report.dropped_by_broker == low > 0
+    assert any("retention" in w for w in report.warnings)
+
+
+def test_pre_1970_rows_carry_the_send_time(kafka, topic, write_csv):
+    path = write_csv(
+        "Index,Date,Open,High,Low,Close,Adj Close,Volume,CloseUSD\n"
+        "NYA,1965-12-31,528.69,528.69,528.69,528.69,528.69,0.0,528.69\n"
+    )
+    report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(path)
+    assert report.delivered == 1 and "before 1970" in report.warnings[0]
+    (msg,) = consume_all(kafka.bootstrap_servers, topic, 1)
+    assert msg.timestamp()[1] > event_ms("2025-01-01")
+    assert json.loads(msg.value())["Date"] == "1965-12-31"
+
+
+def test_any_csv_with_a_symbol_and_time_column(kafka, topic, write_csv):
+    path = write_csv("ticker,ts,price,venue\nAAPL,2024-03-01T14:30:00Z,179.5,X\nMSFT,2024-03-01 14:30:01,410.25,Y\n")
+    report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(
+        path, symbol_column="ticker", time_column="ts", numeric_columns=["price"]
+    )
+    assert report.delivered == 2
+    msgs = sorted(consume_all(kafka.bootstrap_servers, topic, 2), key=lambda m: m.key())
+    assert [json.loads(m.value()) for m in msgs] == [
+        {"ticker": "AAPL", "ts": "2024-03-01T14:30:00Z", "price": 179.5, "venue": "X"},
+        {"ticker": "MSFT", "ts": "2024-03-01 14:30:01", "price": 410.25, "venue": "Y"},
+    ]
+    assert msgs[0].timestamp()[1] == event_ms("2024-03-01T14:30:00")
+
+
+def test_kafka_python_reads_what_stockstream_wrote(kafka, topic):
+    from kafka import KafkaConsumer, TopicPartition
+
+    ss.Producer(kafka.bootstrap_servers, topic).send(ss.TickSource.synthetic(14), limit=500)
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, api_version=(2, 0),
+                             consumer_timeout_ms=5000, enable_auto_commit=False)
+    consumer.assign([TopicPartition(topic, p) for p in range(4)])
+    consumer.seek_to_beginning()
+    records = list(consumer)
+    consumer.close()
+    assert len(records) == 500
+    assert all(json.loads(r.value)["Index"] == r.key.decode() for r in records)
