@@ -49,8 +49,11 @@ def csv_rows(path):
 def consume_all(bootstrap, topic, expected, timeout=30.0):
     """Reads `expected` messages of every partition with confluent-kafka (an independent client)."""
     c = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"check-{uuid.uuid4().hex}",
-         "enable.auto.commit": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"check-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
     )
     try:
         meta = c.list_topics(topic, timeout=10)

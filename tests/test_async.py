@@ -47,4 +47,6 @@ def test_cancelling_the_task_stops_the_send_after_flushing(kafka, topic):
     asyncio.run(main())
     report = producer.last_report
     assert report.interrupted and 0 < report.delivered == report.sent
-    assert sum(h - lo for lo, h in end_offsets(kafka.bootstrap_servers, topic).values()) == report.sent
+    assert (
+        sum(h - lo for lo, h in end_offsets(kafka.bootstrap_servers, topic).values()) == report.sent
+    )

@@ -9,7 +9,9 @@ GOOD = "NYA,2021-01-04,1,2,0.5,1.5,1.5,100,1.5\n"
 
 
 def test_missing_column_is_named(write_csv):
-    path = write_csv("Index,Date,Open,High,Low,Close,Volume,CloseUSD\n" + "NYA,2021-01-04,1,1,1,1,1,1\n")
+    path = write_csv(
+        "Index,Date,Open,High,Low,Close,Volume,CloseUSD\n" + "NYA,2021-01-04,1,1,1,1,1,1\n"
+    )
     with pytest.raises(ss.SchemaError, match=r'missing column "Adj Close"') as err:
         ss.read_ticks(path)
     assert str(path) in str(err.value)
@@ -17,7 +19,9 @@ def test_missing_column_is_named(write_csv):
 
 def test_bad_number_names_file_line_and_column(write_csv):
     path = write_csv(HEADER + GOOD * 3 + "NYA,2021-01-08,1,2,0.5,n/a,1.5,100,1.5\n")
-    with pytest.raises(ss.SchemaError, match=r'line 5, column "Close": cannot parse "n/a" as a number'):
+    with pytest.raises(
+        ss.SchemaError, match=r'line 5, column "Close": cannot parse "n/a" as a number'
+    ):
         ss.TickSource.csv(path)
 
 
@@ -74,9 +78,15 @@ def test_invalid_options_are_config_errors(kafka, topic):
 def test_secrets_do_not_leak_into_errors(kafka, topic):
     with pytest.raises(ss.ConfigError) as err:
         ss.Producer(
-            kafka.bootstrap_servers, topic,
-            **{"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "PLAIN",
-               "sasl.username": "u", "sasl.password": "hunter2", "bogus.key": "x"},
+            kafka.bootstrap_servers,
+            topic,
+            **{
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": "PLAIN",
+                "sasl.username": "u",
+                "sasl.password": "hunter2",
+                "bogus.key": "x",
+            },
         )
     assert "hunter2" not in str(err.value) and "bogus.key" in str(err.value)
 

@@ -14,7 +14,9 @@ import stockstream as ss
 def broker_process():
     proc = subprocess.Popen(
         [sys.executable, "-m", "stockstream", "broker", "--topic", "cli", "--partitions", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     line = proc.stdout.readline()
     match = re.search(r"at (127\.0\.0\.1:\d+)", line)
@@ -49,9 +51,23 @@ def test_broker_serves_independent_clients_until_ctrl_c(broker_process):
 def test_produce_command_reports_and_the_data_arrives(broker_process):
     _, bootstrap = broker_process
     out = subprocess.run(
-        [sys.executable, "-m", "stockstream", "produce", "-b", bootstrap, "-t", "cli",
-         "--limit", "500", "-X", "linger.ms=1"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "stockstream",
+            "produce",
+            "-b",
+            bootstrap,
+            "-t",
+            "cli",
+            "--limit",
+            "500",
+            "-X",
+            "linger.ms=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert "delivered=500" in out.stdout and "failed=0" in out.stdout
@@ -62,7 +78,9 @@ def test_produce_command_reports_and_the_data_arrives(broker_process):
 def test_produce_command_explains_errors(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "stockstream", "produce", "-b", "127.0.0.1:1", "-t", "x"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 1

@@ -4,10 +4,10 @@ import threading
 from datetime import datetime, timezone
 
 import pytest
-from conftest import consume_all, csv_rows, end_offsets
 from kafka.partitioner.default import murmur2
 
 import stockstream as ss
+from conftest import consume_all, csv_rows, end_offsets
 
 
 def event_ms(date: str) -> int:
@@ -143,7 +143,11 @@ def test_pre_1970_rows_carry_the_send_time(kafka, topic, write_csv):
 
 
 def test_any_csv_with_a_symbol_and_time_column(kafka, topic, write_csv):
-    path = write_csv("ticker,ts,price,venue\nAAPL,2024-03-01T14:30:00Z,179.5,X\nMSFT,2024-03-01 14:30:01,410.25,Y\n")
+    path = write_csv(
+        "ticker,ts,price,venue\n"
+        "AAPL,2024-03-01T14:30:00Z,179.5,X\n"
+        "MSFT,2024-03-01 14:30:01,410.25,Y\n"
+    )
     report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(
         path, symbol_column="ticker", time_column="ts", numeric_columns=["price"]
     )
@@ -160,8 +164,12 @@ def test_kafka_python_reads_what_stockstream_wrote(kafka, topic):
     from kafka import KafkaConsumer, TopicPartition
 
     ss.Producer(kafka.bootstrap_servers, topic).send(ss.TickSource.synthetic(14), limit=500)
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, api_version=(2, 0),
-                             consumer_timeout_ms=5000, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        api_version=(2, 0),
+        consumer_timeout_ms=5000,
+        enable_auto_commit=False,
+    )
     consumer.assign([TopicPartition(topic, p) for p in range(4)])
     consumer.seek_to_beginning()
     records = list(consumer)

@@ -2,15 +2,23 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 import stockstream as ss
-from stockstream.errors import SchemaError  # noqa: F401  (the module path users import from)
 
 
 def test_read_ticks_matches_an_independent_polars_read():
     ours = ss.read_ticks(ss.BUNDLED_CSV)
     theirs = pl.read_csv(ss.BUNDLED_CSV)
     assert_frame_equal(ours, theirs)
-    assert ours.columns == ["Index", "Date", "Open", "High", "Low", "Close", "Adj Close",
-                            "Volume", "CloseUSD"]
+    assert ours.columns == [
+        "Index",
+        "Date",
+        "Open",
+        "High",
+        "Low",
+        "Close",
+        "Adj Close",
+        "Volume",
+        "CloseUSD",
+    ]
 
 
 def test_bundled_data_is_rebuilt_exactly_from_its_seed():
@@ -27,8 +35,11 @@ def test_synthetic_ticks_are_realistic_bars():
     dates = pl.Series(df["Date"].unique()).str.to_date()
     assert dates.dt.weekday().max() <= 5  # trading days only
     intraday = ss.synthetic_ticks(6, 2, interval=60.0, start="2024-01-02 09:30:00")
-    assert intraday["Date"].to_list()[::2] == ["2024-01-02 09:30:00", "2024-01-02 09:31:00",
-                                              "2024-01-02 09:32:00"]
+    assert intraday["Date"].to_list()[::2] == [
+        "2024-01-02 09:30:00",
+        "2024-01-02 09:31:00",
+        "2024-01-02 09:32:00",
+    ]
 
 
 def test_read_ticks_of_a_custom_layout(write_csv):

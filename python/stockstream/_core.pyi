@@ -3,15 +3,14 @@
 from collections.abc import Awaitable, Callable, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import Optional, Union
 
 import polars
 
 __version__: str
 
-_Path = Union[str, PathLike[str]]
+_Path = str | PathLike[str]
 _Progress = Callable[[SendReport], object]
-_Config = Union[str, int, float, bool]
+_Config = str | int | float | bool
 
 class SendReport:
     """What one send did: counts, timing, and anything the caller should know."""
@@ -31,7 +30,7 @@ class SendReport:
     @property
     def rate(self) -> float: ...
     @property
-    def first_error(self) -> Optional[str]: ...
+    def first_error(self) -> str | None: ...
     @property
     def dropped_by_broker(self) -> int: ...
     @property
@@ -48,9 +47,9 @@ class TickSource:
         mode: str = "replay",
         *,
         seed: int = 0,
-        symbol_column: Optional[str] = None,
-        time_column: Optional[str] = None,
-        numeric_columns: Optional[Sequence[str]] = None,
+        symbol_column: str | None = None,
+        time_column: str | None = None,
+        numeric_columns: Sequence[str] | None = None,
     ) -> TickSource: ...
     @staticmethod
     def synthetic(
@@ -61,7 +60,7 @@ class EmbeddedKafka:
     """An in-process Kafka cluster on 127.0.0.1 (librdkafka's mock cluster)."""
 
     def __init__(
-        self, partitions: int = 4, *, brokers: int = 1, topics: Optional[Sequence[str]] = None
+        self, partitions: int = 4, *, brokers: int = 1, topics: Sequence[str] | None = None
     ) -> None: ...
     @property
     def bootstrap_servers(self) -> str: ...
@@ -69,14 +68,14 @@ class EmbeddedKafka:
     def partitions(self) -> int: ...
     @property
     def running(self) -> bool: ...
-    def create_topic(self, name: str, partitions: Optional[int] = None) -> None: ...
+    def create_topic(self, name: str, partitions: int | None = None) -> None: ...
     def stop(self) -> None: ...
     def __enter__(self) -> EmbeddedKafka: ...
     def __exit__(
         self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> bool: ...
 
 class Producer:
@@ -95,50 +94,50 @@ class Producer:
         path: _Path,
         mode: str = "replay",
         *,
-        rate: Optional[float] = None,
-        speedup: Optional[float] = None,
-        limit: Optional[int] = None,
-        duration: Optional[float] = None,
+        rate: float | None = None,
+        speedup: float | None = None,
+        limit: int | None = None,
+        duration: float | None = None,
         seed: int = 0,
-        symbol_column: Optional[str] = None,
-        time_column: Optional[str] = None,
-        numeric_columns: Optional[Sequence[str]] = None,
-        progress: Optional[_Progress] = None,
+        symbol_column: str | None = None,
+        time_column: str | None = None,
+        numeric_columns: Sequence[str] | None = None,
+        progress: _Progress | None = None,
     ) -> SendReport: ...
     def send(
         self,
         source: TickSource,
         *,
-        rate: Optional[float] = None,
-        speedup: Optional[float] = None,
-        limit: Optional[int] = None,
-        duration: Optional[float] = None,
-        progress: Optional[_Progress] = None,
+        rate: float | None = None,
+        speedup: float | None = None,
+        limit: int | None = None,
+        duration: float | None = None,
+        progress: _Progress | None = None,
     ) -> SendReport: ...
     def send_async(
         self,
         source: TickSource,
         *,
-        rate: Optional[float] = None,
-        speedup: Optional[float] = None,
-        limit: Optional[int] = None,
-        duration: Optional[float] = None,
-        progress: Optional[_Progress] = None,
+        rate: float | None = None,
+        speedup: float | None = None,
+        limit: int | None = None,
+        duration: float | None = None,
+        progress: _Progress | None = None,
     ) -> Awaitable[SendReport]: ...
     def send_csv_async(
         self,
         path: _Path,
         mode: str = "replay",
         *,
-        rate: Optional[float] = None,
-        speedup: Optional[float] = None,
-        limit: Optional[int] = None,
-        duration: Optional[float] = None,
+        rate: float | None = None,
+        speedup: float | None = None,
+        limit: int | None = None,
+        duration: float | None = None,
         seed: int = 0,
-        symbol_column: Optional[str] = None,
-        time_column: Optional[str] = None,
-        numeric_columns: Optional[Sequence[str]] = None,
-        progress: Optional[_Progress] = None,
+        symbol_column: str | None = None,
+        time_column: str | None = None,
+        numeric_columns: Sequence[str] | None = None,
+        progress: _Progress | None = None,
     ) -> Awaitable[SendReport]: ...
     def stop(self) -> None: ...
     def flush(self, timeout: float = 30.0) -> None: ...
@@ -147,21 +146,21 @@ class Producer:
     @property
     def bootstrap_servers(self) -> str: ...
     @property
-    def last_report(self) -> Optional[SendReport]: ...
+    def last_report(self) -> SendReport | None: ...
     def __enter__(self) -> Producer: ...
     def __exit__(
         self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> bool: ...
 
 def read_ticks(
     path: _Path,
     *,
-    symbol_column: Optional[str] = None,
-    time_column: Optional[str] = None,
-    numeric_columns: Optional[Sequence[str]] = None,
+    symbol_column: str | None = None,
+    time_column: str | None = None,
+    numeric_columns: Sequence[str] | None = None,
 ) -> polars.DataFrame: ...
 def synthetic_ticks(
     rows: int,
@@ -175,7 +174,7 @@ def read_topic(
     bootstrap_servers: str,
     topic: str,
     *,
-    limit: Optional[int] = None,
+    limit: int | None = None,
     timeout: float = 30.0,
     **config: _Config,
 ) -> polars.DataFrame: ...

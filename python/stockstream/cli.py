@@ -89,7 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``stockstream`` command."""
+    """Build the argument parser of the ``stockstream`` command."""
     p = argparse.ArgumentParser(
         prog="stockstream", description="Real-time stock-market pipelines on Kafka."
     )
@@ -113,14 +113,22 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--duration", type=float, help="stop after N seconds")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument(
-        "-X", dest="property", action="append", default=[], metavar="KEY=VALUE",
+        "-X",
+        dest="property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable)",
     )
     pr.set_defaults(func=cmd_produce)
 
     d = sub.add_parser("demo", help="embedded broker + bundled data, end to end")
-    d.add_argument("--tutorial-seconds", type=float, default=3.0,
-                   help="how long to run the tutorial's 1 msg/s loop")
+    d.add_argument(
+        "--tutorial-seconds",
+        type=float,
+        default=3.0,
+        help="how long to run the tutorial's 1 msg/s loop",
+    )
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -12,21 +12,24 @@ def run(rate_seconds: float = 3.0) -> None:
     with ss.EmbeddedKafka(partitions=4, topics=[TOPIC]) as kafka:
         print(f"1. embedded Kafka at {kafka.bootstrap_servers}, topic {TOPIC!r} (4 partitions)")
         ticks = ss.read_ticks(ss.BUNDLED_CSV)
-        print(f"2. {ss.BUNDLED_CSV.name}: {ticks.height:,} rows, "
-              f"{ticks['Index'].n_unique()} indices, {ticks['Date'].min()} .. {ticks['Date'].max()}")
+        print(
+            f"2. {ss.BUNDLED_CSV.name}: {ticks.height:,} rows, "
+            f"{ticks['Index'].n_unique()} indices, {ticks['Date'].min()} .. {ticks['Date'].max()}"
+        )
 
         producer = ss.Producer(kafka.bootstrap_servers, TOPIC)
         report = producer.send_csv(ss.BUNDLED_CSV, mode="replay")
         print(f"3. replayed in event-time order: {report}")
 
         slow = producer.send_csv(ss.BUNDLED_CSV, mode="sample", rate=1.0, duration=rate_seconds)
-        print(f"4. the tutorial's loop (random row, 1 msg/s) for {rate_seconds:g} s: "
-              f"{slow.delivered} messages")
+        print(
+            f"4. the tutorial's loop (random row, 1 msg/s) for {rate_seconds:g} s: "
+            f"{slow.delivered} messages"
+        )
 
         messages = ss.read_topic(kafka.bootstrap_servers, TOPIC)
         values = messages["value"].str.json_decode()
-        print(f"5. read back {messages.height:,} messages; first value:\n   "
-              f"{messages['value'][0]}")
+        print(f"5. read back {messages.height:,} messages; first value:\n   {messages['value'][0]}")
         per_partition = (
             messages.group_by("partition")
             .agg(pl.len().alias("messages"), pl.col("key").unique().sort().alias("symbols"))
@@ -35,7 +38,8 @@ def run(rate_seconds: float = 3.0) -> None:
         print("6. messages per partition (a symbol always lands on one partition):")
         print(per_partition)
         summary = (
-            messages.select("key", values.alias("tick")).unnest("tick")
+            messages.select("key", values.alias("tick"))
+            .unnest("tick")
             .group_by("Index")
             .agg(
                 pl.len().alias("ticks"),

@@ -21,6 +21,7 @@ class TerminalProgress:
         self._shown = False
 
     def __call__(self, report: SendReport) -> None:
+        """Redraw the status line, at most every ``every`` seconds."""
         now = time.monotonic()
         if now - self._last < self.every:
             return
@@ -38,7 +39,7 @@ class TerminalProgress:
         )
 
     def close(self) -> None:
-        """Ends the status line."""
+        """End the status line."""
         if self._shown:
             self.stream.write("\n")
             self.stream.flush()
