@@ -24,7 +24,12 @@ pub const PRODUCER_DEFAULTS: [(&str, &str); 10] = [
 ];
 
 /// Settings that mark credentials: their values never appear in errors or reprs.
-const SECRET_KEYS: [&str; 4] = ["password", "secret", "sasl.oauthbearer.config", "ssl.key.pem"];
+const SECRET_KEYS: [&str; 4] = [
+    "password",
+    "secret",
+    "sasl.oauthbearer.config",
+    "ssl.key.pem",
+];
 
 /// Where a Kafka client connects and which librdkafka properties it overrides.
 #[derive(Clone, Default)]
@@ -112,13 +117,20 @@ mod tests {
 
     #[test]
     fn secrets_are_hidden_from_debug_output() {
-        let cfg = KafkaConfig::new("h:9092", vec![("sasl.password".into(), "hunter2".into())]).unwrap();
+        let cfg =
+            KafkaConfig::new("h:9092", vec![("sasl.password".into(), "hunter2".into())]).unwrap();
         let shown = format!("{cfg:?}");
-        assert!(!shown.contains("hunter2") && shown.contains("***"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("***"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn empty_bootstrap_is_rejected() {
-        assert!(matches!(KafkaConfig::new(" ", vec![]), Err(Error::Config(_))));
+        assert!(matches!(
+            KafkaConfig::new(" ", vec![]),
+            Err(Error::Config(_))
+        ));
     }
 }

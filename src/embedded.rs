@@ -46,7 +46,9 @@ impl EmbeddedKafka {
                 let cluster = match MockCluster::new(brokers) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(Error::Kafka(format!("cannot start the embedded Kafka cluster: {e}"))));
+                        let _ = ready_tx.send(Err(Error::Kafka(format!(
+                            "cannot start the embedded Kafka cluster: {e}"
+                        ))));
                         return;
                     }
                 };
@@ -64,9 +66,9 @@ impl EmbeddedKafka {
                 }
             })
             .map_err(|e| Error::Kafka(format!("cannot start the embedded Kafka thread: {e}")))?;
-        let bootstrap_servers = ready_rx
-            .recv()
-            .map_err(|_| Error::Kafka("the embedded Kafka thread exited during start-up".into()))??;
+        let bootstrap_servers = ready_rx.recv().map_err(|_| {
+            Error::Kafka("the embedded Kafka thread exited during start-up".into())
+        })??;
         Ok(EmbeddedKafka {
             bootstrap_servers,
             partitions,

@@ -35,11 +35,15 @@ impl SendOptions {
     fn validate(&self) -> Result<()> {
         for (name, v) in [("rate", self.rate), ("speedup", self.speedup)] {
             if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
-                return Err(Error::Config(format!("{name} must be a positive number, got {v:?}")));
+                return Err(Error::Config(format!(
+                    "{name} must be a positive number, got {v:?}"
+                )));
             }
         }
         if self.rate.is_some() && self.speedup.is_some() {
-            return Err(Error::Config("give either rate or speedup, not both".into()));
+            return Err(Error::Config(
+                "give either rate or speedup, not both".into(),
+            ));
         }
         Ok(())
     }
@@ -280,13 +284,17 @@ impl Producer {
                     break 'send;
                 }
                 let due = pacer.due(run.start, report.sent, chunk.table.time_us(row));
-                if (pacer.active() || report.sent % 1024 == 0) && run.wait_until(due, &mut report, &snapshot) {
+                if (pacer.active() || report.sent % 1024 == 0)
+                    && run.wait_until(due, &mut report, &snapshot)
+                {
                     break 'send;
                 }
                 value.clear();
                 chunk.table.encode(row, &mut value);
                 let key = chunk.table.symbol(row);
-                let mut record = BaseRecord::to(&self.topic).key(key).payload(value.as_slice());
+                let mut record = BaseRecord::to(&self.topic)
+                    .key(key)
+                    .payload(value.as_slice());
                 if event_time {
                     match chunk.table.time_us(row).div_euclid(1000) {
                         // Kafka timestamps cannot be before 1970 (-1 means "none"): such rows
@@ -300,14 +308,14 @@ impl Producer {
                 report.bytes += (value.len() + key.len()) as u64;
             }
         }
-        self.inner
-            .flush(self.delivery_timeout)
-            .map_err(|e| Error::Kafka(format!(
+        self.inner.flush(self.delivery_timeout).map_err(|e| {
+            Error::Kafka(format!(
                 "flushing to topic {:?} on {}: {e}; {} messages still unacknowledged",
                 self.topic,
                 self.config.bootstrap_servers,
                 self.inner.in_flight_count()
-            )))?;
+            ))
+        })?;
         snapshot(&mut report);
         report.interrupted = run.interrupted();
         report.first_error = self.deliveries.first_error.lock().unwrap().clone();

@@ -19,13 +19,25 @@ const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
 /// Every message of `topic` up to the end offsets seen at the start, at most `limit`, as a
 /// frame of `partition, offset, timestamp_ms, key, value`. Fails if the broker is unreachable
 /// within `timeout`, or if the messages cannot all be fetched within it.
-pub fn read_topic(config: &KafkaConfig, topic: &str, limit: Option<usize>, timeout: Duration) -> Result<DataFrame> {
+pub fn read_topic(
+    config: &KafkaConfig,
+    topic: &str,
+    limit: Option<usize>,
+    timeout: Duration,
+) -> Result<DataFrame> {
     let consumer: BaseConsumer = config
         .client_config(&CONSUMER_DEFAULTS)
         .create()
         .map_err(|e| config.creation_error(e))?;
-    let unreachable = |e| Error::Kafka(format!("cannot read topic {topic:?} from {}: {e}", config.bootstrap_servers));
-    let meta = consumer.fetch_metadata(Some(topic), timeout).map_err(unreachable)?;
+    let unreachable = |e| {
+        Error::Kafka(format!(
+            "cannot read topic {topic:?} from {}: {e}",
+            config.bootstrap_servers
+        ))
+    };
+    let meta = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(unreachable)?;
     let partitions: Vec<i32> = meta
         .topics()
         .iter()
@@ -36,7 +48,9 @@ pub fn read_topic(config: &KafkaConfig, topic: &str, limit: Option<usize>, timeo
     let mut remaining = 0i64;
     let mut ends = Vec::new();
     for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(unreachable)?;
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(unreachable)?;
         if high > low {
             assignment
                 .add_partition_offset(topic, p, Offset::Offset(low))
@@ -48,7 +62,8 @@ pub fn read_topic(config: &KafkaConfig, topic: &str, limit: Option<usize>, timeo
     let wanted = limit.map_or(remaining, |l| remaining.min(l as i64)) as usize;
     consumer.assign(&assignment).map_err(unreachable)?;
 
-    let (mut part, mut offset, mut ts, mut key, mut value) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut part, mut offset, mut ts, mut key, mut value) =
+        (vec![], vec![], vec![], vec![], vec![]);
     let deadline = Instant::now() + timeout;
     while part.len() < wanted {
         let Some(msg) = consumer.poll(deadline.saturating_duration_since(Instant::now())) else {
@@ -59,7 +74,10 @@ pub fn read_topic(config: &KafkaConfig, topic: &str, limit: Option<usize>, timeo
             )));
         };
         let msg = msg.map_err(unreachable)?;
-        let end = ends.iter().find(|(p, _)| *p == msg.partition()).map_or(0, |e| e.1);
+        let end = ends
+            .iter()
+            .find(|(p, _)| *p == msg.partition())
+            .map_or(0, |e| e.1);
         if msg.offset() >= end {
             continue;
         }
@@ -67,7 +85,10 @@ pub fn read_topic(config: &KafkaConfig, topic: &str, limit: Option<usize>, timeo
         offset.push(msg.offset());
         ts.push(msg.timestamp().to_millis());
         key.push(msg.key().map(|k| String::from_utf8_lossy(k).into_owned()));
-        value.push(msg.payload().map(|v| String::from_utf8_lossy(v).into_owned()));
+        value.push(
+            msg.payload()
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+        );
     }
     DataFrame::new_infer_height(vec![
         Column::new("partition".into(), part),

@@ -3,15 +3,27 @@
 from collections.abc import Awaitable, Callable, Sequence
 from os import PathLike
 from types import TracebackType
+from typing import final
 
 import polars
 
 __version__: str
+__all__ = [
+    "EmbeddedKafka",
+    "Producer",
+    "SendReport",
+    "TickSource",
+    "read_ticks",
+    "read_topic",
+    "synthetic_ticks",
+    "__version__",
+]
 
 _Path = str | PathLike[str]
 _Progress = Callable[[SendReport], object]
 _Config = str | int | float | bool
 
+@final
 class SendReport:
     """What one send did: counts, timing, and anything the caller should know."""
 
@@ -38,6 +50,7 @@ class SendReport:
     @property
     def interrupted(self) -> bool: ...
 
+@final
 class TickSource:
     """A stream of stock ticks to produce: CSV rows (sampled or replayed) or synthetic bars."""
 
@@ -56,12 +69,13 @@ class TickSource:
         symbols: int = 14, *, seed: int = 42, start: str = "2021-01-04", interval: float = 86400.0
     ) -> TickSource: ...
 
+@final
 class EmbeddedKafka:
     """An in-process Kafka cluster on 127.0.0.1 (librdkafka's mock cluster)."""
 
-    def __init__(
-        self, partitions: int = 4, *, brokers: int = 1, topics: Sequence[str] | None = None
-    ) -> None: ...
+    def __new__(
+        cls, partitions: int = 4, *, brokers: int = 1, topics: Sequence[str] | None = None
+    ) -> EmbeddedKafka: ...
     @property
     def bootstrap_servers(self) -> str: ...
     @property
@@ -78,17 +92,18 @@ class EmbeddedKafka:
         tb: TracebackType | None,
     ) -> bool: ...
 
+@final
 class Producer:
     """Produces stock ticks to one Kafka topic."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         bootstrap_servers: str,
         topic: str,
         *,
         connect_timeout: float = 10.0,
         **config: _Config,
-    ) -> None: ...
+    ) -> Producer: ...
     def send_csv(
         self,
         path: _Path,

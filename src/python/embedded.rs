@@ -89,6 +89,9 @@ impl PyEmbeddedKafka {
 
     fn __repr__(&self) -> String {
         let state = if self.running() { "running" } else { "stopped" };
-        format!("EmbeddedKafka(bootstrap_servers={:?}, {state})", self.bootstrap_servers)
+        format!(
+            "EmbeddedKafka(bootstrap_servers={:?}, {state})",
+            self.bootstrap_servers
+        )
     }
 }

@@ -1,4 +1,6 @@
 //! Python face of the producer: GIL released while sending, Ctrl-C honoured, awaitable forms.
+//!
+//! Methods take one parameter per Python keyword argument, so some exceed clippy's argument count.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +29,13 @@ use crate::producer::{Control, Producer, SendOptions, SendReport};
 ///     dropped_by_broker: records of this send the broker no longer holds (retention).
 ///     warnings: things worth knowing (dropped records, pre-1970 timestamps).
 ///     interrupted: the send was stopped early (Ctrl-C, ``stop()``, task cancelled).
-#[pyclass(name = "SendReport", module = "stockstream._core", frozen, get_all, skip_from_py_object)]
+#[pyclass(
+    name = "SendReport",
+    module = "stockstream._core",
+    frozen,
+    get_all,
+    skip_from_py_object
+)]
 #[derive(Clone)]
 pub struct PySendReport {
     topic: String,
@@ -100,7 +108,9 @@ impl Control for PythonControl {
     }
 
     fn progress(&mut self, report: &SendReport) {
-        let Some(callback) = &self.progress else { return };
+        let Some(callback) = &self.progress else {
+            return;
+        };
         Python::attach(|py| {
             if let Err(e) = callback.call1(py, (PySendReport::from(report),)) {
                 self.raised = Some(e);
@@ -142,11 +152,18 @@ pub struct PyProducer {
     last_report: Arc<Mutex<Option<PySendReport>>>,
 }
 
-fn options(rate: Option<f64>, speedup: Option<f64>, limit: Option<u64>, duration: Option<f64>) -> PyResult<SendOptions> {
+fn options(
+    rate: Option<f64>,
+    speedup: Option<f64>,
+    limit: Option<u64>,
+    duration: Option<f64>,
+) -> PyResult<SendOptions> {
     let duration = duration
         .map(|d| {
             Duration::try_from_secs_f64(d).map_err(|_| {
-                crate::error::Error::Config(format!("duration must be a non-negative number of seconds, got {d}"))
+                crate::error::Error::Config(format!(
+                    "duration must be a non-negative number of seconds, got {d}"
+                ))
             })
         })
         .transpose()?;
@@ -223,9 +240,11 @@ impl PyProducer {
                 raised: None,
                 cancelled,
             };
-            tokio::task::spawn_blocking(move || run(&producer, source.get(), &options, control, &last_report))
-                .await
-                .map_err(|e| crate::error::Error::Kafka(format!("send task failed: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                run(&producer, source.get(), &options, control, &last_report)
+            })
+            .await
+            .map_err(|e| crate::error::Error::Kafka(format!("send task failed: {e}")))?
         })
     }
 }
@@ -242,8 +261,11 @@ impl PyProducer {
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let config = kafka_config(bootstrap_servers, config)?;
-        let timeout = Duration::try_from_secs_f64(connect_timeout)
-            .map_err(|_| crate::error::Error::Config(format!("connect_timeout must be positive, got {connect_timeout}")))?;
+        let timeout = Duration::try_from_secs_f64(connect_timeout).map_err(|_| {
+            crate::error::Error::Config(format!(
+                "connect_timeout must be positive, got {connect_timeout}"
+            ))
+        })?;
         let inner = py.detach(|| Producer::new(config, topic, timeout))?;
         Ok(PyProducer {
             inner: Arc::new(inner),
@@ -292,7 +314,13 @@ impl PyProducer {
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PySendReport> {
         let options = options(rate, speedup, limit, duration)?;
-        let source = PyTickSource::load_csv(py, path, mode, seed, schema(symbol_column, time_column, numeric_columns))?;
+        let source = PyTickSource::load_csv(
+            py,
+            path,
+            mode,
+            seed,
+            schema(symbol_column, time_column, numeric_columns),
+        )?;
         self.send_blocking(py, &source, options, progress)
     }
 
@@ -301,6 +329,7 @@ impl PyProducer {
     /// Same pacing, bounds, return value and errors as ``send_csv``. Synthetic and sampled
     /// sources never end by themselves: give ``limit`` or ``duration`` (or press Ctrl-C).
     #[pyo3(signature = (source, *, rate=None, speedup=None, limit=None, duration=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
         py: Python<'_>,
@@ -311,13 +340,19 @@ impl PyProducer {
         duration: Option<f64>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PySendReport> {
-        self.send_blocking(py, source, options(rate, speedup, limit, duration)?, progress)
+        self.send_blocking(
+            py,
+            source,
+            options(rate, speedup, limit, duration)?,
+            progress,
+        )
     }
 
     /// Awaitable ``send``: runs on a worker thread so the event loop (a notebook's) stays free.
     ///
     /// Cancelling the awaiting task stops the send after flushing. Returns a SendReport.
     #[pyo3(signature = (source, *, rate=None, speedup=None, limit=None, duration=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
     fn send_async<'py>(
         &self,
         py: Python<'py>,
@@ -328,7 +363,12 @@ impl PyProducer {
         duration: Option<f64>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.send_awaitable(py, source, options(rate, speedup, limit, duration)?, progress)
+        self.send_awaitable(
+            py,
+            source,
+            options(rate, speedup, limit, duration)?,
+            progress,
+        )
     }
 
     /// Awaitable ``send_csv`` (the file is loaded before the first ``await`` returns control).
@@ -351,7 +391,13 @@ impl PyProducer {
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let options = options(rate, speedup, limit, duration)?;
-        let source = PyTickSource::load_csv(py, path, mode, seed, schema(symbol_column, time_column, numeric_columns))?;
+        let source = PyTickSource::load_csv(
+            py,
+            path,
+            mode,
+            seed,
+            schema(symbol_column, time_column, numeric_columns),
+        )?;
         self.send_awaitable(py, Py::new(py, source)?, options, progress)
     }
 

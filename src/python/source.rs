@@ -7,10 +7,16 @@ use pyo3::prelude::*;
 use pyo3_polars::PyDataFrame;
 
 use crate::error::Error;
-use crate::source::{time, Mode, Synthetic, SyntheticConfig, TableSource, TickSchema, TickSource, TickTable};
+use crate::source::{
+    time, Mode, Synthetic, SyntheticConfig, TableSource, TickSchema, TickSource, TickTable,
+};
 
 /// The schema named by optional Python arguments: the tutorial's unless columns are given.
-pub fn schema(symbol_column: Option<&str>, time_column: Option<&str>, numeric_columns: Option<Vec<String>>) -> TickSchema {
+pub fn schema(
+    symbol_column: Option<&str>,
+    time_column: Option<&str>,
+    numeric_columns: Option<Vec<String>>,
+) -> TickSchema {
     match (symbol_column, time_column, numeric_columns) {
         (None, None, None) => TickSchema::tutorial(),
         (s, t, n) => {
@@ -24,11 +30,19 @@ pub fn schema(symbol_column: Option<&str>, time_column: Option<&str>, numeric_co
     }
 }
 
-fn synthetic_config(symbols: usize, seed: u64, start: &str, interval: f64) -> PyResult<SyntheticConfig> {
+fn synthetic_config(
+    symbols: usize,
+    seed: u64,
+    start: &str,
+    interval: f64,
+) -> PyResult<SyntheticConfig> {
     let start_us = time::parse_micros(start)
         .ok_or_else(|| Error::Config(format!("start: cannot parse {start:?} as a date or time")))?;
     if !(interval.is_finite() && interval > 0.0) {
-        return Err(Error::Config(format!("interval must be a positive number of seconds, got {interval}")).into());
+        return Err(Error::Config(format!(
+            "interval must be a positive number of seconds, got {interval}"
+        ))
+        .into());
     }
     Ok(SyntheticConfig {
         symbols,
@@ -58,10 +72,22 @@ impl PyTickSource {
     }
 
     /// Loads and validates a CSV file as a source (the GIL is released while loading).
-    pub fn load_csv(py: Python<'_>, path: PathBuf, mode: &str, seed: u64, schema: TickSchema) -> PyResult<Self> {
+    pub fn load_csv(
+        py: Python<'_>,
+        path: PathBuf,
+        mode: &str,
+        seed: u64,
+        schema: TickSchema,
+    ) -> PyResult<Self> {
         let mode = Mode::parse(mode, seed)?;
         let source = py.detach(|| TableSource::from_csv(&path, &schema, mode))?;
-        Ok(Self::new(Box::new(source), format!("TickSource.csv({:?}, mode={mode:?})", path.display().to_string())))
+        Ok(Self::new(
+            Box::new(source),
+            format!(
+                "TickSource.csv({:?}, mode={mode:?})",
+                path.display().to_string()
+            ),
+        ))
     }
 }
 
@@ -93,7 +119,13 @@ impl PyTickSource {
         time_column: Option<&str>,
         numeric_columns: Option<Vec<String>>,
     ) -> PyResult<Self> {
-        Self::load_csv(py, path, mode, seed, schema(symbol_column, time_column, numeric_columns))
+        Self::load_csv(
+            py,
+            path,
+            mode,
+            seed,
+            schema(symbol_column, time_column, numeric_columns),
+        )
     }
 
     /// Endless synthetic OHLCV bars (geometric Brownian motion) in the tutorial's schema.
@@ -149,7 +181,14 @@ pub fn read_ticks(
 /// (``data/README.md`` shows how the bundled file was made).
 #[pyfunction]
 #[pyo3(signature = (rows, symbols=14, *, seed=42, start="2021-01-04", interval=86400.0))]
-pub fn synthetic_ticks(py: Python<'_>, rows: usize, symbols: usize, seed: u64, start: &str, interval: f64) -> PyResult<PyDataFrame> {
+pub fn synthetic_ticks(
+    py: Python<'_>,
+    rows: usize,
+    symbols: usize,
+    seed: u64,
+    start: &str,
+    interval: f64,
+) -> PyResult<PyDataFrame> {
     let cfg = synthetic_config(symbols, seed, start, interval)?;
     let table = py.detach(|| Synthetic::new(&cfg).and_then(|mut g| g.next_table(rows)))?;
     Ok(PyDataFrame(table.frame().clone()))

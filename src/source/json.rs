@@ -95,14 +95,30 @@ fn values_of(series: &Series) -> Result<Values> {
             .map_err(|e| Error::Schema(format!("column {:?}: {e}", series.name().as_str())))
     };
     Ok(match series.dtype() {
-        DataType::Float32 | DataType::Float64 => {
-            Values::F64(cast(&DataType::Float64)?.f64().unwrap().downcast_as_array().clone())
+        DataType::Float32 | DataType::Float64 => Values::F64(
+            cast(&DataType::Float64)?
+                .f64()
+                .unwrap()
+                .downcast_as_array()
+                .clone(),
+        ),
+        dt if dt.is_integer() => Values::I64(
+            cast(&DataType::Int64)?
+                .i64()
+                .unwrap()
+                .downcast_as_array()
+                .clone(),
+        ),
+        DataType::Boolean => {
+            Values::Bool(series.rechunk().bool().unwrap().downcast_as_array().clone())
         }
-        dt if dt.is_integer() => {
-            Values::I64(cast(&DataType::Int64)?.i64().unwrap().downcast_as_array().clone())
-        }
-        DataType::Boolean => Values::Bool(series.rechunk().bool().unwrap().downcast_as_array().clone()),
-        _ => Values::Str(cast(&DataType::String)?.str().unwrap().downcast_as_array().clone()),
+        _ => Values::Str(
+            cast(&DataType::String)?
+                .str()
+                .unwrap()
+                .downcast_as_array()
+                .clone(),
+        ),
     })
 }
 
@@ -137,8 +153,10 @@ mod tests {
         out.push(b'\n');
         enc.encode(1, &mut out);
         let text = String::from_utf8(out).unwrap();
-        let rows: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(
             rows[0],
             serde_json::json!({"Index": "NYA", "Adj Close": 1.5, "Volume": 10, "Up": true, "Odd": null})

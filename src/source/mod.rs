@@ -74,7 +74,10 @@ enum Walk {
 impl TableSource {
     /// Loads and validates `path`, then walks it in `mode`.
     pub fn from_csv(path: &Path, schema: &TickSchema, mode: Mode) -> Result<Self> {
-        Ok(Self::new(Arc::new(TickTable::from_csv(path, schema)?), mode))
+        Ok(Self::new(
+            Arc::new(TickTable::from_csv(path, schema)?),
+            mode,
+        ))
     }
 
     /// Walks an already loaded table.
@@ -153,7 +156,9 @@ mod tests {
             seen.extend(c.rows);
         }
         assert_eq!(seen.len(), 20_000);
-        assert!(seen.windows(2).all(|w| t.time_us(w[0] as usize) <= t.time_us(w[1] as usize)));
+        assert!(seen
+            .windows(2)
+            .all(|w| t.time_us(w[0] as usize) <= t.time_us(w[1] as usize)));
         seen.sort();
         assert!(seen.iter().enumerate().all(|(i, &r)| i as u32 == r));
     }

@@ -2,7 +2,15 @@
 
 /// The columns of the Kaggle "Stock Exchange Data" `indexProcessed.csv`, used by the tutorial.
 pub const TUTORIAL_COLUMNS: [&str; 9] = [
-    "Index", "Date", "Open", "High", "Low", "Close", "Adj Close", "Volume", "CloseUSD",
+    "Index",
+    "Date",
+    "Open",
+    "High",
+    "Low",
+    "Close",
+    "Adj Close",
+    "Volume",
+    "CloseUSD",
 ];
 
 /// Names the symbol column (the Kafka key), the event-time column, and the columns that
@@ -20,7 +28,10 @@ impl TickSchema {
         TickSchema {
             symbol: TUTORIAL_COLUMNS[0].to_string(),
             time: TUTORIAL_COLUMNS[1].to_string(),
-            numeric: TUTORIAL_COLUMNS[2..].iter().map(|c| c.to_string()).collect(),
+            numeric: TUTORIAL_COLUMNS[2..]
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
         }
     }
 

@@ -74,7 +74,12 @@ impl Synthetic {
             .map(|i| {
                 let (name, level, usd, volume) = match WORLD_INDICES.get(i) {
                     Some(&(n, l, u, v)) => (n.to_string(), l, u, v),
-                    None => (format!("SYM{i:05}"), 50.0 + 450.0 * rng.uniform(), 1.0, 1.0e6),
+                    None => (
+                        format!("SYM{i:05}"),
+                        50.0 + 450.0 * rng.uniform(),
+                        1.0,
+                        1.0e6,
+                    ),
                 };
                 Walk {
                     name,
@@ -120,7 +125,8 @@ impl Synthetic {
             let rng = &mut self.rng;
             let w = &mut self.walks[self.next_symbol];
             let open = w.close * (0.2 * w.vol * sd * rng.normal()).exp();
-            let close = open * ((w.drift - w.vol * w.vol / 2.0) * self.dt + w.vol * sd * rng.normal()).exp();
+            let close = open
+                * ((w.drift - w.vol * w.vol / 2.0) * self.dt + w.vol * sd * rng.normal()).exp();
             let high = open.max(close) * (0.5 * w.vol * sd * rng.normal().abs()).exp();
             let low = open.min(close) * (-0.5 * w.vol * sd * rng.normal().abs()).exp();
             let volume = (w.volume * (0.3 * rng.normal()).exp()).round();
@@ -204,13 +210,31 @@ mod tests {
 
     #[test]
     fn bars_are_consistent_and_reproducible() {
-        let t = Synthetic::new(&cfg(14, DAY_US)).unwrap().next_table(14 * 50).unwrap();
-        let again = Synthetic::new(&cfg(14, DAY_US)).unwrap().next_table(14 * 50).unwrap();
+        let t = Synthetic::new(&cfg(14, DAY_US))
+            .unwrap()
+            .next_table(14 * 50)
+            .unwrap();
+        let again = Synthetic::new(&cfg(14, DAY_US))
+            .unwrap()
+            .next_table(14 * 50)
+            .unwrap();
         assert!(t.frame().equals(again.frame()));
-        let f = |c: &str| t.frame().column(c).unwrap().f64().unwrap().to_vec_null_aware().left().unwrap();
+        let f = |c: &str| {
+            t.frame()
+                .column(c)
+                .unwrap()
+                .f64()
+                .unwrap()
+                .to_vec_null_aware()
+                .left()
+                .unwrap()
+        };
         let (o, h, l, c, v) = (f("Open"), f("High"), f("Low"), f("Close"), f("Volume"));
         for i in 0..t.len() {
-            assert!(l[i] <= o[i].min(c[i]) && o[i].max(c[i]) <= h[i] && l[i] > 0.0, "row {i}");
+            assert!(
+                l[i] <= o[i].min(c[i]) && o[i].max(c[i]) <= h[i] && l[i] > 0.0,
+                "row {i}"
+            );
             assert!(v[i] >= 0.0 && v[i].fract() == 0.0);
         }
         // 2021-01-01 is a Friday: the next step skips the weekend to Monday the 4th.
@@ -219,7 +243,9 @@ mod tests {
         assert_eq!(t.time_us(14) - t.time_us(0), 3 * DAY_US);
         let mut out = Vec::new();
         t.encode(14, &mut out);
-        assert!(String::from_utf8(out).unwrap().starts_with(r#"{"Index":"NYA","Date":"2021-01-04","#));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .starts_with(r#"{"Index":"NYA","Date":"2021-01-04","#));
     }
 
     #[test]
@@ -232,14 +258,24 @@ mod tests {
         assert_eq!(b.time_us(5) - a.time_us(0), 60_000_000);
         let mut out = Vec::new();
         b.encode(5, &mut out);
-        assert!(String::from_utf8(out).unwrap().contains(r#""Date":"2021-01-01 00:01:00""#));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains(r#""Date":"2021-01-01 00:01:00""#));
     }
 
     #[test]
     fn daily_returns_have_the_configured_scale() {
         let mut g = Synthetic::new(&cfg(1, DAY_US)).unwrap();
         let t = g.next_table(5000).unwrap();
-        let c = t.frame().column("Close").unwrap().f64().unwrap().to_vec_null_aware().left().unwrap();
+        let c = t
+            .frame()
+            .column("Close")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .to_vec_null_aware()
+            .left()
+            .unwrap();
         let r: Vec<f64> = c.windows(2).map(|w| (w[1] / w[0]).ln()).collect();
         let mean = r.iter().sum::<f64>() / r.len() as f64;
         let sd = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / r.len() as f64).sqrt();

@@ -35,13 +35,17 @@ impl TickTable {
             }
         }
         let typed = Schema::from_iter(
-            [(&schema.symbol, DataType::String), (&schema.time, DataType::String)]
-                .into_iter()
-                .chain(schema.numeric.iter().map(|c| (c, DataType::Float64)))
-                .map(|(name, dtype)| Field::new(name.as_str().into(), dtype)),
+            [
+                (&schema.symbol, DataType::String),
+                (&schema.time, DataType::String),
+            ]
+            .into_iter()
+            .chain(schema.numeric.iter().map(|c| (c, DataType::Float64)))
+            .map(|(name, dtype)| Field::new(name.as_str().into(), dtype)),
         );
-        let df = read_csv(path, Some(typed), None)
-            .map_err(|err| locate_bad_number(path, schema).unwrap_or_else(|| polars_error(path, err)))?;
+        let df = read_csv(path, Some(typed), None).map_err(|err| {
+            locate_bad_number(path, schema).unwrap_or_else(|| polars_error(path, err))
+        })?;
         if df.height() == 0 {
             return Err(Error::Schema(format!(
                 "{}: no data rows after the header",
@@ -57,16 +61,27 @@ impl TickTable {
         let text_column = |name: &str| -> Result<StrArray> {
             let col = df
                 .column(name)
-                .map_err(|_| Error::Schema(format!("{}: missing column {name:?}", origin.display())))?
+                .map_err(|_| {
+                    Error::Schema(format!("{}: missing column {name:?}", origin.display()))
+                })?
                 .as_materialized_series()
                 .cast(&DataType::String)
                 .map_err(|e| Error::Schema(format!("{}: column {name:?}: {e}", origin.display())))?
                 .rechunk();
-            Ok(col.str().expect("cast to String").downcast_as_array().clone())
+            Ok(col
+                .str()
+                .expect("cast to String")
+                .downcast_as_array()
+                .clone())
         };
         let symbols = text_column(&schema.symbol)?;
         if let Some(row) = symbols.iter().position(|s| s.is_none()) {
-            return Err(Error::at_row(origin, row + 1, &schema.symbol, "the symbol is empty"));
+            return Err(Error::at_row(
+                origin,
+                row + 1,
+                &schema.symbol,
+                "the symbol is empty",
+            ));
         }
         let times = text_column(&schema.time)?;
         let times_us = times
@@ -75,11 +90,16 @@ impl TickTable {
             .map(|(row, t)| {
                 let t = t.unwrap_or("");
                 parse_micros(t).ok_or_else(|| {
-                    Error::at_row(origin, row + 1, &schema.time, format!("cannot parse {t:?} as a date or time"))
+                    Error::at_row(
+                        origin,
+                        row + 1,
+                        &schema.time,
+                        format!("cannot parse {t:?} as a date or time"),
+                    )
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self::from_parts(df, symbols, times_us)?)
+        Self::from_parts(df, symbols, times_us)
     }
 
     pub(super) fn from_parts(df: DataFrame, symbols: StrArray, times_us: Vec<i64>) -> Result<Self> {
@@ -132,7 +152,12 @@ impl TickTable {
 
 impl std::fmt::Debug for TickTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TickTable({} rows, columns {:?})", self.len(), self.df.get_column_names())
+        write!(
+            f,
+            "TickTable({} rows, columns {:?})",
+            self.len(),
+            self.df.get_column_names()
+        )
     }
 }
 
@@ -148,14 +173,22 @@ fn read_header(path: &Path) -> Result<Vec<String>> {
         )));
     }
     let names = read_csv(path, None, Some(0)).map_err(|e| polars_error(path, e))?;
-    Ok(names.get_column_names().iter().map(|s| s.to_string()).collect())
+    Ok(names
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect())
 }
 
 fn read_csv(path: &Path, types: Option<Schema>, n_rows: Option<usize>) -> PolarsResult<DataFrame> {
     CsvReadOptions::default()
         .with_has_header(true)
         .with_schema_overwrite(types.map(Arc::new))
-        .with_infer_schema_length(if n_rows == Some(0) { Some(0) } else { Some(1000) })
+        .with_infer_schema_length(if n_rows == Some(0) {
+            Some(0)
+        } else {
+            Some(1000)
+        })
         .with_n_rows(n_rows)
         .try_into_reader_with_file_path(Some(path.into()))?
         .finish()
@@ -181,12 +214,22 @@ fn locate_bad_number(path: &Path, schema: &TickSchema) -> Option<Error> {
             let col = text.column(name).ok()?.str().ok()?.clone();
             let bad = col.iter().enumerate().find_map(|(row, v)| {
                 let v = v?;
-                v.trim().parse::<f64>().is_err().then(|| (row, name, v.to_string()))
+                v.trim()
+                    .parse::<f64>()
+                    .is_err()
+                    .then(|| (row, name, v.to_string()))
             });
             bad
         })
         .min_by_key(|(row, _, _)| *row)
-        .map(|(row, name, v)| Error::at_row(path, row + 1, name, format!("cannot parse {v:?} as a number")))
+        .map(|(row, name, v)| {
+            Error::at_row(
+                path,
+                row + 1,
+                name,
+                format!("cannot parse {v:?} as a number"),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -223,7 +266,9 @@ mod tests {
     #[test]
     fn names_a_missing_column() {
         let f = csv("Index,Date,Open\nNYA,1966-01-03,1\n");
-        let err = TickTable::from_csv(f.path(), &TickSchema::tutorial()).unwrap_err().to_string();
+        let err = TickTable::from_csv(f.path(), &TickSchema::tutorial())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing column \"High\""), "{err}");
     }
 
@@ -232,16 +277,26 @@ mod tests {
         let f = csv(&format!(
             "{HEADER}NYA,1966-01-03,1,1,1,1,1,0,1\nNYA,1966-01-04,1,1,1,oops,1,0,1\n"
         ));
-        let err = TickTable::from_csv(f.path(), &TickSchema::tutorial()).unwrap_err().to_string();
-        assert!(err.contains("line 3, column \"Close\": cannot parse \"oops\""), "{err}");
+        let err = TickTable::from_csv(f.path(), &TickSchema::tutorial())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3, column \"Close\": cannot parse \"oops\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn names_the_line_of_a_bad_date() {
         let f = csv("sym,ts,px\nA,2021-01-01 10:00:00,1\nA,not a time,2\n");
         let schema = TickSchema::custom("sym", "ts", &[]);
-        let err = TickTable::from_csv(f.path(), &schema).unwrap_err().to_string();
-        assert!(err.contains("line 3, column \"ts\": cannot parse \"not a time\""), "{err}");
+        let err = TickTable::from_csv(f.path(), &schema)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3, column \"ts\": cannot parse \"not a time\""),
+            "{err}"
+        );
     }
 
     #[test]

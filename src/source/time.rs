@@ -15,7 +15,9 @@ const NAIVE_FORMATS: [&str; 4] = [
 pub fn parse_micros(text: &str) -> Option<i64> {
     let text = text.trim();
     if let Some(date) = parse_date(text) {
-        return date.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_micros());
+        return date
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_micros());
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.timestamp_micros());
