@@ -14,6 +14,7 @@ use rdkafka::Message;
 use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
 use crate::error::{Error, Result};
 use crate::source::TickSource;
+use crate::topic::partition_ids;
 
 /// How often progress is reported and the caller asked whether to stop.
 const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
@@ -194,12 +195,7 @@ impl Producer {
             .client()
             .fetch_metadata(Some(&self.topic), self.timeout)
             .map_err(|e| self.unreachable(e))?;
-        Ok(meta
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect())
+        Ok(partition_ids(&meta))
     }
 
     fn unreachable(&self, err: KafkaError) -> Error {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use polars::prelude::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::metadata::Metadata;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -15,6 +16,15 @@ const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
     ("enable.auto.commit", "false"),
     ("enable.partition.eof", "false"),
 ];
+
+/// The partition ids of the topics in `meta` that exist (no metadata error).
+pub fn partition_ids(meta: &Metadata) -> Vec<i32> {
+    meta.topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
+}
 
 /// Every message of `topic` up to the end offsets seen at the start, at most `limit`, as a
 /// frame of `partition, offset, timestamp_ms, key, value`. Fails if the broker is unreachable
@@ -38,12 +48,7 @@ pub fn read_topic(
     let meta = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(unreachable)?;
-    let partitions: Vec<i32> = meta
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = partition_ids(&meta);
     let mut assignment = TopicPartitionList::new();
     let mut remaining = 0i64;
     let mut ends = Vec::new();
