@@ -44,7 +44,7 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 build-dev: sysdeps venv
 	CARGO_TARGET_DIR=$(EXT_TARGET) maturin develop -q
 
-# Demo: fast to build and to run (opt-level 2, many codegen units, no LTO).
+# Demo: fast to build and to run (opt-level 1, many codegen units, no LTO).
 build-demo: sysdeps venv
 	CARGO_TARGET_DIR=$(EXT_TARGET) maturin develop -q --profile demo
 
