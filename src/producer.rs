@@ -308,14 +308,7 @@ impl Producer {
                 report.bytes += (value.len() + key.len()) as u64;
             }
         }
-        self.inner.flush(self.delivery_timeout).map_err(|e| {
-            Error::Kafka(format!(
-                "flushing to topic {:?} on {}: {e}; {} messages still unacknowledged",
-                self.topic,
-                self.config.bootstrap_servers,
-                self.inner.in_flight_count()
-            ))
-        })?;
+        self.await_acks(self.delivery_timeout)?;
         snapshot(&mut report);
         report.interrupted = run.interrupted();
         report.first_error = self.deliveries.first_error.lock().unwrap().clone();
@@ -366,15 +359,22 @@ impl Producer {
         }
     }
 
-    /// Waits until every handed-over message is acknowledged or `timeout` passes.
-    pub fn flush(&self, timeout: Duration) -> Result<()> {
+    /// Waits for librdkafka to settle every queued message, naming the broker and topic
+    /// and how many are left if it does not within `timeout`.
+    fn await_acks(&self, timeout: Duration) -> Result<()> {
         self.inner.flush(timeout).map_err(|e| {
             Error::Kafka(format!(
-                "flush on {}: {e}; {} messages unacknowledged",
+                "flushing to topic {:?} on {}: {e}; {} messages still unacknowledged",
+                self.topic,
                 self.config.bootstrap_servers,
                 self.inner.in_flight_count()
             ))
-        })?;
+        })
+    }
+
+    /// Waits until every handed-over message is acknowledged or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.await_acks(timeout)?;
         let failed = self.deliveries.failed.load(Ordering::Relaxed);
         if failed > 0 {
             return Err(Error::Delivery(format!(
