@@ -10,11 +10,14 @@ CACHE ?= $(HOME)/.cache/stockstream
 # rebuilding each other's Polars.
 EXT_TARGET := $(CACHE)/target
 RUST_TARGET := $(CACHE)/target-rust
+# Tansu: an independent Kafka-protocol broker for the integration tests (≈30 min cold build).
+TANSU_VERSION := 0.6.0
+TANSU := $(CACHE)/tansu-$(TANSU_VERSION)/bin/tansu
 
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-rust test-python build-dev build-demo build-release sysdeps venv lint fmt bench wheel clean
+.PHONY: demo test test-rust test-python tansu build-dev build-demo build-release sysdeps venv lint fmt bench wheel clean
 
 demo: build-demo
 	$(PY) -m stockstream demo
@@ -24,8 +27,15 @@ test: build-dev test-rust test-python
 test-rust: sysdeps
 	CARGO_TARGET_DIR=$(RUST_TARGET) cargo test --lib
 
-test-python: build-dev
-	$(PY) -m pytest -q tests
+test-python: build-dev tansu
+	STOCKSTREAM_TANSU=$(TANSU) $(PY) -m pytest -q tests
+
+tansu: $(TANSU)
+
+# The default features have no storage engine; the tests use SQLite.
+$(TANSU):
+	CARGO_TARGET_DIR=$(CACHE)/tansu-build cargo install tansu --version $(TANSU_VERSION) \
+		--locked --features libsql --root $(CACHE)/tansu-$(TANSU_VERSION)
 
 # Debian packages the build links against (librdkafka's TLS support).
 sysdeps:

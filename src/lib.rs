@@ -4,7 +4,9 @@
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod lake;
 pub mod producer;
+pub mod sink;
 pub mod source;
 pub mod topic;
 
@@ -18,6 +20,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<python::producer::PyProducer>()?;
     m.add_class::<python::producer::PySendReport>()?;
     m.add_class::<python::source::PyTickSource>()?;
+    m.add_class::<python::sink::PyLakeSink>()?;
+    m.add_class::<python::sink::PySinkStatus>()?;
     m.add_function(wrap_pyfunction!(python::source::read_ticks, m)?)?;
     m.add_function(wrap_pyfunction!(python::source::synthetic_ticks, m)?)?;
     m.add_function(wrap_pyfunction!(python::topic::read_topic, m)?)?;

@@ -1,10 +1,17 @@
 import csv
 import itertools
+import os
+import socket
+import subprocess
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 import stockstream as ss
 
@@ -60,8 +67,6 @@ def consume_all(bootstrap, topic, expected, timeout=30.0):
         parts = sorted(meta.topics[topic].partitions)
         c.assign([TopicPartition(topic, p, 0) for p in parts])
         out = []
-        import time
-
         deadline = time.monotonic() + timeout
         while len(out) < expected and time.monotonic() < deadline:
             msg = c.poll(0.5)
@@ -87,3 +92,142 @@ def end_offsets(bootstrap, topic):
         }
     finally:
         c.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc=None, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+# --- S3: moto's server, in this process so it can be stopped and restarted with its data ---
+
+
+class S3Server:
+    """A moto S3 server on loopback; `stop()` / `start()` simulate an outage, keeping the data."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self._server = None
+
+    def start(self):
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        wait_for_port(self.port)
+
+    def stop(self):
+        self._server.stop()
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def aws_env():
+    """Test credentials, and no instance-metadata lookups (nothing but loopback is contacted)."""
+    saved = {k: os.environ.get(k) for k in AWS_ENV}
+    os.environ.update(AWS_ENV)
+    os.environ.pop("AWS_PROFILE", None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture(scope="session")
+def s3(aws_env):
+    server = S3Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"lake-{uuid.uuid4().hex[:10]}"
+    s3.client().create_bucket(Bucket=name)
+    return name
+
+
+# --- Kafka: the embedded broker and Tansu, an independent implementation ---
+
+TANSU = os.environ.get("STOCKSTREAM_TANSU") or str(
+    Path.home() / ".cache/stockstream/tansu-0.6.0/bin/tansu"
+)
+
+
+@dataclass
+class Broker:
+    name: str
+    bootstrap_servers: str
+    create_topic: Callable[[str, int], None]
+    # Tansu has no idempotent producer support to rely on.
+    producer_config: dict
+
+
+@pytest.fixture(scope="session")
+def tansu(tmp_path_factory):
+    if not os.path.exists(TANSU):
+        message = f"Tansu is not installed at {TANSU} (make tansu installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("tansu")
+    url = f"tcp://127.0.0.1:{port}"
+    with open(workdir / "tansu.log", "wb") as log:
+        proc = subprocess.Popen(
+            [TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", f"sqlite://{workdir}/tansu.db"],
+            cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for_port(port, proc)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _admin_create(bootstrap):
+    def create(name, partitions):
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        futures = admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=10)
+        futures[name].result(timeout=15)
+
+    return create
+
+
+@pytest.fixture(params=["embedded", "tansu"])
+def broker(request, kafka):
+    if request.param == "embedded":
+        return Broker("embedded", kafka.bootstrap_servers, kafka.create_topic, {})
+    bootstrap = request.getfixturevalue("tansu")
+    return Broker("tansu", bootstrap, _admin_create(bootstrap), {})

@@ -9,14 +9,22 @@ delivery accounted for; an in-process Kafka cluster makes it run with zero setup
         producer = stockstream.Producer(kafka.bootstrap_servers, "stock-market")
         report = producer.send_csv(stockstream.BUNDLED_CSV, mode="replay")
         ticks = stockstream.read_topic(kafka.bootstrap_servers, "stock-market")
+
+Land the topic in a lake, exactly once, as Hive-partitioned Parquet (a local directory or
+``s3://bucket/prefix``)::
+
+        sink = stockstream.LakeSink(kafka.bootstrap_servers, "stock-market", lake="lake")
+        sink.run(stop_at_end=True)            # or sink.start() … sink.status() … sink.stop()
 """
 
 from pathlib import Path
 
 from stockstream._core import (
     EmbeddedKafka,
+    LakeSink,
     Producer,
     SendReport,
+    SinkStatus,
     TickSource,
     __version__,
     read_ticks,
@@ -41,10 +49,12 @@ __all__ = [
     "DeliveryError",
     "EmbeddedKafka",
     "KafkaError",
+    "LakeSink",
     "NotFoundError",
     "Producer",
     "SchemaError",
     "SendReport",
+    "SinkStatus",
     "StockstreamError",
     "TickSource",
     "__version__",

@@ -10,8 +10,10 @@ import polars
 __version__: str
 __all__ = [
     "EmbeddedKafka",
+    "LakeSink",
     "Producer",
     "SendReport",
+    "SinkStatus",
     "TickSource",
     "read_ticks",
     "read_topic",
@@ -163,6 +165,88 @@ class Producer:
     @property
     def last_report(self) -> SendReport | None: ...
     def __enter__(self) -> Producer: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+@final
+class SinkStatus:
+    """A snapshot of a sink's counters."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def consumed(self) -> int: ...
+    @property
+    def written(self) -> int: ...
+    @property
+    def rejected(self) -> int: ...
+    @property
+    def files(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def buffered(self) -> int: ...
+    @property
+    def lag(self) -> int | None: ...
+    @property
+    def assigned(self) -> list[int]: ...
+    @property
+    def committed(self) -> dict[int, int]: ...
+    @property
+    def last_commit(self) -> float | None: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def last_error(self) -> str | None: ...
+    def _repr_html_(self) -> str: ...
+
+@final
+class LakeSink:
+    """Lands a Kafka topic in a lake (a local directory or ``s3://bucket/prefix``), exactly once."""
+
+    def __new__(
+        cls,
+        bootstrap_servers: str,
+        topic: str,
+        group_id: str = "stockstream-sink",
+        lake: str = "lake",
+        *,
+        format: str = "parquet",
+        table: str | None = None,
+        partition_by: str | Sequence[str] | None = None,
+        flush_records: int | None = None,
+        flush_bytes: int | None = None,
+        flush_age: float | None = None,
+        flush_idle: float | None = None,
+        buffer_bytes: int | None = None,
+        symbol_field: str = "Index",
+        time_field: str = "Date",
+        columns: dict[str, str] | None = None,
+        kafka_metadata: bool = False,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        aws_profile: str | None = None,
+        connect_timeout: float = 10.0,
+        **config: _Config,
+    ) -> LakeSink: ...
+    def run(
+        self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False
+    ) -> SinkStatus: ...
+    def start(
+        self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False
+    ) -> None: ...
+    def stop(self) -> SinkStatus: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+    def status(self) -> SinkStatus: ...
+    @property
+    def running(self) -> bool: ...
+    def __enter__(self) -> LakeSink: ...
     def __exit__(
         self,
         exc_type: type[BaseException] | None,

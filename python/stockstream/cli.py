@@ -1,10 +1,11 @@
-"""The ``stockstream`` command line: ``broker``, ``produce`` and ``demo``."""
+"""The ``stockstream`` command line: ``broker``, ``produce``, ``sink`` and ``demo``."""
 
 import argparse
 import os
 import signal
 import sys
 import threading
+import time
 from typing import Optional
 
 from stockstream import _core
@@ -74,6 +75,54 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sink(args: argparse.Namespace) -> int:
+    """Land a topic in a lake, printing a status line, until a limit or Ctrl-C / SIGTERM."""
+    bootstrap = args.bootstrap_servers or os.environ.get(BOOTSTRAP_ENV)
+    if not bootstrap:
+        raise SystemExit(f"stockstream sink: give -b HOST:PORT or set {BOOTSTRAP_ENV}")
+    sink = _core.LakeSink(
+        bootstrap,
+        args.topic,
+        args.group_id,
+        args.lake,
+        format=args.format,
+        table=args.table,
+        partition_by=args.partition_by,
+        flush_records=args.flush_records,
+        flush_bytes=args.flush_bytes,
+        flush_age=args.flush_age,
+        flush_idle=args.flush_idle,
+        kafka_metadata=args.kafka_metadata,
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        aws_profile=args.profile,
+        **_properties(args.property),
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    sink.start(limit=args.limit, duration=args.duration, stop_at_end=args.stop_at_end)
+    print(f"{sink} started", file=sys.stderr, flush=True)
+    last = 0.0
+    while sink.running and not stop.wait(0.2):
+        if not args.quiet and time.monotonic() - last >= 1.0:
+            last = time.monotonic()
+            print(f"\r{_status_line(sink.status())}", end="", file=sys.stderr, flush=True)
+    status = sink.stop()
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(status)
+    return 0
+
+
+def _status_line(s: "_core.SinkStatus") -> str:
+    lag = "?" if s.lag is None else f"{s.lag:,}"
+    return (
+        f"consumed {s.consumed:,}  written {s.written:,}  files {s.files:,}  "
+        f"rejected {s.rejected:,}  lag {lag}  errors {s.errors}  [{s.state}]"
+    )
+
+
 def _bundled() -> str:
     from stockstream import BUNDLED_CSV
 
@@ -86,6 +135,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     run(rate_seconds=args.tutorial_seconds)
     return 0
+
+
+def _property_option(p: argparse.ArgumentParser, client: str) -> None:
+    p.add_argument(
+        "-X",
+        dest="property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"librdkafka {client} property, e.g. -X security.protocol=SASL_SSL (repeatable)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -112,15 +172,35 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--limit", type=int, help="stop after N messages")
     pr.add_argument("--duration", type=float, help="stop after N seconds")
     pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument(
-        "-X",
-        dest="property",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable)",
-    )
+    _property_option(pr, "producer")
     pr.set_defaults(func=cmd_produce)
+
+    sk = sub.add_parser("sink", help="land a topic in a lake (local directory or s3://)")
+    sk.add_argument("lake", nargs="?", default="lake", help="directory or s3://bucket/prefix")
+    sk.add_argument("-b", "--bootstrap-servers", help=f"host:port list (or ${BOOTSTRAP_ENV})")
+    sk.add_argument("-t", "--topic", default="stock-market")
+    sk.add_argument("-g", "--group-id", default="stockstream-sink")
+    sk.add_argument("--format", choices=["parquet", "ndjson"], default="parquet")
+    sk.add_argument("--table", help="lake folder to write (default: the topic name)")
+    sk.add_argument(
+        "--partition-by", default="date", help="comma list of symbol,year,month,date,hour"
+    )
+    sk.add_argument("--flush-records", type=int, help="records per partition buffer")
+    sk.add_argument("--flush-bytes", type=int, help="message bytes per partition buffer")
+    sk.add_argument("--flush-age", type=float, help="seconds before a buffer is landed")
+    sk.add_argument("--flush-idle", type=float, help="seconds of quiet before it is landed")
+    sk.add_argument("--kafka-metadata", action="store_true", help="add _kafka_* columns")
+    sk.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    sk.add_argument("--region")
+    sk.add_argument("--profile", help="AWS profile name")
+    sk.add_argument("--limit", type=int, help="stop after N messages")
+    sk.add_argument("--duration", type=float, help="stop after N seconds")
+    sk.add_argument(
+        "--stop-at-end", action="store_true", help="stop once the topic is read to its end"
+    )
+    sk.add_argument("-q", "--quiet", action="store_true", help="no status line")
+    _property_option(sk, "consumer")
+    sk.set_defaults(func=cmd_sink)
 
     d = sub.add_parser("demo", help="embedded broker + bundled data, end to end")
     d.add_argument(

@@ -5,5 +5,20 @@ pub mod embedded;
 pub mod errors;
 pub mod kafka_config;
 pub mod producer;
+pub mod sink;
 pub mod source;
 pub mod topic;
+
+use std::time::Duration;
+
+use pyo3::PyResult;
+
+/// A non-negative number of seconds given for option `name`.
+pub fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        crate::error::Error::Config(format!(
+            "{name} must be a non-negative number of seconds, got {value}"
+        ))
+        .into()
+    })
+}

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::kafka_config::kafka_config;
+use super::seconds;
 use super::source::{schema, PyTickSource};
 use crate::producer::{Control, Producer, SendOptions, SendReport};
 
@@ -158,15 +159,7 @@ fn options(
     limit: Option<u64>,
     duration: Option<f64>,
 ) -> PyResult<SendOptions> {
-    let duration = duration
-        .map(|d| {
-            Duration::try_from_secs_f64(d).map_err(|_| {
-                crate::error::Error::Config(format!(
-                    "duration must be a non-negative number of seconds, got {d}"
-                ))
-            })
-        })
-        .transpose()?;
+    let duration = duration.map(|d| seconds("duration", d)).transpose()?;
     Ok(SendOptions {
         rate,
         speedup,

@@ -13,19 +13,24 @@ const NAIVE_FORMATS: [&str; 4] = [
 /// Parses one event time to microseconds since the Unix epoch (UTC), or `None` if the text
 /// is not a date (`2021-06-02`, `06/02/2021`), a date-time, or an RFC 3339 timestamp.
 pub fn parse_micros(text: &str) -> Option<i64> {
+    parse_event_time(text).map(|(micros, _)| micros)
+}
+
+/// Like [`parse_micros`], also telling whether the text was a plain date (no time of day).
+pub fn parse_event_time(text: &str) -> Option<(i64, bool)> {
     let text = text.trim();
     if let Some(date) = parse_date(text) {
         return date
             .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp_micros());
+            .map(|t| (t.and_utc().timestamp_micros(), true));
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(t.timestamp_micros());
+        return Some((t.timestamp_micros(), false));
     }
     NAIVE_FORMATS
         .iter()
         .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .map(|t| t.and_utc().timestamp_micros())
+        .map(|t| (t.and_utc().timestamp_micros(), false))
 }
 
 fn parse_date(text: &str) -> Option<NaiveDate> {

@@ -1,0 +1,103 @@
+//! A lake in a local directory. Objects appear atomically: written to a hidden temporary
+//! file beside their final name, synced, then renamed.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::ObjectStore;
+use crate::error::{Error, Result};
+
+/// Distinguishes temporary files of concurrent writers within one process.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A directory holding the lake's objects as plain files.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// Uses `root` as the lake, creating it if needed.
+    pub fn open(root: PathBuf) -> Result<Self> {
+        fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        if !root.is_dir() {
+            return Err(Error::Config(format!(
+                "lake {} is not a directory",
+                root.display()
+            )));
+        }
+        Ok(LocalStore { root })
+    }
+
+    fn write_synced(path: &Path, body: &[u8]) -> std::io::Result<()> {
+        let mut file = fs::File::create(path)?;
+        file.write_all(body)?;
+        file.sync_all()
+    }
+}
+
+impl ObjectStore for LocalStore {
+    fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {
+        let path = self.root.join(key);
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        // A leading dot hides the partial file from Hive-style readers (Spark, Polars, DuckDB).
+        let temp = dir.join(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = Self::write_synced(&temp, &body).and_then(|()| fs::rename(&temp, &path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(Error::io(&path, e));
+        }
+        // The rename is durable only once the directory entry is.
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))
+    }
+
+    fn url(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_creates_directories_replaces_objects_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("lake")).unwrap();
+        store
+            .put("t/date=2021-01-04/a.json", b"one".to_vec())
+            .unwrap();
+        store
+            .put("t/date=2021-01-04/a.json", b"two".to_vec())
+            .unwrap();
+        let part = dir.path().join("lake/t/date=2021-01-04");
+        assert_eq!(fs::read(part.join("a.json")).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(&part)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+    }
+
+    #[test]
+    fn a_file_in_the_way_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        fs::write(&file, b"x").unwrap();
+        let err = LocalStore::open(file.clone()).unwrap_err().to_string();
+        assert!(err.contains("plain"), "{err}");
+    }
+}

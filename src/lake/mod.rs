@@ -1,0 +1,111 @@
+//! Where the lake's objects live: a local directory or an S3 bucket (any S3-compatible
+//! endpoint), behind one small trait so the sink does not care which.
+
+mod local;
+mod s3;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use local::LocalStore;
+pub use s3::{S3Options, S3Store};
+
+use crate::error::{Error, Result};
+
+/// Object storage as the lake needs it: whole-object writes that readers see completely or not at all.
+pub trait ObjectStore: Send + Sync {
+    /// Writes `body` at `key` (a `/`-separated path below the lake root), replacing any
+    /// object already there. When this returns `Ok` the object is durable.
+    fn put(&self, key: &str, body: Vec<u8>) -> Result<()>;
+
+    /// The URL of `key` in this lake, for messages and reports.
+    fn url(&self, key: &str) -> String;
+}
+
+/// A lake location: `s3://bucket/prefix`, `file:///dir` or a plain directory path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LakeUrl {
+    Local(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl LakeUrl {
+    /// Parses a lake location; only local paths and `s3://` are understood.
+    pub fn parse(text: &str) -> Result<Self> {
+        let text = text.trim();
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::Config(format!(
+                    "lake {text:?} names no bucket: use s3://bucket/prefix"
+                )));
+            }
+            return Ok(LakeUrl::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        let path = text.strip_prefix("file://").unwrap_or(text);
+        if path.is_empty() {
+            return Err(Error::Config(
+                "lake is empty: give a directory or s3://bucket/prefix".into(),
+            ));
+        }
+        if let Some((scheme, _)) = path.split_once("://") {
+            return Err(Error::Config(format!(
+                "lake {text:?}: scheme {scheme:?} is not supported (use s3:// or a local directory)"
+            )));
+        }
+        Ok(LakeUrl::Local(PathBuf::from(path)))
+    }
+}
+
+/// Opens the lake at `url`, checking that it can be written to (the directory can be
+/// created; the bucket exists and the credentials are accepted).
+pub fn open(url: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>> {
+    Ok(match LakeUrl::parse(url)? {
+        LakeUrl::Local(root) => Arc::new(LocalStore::open(root)?),
+        LakeUrl::S3 { bucket, prefix } => Arc::new(S3Store::open(&bucket, &prefix, s3)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lake_locations() {
+        assert_eq!(
+            LakeUrl::parse("s3://b/some/prefix/").unwrap(),
+            LakeUrl::S3 {
+                bucket: "b".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+        assert_eq!(
+            LakeUrl::parse("s3://b").unwrap(),
+            LakeUrl::S3 {
+                bucket: "b".into(),
+                prefix: "".into()
+            }
+        );
+        assert_eq!(
+            LakeUrl::parse("file:///tmp/lake").unwrap(),
+            LakeUrl::Local("/tmp/lake".into())
+        );
+        assert_eq!(
+            LakeUrl::parse("lake").unwrap(),
+            LakeUrl::Local("lake".into())
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_schemes_and_empty_buckets() {
+        for bad in ["gs://b/x", "s3:///x", ""] {
+            assert!(
+                matches!(LakeUrl::parse(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! Python face of the lake sink: foreground `run` (Ctrl-C lands what is buffered, then
+//! raises) and background `start` / `status` / `stop` for notebooks.
+//!
+//! The constructor takes one parameter per Python keyword argument, hence its length.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use super::kafka_config::kafka_config;
+use super::seconds;
+use crate::error::{Error, Result};
+use crate::lake::{self, S3Options};
+use crate::sink::{
+    ColumnType, Format, PartitionKey, RollPolicy, RunLimits, Sink, SinkConfig, SinkStatus,
+};
+
+/// A snapshot of a sink's counters.
+///
+/// Attributes:
+///     state: ``ready``, ``running``, ``retrying`` (a lake write failed and is being
+///         retried), ``stopped`` or ``failed``.
+///     running: a background run is in progress.
+///     consumed: messages read from Kafka (re-reads after a rebalance count again).
+///     written: records landed in the lake and committed.
+///     rejected: records sent to ``_rejected/``.
+///     files: objects written; bytes: their total size.
+///     buffered: records read but not yet in the lake.
+///     lag: records in the assigned partitions beyond the committed offsets (None until known).
+///     assigned: the Kafka partitions this member owns.
+///     committed: committed offset by partition.
+///     last_commit: Unix time of the last commit, or None.
+///     errors: failed writes, commits and client errors so far (all retried or recovered);
+///         last_error: the latest one.
+#[pyclass(
+    name = "SinkStatus",
+    module = "stockstream._core",
+    frozen,
+    get_all,
+    skip_from_py_object
+)]
+#[derive(Clone)]
+pub struct PySinkStatus {
+    state: String,
+    running: bool,
+    consumed: u64,
+    written: u64,
+    rejected: u64,
+    files: u64,
+    bytes: u64,
+    buffered: u64,
+    lag: Option<i64>,
+    assigned: Vec<i32>,
+    committed: BTreeMap<i32, i64>,
+    last_commit: Option<f64>,
+    errors: u64,
+    last_error: Option<String>,
+}
+
+impl PySinkStatus {
+    fn of(status: &SinkStatus, running: bool) -> Self {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let detail = status.detail();
+        let lag = status.lag.load(Ordering::Relaxed);
+        let last_commit = status.last_commit_ms.load(Ordering::Relaxed);
+        PySinkStatus {
+            state: detail.state,
+            running,
+            consumed: load(&status.consumed),
+            written: load(&status.written),
+            rejected: load(&status.rejected),
+            files: load(&status.files),
+            bytes: load(&status.bytes),
+            buffered: load(&status.buffered),
+            lag: (lag >= 0).then_some(lag),
+            assigned: detail.assigned,
+            committed: detail.committed.into_iter().collect(),
+            last_commit: (last_commit > 0).then(|| last_commit as f64 / 1000.0),
+            errors: load(&status.errors),
+            last_error: detail.last_error,
+        }
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let opt = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
+        vec![
+            ("state", self.state.clone()),
+            ("consumed", self.consumed.to_string()),
+            ("written", self.written.to_string()),
+            ("rejected", self.rejected.to_string()),
+            ("files", self.files.to_string()),
+            ("bytes", self.bytes.to_string()),
+            ("buffered", self.buffered.to_string()),
+            ("lag", opt(self.lag)),
+            ("assigned", format!("{:?}", self.assigned)),
+            ("errors", self.errors.to_string()),
+        ]
+    }
+}
+
+#[pymethods]
+impl PySinkStatus {
+    fn __repr__(&self) -> String {
+        let body: Vec<String> = self
+            .fields()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("SinkStatus({})", body.join(", "))
+    }
+
+    /// An HTML table, for notebooks.
+    fn _repr_html_(&self) -> String {
+        let mut rows: Vec<String> = self
+            .fields()
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "<tr><th style=\"text-align:left\">{k}</th><td>{}</td></tr>",
+                    html(v)
+                )
+            })
+            .collect();
+        if let Some(e) = &self.last_error {
+            rows.push(format!(
+                "<tr><th style=\"text-align:left\">last error</th><td>{}</td></tr>",
+                html(e)
+            ));
+        }
+        format!(
+            "<table><caption>LakeSink</caption>{}</table>",
+            rows.concat()
+        )
+    }
+}
+
+fn html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+enum State {
+    Idle(Box<Sink>),
+    Running(JoinHandle<(Box<Sink>, Result<()>)>),
+    /// Only while a foreground `run` holds the sink, or after a background thread panicked.
+    Busy,
+}
+
+/// Lands a Kafka topic in a lake (a local directory or ``s3://bucket/prefix``), exactly once.
+///
+/// Records are buffered per Kafka partition and written as one object per Hive-style
+/// partition folder (``date=2021-01-04/``), named ``part-<topic>-<partition>-<first offset>``.
+/// Offsets are committed only after the objects holding them are durable, and a replay
+/// after a crash or rebalance rewrites the same names: no record is lost or doubled.
+/// Undecodable messages go to ``_rejected/<table>/`` with their offsets and the reason.
+/// Several sinks with the same ``group_id`` share a topic's partitions.
+///
+/// Args:
+///     bootstrap_servers: ``host:port[,host:port…]``.
+///     topic: the topic to read.
+///     group_id: the consumer group; committed offsets belong to it.
+///     lake: a directory, ``file:///dir`` or ``s3://bucket/prefix``.
+///     format: ``"parquet"`` (zstd, typed columns) or ``"ndjson"`` (one JSON object per line).
+///     table: the lake folder to write into; the topic name by default.
+///     partition_by: folder levels from each record: ``"date"`` (default), ``"hour"``,
+///         ``"month"``, ``"year"``, ``"symbol"``, a list of them, or ``[]`` for none.
+///     flush_records, flush_bytes: land a partition's buffer at this many records or
+///         message bytes (defaults 1,000,000 and 128 MiB).
+///     flush_age: seconds after its first record a buffer is landed at the latest (60).
+///     flush_idle: seconds without new records after which a buffer is landed (10).
+///     buffer_bytes: message bytes buffered over all partitions before the largest buffer
+///         is landed early (256 MiB); bounds memory whatever the backlog.
+///     symbol_field, time_field: the fields holding the symbol and the event date/time.
+///     columns: declared column types, ``{"Open": "float", …}``; records that do not fit
+///         are rejected. Defaults to the tutorial's price columns as floats.
+///     kafka_metadata: add ``_kafka_partition``, ``_kafka_offset`` and ``_kafka_timestamp``.
+///     endpoint_url, region, aws_profile: for S3; credentials come from the AWS default
+///         chain (environment, profile, SSO, instance role).
+///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
+///     **config: any librdkafka consumer property (``session_timeout_ms=6000``, SASL/SSL…).
+///
+/// Raises:
+///     KafkaError: Kafka cannot be reached within ``connect_timeout``.
+///     NotFoundError: the topic or the bucket does not exist.
+///     ConfigError: an invalid option, or the credentials were refused.
+#[pyclass(name = "LakeSink", module = "stockstream._core", frozen)]
+pub struct PyLakeSink {
+    state: Mutex<State>,
+    status: Arc<SinkStatus>,
+    stop: Arc<AtomicBool>,
+    describe: String,
+}
+
+fn partition_keys(value: &Bound<'_, PyAny>) -> PyResult<Vec<PartitionKey>> {
+    if value.is_none() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = if value.is_instance_of::<PyString>() {
+        value
+            .extract::<String>()?
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    } else {
+        value.extract()?
+    };
+    Ok(names
+        .iter()
+        .map(|n| PartitionKey::parse(n))
+        .collect::<Result<_>>()?)
+}
+
+fn run_limits(limit: Option<u64>, duration: Option<f64>, stop_at_end: bool) -> PyResult<RunLimits> {
+    Ok(RunLimits {
+        limit,
+        duration: duration.map(|d| seconds("duration", d)).transpose()?,
+        stop_at_end,
+    })
+}
+
+impl PyLakeSink {
+    fn take_idle(&self) -> PyResult<Box<Sink>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *state, State::Busy) {
+            State::Idle(sink) => Ok(sink),
+            other => {
+                *state = other;
+                Err(Error::Config("this sink is already running; call stop() first".into()).into())
+            }
+        }
+    }
+
+    fn running(&self) -> bool {
+        matches!(&*self.state.lock().unwrap_or_else(|e| e.into_inner()), State::Running(h) if !h.is_finished())
+    }
+
+    fn snapshot(&self) -> PySinkStatus {
+        PySinkStatus::of(&self.status, self.running())
+    }
+}
+
+#[pymethods]
+impl PyLakeSink {
+    #[new]
+    #[pyo3(signature = (
+        bootstrap_servers, topic, group_id="stockstream-sink", lake="lake", *, format="parquet",
+        table=None, partition_by=None, flush_records=None, flush_bytes=None, flush_age=None,
+        flush_idle=None, buffer_bytes=None, symbol_field="Index", time_field="Date", columns=None,
+        kafka_metadata=false, endpoint_url=None, region=None, aws_profile=None, connect_timeout=10.0,
+        **config
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        bootstrap_servers: &str,
+        topic: &str,
+        group_id: &str,
+        lake: &str,
+        format: &str,
+        table: Option<String>,
+        partition_by: Option<&Bound<'_, PyAny>>,
+        flush_records: Option<usize>,
+        flush_bytes: Option<usize>,
+        flush_age: Option<f64>,
+        flush_idle: Option<f64>,
+        buffer_bytes: Option<usize>,
+        symbol_field: &str,
+        time_field: &str,
+        columns: Option<BTreeMap<String, String>>,
+        kafka_metadata: bool,
+        endpoint_url: Option<String>,
+        region: Option<String>,
+        aws_profile: Option<String>,
+        connect_timeout: f64,
+        config: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let kafka = kafka_config(bootstrap_servers, config)?;
+        let connect_timeout = seconds("connect_timeout", connect_timeout)?;
+        let mut cfg = SinkConfig::new(topic, group_id);
+        cfg.format = Format::parse(format)?;
+        if let Some(table) = table {
+            cfg.table = table;
+        }
+        if let Some(keys) = partition_by {
+            cfg.partition_by = partition_keys(keys)?;
+        }
+        let defaults = RollPolicy::default();
+        cfg.roll = RollPolicy {
+            records: flush_records.unwrap_or(defaults.records),
+            bytes: flush_bytes.unwrap_or(defaults.bytes),
+            age: flush_age
+                .map(|s| seconds("flush_age", s))
+                .transpose()?
+                .unwrap_or(defaults.age),
+            idle: flush_idle
+                .map(|s| seconds("flush_idle", s))
+                .transpose()?
+                .unwrap_or(defaults.idle),
+            memory: buffer_bytes.unwrap_or(defaults.memory),
+        };
+        cfg.symbol_field = symbol_field.to_string();
+        cfg.time_field = time_field.to_string();
+        if let Some(columns) = columns {
+            cfg.columns = columns
+                .iter()
+                .map(|(n, t)| Ok((n.clone(), ColumnType::parse(t)?)))
+                .collect::<Result<_>>()?;
+        }
+        cfg.kafka_metadata = kafka_metadata;
+        let s3 = S3Options {
+            endpoint_url,
+            region,
+            profile: aws_profile,
+            path_style: None,
+        };
+        let describe = format!(
+            "LakeSink(topic={topic:?}, group_id={group_id:?}, lake={lake:?}, format={format:?})"
+        );
+        let sink = py.detach(|| -> Result<Sink> {
+            cfg.validate()?;
+            let store = lake::open(lake, &s3)?;
+            Sink::new(&kafka, cfg, store, connect_timeout)
+        })?;
+        Ok(PyLakeSink {
+            status: sink.status(),
+            state: Mutex::new(State::Idle(Box::new(sink))),
+            stop: Arc::new(AtomicBool::new(false)),
+            describe,
+        })
+    }
+
+    /// Runs in the foreground until ``limit`` messages, ``duration`` seconds, or (with
+    /// ``stop_at_end``) every assigned partition is read to its end; then lands and commits
+    /// everything buffered. Ctrl-C / a notebook interrupt also lands and commits, then raises.
+    ///
+    /// Returns:
+    ///     SinkStatus: the counters after the run.
+    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false))]
+    fn run(
+        &self,
+        py: Python<'_>,
+        limit: Option<u64>,
+        duration: Option<f64>,
+        stop_at_end: bool,
+    ) -> PyResult<PySinkStatus> {
+        let limits = run_limits(limit, duration, stop_at_end)?;
+        let mut sink = self.take_idle()?;
+        let mut raised = None;
+        let result = py.detach(|| {
+            let mut stop = || {
+                Python::attach(|py| match py.check_signals() {
+                    Ok(()) => false,
+                    Err(e) => {
+                        raised = Some(e);
+                        true
+                    }
+                })
+            };
+            sink.run(&limits, &mut stop)
+        });
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Idle(sink);
+        result?;
+        match raised {
+            Some(e) => Err(e),
+            None => Ok(self.snapshot()),
+        }
+    }
+
+    /// Starts consuming in a background thread and returns at once; the notebook stays
+    /// usable. Watch it with ``status()``; end it with ``stop()``. Takes the same limits as ``run``.
+    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false))]
+    fn start(&self, limit: Option<u64>, duration: Option<f64>, stop_at_end: bool) -> PyResult<()> {
+        let limits = run_limits(limit, duration, stop_at_end)?;
+        let mut sink = self.take_idle()?;
+        self.stop.store(false, Ordering::Relaxed);
+        let stop = self.stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("stockstream-sink".into())
+            .spawn(move || {
+                let result = sink.run(&limits, &mut || stop.load(Ordering::Relaxed));
+                (sink, result)
+            })
+            .map_err(|e| Error::Io(format!("cannot start the sink thread: {e}")))?;
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Running(handle);
+        Ok(())
+    }
+
+    /// Stops a background run: lands and commits what is buffered, then returns the final
+    /// counters. Raises the error that ended the run, if one did.
+    fn stop(&self, py: Python<'_>) -> PyResult<PySinkStatus> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wait(py, None)?;
+        Ok(self.snapshot())
+    }
+
+    /// Waits for a background run to end by itself (its limit, duration or ``stop_at_end``).
+    /// Returns False if ``timeout`` seconds passed first. Raises the error that ended the run.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let deadline = timeout
+            .map(|t| seconds("timeout", t))
+            .transpose()?
+            .map(|t| std::time::Instant::now() + t);
+        loop {
+            {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let finished = match &*state {
+                    State::Running(h) => h.is_finished(),
+                    _ => return Ok(true),
+                };
+                if finished {
+                    let State::Running(handle) = std::mem::replace(&mut *state, State::Busy) else {
+                        unreachable!("checked above")
+                    };
+                    let (sink, result) = handle
+                        .join()
+                        .map_err(|_| Error::Io("the sink thread panicked".into()))?;
+                    *state = State::Idle(sink);
+                    result?;
+                    return Ok(true);
+                }
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(false);
+            }
+            py.detach(|| std::thread::sleep(Duration::from_millis(20)));
+            py.check_signals()?;
+        }
+    }
+
+    /// The current counters (see ``SinkStatus``).
+    fn status(&self) -> PySinkStatus {
+        self.snapshot()
+    }
+
+    /// Whether a background run is in progress.
+    #[getter(running)]
+    fn is_running(&self) -> bool {
+        self.running()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Stops a background run on leaving a ``with`` block.
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.stop(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        self.describe.clone()
+    }
+}
+
+impl Drop for PyLakeSink {
+    /// A sink dropped while running in the background lands its buffers and stops.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,97 @@
+//! Turns a batch into the bytes of one lake object.
+
+use polars::prelude::*;
+
+use super::batch::{Batch, Values};
+use super::config::Format;
+use crate::error::{Error, Result};
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// The object body for `batch` in `format`.
+pub fn encode(batch: &Batch, format: Format) -> Result<Vec<u8>> {
+    match format {
+        Format::Ndjson => Ok(batch.lines.clone()),
+        Format::Parquet => parquet(batch),
+    }
+}
+
+/// Parquet with zstd, column statistics, and types every engine reads: strings, int64,
+/// float64, booleans, dates, and timestamps in microseconds.
+fn parquet(batch: &Batch) -> Result<Vec<u8>> {
+    let mut columns: Vec<Column> = batch.columns.iter().map(column).collect();
+    if let Some(meta) = &batch.meta {
+        columns.push(
+            Int32Chunked::full("_kafka_partition".into(), meta.partition, batch.rows).into_column(),
+        );
+        columns.push(
+            Int64Chunked::from_vec("_kafka_offset".into(), meta.offsets.clone()).into_column(),
+        );
+        columns.push(
+            Int64Chunked::from_iter_options(
+                "_kafka_timestamp".into(),
+                meta.timestamps.iter().map(|t| t.map(|ms| ms * 1000)),
+            )
+            .into_datetime(TimeUnit::Microseconds, None)
+            .into_column(),
+        );
+    }
+    let mut frame = DataFrame::new(batch.rows, columns).map_err(encode_error)?;
+    let mut out = Vec::new();
+    ParquetWriter::new(&mut out)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(&mut frame)
+        .map_err(encode_error)?;
+    Ok(out)
+}
+
+fn column(col: &super::batch::Column) -> Column {
+    let name: PlSmallStr = col.name.as_str().into();
+    let valid = &col.valid;
+    let opt = |i: usize| valid[i];
+    match &col.values {
+        // A column that only ever held nulls is stored as strings: every engine accepts that.
+        Values::Null => Column::full_null(name, valid.len(), &DataType::String),
+        Values::Bool(v) => BooleanChunked::from_iter_options(
+            name,
+            v.iter().enumerate().map(|(i, &b)| opt(i).then_some(b)),
+        )
+        .into_column(),
+        Values::Int(v) => Int64Chunked::from_iter_options(
+            name,
+            v.iter().enumerate().map(|(i, &x)| opt(i).then_some(x)),
+        )
+        .into_column(),
+        Values::Float(v) => Float64Chunked::from_iter_options(
+            name,
+            v.iter().enumerate().map(|(i, &x)| opt(i).then_some(x)),
+        )
+        .into_column(),
+        Values::Str { text, ends } => {
+            let strings = ends.iter().enumerate().map(|(i, &end)| {
+                let start = if i == 0 { 0 } else { ends[i - 1] };
+                opt(i).then(|| &text[start..end])
+            });
+            StringChunked::from_iter_options(name, strings).into_column()
+        }
+        Values::Time {
+            micros,
+            date_only: true,
+        } => Int32Chunked::from_iter_values(
+            name,
+            micros.iter().map(|&m| m.div_euclid(MICROS_PER_DAY) as i32),
+        )
+        .into_date()
+        .into_column(),
+        Values::Time {
+            micros,
+            date_only: false,
+        } => Int64Chunked::from_vec(name, micros.clone())
+            .into_datetime(TimeUnit::Microseconds, None)
+            .into_column(),
+    }
+}
+
+fn encode_error(e: PolarsError) -> Error {
+    Error::Io(format!("cannot encode Parquet: {e}"))
+}

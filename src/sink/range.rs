@@ -1,0 +1,196 @@
+//! The records of one Kafka partition that are buffered but not yet in the lake: an offset
+//! range that becomes one object per partition folder (plus one quarantine object) and is
+//! committed as a whole.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::batch::{Batch, EventTime};
+use super::config::{Format, SinkConfig};
+use super::encode::encode;
+use super::layout::Layout;
+use super::record::{Record, Scalar};
+use crate::error::Result;
+use crate::source::time::parse_event_time;
+
+/// One message as the sink sees it.
+pub struct Message<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+}
+
+/// A lake object ready to write.
+pub struct Object {
+    pub key: String,
+    pub body: Vec<u8>,
+}
+
+/// Buffered records of one Kafka partition.
+pub struct PendingRange {
+    pub first_offset: i64,
+    /// The offset after the last buffered record: what is committed once this range is landed.
+    pub next_offset: i64,
+    pub opened: Instant,
+    pub last_record: Instant,
+    /// Message bytes buffered.
+    pub bytes: usize,
+    pub records: usize,
+    parts: BTreeMap<String, Batch>,
+    rejected: Option<Batch>,
+    /// The last record's partition folder, reused while records keep landing in it.
+    last_path: Option<(String, i64, String)>,
+}
+
+impl PendingRange {
+    pub fn new(first_offset: i64) -> Self {
+        let now = Instant::now();
+        PendingRange {
+            first_offset,
+            next_offset: first_offset,
+            opened: now,
+            last_record: now,
+            bytes: 0,
+            records: 0,
+            parts: BTreeMap::new(),
+            rejected: None,
+            last_path: None,
+        }
+    }
+
+    /// Buffers a message; returns the reason when it goes to quarantine instead.
+    pub fn add(&mut self, msg: &Message, config: &SinkConfig, layout: &Layout) -> Option<String> {
+        let payload = msg.payload.unwrap_or_default();
+        let outcome = self.route(msg, payload, config, layout);
+        if let Err(reason) = &outcome {
+            let line = rejected_line(msg, &config.topic, reason);
+            let batch = self
+                .rejected
+                .get_or_insert_with(|| Batch::new(msg.offset, false, None));
+            batch.lines.extend_from_slice(&line);
+            batch.rows += 1;
+        }
+        self.next_offset = msg.offset + 1;
+        self.last_record = Instant::now();
+        self.bytes += payload.len();
+        self.records += 1;
+        outcome.err()
+    }
+
+    fn route(
+        &mut self,
+        msg: &Message,
+        payload: &[u8],
+        config: &SinkConfig,
+        layout: &Layout,
+    ) -> std::result::Result<(), String> {
+        if msg.payload.is_none() {
+            return Err("empty message (no value)".into());
+        }
+        let record = Record::parse(payload)?;
+        let symbol = match record.get(&config.symbol_field) {
+            Some(Scalar::Str(s)) if !s.trim().is_empty() => s,
+            Some(Scalar::Str(_)) => {
+                return Err(format!("field {:?} is empty", config.symbol_field))
+            }
+            Some(other) => {
+                return Err(format!(
+                    "field {:?}: expected a string, got {}",
+                    config.symbol_field,
+                    other.describe()
+                ))
+            }
+            None => return Err(format!("missing field {:?}", config.symbol_field)),
+        };
+        let time = match record.get(&config.time_field) {
+            Some(Scalar::Str(s)) => parse_event_time(s).ok_or_else(|| {
+                format!(
+                    "field {:?}: {s:?} is not a date or timestamp",
+                    config.time_field
+                )
+            })?,
+            Some(other) => {
+                return Err(format!(
+                    "field {:?}: expected a date string, got {}",
+                    config.time_field,
+                    other.describe()
+                ))
+            }
+            None => return Err(format!("missing field {:?}", config.time_field)),
+        };
+        let time = EventTime {
+            micros: time.0,
+            date_only: time.1,
+        };
+        let path = match &self.last_path {
+            Some((s, m, path)) if s == symbol.as_ref() && *m == time.micros => path.clone(),
+            _ => {
+                let path = layout.partition_path(symbol, time.micros);
+                self.last_path = Some((symbol.to_string(), time.micros, path.clone()));
+                path
+            }
+        };
+        let store_columns = config.format == Format::Parquet;
+        let meta = config.kafka_metadata.then_some(msg.partition);
+        let batch = self
+            .parts
+            .entry(path)
+            .or_insert_with(|| Batch::new(msg.offset, store_columns, meta));
+        batch.push(
+            &record,
+            payload,
+            &config.time_field,
+            time,
+            &config.columns,
+            msg.offset,
+            msg.timestamp,
+        )
+    }
+
+    /// The range's objects: one per partition folder, and the quarantine object if any.
+    pub fn objects(&self, partition: i32, layout: &Layout) -> Result<Vec<Object>> {
+        let mut out = Vec::with_capacity(self.parts.len() + 1);
+        for (path, batch) in &self.parts {
+            out.push(Object {
+                key: layout.data_key(path, partition, batch.first_offset),
+                body: encode(batch, layout.format)?,
+            });
+        }
+        if let Some(batch) = &self.rejected {
+            out.push(Object {
+                key: layout.rejected_key(partition, batch.first_offset),
+                body: batch.lines.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records that will land as data (the rest are quarantined).
+    pub fn accepted(&self) -> usize {
+        self.parts.values().map(|b| b.rows).sum()
+    }
+}
+
+/// A quarantine line: where the message was, why it was refused, and its exact bytes.
+fn rejected_line(msg: &Message, topic: &str, reason: &str) -> Vec<u8> {
+    fn text(b: Option<&[u8]>) -> Option<&str> {
+        b.and_then(|b| std::str::from_utf8(b).ok())
+    }
+    let b64 = |b: Option<&[u8]>| b.map(aws_smithy_types::base64::encode);
+    let mut line = serde_json::to_vec(&serde_json::json!({
+        "topic": topic,
+        "partition": msg.partition,
+        "offset": msg.offset,
+        "timestamp": msg.timestamp,
+        "error": reason,
+        "key": text(msg.key),
+        "value": text(msg.payload),
+        "key_base64": b64(msg.key),
+        "value_base64": b64(msg.payload),
+    }))
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
+}

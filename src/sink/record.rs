@@ -1,0 +1,185 @@
+//! Decoding one Kafka message into its fields, without building a JSON tree: keys and
+//! strings borrow from the message whenever they contain no escapes.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// One JSON value, as far as a lake column is concerned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    /// An array or object: not storable in a flat column.
+    Nested,
+}
+
+impl Scalar<'_> {
+    /// What kind of value this is, for messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Scalar::Null => "null",
+            Scalar::Bool(_) => "a boolean",
+            Scalar::Int(_) | Scalar::Float(_) => "a number",
+            Scalar::Str(_) => "a string",
+            Scalar::Nested => "an array or object",
+        }
+    }
+}
+
+/// A message's top-level fields, in their order in the message.
+#[derive(Debug, Default)]
+pub struct Record<'a> {
+    pub fields: Vec<(Cow<'a, str>, Scalar<'a>)>,
+}
+
+impl<'a> Record<'a> {
+    /// Parses a message value; the error says why it is not a flat JSON object.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))?;
+        let record: Record =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        for (i, (name, _)) in record.fields.iter().enumerate() {
+            if record.fields[..i].iter().any(|(n, _)| n == name) {
+                return Err(format!("field {name:?} appears twice"));
+            }
+        }
+        Ok(record)
+    }
+
+    /// The value of field `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&Scalar<'a>> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+}
+
+impl<'de> Deserialize<'de> for Record<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RecordVisitor;
+        impl<'de> Visitor<'de> for RecordVisitor {
+            type Value = Record<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
+                while let Some(Text(key)) = map.next_key()? {
+                    let value: Scalar = map.next_value()?;
+                    fields.push((key, value));
+                }
+                Ok(Record { fields })
+            }
+        }
+        d.deserialize_map(RecordVisitor)
+    }
+}
+
+/// A string that borrows from the input when it can.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> Visitor<'de> for ScalarVisitor {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar<'de>, E> {
+                Ok(i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Nested)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Nested)
+            }
+        }
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_field_order_and_types() {
+        let r =
+            Record::parse(br#"{"Index":"NYA","Open":1.5,"Volume":3,"ok":true,"x":null,"n":[1]}"#)
+                .unwrap();
+        let names: Vec<_> = r.fields.iter().map(|(n, _)| n.as_ref()).collect();
+        assert_eq!(names, ["Index", "Open", "Volume", "ok", "x", "n"]);
+        assert_eq!(r.get("Index"), Some(&Scalar::Str("NYA".into())));
+        assert_eq!(r.get("Open"), Some(&Scalar::Float(1.5)));
+        assert_eq!(r.get("Volume"), Some(&Scalar::Int(3)));
+        assert_eq!(r.get("ok"), Some(&Scalar::Bool(true)));
+        assert_eq!(r.get("x"), Some(&Scalar::Null));
+        assert_eq!(r.get("n"), Some(&Scalar::Nested));
+    }
+
+    #[test]
+    fn explains_what_is_wrong() {
+        let cases: [(&[u8], &str); 5] = [
+            (b"not json", "not valid JSON"),
+            (b"[1,2]", "not valid JSON"),
+            (b"{\"a\":1", "not valid JSON"),
+            (b"\xff\xfe", "not UTF-8"),
+            (br#"{"a":1,"a":2}"#, "appears twice"),
+        ];
+        for (input, expected) in cases {
+            let err = Record::parse(input).unwrap_err();
+            assert!(err.contains(expected), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let r = Record::parse(br#"{"s":"a\"b\u00e9"}"#).unwrap();
+        assert_eq!(r.get("s"), Some(&Scalar::Str("a\"b\u{e9}".into())));
+    }
+}

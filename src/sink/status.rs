@@ -1,0 +1,93 @@
+//! Live counters of a running sink, shared between its loop and whoever asks.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What a sink has done so far. Counters only grow; `lag` and `buffered` are current values.
+#[derive(Debug, Default)]
+pub struct SinkStatus {
+    /// Messages read from Kafka (including ones later re-read after a rebalance).
+    pub consumed: AtomicU64,
+    /// Records landed in the lake and committed.
+    pub written: AtomicU64,
+    /// Records sent to `_rejected/`.
+    pub rejected: AtomicU64,
+    /// Objects written (data and quarantine).
+    pub files: AtomicU64,
+    /// Bytes written to the lake.
+    pub bytes: AtomicU64,
+    /// Records buffered, not yet in the lake.
+    pub buffered: AtomicU64,
+    /// Records in the assigned partitions beyond the committed offsets (-1: not known yet).
+    pub lag: AtomicI64,
+    /// Failed writes, commits and client errors (each retried or recovered).
+    pub errors: AtomicU64,
+    /// Unix time in milliseconds of the last successful commit (0: none yet).
+    pub last_commit_ms: AtomicI64,
+    detail: Mutex<Detail>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Detail {
+    pub state: String,
+    pub last_error: Option<String>,
+    pub assigned: Vec<i32>,
+    /// Committed offsets by partition.
+    pub committed: Vec<(i32, i64)>,
+}
+
+impl SinkStatus {
+    pub fn new() -> Self {
+        let s = SinkStatus::default();
+        s.lag.store(-1, Ordering::Relaxed);
+        s.set_state("created");
+        s
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set_state(&self, state: &str) {
+        self.detail.lock().unwrap_or_else(|e| e.into_inner()).state = state.to_string();
+    }
+
+    pub fn error(&self, message: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.detail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error = Some(message);
+    }
+
+    pub fn set_assigned(&self, mut partitions: Vec<i32>) {
+        partitions.sort_unstable();
+        self.detail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .assigned = partitions;
+    }
+
+    pub fn committed(&self, partition: i32, offset: i64) {
+        let mut d = self.detail.lock().unwrap_or_else(|e| e.into_inner());
+        match d.committed.iter_mut().find(|(p, _)| *p == partition) {
+            Some(entry) => entry.1 = offset,
+            None => {
+                d.committed.push((partition, offset));
+                d.committed.sort_unstable();
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.last_commit_ms.store(now, Ordering::Relaxed);
+    }
+
+    pub fn detail(&self) -> Detail {
+        self.detail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}

@@ -1,0 +1,244 @@
+"""The lake sink against real brokers (embedded and Tansu) and a real S3 server (moto)."""
+
+import json
+import time
+import uuid
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from confluent_kafka import Producer as CkProducer
+from lake_check import (
+    TICK_COLUMNS,
+    assert_exactly_once,
+    local_files,
+    read_local_parquet,
+    read_ndjson_lines,
+    read_s3_parquet,
+)
+
+import stockstream as ss
+
+# Fast group rejoin on both brokers.
+GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500, "max_poll_interval_ms": 10000}
+
+
+def group_id():
+    return f"sink-{uuid.uuid4().hex[:8]}"
+
+
+def produce_bundled(bootstrap, topic, **config):
+    report = ss.Producer(bootstrap, topic, **config).send_csv(ss.BUNDLED_CSV, mode="replay")
+    assert report.delivered == report.sent > 0
+    return report.delivered
+
+
+def end_offsets_of(broker_bootstrap, topic):
+    from conftest import end_offsets
+
+    return {p: hi for p, (_, hi) in end_offsets(broker_bootstrap, topic).items()}
+
+
+def expected_ticks():
+    """The bundled CSV as the lake should hold it: dates as dates."""
+    ticks = ss.read_ticks(ss.BUNDLED_CSV).select(TICK_COLUMNS)
+    return ticks.with_columns(pl.col("Date").str.to_date()).sort("Index", "Date")
+
+
+@pytest.fixture
+def fresh_topic(broker):
+    name = f"sink-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(name, 4)
+    return name
+
+
+def test_parquet_round_trip_lands_every_record_once_with_types(broker, fresh_topic, tmp_path):
+    n = produce_bundled(broker.bootstrap_servers, fresh_topic, **broker.producer_config)
+    lake = tmp_path / "lake"
+    sink = ss.LakeSink(
+        broker.bootstrap_servers, fresh_topic, group_id(), str(lake), kafka_metadata=True, **GROUP
+    )
+    status = sink.run(stop_at_end=True, duration=120)
+    assert status.written == n and status.rejected == 0
+    assert status.files == len(local_files(lake, fresh_topic))
+
+    df = read_local_parquet(lake, fresh_topic)
+    assert df.height == n
+    assert_exactly_once(df, end_offsets_of(broker.bootstrap_servers, fresh_topic))
+    # The folder is the record's own event date.
+    assert (df["folder_date"] == df["Date"].cast(pl.String)).all()
+    # The values are the CSV's values.
+    got = df.select(TICK_COLUMNS).sort("Index", "Date")
+    assert got.equals(expected_ticks())
+    # Object names carry the partition and the first offset of the records inside.
+    for name, part in df.group_by("file"):
+        first = part["_kafka_offset"].min()
+        p = part["_kafka_partition"][0]
+        assert name[0] == f"part-{fresh_topic}-{p}-{first:020d}.parquet"
+    # Parquet types every engine reads (Athena, Spark and DuckDB go by these, not by the
+    # Arrow schema Polars also stores): UTF-8 strings, doubles, dates, microsecond timestamps.
+    schema = pq.ParquetFile(local_files(lake, fresh_topic)[0]).schema
+    types = {schema.column(i).name: schema.column(i) for i in range(len(schema))}
+    assert (types["Index"].physical_type, str(types["Index"].logical_type)) == ("BYTE_ARRAY", "String")
+    assert types["Open"].physical_type == "DOUBLE"
+    assert (types["Date"].physical_type, str(types["Date"].logical_type)) == ("INT32", "Date")
+    ts = types["_kafka_timestamp"]
+    assert ts.physical_type == "INT64" and "microseconds" in str(ts.logical_type)
+
+
+def test_a_second_run_of_the_same_group_writes_nothing_new(kafka, topic, tmp_path):
+    produce_bundled(kafka.bootstrap_servers, topic)
+    lake = tmp_path / "lake"
+    gid = group_id()
+    first = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), **GROUP)
+    assert first.run(stop_at_end=True, duration=60).written > 0
+    before = {p: p.stat().st_mtime_ns for p in local_files(lake, topic)}
+    again = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), **GROUP)
+    status = again.run(stop_at_end=True, duration=60)
+    assert status.consumed == 0 and status.files == 0
+    assert {p: p.stat().st_mtime_ns for p in local_files(lake, topic)} == before
+
+
+def test_ndjson_files_hold_one_newline_terminated_object_per_record(kafka, topic, tmp_path):
+    from conftest import csv_rows
+
+    n = produce_bundled(kafka.bootstrap_servers, topic)
+    lake = tmp_path / "lake"
+    sink = ss.LakeSink(kafka.bootstrap_servers, topic, group_id(), str(lake), format="ndjson")
+    assert sink.run(stop_at_end=True, duration=60).written == n
+    rows = read_ndjson_lines(lake, topic)
+    key = lambda r: (r["Index"], r["Date"])  # noqa: E731
+    assert sorted(rows, key=key) == sorted(csv_rows(ss.BUNDLED_CSV), key=key)
+    # A generic reader agrees: Polars reads every file as NDJSON.
+    total = sum(pl.read_ndjson(f).height for f in local_files(lake, topic, ".json"))
+    assert total == n
+
+
+def test_partition_by_symbol_and_month(kafka, topic, tmp_path):
+    produce_bundled(kafka.bootstrap_servers, topic)
+    lake = tmp_path / "lake"
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by=["symbol", "month"]
+    )
+    sink.run(stop_at_end=True, duration=60)
+    df = read_local_parquet(lake, topic)
+    assert (df["folder_symbol"] == df["Index"]).all()
+    assert (df["folder_month"] == df["Date"].dt.strftime("%Y-%m")).all()
+
+
+def test_s3_round_trip(kafka, topic, s3, bucket):
+    n = produce_bundled(kafka.bootstrap_servers, topic)
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers,
+        topic,
+        group_id(),
+        f"s3://{bucket}/raw",
+        endpoint_url=s3.endpoint_url,
+        kafka_metadata=True,
+    )
+    assert sink.run(stop_at_end=True, duration=60).written == n
+    df = read_s3_parquet(s3.client(), bucket, f"raw/{topic}/date=")
+    assert df.height == n
+    assert_exactly_once(df, end_offsets_of(kafka.bootstrap_servers, topic))
+    got = df.select(TICK_COLUMNS).sort("Index", "Date")
+    assert got.equals(expected_ticks())
+    assert all(k.startswith(f"raw/{topic}/date=") for k in df["key"])
+
+
+def _produce_raw(bootstrap, topic, values, partition=0):
+    p = CkProducer({"bootstrap.servers": bootstrap})
+    for v in values:
+        p.produce(topic, value=v, key=b"k", partition=partition)
+    assert p.flush(10) == 0
+
+
+def test_bad_records_are_quarantined_with_their_offsets(kafka, topic, tmp_path):
+    good = {"Index": "NYA", "Date": "2021-01-04", "Open": 1.0, "Close": 2.0}
+    values = [
+        json.dumps(good).encode(),
+        b"not json at all",
+        json.dumps({"Index": "NYA"}).encode(),
+        json.dumps({**good, "Open": "high"}).encode(),
+        json.dumps({**good, "Date": "someday"}).encode(),
+        b"\xff\xfe binary",
+        None,
+        json.dumps({**good, "Date": "2021-01-05"}).encode(),
+    ]
+    _produce_raw(kafka.bootstrap_servers, topic, values)
+    lake = tmp_path / "lake"
+    sink = ss.LakeSink(kafka.bootstrap_servers, topic, group_id(), str(lake), kafka_metadata=True)
+    status = sink.run(stop_at_end=True, duration=60)
+    assert (status.written, status.rejected) == (2, 6)
+    df = read_local_parquet(lake, topic)
+    assert sorted(df["_kafka_offset"].to_list()) == [0, 7]
+    rejected = [json.loads(line) for f in (lake / "_rejected" / topic).glob("*.json")
+                for line in f.read_text().splitlines()]  # fmt: skip
+    by_offset = {r["offset"]: r for r in rejected}
+    assert sorted(by_offset) == [1, 2, 3, 4, 5, 6]
+    assert "not valid JSON" in by_offset[1]["error"]
+    assert by_offset[1]["value"] == "not json at all"
+    assert 'missing field "Date"' in by_offset[2]["error"]
+    assert '"Open": expected a number, got a string' in by_offset[3]["error"]
+    assert "not a date" in by_offset[4]["error"]
+    assert "UTF-8" in by_offset[5]["error"] and by_offset[5]["value"] is None
+    assert by_offset[5]["value_base64"] == "//4gYmluYXJ5"
+    assert "no value" in by_offset[6]["error"]
+    assert all(r["topic"] == topic and r["partition"] == 0 for r in rejected)
+
+
+def test_a_new_column_widens_the_schema_instead_of_failing(kafka, topic, tmp_path):
+    base = {"Index": "NYA", "Date": "2021-01-04", "Open": 1.0}
+    values = [json.dumps(base).encode(), json.dumps({**base, "Venue": "NYSE"}).encode()]
+    _produce_raw(kafka.bootstrap_servers, topic, values)
+    lake = tmp_path / "lake"
+    sink = ss.LakeSink(kafka.bootstrap_servers, topic, group_id(), str(lake))
+    assert sink.run(stop_at_end=True, duration=60).written == 2
+    [f] = local_files(lake, topic)
+    df = pl.read_parquet(f)
+    assert df.columns == ["Index", "Date", "Open", "Venue"]
+    assert df["Venue"].to_list() == [None, "NYSE"]
+
+
+def test_an_idle_stream_is_landed_without_stopping_the_sink(kafka, topic, tmp_path):
+    lake = tmp_path / "lake"
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers, topic, group_id(), str(lake), flush_age=30, flush_idle=1.0
+    )
+    sink.start()
+    try:
+        ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV, limit=10)
+        deadline = time.monotonic() + 15
+        while sink.status().written < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status = sink.status()
+        # Landed and committed by the idle timer, not by stop() and not by the 30 s age.
+        assert status.running and status.written == 10, status
+        assert sum(pl.read_parquet(f).height for f in local_files(lake, topic)) == 10
+    finally:
+        sink.stop()
+
+
+def test_two_sinks_in_one_group_split_the_partitions(broker, fresh_topic, tmp_path):
+    lake = tmp_path / "lake"
+    gid = group_id()
+    sinks = [
+        ss.LakeSink(broker.bootstrap_servers, fresh_topic, gid, str(lake), kafka_metadata=True,
+                    flush_idle=0.5, **GROUP)
+        for _ in range(2)
+    ]  # fmt: skip
+    for s in sinks:
+        s.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(len(s.status().assigned) == 2 for s in sinks):
+            time.sleep(0.2)
+        assigned = [set(s.status().assigned) for s in sinks]
+        assert assigned[0] | assigned[1] == {0, 1, 2, 3} and not assigned[0] & assigned[1]
+        n = produce_bundled(broker.bootstrap_servers, fresh_topic, **broker.producer_config)
+        while time.monotonic() < deadline and sum(s.status().written for s in sinks) < n:
+            time.sleep(0.2)
+    finally:
+        final = [s.stop() for s in sinks]
+    assert all(f.written > 0 for f in final), final
+    df = read_local_parquet(lake, fresh_topic)
+    assert_exactly_once(df, end_offsets_of(broker.bootstrap_servers, fresh_topic))

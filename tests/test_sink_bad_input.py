@@ -1,0 +1,102 @@
+"""Bad sink configuration and unreachable or refusing servers give clear errors, not hangs."""
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from conftest import AWS_ENV, free_port, wait_for_port
+
+import stockstream as ss
+
+
+def test_unreachable_broker_is_a_kafka_error_within_the_timeout(tmp_path):
+    began = time.monotonic()
+    with pytest.raises(ss.KafkaError, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
+        ss.LakeSink("127.0.0.1:1", "t", "g", str(tmp_path), connect_timeout=1.0)
+    assert time.monotonic() - began < 10
+
+
+def test_missing_topic_is_not_found(kafka, tmp_path):
+    with pytest.raises(ss.NotFoundError, match=r'topic "no-such-topic" does not exist'):
+        ss.LakeSink(kafka.bootstrap_servers, "no-such-topic", "g", str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"format": "avro"}, 'format "avro" is not supported'),
+        ({"partition_by": ["weekday"]}, 'partition key "weekday" is not supported'),
+        ({"columns": {"Open": "decimal"}}, 'column type "decimal" is not supported'),
+        ({"flush_records": 0}, "must be positive"),
+        ({"flush_age": -1.0}, "flush_age must be a non-negative number"),
+        ({"table": "_hidden"}, "may not start with '_'"),
+        ({"lake": "gs://bucket/x"}, 'scheme "gs" is not supported'),
+    ],
+)
+def test_invalid_options_are_config_errors(kafka, topic, tmp_path, option, message):
+    args = {"lake": str(tmp_path / "lake"), **option}
+    with pytest.raises(ss.ConfigError, match=message):
+        ss.LakeSink(kafka.bootstrap_servers, topic, "g", **args)
+
+
+def test_a_file_where_the_lake_should_be_is_named(kafka, topic, tmp_path):
+    path = tmp_path / "not-a-dir"
+    path.write_text("x")
+    with pytest.raises(ss.StockstreamError, match="not-a-dir"):
+        ss.LakeSink(kafka.bootstrap_servers, topic, "g", str(path))
+
+
+def test_missing_bucket_is_not_found(kafka, topic, s3):
+    with pytest.raises(ss.NotFoundError, match=r"bucket s3://no-such-bucket at http://127"):
+        ss.LakeSink(
+            kafka.bootstrap_servers, topic, "g", "s3://no-such-bucket/x", endpoint_url=s3.endpoint_url
+        )
+
+
+def test_unreachable_s3_endpoint_is_named(kafka, topic, aws_env):
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ss.StockstreamError, match=f"cannot reach bucket s3://b at {endpoint}"):
+        ss.LakeSink(kafka.bootstrap_servers, topic, "g", "s3://b", endpoint_url=endpoint)
+
+
+def test_unknown_aws_profile_is_reported(kafka, topic, s3, bucket):
+    with pytest.raises(ss.StockstreamError, match="no-such-profile") as err:
+        ss.LakeSink(
+            kafka.bootstrap_servers, topic, "g", f"s3://{bucket}",
+            endpoint_url=s3.endpoint_url, aws_profile="no-such-profile",
+        )  # fmt: skip
+    assert "testing" not in str(err.value)
+
+
+@pytest.fixture
+def s3_with_auth(tmp_path):
+    """A separate moto server that checks credentials against its IAM users (none exist)."""
+    port = free_port()
+    env = {**os.environ, **AWS_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    proc = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_refused_credentials_are_a_config_error_without_the_secret(kafka, topic, aws_env, s3_with_auth):
+    secret = f"secret-{uuid.uuid4().hex}"
+    saved = os.environ["AWS_SECRET_ACCESS_KEY"]
+    os.environ["AWS_SECRET_ACCESS_KEY"] = secret
+    try:
+        with pytest.raises(ss.ConfigError, match="was denied: check the credentials") as err:
+            ss.LakeSink(
+                kafka.bootstrap_servers, topic, "g", "s3://any-bucket", endpoint_url=s3_with_auth
+            )
+    finally:
+        os.environ["AWS_SECRET_ACCESS_KEY"] = saved
+    assert secret not in str(err.value)

@@ -1,0 +1,135 @@
+"""The sink's exactly-once promise under failure: SIGKILL at random moments, S3 outages."""
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+from conftest import S3Server, end_offsets
+from lake_check import assert_exactly_once, read_local_parquet, read_s3_parquet
+
+import stockstream as ss
+
+GROUP = ["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500",
+         "-X", "max.poll.interval.ms=10000"]  # fmt: skip
+
+
+def offsets(bootstrap, topic):
+    return {p: hi for p, (_, hi) in end_offsets(bootstrap, topic).items()}
+
+
+def sink_command(bootstrap, topic, gid, lake, *extra):
+    return [sys.executable, "-m", "stockstream", "sink", str(lake), "-b", bootstrap, "-t", topic,
+            "-g", gid, "--kafka-metadata", "--flush-records", "300", "--quiet", *GROUP, *extra]  # fmt: skip
+
+
+def test_sigkill_at_random_moments_loses_and_doubles_nothing(kafka, topic, tmp_path):
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    lake = tmp_path / "lake"
+    gid = f"crash-{uuid.uuid4().hex[:6]}"
+    # The producer keeps writing while the sink is killed, so kills land mid-range and mid-write.
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    source = ss.TickSource.synthetic(40, seed=seed)
+    feeding = threading.Thread(target=lambda: producer.send(source, rate=4000, limit=40_000))
+    feeding.start()
+    kills = 0
+    try:
+        for _ in range(4):
+            proc = subprocess.Popen(sink_command(kafka.bootstrap_servers, topic, gid, lake))
+            time.sleep(rng.uniform(2.0, 8.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    finally:
+        feeding.join()
+    final = subprocess.run(
+        sink_command(kafka.bootstrap_servers, topic, gid, lake, "--stop-at-end", "--duration", "120"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert final.returncode == 0, final.stderr
+    df = read_local_parquet(lake, topic)
+    ends = offsets(kafka.bootstrap_servers, topic)
+    assert sum(ends.values()) == 40_000, f"seed {seed}"
+    assert_exactly_once(df, ends)
+    assert kills == 4
+    # No temporary files were left visible to readers.
+    assert not [p for p in lake.rglob("*.tmp") if not p.name.startswith(".")]
+
+
+def test_an_s3_outage_mid_run_loses_nothing(kafka, topic, aws_env):
+    server = S3Server()
+    server.start()
+    bucket = f"outage-{uuid.uuid4().hex[:8]}"
+    server.client().create_bucket(Bucket=bucket)
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers,
+        topic,
+        f"outage-{uuid.uuid4().hex[:6]}",
+        f"s3://{bucket}",
+        endpoint_url=server.endpoint_url,
+        kafka_metadata=True,
+        flush_records=200,
+    )
+    n = 6000
+    sink.start()
+    try:
+        producer = ss.Producer(kafka.bootstrap_servers, topic)
+        producer.send(ss.TickSource.synthetic(20, seed=7), limit=n // 2)
+        deadline = time.monotonic() + 30
+        while sink.status().written == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.stop()
+        producer.send(ss.TickSource.synthetic(20, seed=8), limit=n // 2)
+        while sink.status().state != "retrying" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        during = sink.status()
+        assert during.state == "retrying" and during.errors > 0, during
+        assert during.written < n
+        time.sleep(2)
+        server.start()
+        deadline = time.monotonic() + 60
+        while sink.status().written < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        final = sink.stop()
+        server.stop()
+    assert final.written == n, final
+    server.start()
+    try:
+        df = read_s3_parquet(server.client(), bucket, f"{topic}/")
+    finally:
+        server.stop()
+    assert_exactly_once(df, offsets(kafka.bootstrap_servers, topic))
+
+
+def test_stop_during_an_outage_returns_promptly_without_committing(kafka, topic, aws_env):
+    server = S3Server()
+    server.start()
+    bucket = f"gone-{uuid.uuid4().hex[:8]}"
+    server.client().create_bucket(Bucket=bucket)
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers,
+        topic,
+        "g",
+        f"s3://{bucket}",
+        endpoint_url=server.endpoint_url,
+        flush_idle=0.5,
+    )
+    server.stop()
+    ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV, limit=50)
+    sink.start(stop_at_end=True)
+    deadline = time.monotonic() + 30
+    while sink.status().state != "retrying" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sink.status().state == "retrying"
+    began = time.monotonic()
+    status = sink.stop()
+    assert time.monotonic() - began < 15
+    # Asked to stop while S3 is down: nothing committed, so a restart re-reads everything.
+    assert status.written == 0 and status.committed == {}
