@@ -202,10 +202,11 @@ def tansu(tmp_path_factory):
     port = free_port()
     workdir = tmp_path_factory.mktemp("tansu")
     url = f"tcp://127.0.0.1:{port}"
+    # The SQLite path is taken relative to the working directory.
     with open(workdir / "tansu.log", "wb") as log:
         proc = subprocess.Popen(
             [TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", f"sqlite://{workdir}/tansu.db"],
+             "--storage-engine", "sqlite://tansu.db"],
             cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

@@ -63,7 +63,7 @@ def test_unreachable_s3_endpoint_is_named(kafka, topic, aws_env):
 
 
 def test_unknown_aws_profile_is_reported(kafka, topic, s3, bucket):
-    with pytest.raises(ss.StockstreamError, match="no-such-profile") as err:
+    with pytest.raises(ss.ConfigError, match='no AWS credentials .* profile "no-such-profile"') as err:
         ss.LakeSink(
             kafka.bootstrap_servers, topic, "g", f"s3://{bucket}",
             endpoint_url=s3.endpoint_url, aws_profile="no-such-profile",

@@ -70,6 +70,16 @@ impl S3Store {
             Some(e) => format!("s3://{} at {e}", self.bucket),
             None => format!("s3://{}", self.bucket),
         };
+        if credentials_missing(&err) {
+            let from = options
+                .profile
+                .as_ref()
+                .map_or(String::new(), |p| format!(" from profile {p:?}"));
+            return Err(Error::Config(format!(
+                "no AWS credentials could be loaded{from} for {where_}: set AWS_ACCESS_KEY_ID and \
+                 AWS_SECRET_ACCESS_KEY, or name an existing profile (aws configure / aws sso login)"
+            )));
+        }
         Err(match err.raw_response().map(|r| r.status().as_u16()) {
             Some(404) => Error::NotFound(format!("bucket {where_} does not exist")),
             Some(301) => Error::Config(format!(
@@ -217,7 +227,13 @@ async fn client(options: &S3Options) -> Client {
         loader = loader.region(Region::new(region.clone()));
     }
     if let Some(profile) = &options.profile {
-        loader = loader.profile_name(profile);
+        // Only that profile's credentials: a misspelt profile must fail, not silently fall
+        // back to whatever the environment holds.
+        loader = loader.profile_name(profile).credentials_provider(
+            aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .profile_name(profile)
+                .build(),
+        );
     }
     let shared = loader.load().await;
     let mut config = aws_sdk_s3::config::Builder::from(&shared);
@@ -230,6 +246,18 @@ async fn client(options: &S3Options) -> Client {
     }
     config = config.force_path_style(options.path_style.unwrap_or(options.endpoint_url.is_some()));
     Client::from_conf(config.build())
+}
+
+/// Whether a request failed because no credentials could be resolved.
+fn credentials_missing(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>().is_some() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The error's code and message, or its full cause chain when the service gave none
