@@ -90,10 +90,10 @@ def test_a_second_run_of_the_same_group_writes_nothing_new(kafka, topic, tmp_pat
     produce_bundled(kafka.bootstrap_servers, topic)
     lake = tmp_path / "lake"
     gid = group_id()
-    first = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), **GROUP)
+    first = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), partition_by="month", **GROUP)
     assert first.run(stop_at_end=True, duration=60).written > 0
     before = {p: p.stat().st_mtime_ns for p in local_files(lake, topic)}
-    again = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), **GROUP)
+    again = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), partition_by="month", **GROUP)
     status = again.run(stop_at_end=True, duration=60)
     assert status.consumed == 0 and status.files == 0
     assert {p: p.stat().st_mtime_ns for p in local_files(lake, topic)} == before
@@ -104,7 +104,9 @@ def test_ndjson_files_hold_one_newline_terminated_object_per_record(kafka, topic
 
     n = produce_bundled(kafka.bootstrap_servers, topic)
     lake = tmp_path / "lake"
-    sink = ss.LakeSink(kafka.bootstrap_servers, topic, group_id(), str(lake), format="ndjson")
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers, topic, group_id(), str(lake), format="ndjson", partition_by="month"
+    )
     assert sink.run(stop_at_end=True, duration=60).written == n
     rows = read_ndjson_lines(lake, topic)
     key = lambda r: (r["Index"], r["Date"])  # noqa: E731
@@ -135,14 +137,15 @@ def test_s3_round_trip(kafka, topic, s3, bucket):
         f"s3://{bucket}/raw",
         endpoint_url=s3.endpoint_url,
         kafka_metadata=True,
+        partition_by="year",
     )
     assert sink.run(stop_at_end=True, duration=60).written == n
-    df = read_s3_parquet(s3.client(), bucket, f"raw/{topic}/date=")
+    df = read_s3_parquet(s3.client(), bucket, f"raw/{topic}/year=")
     assert df.height == n
     assert_exactly_once(df, end_offsets_of(kafka.bootstrap_servers, topic))
     got = df.select(TICK_COLUMNS).sort("Index", "Date")
     assert got.equals(expected_ticks())
-    assert all(k.startswith(f"raw/{topic}/date=") for k in df["key"])
+    assert all(k.startswith(f"raw/{topic}/year=") for k in df["key"])
 
 
 def _produce_raw(bootstrap, topic, values, partition=0):

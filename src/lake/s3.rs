@@ -252,7 +252,9 @@ async fn client(options: &S3Options) -> Client {
 fn credentials_missing(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(err);
     while let Some(e) = cause {
-        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>().is_some() {
+        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
             return true;
         }
         cause = e.source();

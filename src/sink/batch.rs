@@ -87,17 +87,17 @@ impl Batch {
         offset: i64,
         timestamp: Option<i64>,
     ) -> Result<(), String> {
-        for (name, value) in &record.fields {
+        for (i, (name, value)) in record.fields.iter().enumerate() {
             if name == time_field {
                 continue;
             }
-            match self.columns.iter().find(|c| c.name == *name) {
+            match self.column_index(i, name).map(|c| &self.columns[c]) {
                 Some(col) => col.accepts(value)?,
                 None => accepts_new(name, declared_type(declared, name), value)?,
             }
         }
-        for (name, value) in &record.fields {
-            let idx = match self.columns.iter().position(|c| c.name == *name) {
+        for (i, (name, value)) in record.fields.iter().enumerate() {
+            let idx = match self.column_index(i, name) {
                 Some(i) => i,
                 None => {
                     let values = if name == time_field {
@@ -149,6 +149,17 @@ impl Batch {
         }
         self.rows = rows;
         Ok(())
+    }
+}
+
+impl Batch {
+    /// The column of the record's `i`-th field. Records usually list their fields in the
+    /// same order, so position `i` is tried first.
+    fn column_index(&self, i: usize, name: &str) -> Option<usize> {
+        match self.columns.get(i) {
+            Some(c) if c.name == name => Some(i),
+            _ => self.columns.iter().position(|c| c.name == name),
+        }
     }
 }
 

@@ -37,6 +37,20 @@ impl Layout {
         parts.join("/")
     }
 
+    /// What a record's folder depends on: its symbol (if folders name it) and its hour or
+    /// day. Records with equal keys share a folder.
+    pub fn folder_key<'a>(&self, symbol: &'a str, micros: i64) -> (Option<&'a str>, i64) {
+        let symbol = self.keys.contains(&PartitionKey::Symbol).then_some(symbol);
+        let bucket = if self.keys.contains(&PartitionKey::Hour) {
+            micros.div_euclid(3_600_000_000)
+        } else if self.keys.iter().any(|k| *k != PartitionKey::Symbol) {
+            micros.div_euclid(86_400_000_000)
+        } else {
+            0
+        };
+        (symbol, bucket)
+    }
+
     /// The object holding a range's records for one partition folder.
     pub fn data_key(&self, path: &str, partition: i32, first_offset: i64) -> String {
         let name = self.file_name(partition, first_offset, self.format.extension());

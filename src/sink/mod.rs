@@ -266,15 +266,14 @@ impl Sink {
         }
     }
 
-    /// Whether every assigned partition has been read to its end (and nothing is buffered).
+    /// Whether every assigned partition has been read to its end (what is buffered is then
+    /// landed by `run`).
     fn read_to_end(&self) -> bool {
         let Ok(assignment) = self.consumer.assignment() else {
             return false;
         };
         let parts = assignment.elements();
-        !parts.is_empty()
-            && self.ranges.is_empty()
-            && parts.iter().all(|e| self.at_end.contains(&e.partition()))
+        !parts.is_empty() && parts.iter().all(|e| self.at_end.contains(&e.partition()))
     }
 
     /// Lands ranges that are old enough or whose partition went quiet.

@@ -40,8 +40,9 @@ pub struct PendingRange {
     pub records: usize,
     parts: BTreeMap<String, Batch>,
     rejected: Option<Batch>,
-    /// The last record's partition folder, reused while records keep landing in it.
-    last_path: Option<(String, i64, String)>,
+    /// The last record's partition folder and what it was computed from, reused while
+    /// records keep landing in it (the common case: a partition's ticks come in time order).
+    last_path: Option<(Option<String>, i64, String)>,
 }
 
 impl PendingRange {
@@ -124,20 +125,22 @@ impl PendingRange {
             micros: time.0,
             date_only: time.1,
         };
-        let path = match &self.last_path {
-            Some((s, m, path)) if s == symbol.as_ref() && *m == time.micros => path.clone(),
-            _ => {
-                let path = layout.partition_path(symbol, time.micros);
-                self.last_path = Some((symbol.to_string(), time.micros, path.clone()));
-                path
-            }
-        };
+        let (key_symbol, bucket) = layout.folder_key(symbol, time.micros);
+        let cached = matches!(&self.last_path, Some((s, b, _)) if s.as_deref() == key_symbol && *b == bucket);
+        if !cached {
+            let path = layout.partition_path(symbol, time.micros);
+            self.last_path = Some((key_symbol.map(str::to_string), bucket, path));
+        }
+        let path = self.last_path.as_ref().map_or("", |(_, _, p)| p.as_str());
         let store_columns = config.format == Format::Parquet;
         let meta = config.kafka_metadata.then_some(msg.partition);
-        let batch = self
-            .parts
-            .entry(path)
-            .or_insert_with(|| Batch::new(msg.offset, store_columns, meta));
+        if !self.parts.contains_key(path) {
+            self.parts.insert(
+                path.to_string(),
+                Batch::new(msg.offset, store_columns, meta),
+            );
+        }
+        let batch = self.parts.get_mut(path).expect("inserted above");
         batch.push(
             &record,
             payload,
