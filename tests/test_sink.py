@@ -8,6 +8,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer as CkProducer
+
+import stockstream as ss
 from lake_check import (
     TICK_COLUMNS,
     assert_exactly_once,
@@ -16,8 +18,6 @@ from lake_check import (
     read_ndjson_lines,
     read_s3_parquet,
 )
-
-import stockstream as ss
 
 # Fast group rejoin on both brokers.
 GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500, "max_poll_interval_ms": 10000}
@@ -79,7 +79,10 @@ def test_parquet_round_trip_lands_every_record_once_with_types(broker, fresh_top
     # Arrow schema Polars also stores): UTF-8 strings, doubles, dates, microsecond timestamps.
     schema = pq.ParquetFile(local_files(lake, fresh_topic)[0]).schema
     types = {schema.column(i).name: schema.column(i) for i in range(len(schema))}
-    assert (types["Index"].physical_type, str(types["Index"].logical_type)) == ("BYTE_ARRAY", "String")
+    assert (types["Index"].physical_type, str(types["Index"].logical_type)) == (
+        "BYTE_ARRAY",
+        "String",
+    )
     assert types["Open"].physical_type == "DOUBLE"
     assert (types["Date"].physical_type, str(types["Date"].logical_type)) == ("INT32", "Date")
     ts = types["_kafka_timestamp"]
@@ -90,10 +93,14 @@ def test_a_second_run_of_the_same_group_writes_nothing_new(kafka, topic, tmp_pat
     produce_bundled(kafka.bootstrap_servers, topic)
     lake = tmp_path / "lake"
     gid = group_id()
-    first = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), partition_by="month", **GROUP)
+    first = ss.LakeSink(
+        kafka.bootstrap_servers, topic, gid, str(lake), partition_by="month", **GROUP
+    )
     assert first.run(stop_at_end=True, duration=60).written > 0
     before = {p: p.stat().st_mtime_ns for p in local_files(lake, topic)}
-    again = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), partition_by="month", **GROUP)
+    again = ss.LakeSink(
+        kafka.bootstrap_servers, topic, gid, str(lake), partition_by="month", **GROUP
+    )
     status = again.run(stop_at_end=True, duration=60)
     assert status.consumed == 0 and status.files == 0
     assert {p: p.stat().st_mtime_ns for p in local_files(lake, topic)} == before
@@ -148,6 +155,32 @@ def test_s3_round_trip(kafka, topic, s3, bucket):
     assert all(k.startswith(f"raw/{topic}/year=") for k in df["key"])
 
 
+def test_large_objects_go_up_as_multipart_uploads(kafka, s3, bucket):
+    topic = f"big-{uuid.uuid4().hex[:6]}"
+    kafka.create_topic(topic, 1)
+    n = 40_000
+    ss.Producer(kafka.bootstrap_servers, topic).send(ss.TickSource.synthetic(50, seed=3), limit=n)
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers,
+        topic,
+        group_id(),
+        f"s3://{bucket}",
+        format="ndjson",
+        partition_by=[],
+        endpoint_url=s3.endpoint_url,
+        s3_part_size=5 << 20,
+    )
+    assert sink.run(stop_at_end=True, duration=60).written == n
+    client = s3.client()
+    [obj] = client.list_objects_v2(Bucket=bucket, Prefix=f"{topic}/")["Contents"]
+    assert obj["Size"] > 5 << 20
+    # S3 marks an object assembled from N parts with an ETag ending in "-N".
+    assert obj["ETag"].strip('"').endswith(f"-{-(-obj['Size'] // (5 << 20))}")
+    body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+    assert body.count(b"\n") == n and body.endswith(b"\n")
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
 def _produce_raw(bootstrap, topic, values, partition=0):
     p = CkProducer({"bootstrap.servers": bootstrap})
     for v in values:
@@ -174,8 +207,11 @@ def test_bad_records_are_quarantined_with_their_offsets(kafka, topic, tmp_path):
     assert (status.written, status.rejected) == (2, 6)
     df = read_local_parquet(lake, topic)
     assert sorted(df["_kafka_offset"].to_list()) == [0, 7]
-    rejected = [json.loads(line) for f in (lake / "_rejected" / topic).glob("*.json")
-                for line in f.read_text().splitlines()]  # fmt: skip
+    rejected = [
+        json.loads(line)
+        for f in (lake / "_rejected" / topic).glob("*.json")
+        for line in f.read_text().splitlines()
+    ]
     by_offset = {r["offset"]: r for r in rejected}
     assert sorted(by_offset) == [1, 2, 3, 4, 5, 6]
     assert "not valid JSON" in by_offset[1]["error"]
@@ -225,10 +261,17 @@ def test_two_sinks_in_one_group_split_the_partitions(broker, fresh_topic, tmp_pa
     lake = tmp_path / "lake"
     gid = group_id()
     sinks = [
-        ss.LakeSink(broker.bootstrap_servers, fresh_topic, gid, str(lake), kafka_metadata=True,
-                    flush_idle=0.5, **GROUP)
+        ss.LakeSink(
+            broker.bootstrap_servers,
+            fresh_topic,
+            gid,
+            str(lake),
+            kafka_metadata=True,
+            flush_idle=0.5,
+            **GROUP,
+        )
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     for s in sinks:
         s.start()
     try:

@@ -7,9 +7,9 @@ import time
 import uuid
 
 import pytest
-from conftest import AWS_ENV, free_port, wait_for_port
 
 import stockstream as ss
+from conftest import AWS_ENV, free_port, wait_for_port
 
 
 def test_unreachable_broker_is_a_kafka_error_within_the_timeout(tmp_path):
@@ -52,7 +52,23 @@ def test_a_file_where_the_lake_should_be_is_named(kafka, topic, tmp_path):
 def test_missing_bucket_is_not_found(kafka, topic, s3):
     with pytest.raises(ss.NotFoundError, match=r"bucket s3://no-such-bucket at http://127"):
         ss.LakeSink(
-            kafka.bootstrap_servers, topic, "g", "s3://no-such-bucket/x", endpoint_url=s3.endpoint_url
+            kafka.bootstrap_servers,
+            topic,
+            "g",
+            "s3://no-such-bucket/x",
+            endpoint_url=s3.endpoint_url,
+        )
+
+
+def test_too_small_s3_part_size_is_a_config_error(kafka, topic, s3, bucket):
+    with pytest.raises(ss.ConfigError, match="s3_part_size must be at least"):
+        ss.LakeSink(
+            kafka.bootstrap_servers,
+            topic,
+            "g",
+            f"s3://{bucket}",
+            endpoint_url=s3.endpoint_url,
+            s3_part_size=1024,
         )
 
 
@@ -63,11 +79,17 @@ def test_unreachable_s3_endpoint_is_named(kafka, topic, aws_env):
 
 
 def test_unknown_aws_profile_is_reported(kafka, topic, s3, bucket):
-    with pytest.raises(ss.ConfigError, match='no AWS credentials .* profile "no-such-profile"') as err:
+    with pytest.raises(
+        ss.ConfigError, match='no AWS credentials .* profile "no-such-profile"'
+    ) as err:
         ss.LakeSink(
-            kafka.bootstrap_servers, topic, "g", f"s3://{bucket}",
-            endpoint_url=s3.endpoint_url, aws_profile="no-such-profile",
-        )  # fmt: skip
+            kafka.bootstrap_servers,
+            topic,
+            "g",
+            f"s3://{bucket}",
+            endpoint_url=s3.endpoint_url,
+            aws_profile="no-such-profile",
+        )
     assert "testing" not in str(err.value)
 
 
@@ -77,9 +99,17 @@ def s3_with_auth(tmp_path):
     port = free_port()
     env = {**os.environ, **AWS_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
     proc = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            os.path.join(os.path.dirname(sys.executable), "moto_server"),
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}"
@@ -88,7 +118,9 @@ def s3_with_auth(tmp_path):
         proc.wait(10)
 
 
-def test_refused_credentials_are_a_config_error_without_the_secret(kafka, topic, aws_env, s3_with_auth):
+def test_refused_credentials_are_a_config_error_without_the_secret(
+    kafka, topic, aws_env, s3_with_auth
+):
     secret = f"secret-{uuid.uuid4().hex}"
     saved = os.environ["AWS_SECRET_ACCESS_KEY"]
     os.environ["AWS_SECRET_ACCESS_KEY"] = secret

@@ -8,13 +8,18 @@ import threading
 import time
 import uuid
 
+import stockstream as ss
 from conftest import S3Server, end_offsets
 from lake_check import assert_exactly_once, read_local_parquet, read_s3_parquet
 
-import stockstream as ss
-
-GROUP = ["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500",
-         "-X", "max.poll.interval.ms=10000"]  # fmt: skip
+GROUP = [
+    "-X",
+    "session.timeout.ms=6000",
+    "-X",
+    "heartbeat.interval.ms=500",
+    "-X",
+    "max.poll.interval.ms=10000",
+]
 
 
 def offsets(bootstrap, topic):
@@ -22,8 +27,25 @@ def offsets(bootstrap, topic):
 
 
 def sink_command(bootstrap, topic, gid, lake, *extra):
-    return [sys.executable, "-m", "stockstream", "sink", str(lake), "-b", bootstrap, "-t", topic,
-            "-g", gid, "--kafka-metadata", "--flush-records", "300", "--quiet", *GROUP, *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "stockstream",
+        "sink",
+        str(lake),
+        "-b",
+        bootstrap,
+        "-t",
+        topic,
+        "-g",
+        gid,
+        "--kafka-metadata",
+        "--flush-records",
+        "300",
+        "--quiet",
+        *GROUP,
+        *extra,
+    ]
 
 
 def test_sigkill_at_random_moments_loses_and_doubles_nothing(kafka, topic, tmp_path):
@@ -47,7 +69,9 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(kafka, topic, tmp_p
     finally:
         feeding.join()
     final = subprocess.run(
-        sink_command(kafka.bootstrap_servers, topic, gid, lake, "--stop-at-end", "--duration", "120"),
+        sink_command(
+            kafka.bootstrap_servers, topic, gid, lake, "--stop-at-end", "--duration", "120"
+        ),
         capture_output=True,
         text=True,
         timeout=180,

@@ -232,6 +232,7 @@ class LakeSink:
         endpoint_url: str | None = None,
         region: str | None = None,
         aws_profile: str | None = None,
+        s3_part_size: int | None = None,
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> LakeSink: ...

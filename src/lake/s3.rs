@@ -16,10 +16,11 @@ use tokio::runtime::Runtime;
 use super::ObjectStore;
 use crate::error::{Error, Result};
 
-/// Objects at least this large go up in parts, so one slow or failed request does not
-/// resend everything.
-const MULTIPART_THRESHOLD: usize = 16 << 20;
-const PART_SIZE: usize = 8 << 20;
+/// Objects larger than this go up in parts of this size (like Kafka Connect's
+/// `s3.part.size`), so one slow or failed request does not resend everything.
+pub const DEFAULT_PART_SIZE: usize = 16 << 20;
+/// S3 refuses smaller parts (except the last).
+const MIN_PART_SIZE: usize = 5 << 20;
 
 /// How to reach S3. Everything is optional: the defaults are aws-config's.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +32,8 @@ pub struct S3Options {
     pub profile: Option<String>,
     /// Force (or forbid) path-style addressing; default: on with `endpoint_url`, off otherwise.
     pub path_style: Option<bool>,
+    /// Multipart upload part size; `None` is [`DEFAULT_PART_SIZE`].
+    pub part_size: Option<usize>,
 }
 
 /// A bucket and key prefix holding the lake.
@@ -38,12 +41,19 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    part_size: usize,
     runtime: Runtime,
 }
 
 impl S3Store {
     /// Connects and checks that `bucket` exists and the credentials may use it.
     pub fn open(bucket: &str, prefix: &str, options: &S3Options) -> Result<Self> {
+        let part_size = options.part_size.unwrap_or(DEFAULT_PART_SIZE);
+        if part_size < MIN_PART_SIZE {
+            return Err(Error::Config(format!(
+                "s3_part_size must be at least {MIN_PART_SIZE} bytes (5 MiB), got {part_size}"
+            )));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("stockstream-s3")
@@ -55,6 +65,7 @@ impl S3Store {
             client,
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
+            part_size,
             runtime,
         };
         store.check(options)?;
@@ -152,7 +163,7 @@ impl S3Store {
         body: &[u8],
     ) -> Result<Vec<CompletedPart>> {
         let mut parts = Vec::new();
-        for (i, chunk) in body.chunks(PART_SIZE).enumerate() {
+        for (i, chunk) in body.chunks(self.part_size).enumerate() {
             let number = i as i32 + 1;
             let part = self
                 .client
@@ -192,7 +203,7 @@ impl ObjectStore for S3Store {
     fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {
         let key = self.full_key(key);
         self.runtime.block_on(async {
-            if body.len() >= MULTIPART_THRESHOLD {
+            if body.len() > self.part_size {
                 return self.put_multipart(&key, body).await;
             }
             self.client

@@ -182,6 +182,8 @@ enum State {
 ///     kafka_metadata: add ``_kafka_partition``, ``_kafka_offset`` and ``_kafka_timestamp``.
 ///     endpoint_url, region, aws_profile: for S3; credentials come from the AWS default
 ///         chain (environment, profile, SSO, instance role).
+///     s3_part_size: objects larger than this many bytes are uploaded in parts of this size
+///         (multipart upload; default 16 MiB, at least 5 MiB).
 ///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
 ///     **config: any librdkafka consumer property (``session_timeout_ms=6000``, SASL/SSL…).
 ///
@@ -253,7 +255,8 @@ impl PyLakeSink {
         bootstrap_servers, topic, group_id="stockstream-sink", lake="lake", *, format="parquet",
         table=None, partition_by=None, flush_records=None, flush_bytes=None, flush_age=None,
         flush_idle=None, buffer_bytes=None, symbol_field="Index", time_field="Date", columns=None,
-        kafka_metadata=false, endpoint_url=None, region=None, aws_profile=None, connect_timeout=10.0,
+        kafka_metadata=false, endpoint_url=None, region=None, aws_profile=None, s3_part_size=None,
+        connect_timeout=10.0,
         **config
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -278,6 +281,7 @@ impl PyLakeSink {
         endpoint_url: Option<String>,
         region: Option<String>,
         aws_profile: Option<String>,
+        s3_part_size: Option<usize>,
         connect_timeout: f64,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -319,6 +323,7 @@ impl PyLakeSink {
             region,
             profile: aws_profile,
             path_style: None,
+            part_size: s3_part_size,
         };
         let describe = format!(
             "LakeSink(topic={topic:?}, group_id={group_id:?}, lake={lake:?}, format={format:?})"

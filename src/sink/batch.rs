@@ -2,7 +2,7 @@
 //! with each column's type settled by its declaration or its first value, so that a record
 //! that does not fit is rejected instead of corrupting the file.
 
-use super::config::ColumnType;
+use super::config::{ColumnType, SinkConfig};
 use super::record::{Record, Scalar};
 
 /// Kafka coordinates of each row, kept when the sink adds them as columns.
@@ -81,12 +81,13 @@ impl Batch {
         &mut self,
         record: &Record,
         raw: &[u8],
-        time_field: &str,
+        config: &SinkConfig,
         time: EventTime,
-        declared: &[(String, ColumnType)],
         offset: i64,
         timestamp: Option<i64>,
     ) -> Result<(), String> {
+        let time_field = config.time_field.as_str();
+        let declared = config.columns.as_slice();
         for (i, (name, value)) in record.fields.iter().enumerate() {
             if name == time_field {
                 continue;
@@ -344,13 +345,19 @@ mod tests {
         date_only: true,
     };
 
+    fn config(declared: &[(String, ColumnType)]) -> SinkConfig {
+        let mut c = SinkConfig::new("t", "g");
+        c.columns = declared.to_vec();
+        c
+    }
+
     fn push(
         batch: &mut Batch,
         json: &str,
         declared: &[(String, ColumnType)],
     ) -> Result<(), String> {
         let r = Record::parse(json.as_bytes()).unwrap();
-        batch.push(&r, json.as_bytes(), "Date", T, declared, 0, None)
+        batch.push(&r, json.as_bytes(), &config(declared), T, 0, None)
     }
 
     #[test]
@@ -401,7 +408,7 @@ mod tests {
         let mut b = Batch::new(7, false, Some(3));
         let raw = "{\"Index\":\"A\",\n \"Date\":\"d\"}";
         let r = Record::parse(raw.as_bytes()).unwrap();
-        b.push(&r, raw.as_bytes(), "Date", T, &[], 7, Some(1000))
+        b.push(&r, raw.as_bytes(), &config(&[]), T, 7, Some(1000))
             .unwrap();
         let text = String::from_utf8(b.lines.clone()).unwrap();
         assert_eq!(text.matches('\n').count(), 1);

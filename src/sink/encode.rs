@@ -95,3 +95,63 @@ fn column(col: &super::batch::Column) -> Column {
 fn encode_error(e: PolarsError) -> Error {
     Error::Io(format!("cannot encode Parquet: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::batch::EventTime;
+    use crate::sink::record::Record;
+    use crate::sink::SinkConfig;
+
+    #[test]
+    fn parquet_round_trips_with_engine_friendly_types() {
+        let config = SinkConfig::new("t", "g");
+        let mut batch = Batch::new(5, true, Some(2));
+        let rows = [
+            r#"{"Index":"NYA","Date":"2021-01-04","Open":1,"n":7,"ok":true}"#,
+            r#"{"Index":"GDAXI","Date":"2021-01-05","Open":2.5,"n":null,"ok":false}"#,
+        ];
+        for (i, raw) in rows.iter().enumerate() {
+            let record = Record::parse(raw.as_bytes()).unwrap();
+            let day = 18_631 + i as i64;
+            let time = EventTime {
+                micros: day * MICROS_PER_DAY,
+                date_only: true,
+            };
+            batch
+                .push(
+                    &record,
+                    raw.as_bytes(),
+                    &config,
+                    time,
+                    5 + i as i64,
+                    Some(1000),
+                )
+                .unwrap();
+        }
+        let bytes = encode(&batch, Format::Parquet).unwrap();
+        let df = ParquetReader::new(std::io::Cursor::new(bytes))
+            .finish()
+            .unwrap();
+        let types: Vec<_> = df.dtypes().into_iter().map(|t| t.to_string()).collect();
+        assert_eq!(
+            types,
+            [
+                "str",
+                "date",
+                "f64",
+                "i64",
+                "bool",
+                "i32",
+                "i64",
+                "datetime[μs]"
+            ]
+        );
+        assert_eq!(df.column("Open").unwrap().f64().unwrap().get(1), Some(2.5));
+        assert_eq!(df.column("n").unwrap().null_count(), 1);
+        assert_eq!(
+            df.column("_kafka_offset").unwrap().i64().unwrap().get(1),
+            Some(6)
+        );
+    }
+}

@@ -141,15 +141,7 @@ impl PendingRange {
             );
         }
         let batch = self.parts.get_mut(path).expect("inserted above");
-        batch.push(
-            &record,
-            payload,
-            &config.time_field,
-            time,
-            &config.columns,
-            msg.offset,
-            msg.timestamp,
-        )
+        batch.push(&record, payload, config, time, msg.offset, msg.timestamp)
     }
 
     /// The range's objects: one per partition folder, and the quarantine object if any.
