@@ -252,7 +252,11 @@ def test_an_idle_stream_is_landed_without_stopping_the_sink(kafka, topic, tmp_pa
         status = sink.status()
         # Landed and committed by the idle timer, not by stop() and not by the 30 s age.
         assert status.running and status.written == 10, status
+        assert status.errors == 0 and status.last_commit is not None
         assert sum(pl.read_parquet(f).height for f in local_files(lake, topic)) == 10
+        while sink.status().lag != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sink.status().lag == 0
     finally:
         sink.stop()
 

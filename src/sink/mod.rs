@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
@@ -66,20 +66,40 @@ struct SinkContext {
 }
 
 impl ClientContext for SinkContext {
+    /// Lag as the sink means it: records in the assigned partitions not yet landed and
+    /// committed. (librdkafka's own `consumer_lag` counts from the fetch position, which
+    /// runs ahead of what the sink has committed.)
     fn stats(&self, stats: Statistics) {
         if let Some(topic) = stats.topics.get(&self.topic) {
             let lag: i64 = topic
                 .partitions
                 .values()
-                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-                .map(|p| p.consumer_lag)
+                .filter(|p| p.partition >= 0 && p.fetch_state == "active")
+                .map(|p| {
+                    let end = if p.ls_offset >= 0 {
+                        p.ls_offset
+                    } else {
+                        p.hi_offset
+                    };
+                    let start = if p.committed_offset >= 0 {
+                        p.committed_offset
+                    } else {
+                        p.lo_offset
+                    };
+                    (end - start.max(0)).max(0)
+                })
                 .sum();
             self.status.lag.store(lag, Ordering::Relaxed);
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.status.error(format!("Kafka: {error}: {reason}"));
+        // Reaching the end of a partition is news, not an error; `run` handles it.
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            self.status.error(format!("Kafka: {error}: {reason}"));
+        }
     }
 }
 
@@ -354,6 +374,14 @@ impl Sink {
         match self.consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => {
                 self.status.committed(partition, range.next_offset);
+                // Until the next statistics report, lag is the last report minus what landed since.
+                let landed = range.next_offset - range.first_offset;
+                let _ = self
+                    .status
+                    .lag
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lag| {
+                        (lag >= 0).then(|| (lag - landed).max(0))
+                    });
                 SinkStatus::add(&self.status.written, range.accepted() as u64);
                 SinkStatus::add(
                     &self.status.rejected,
