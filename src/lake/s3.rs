@@ -231,6 +231,9 @@ async fn client(options: &S3Options) -> Client {
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
+                // A server that dies mid-request leaves the connection silent: give up on it
+                // (and retry) rather than wait for the whole attempt timeout.
+                .read_timeout(Duration::from_secs(10))
                 .operation_attempt_timeout(Duration::from_secs(120))
                 .build(),
         );

@@ -38,11 +38,15 @@ pub struct Column {
     declared: Option<ColumnType>,
     pub values: Values,
     pub valid: Vec<bool>,
+    /// The `Batch::stamp` of the last record that used this column.
+    stamp: u64,
 }
 
-/// What one row of a record holds for the event-time field, already parsed.
+/// A record's event-time field, already parsed.
 #[derive(Debug, Clone, Copy)]
 pub struct EventTime {
+    /// Its position among the record's fields.
+    pub field: usize,
     pub micros: i64,
     pub date_only: bool,
 }
@@ -58,6 +62,8 @@ pub struct Batch {
     pub lines: Vec<u8>,
     store_columns: bool,
     pub meta: Option<KafkaMeta>,
+    /// Counts `push` calls, to spot a field name used twice in one record.
+    stamp: u64,
 }
 
 impl Batch {
@@ -69,6 +75,7 @@ impl Batch {
             columns: Vec::new(),
             lines: Vec::new(),
             store_columns,
+            stamp: 0,
             meta: meta_partition.map(|partition| KafkaMeta {
                 partition,
                 ..KafkaMeta::default()
@@ -86,22 +93,39 @@ impl Batch {
         offset: i64,
         timestamp: Option<i64>,
     ) -> Result<(), String> {
-        let time_field = config.time_field.as_str();
         let declared = config.columns.as_slice();
+        // Settle every field's column before changing anything, so a refused record leaves
+        // no trace. A column matched twice means the record repeats a field name.
+        self.stamp += 1;
+        let mut found = Vec::with_capacity(record.fields.len());
+        let mut new_names: Vec<&str> = Vec::new();
         for (i, (name, value)) in record.fields.iter().enumerate() {
-            if name == time_field {
-                continue;
+            let index = self.column_index(i, name);
+            let repeated = match index {
+                Some(c) => std::mem::replace(&mut self.columns[c].stamp, self.stamp) == self.stamp,
+                None => {
+                    new_names.contains(&name.as_ref()) || {
+                        new_names.push(name);
+                        false
+                    }
+                }
+            };
+            if repeated {
+                return Err(format!("field {name:?} appears twice"));
             }
-            match self.column_index(i, name).map(|c| &self.columns[c]) {
-                Some(col) => col.accepts(value)?,
-                None => accepts_new(name, declared_type(declared, name), value)?,
+            if i != time.field {
+                match index {
+                    Some(c) => self.columns[c].accepts(value)?,
+                    None => accepts_new(name, declared_type(declared, name), value)?,
+                }
             }
+            found.push(index);
         }
         for (i, (name, value)) in record.fields.iter().enumerate() {
-            let idx = match self.column_index(i, name) {
-                Some(i) => i,
+            let idx = match found[i] {
+                Some(c) => c,
                 None => {
-                    let values = if name == time_field {
+                    let values = if i == time.field {
                         Values::Time {
                             micros: Vec::new(),
                             date_only: true,
@@ -219,6 +243,7 @@ impl Column {
             declared,
             values,
             valid: Vec::new(),
+            stamp: 0,
         };
         if let (Some(t), Values::Null) = (declared, &col.values) {
             col.values = match t {
@@ -341,6 +366,7 @@ mod tests {
     use super::*;
 
     const T: EventTime = EventTime {
+        field: 1,
         micros: 0,
         date_only: true,
     };
@@ -400,6 +426,18 @@ mod tests {
         let err = push(&mut b, r#"{"Index":1,"Date":"d"}"#, &declared).unwrap_err();
         assert!(err.contains("expected a string"), "{err}");
         let err = push(&mut b, r#"{"Index":"A","Date":"d","n":{"a":1}}"#, &declared).unwrap_err();
+        assert!(err.contains("array or object"), "{err}");
+        let err = push(
+            &mut b,
+            r#"{"Index":"A","Date":"d","Open":1,"Open":2}"#,
+            &declared,
+        )
+        .unwrap_err();
+        assert!(err.contains("\"Open\" appears twice"), "{err}");
+        let err = push(&mut b, r#"{"Index":"A","Date":"d","x":1,"x":2}"#, &declared).unwrap_err();
+        assert!(err.contains("\"x\" appears twice"), "{err}");
+        assert_eq!(b.rows, 1);
+        let err = push(&mut b, r#"{"Index":"A","Date":"d","n":[1]}"#, &declared).unwrap_err();
         assert!(err.contains("array or object"), "{err}");
     }
 

@@ -115,6 +115,7 @@ mod tests {
             let record = Record::parse(raw.as_bytes()).unwrap();
             let day = 18_631 + i as i64;
             let time = EventTime {
+                field: 1,
                 micros: day * MICROS_PER_DAY,
                 date_only: true,
             };

@@ -2,13 +2,14 @@
 //! range that becomes one object per partition folder (plus one quarantine object) and is
 //! committed as a whole.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::batch::{Batch, EventTime};
 use super::config::{Format, SinkConfig};
 use super::encode::encode;
 use super::layout::Layout;
+use super::parallel;
 use super::record::{Record, Scalar};
 use crate::error::Result;
 use crate::source::time::parse_event_time;
@@ -34,15 +35,19 @@ pub struct PendingRange {
     /// The offset after the last buffered record: what is committed once this range is landed.
     pub next_offset: i64,
     pub opened: Instant,
-    pub last_record: Instant,
+    /// When `records` was last seen to change (checked on the sink's timer, not per record).
+    last_change: Instant,
+    records_seen: usize,
     /// Message bytes buffered.
     pub bytes: usize,
     pub records: usize,
-    parts: BTreeMap<String, Batch>,
+    /// One batch per partition folder, and where each folder's batch is.
+    parts: Vec<(String, Batch)>,
+    folders: HashMap<String, usize>,
     rejected: Option<Batch>,
     /// The last record's partition folder and what it was computed from, reused while
     /// records keep landing in it (the common case: a partition's ticks come in time order).
-    last_path: Option<(Option<String>, i64, String)>,
+    last_path: Option<(Option<String>, i64, usize)>,
 }
 
 impl PendingRange {
@@ -52,13 +57,24 @@ impl PendingRange {
             first_offset,
             next_offset: first_offset,
             opened: now,
-            last_record: now,
+            last_change: now,
+            records_seen: 0,
             bytes: 0,
             records: 0,
-            parts: BTreeMap::new(),
+            parts: Vec::new(),
+            folders: HashMap::new(),
             rejected: None,
             last_path: None,
         }
+    }
+
+    /// How long no record has been added, as of `now`.
+    pub fn quiet_for(&mut self, now: Instant) -> std::time::Duration {
+        if self.records != self.records_seen {
+            self.records_seen = self.records;
+            self.last_change = now;
+        }
+        now - self.last_change
     }
 
     /// Buffers a message; returns the reason when it goes to quarantine instead.
@@ -74,7 +90,6 @@ impl PendingRange {
             batch.rows += 1;
         }
         self.next_offset = msg.offset + 1;
-        self.last_record = Instant::now();
         self.bytes += payload.len();
         self.records += 1;
         outcome.err()
@@ -105,7 +120,8 @@ impl PendingRange {
             }
             None => return Err(format!("missing field {:?}", config.symbol_field)),
         };
-        let time = match record.get(&config.time_field) {
+        let field = record.position(&config.time_field);
+        let time = match field.map(|i| &record.fields[i].1) {
             Some(Scalar::Str(s)) => parse_event_time(s).ok_or_else(|| {
                 format!(
                     "field {:?}: {s:?} is not a date or timestamp",
@@ -122,37 +138,46 @@ impl PendingRange {
             None => return Err(format!("missing field {:?}", config.time_field)),
         };
         let time = EventTime {
+            field: field.unwrap_or_default(),
             micros: time.0,
             date_only: time.1,
         };
         let (key_symbol, bucket) = layout.folder_key(symbol, time.micros);
-        let cached = matches!(&self.last_path, Some((s, b, _)) if s.as_deref() == key_symbol && *b == bucket);
-        if !cached {
-            let path = layout.partition_path(symbol, time.micros);
-            self.last_path = Some((key_symbol.map(str::to_string), bucket, path));
-        }
-        let path = self.last_path.as_ref().map_or("", |(_, _, p)| p.as_str());
-        let store_columns = config.format == Format::Parquet;
-        let meta = config.kafka_metadata.then_some(msg.partition);
-        if !self.parts.contains_key(path) {
-            self.parts.insert(
-                path.to_string(),
-                Batch::new(msg.offset, store_columns, meta),
-            );
-        }
-        let batch = self.parts.get_mut(path).expect("inserted above");
+        let part = match &self.last_path {
+            Some((s, b, part)) if s.as_deref() == key_symbol && *b == bucket => *part,
+            _ => {
+                let path = layout.partition_path(symbol, time.micros);
+                let part = match self.folders.get(&path) {
+                    Some(&part) => part,
+                    None => {
+                        let store_columns = config.format == Format::Parquet;
+                        let meta = config.kafka_metadata.then_some(msg.partition);
+                        let batch = Batch::new(msg.offset, store_columns, meta);
+                        self.folders.insert(path.clone(), self.parts.len());
+                        self.parts.push((path, batch));
+                        self.parts.len() - 1
+                    }
+                };
+                self.last_path = Some((key_symbol.map(str::to_string), bucket, part));
+                part
+            }
+        };
+        let batch = &mut self.parts[part].1;
         batch.push(&record, payload, config, time, msg.offset, msg.timestamp)
     }
 
     /// The range's objects: one per partition folder, and the quarantine object if any.
+    /// They are encoded in parallel.
     pub fn objects(&self, partition: i32, layout: &Layout) -> Result<Vec<Object>> {
-        let mut out = Vec::with_capacity(self.parts.len() + 1);
-        for (path, batch) in &self.parts {
-            out.push(Object {
+        let batches: Vec<(&String, &Batch)> = self.parts.iter().map(|(p, b)| (p, b)).collect();
+        let mut out = parallel::map(&batches, |(path, batch)| {
+            Ok(Object {
                 key: layout.data_key(path, partition, batch.first_offset),
                 body: encode(batch, layout.format)?,
-            });
-        }
+            })
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
         if let Some(batch) = &self.rejected {
             out.push(Object {
                 key: layout.rejected_key(partition, batch.first_offset),
@@ -164,7 +189,7 @@ impl PendingRange {
 
     /// Records that will land as data (the rest are quarantined).
     pub fn accepted(&self) -> usize {
-        self.parts.values().map(|b| b.rows).sum()
+        self.parts.iter().map(|(_, b)| b.rows).sum()
     }
 }
 

@@ -1,0 +1,43 @@
+//! Spreading a range's objects over threads: a range often holds many small objects (one per
+//! partition folder), and encoding and durable writes of each are independent.
+
+use std::thread;
+
+/// At most this many threads per call; S3 and local disks both gain little beyond it.
+const MAX_THREADS: usize = 8;
+
+/// `f` applied to every item, on up to `MAX_THREADS` threads, results in item order.
+pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS)
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keeps_item_order() {
+        let items: Vec<u32> = (0..1000).collect();
+        assert_eq!(
+            super::map(&items, |x| x * 2),
+            (0..1000).map(|x| x * 2).collect::<Vec<_>>()
+        );
+        assert!(super::map(&[] as &[u32], |x| *x).is_empty());
+    }
+}
