@@ -1,6 +1,8 @@
 """The lake sink against real brokers (embedded and Tansu) and a real S3 server (moto)."""
 
+import _thread
 import json
+import threading
 import time
 import uuid
 
@@ -259,6 +261,29 @@ def test_an_idle_stream_is_landed_without_stopping_the_sink(kafka, topic, tmp_pa
         assert sink.status().lag == 0
     finally:
         sink.stop()
+
+
+def test_ctrl_c_lands_what_is_buffered_then_raises(kafka, topic, tmp_path):
+    n = produce_bundled(kafka.bootstrap_servers, topic)
+    lake = tmp_path / "lake"
+    # Nothing would land before the run ends: only the interrupt path can write the files.
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by="year",
+        flush_age=600, flush_idle=600,
+    )  # fmt: skip
+
+    def interrupt_when_all_read():
+        deadline = time.monotonic() + 30
+        while sink.status().consumed < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_when_all_read, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        sink.run()
+    status = sink.status()
+    assert status.written == n and status.buffered == 0 and status.state == "stopped"
+    assert sum(pl.read_parquet(f).height for f in local_files(lake, topic)) == n
 
 
 def test_two_sinks_in_one_group_split_the_partitions(broker, fresh_topic, tmp_path):
