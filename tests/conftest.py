@@ -1,6 +1,7 @@
 import csv
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -92,6 +93,14 @@ def end_offsets(bootstrap, topic):
         }
     finally:
         c.close()
+
+
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C raises KeyboardInterrupt even where SIGINT is ignored (a shell's background job)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def free_port() -> int:

@@ -89,7 +89,7 @@ def test_progress_callback_sees_growing_counts(kafka, topic):
     assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] <= 15
 
 
-def test_ctrl_c_stops_after_flushing_what_was_sent(kafka, topic):
+def test_ctrl_c_stops_after_flushing_what_was_sent(kafka, topic, sigint_raises):
     producer = ss.Producer(kafka.bootstrap_servers, topic)
     timer = threading.Timer(0.5, _thread.interrupt_main)
     timer.start()

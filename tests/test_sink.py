@@ -263,7 +263,7 @@ def test_an_idle_stream_is_landed_without_stopping_the_sink(kafka, topic, tmp_pa
         sink.stop()
 
 
-def test_ctrl_c_lands_what_is_buffered_then_raises(kafka, topic, tmp_path):
+def test_ctrl_c_lands_what_is_buffered_then_raises(kafka, topic, tmp_path, sigint_raises):
     n = produce_bundled(kafka.bootstrap_servers, topic)
     lake = tmp_path / "lake"
     # Nothing would land before the run ends: only the interrupt path can write the files.
