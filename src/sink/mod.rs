@@ -27,7 +27,7 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 pub use config::{ColumnType, Format, PartitionKey, RollPolicy, SinkConfig};
 use layout::Layout;
 use range::{Message, PendingRange};
-pub use status::{Detail, SinkStatus};
+pub use status::SinkStatus;
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};

@@ -1,9 +1,9 @@
 //! Spreading a range's objects over threads: a range often holds many small objects (one per
-//! partition folder), and encoding and durable writes of each are independent.
+//! partition folder), each encoded independently.
 
 use std::thread;
 
-/// At most this many threads per call; S3 and local disks both gain little beyond it.
+/// At most this many threads per call, whatever the machine: each holds a whole encoded object.
 const MAX_THREADS: usize = 8;
 
 /// `f` applied to every item, on up to `MAX_THREADS` threads, results in item order.
