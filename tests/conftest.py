@@ -7,6 +7,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +122,18 @@ def wait_for_port(port: int, proc=None, timeout: float = 15.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+@contextmanager
+def serve(command: list, port: int, **popen):
+    """Runs a server process until the block ends, once it listens on 127.0.0.1:`port`."""
+    proc = subprocess.Popen(command, **popen)
+    try:
+        wait_for_port(port, proc)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 # --- S3: moto's server, in this process so it can be stopped and restarted with its data ---
 
 
@@ -197,8 +210,6 @@ class Broker:
     name: str
     bootstrap_servers: str
     create_topic: Callable[[str, int], None]
-    # Tansu has no idempotent producer support to rely on.
-    producer_config: dict
 
 
 @pytest.fixture(scope="session")
@@ -213,17 +224,12 @@ def tansu(tmp_path_factory):
     url = f"tcp://127.0.0.1:{port}"
     # The SQLite path is taken relative to the working directory.
     with open(workdir / "tansu.log", "wb") as log:
-        proc = subprocess.Popen(
+        with serve(
             [TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "sqlite://tansu.db"],
-            cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_for_port(port, proc)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+            port, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+        ):  # fmt: skip
+            yield f"127.0.0.1:{port}"
 
 
 def _admin_create(bootstrap):
@@ -238,6 +244,6 @@ def _admin_create(bootstrap):
 @pytest.fixture(params=["embedded", "tansu"])
 def broker(request, kafka):
     if request.param == "embedded":
-        return Broker("embedded", kafka.bootstrap_servers, kafka.create_topic, {})
+        return Broker("embedded", kafka.bootstrap_servers, kafka.create_topic)
     bootstrap = request.getfixturevalue("tansu")
-    return Broker("tansu", bootstrap, _admin_create(bootstrap), {})
+    return Broker("tansu", bootstrap, _admin_create(bootstrap))

@@ -55,7 +55,7 @@ def fresh_topic(broker):
 
 
 def test_parquet_round_trip_lands_every_record_once_with_types(broker, fresh_topic, tmp_path):
-    n = produce_bundled(broker.bootstrap_servers, fresh_topic, **broker.producer_config)
+    n = produce_bundled(broker.bootstrap_servers, fresh_topic)
     lake = tmp_path / "lake"
     sink = ss.LakeSink(
         broker.bootstrap_servers, fresh_topic, group_id(), str(lake), kafka_metadata=True, **GROUP
@@ -309,7 +309,7 @@ def test_two_sinks_in_one_group_split_the_partitions(broker, fresh_topic, tmp_pa
             time.sleep(0.2)
         assigned = [set(s.status().assigned) for s in sinks]
         assert assigned[0] | assigned[1] == {0, 1, 2, 3} and not assigned[0] & assigned[1]
-        n = produce_bundled(broker.bootstrap_servers, fresh_topic, **broker.producer_config)
+        n = produce_bundled(broker.bootstrap_servers, fresh_topic)
         while time.monotonic() < deadline and sum(s.status().written for s in sinks) < n:
             time.sleep(0.2)
     finally:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 import stockstream as ss
-from conftest import AWS_ENV, free_port, wait_for_port
+from conftest import AWS_ENV, free_port, serve
 
 
 def test_unreachable_broker_is_a_kafka_error_within_the_timeout(tmp_path):
@@ -98,24 +98,15 @@ def s3_with_auth(tmp_path):
     """A separate moto server that checks credentials against its IAM users (none exist)."""
     port = free_port()
     env = {**os.environ, **AWS_ENV, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
-    proc = subprocess.Popen(
-        [
-            os.path.join(os.path.dirname(sys.executable), "moto_server"),
-            "-H",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
+    moto_server = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    with serve(
+        [moto_server, "-H", "127.0.0.1", "-p", str(port)],
+        port,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc)
+    ):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_refused_credentials_are_a_config_error_without_the_secret(

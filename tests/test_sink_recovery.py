@@ -86,11 +86,17 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(kafka, topic, tmp_p
     assert not [p for p in lake.rglob("*.tmp") if not p.name.startswith(".")]
 
 
-def test_an_s3_outage_mid_run_loses_nothing(kafka, topic, aws_env):
+def private_s3(prefix):
+    """An S3 server of this test's own (so it can be stopped) holding one new bucket."""
     server = S3Server()
     server.start()
-    bucket = f"outage-{uuid.uuid4().hex[:8]}"
+    bucket = f"{prefix}-{uuid.uuid4().hex[:8]}"
     server.client().create_bucket(Bucket=bucket)
+    return server, bucket
+
+
+def test_an_s3_outage_mid_run_loses_nothing(kafka, topic, aws_env):
+    server, bucket = private_s3("outage")
     sink = ss.LakeSink(
         kafka.bootstrap_servers,
         topic,
@@ -133,10 +139,7 @@ def test_an_s3_outage_mid_run_loses_nothing(kafka, topic, aws_env):
 
 
 def test_stop_during_an_outage_returns_promptly_without_committing(kafka, topic, aws_env):
-    server = S3Server()
-    server.start()
-    bucket = f"gone-{uuid.uuid4().hex[:8]}"
-    server.client().create_bucket(Bucket=bucket)
+    server, bucket = private_s3("gone")
     sink = ss.LakeSink(
         kafka.bootstrap_servers,
         topic,
