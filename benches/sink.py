@@ -62,34 +62,40 @@ def run_stockstream(a):
     return {"records": status.written, "seconds": elapsed, "files": status.files}
 
 
-def run_confluent_count(a):
+def consume_to_end(a):
+    """Batches of messages of the topic, from the start until every partition's end."""
     from confluent_kafka import Consumer, KafkaError
 
     c = Consumer(_ck_config(a))
     c.subscribe([a.topic])
-    n, ended, began = 0, set(), None
+    ended = set()
     while len(ended) < PARTITIONS:
+        batch = []
         for m in c.consume(10000, timeout=1.0):
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    ended.add(m.partition())
-                continue
+            if m.error() is None:
+                batch.append(m)
+            elif m.error().code() == KafkaError._PARTITION_EOF:
+                ended.add(m.partition())
+        yield c, batch
+
+
+def run_confluent_count(a):
+    n, began = 0, None
+    for _, batch in consume_to_end(a):
+        if batch:
             began = began or time.perf_counter()
-            n += 1
+        n += len(batch)
     return {"records": n, "seconds": time.perf_counter() - began}
 
 
 def run_python_baseline(a):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from confluent_kafka import Consumer, KafkaError
 
-    c = Consumer(_ck_config(a))
-    c.subscribe([a.topic])
-    n, files, ended, began = 0, 0, set(), None
+    n, files, began = 0, 0, None
     rows = []
 
-    def write():
+    def write(consumer):
         nonlocal files
         table = pa.Table.from_pylist(rows)
         months = pa.compute.utf8_slice_codeunits(table["Date"], 0, 7)
@@ -99,22 +105,18 @@ def run_python_baseline(a):
             folder.mkdir(parents=True, exist_ok=True)
             pq.write_table(part, folder / f"part-{uuid.uuid4().hex}.parquet", compression="zstd")
             files += 1
-        c.commit(asynchronous=False)
+        consumer.commit(asynchronous=False)
         rows.clear()
 
-    while len(ended) < PARTITIONS:
-        for m in c.consume(10000, timeout=1.0):
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    ended.add(m.partition())
-                continue
+    for consumer, batch in consume_to_end(a):
+        if batch:
             began = began or time.perf_counter()
-            rows.append(json.loads(m.value()))
-            n += 1
+        rows.extend(json.loads(m.value()) for m in batch)
+        n += len(batch)
         if len(rows) >= 200_000:
-            write()
+            write(consumer)
     if rows:
-        write()
+        write(consumer)
     return {"records": n, "seconds": time.perf_counter() - began, "files": files}
 
 
