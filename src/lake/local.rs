@@ -39,7 +39,7 @@ impl LocalStore {
 }
 
 impl ObjectStore for LocalStore {
-    fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {
+    fn put(&self, key: &str, body: &[u8]) -> Result<()> {
         let path = self.root.join(key);
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -53,7 +53,7 @@ impl ObjectStore for LocalStore {
             std::process::id(),
             TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = Self::write_synced(&temp, &body).and_then(|()| fs::rename(&temp, &path));
+        let written = Self::write_synced(&temp, body).and_then(|()| fs::rename(&temp, &path));
         if let Err(e) = written {
             let _ = fs::remove_file(&temp);
             return Err(Error::io(&path, e));
@@ -77,12 +77,8 @@ mod tests {
     fn put_creates_directories_replaces_objects_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path().join("lake")).unwrap();
-        store
-            .put("t/date=2021-01-04/a.json", b"one".to_vec())
-            .unwrap();
-        store
-            .put("t/date=2021-01-04/a.json", b"two".to_vec())
-            .unwrap();
+        store.put("t/date=2021-01-04/a.json", b"one").unwrap();
+        store.put("t/date=2021-01-04/a.json", b"two").unwrap();
         let part = dir.path().join("lake/t/date=2021-01-04");
         assert_eq!(fs::read(part.join("a.json")).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(&part)

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 pub trait ObjectStore: Send + Sync {
     /// Writes `body` at `key` (a `/`-separated path below the lake root), replacing any
     /// object already there. When this returns `Ok` the object is durable.
-    fn put(&self, key: &str, body: Vec<u8>) -> Result<()>;
+    fn put(&self, key: &str, body: &[u8]) -> Result<()>;
 
     /// The URL of `key` in this lake, for messages and reports.
     fn url(&self, key: &str) -> String;

@@ -113,7 +113,7 @@ impl S3Store {
         }
     }
 
-    async fn put_multipart(&self, key: &str, body: Vec<u8>) -> Result<()> {
+    async fn put_multipart(&self, key: &str, body: &[u8]) -> Result<()> {
         let created = self
             .client
             .create_multipart_upload()
@@ -123,7 +123,7 @@ impl S3Store {
             .await
             .map_err(|e| self.failed(key, &e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let uploaded = self.upload_parts(key, &upload_id, &body).await;
+        let uploaded = self.upload_parts(key, &upload_id, body).await;
         let completed = match uploaded {
             Ok(parts) => self
                 .client
@@ -200,7 +200,7 @@ impl S3Store {
 }
 
 impl ObjectStore for S3Store {
-    fn put(&self, key: &str, body: Vec<u8>) -> Result<()> {
+    fn put(&self, key: &str, body: &[u8]) -> Result<()> {
         let key = self.full_key(key);
         self.runtime.block_on(async {
             if body.len() > self.part_size {
@@ -210,7 +210,7 @@ impl ObjectStore for S3Store {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&key)
-                .body(ByteStream::from(body))
+                .body(ByteStream::from(body.to_vec()))
                 .send()
                 .await
                 .map(|_| ())

@@ -356,7 +356,7 @@ impl Sink {
         forget(&self.status, &mut self.buffered_bytes, &range);
         let objects = range.objects(partition, &self.layout)?;
         for object in &objects {
-            let mut outcome = self.store.put(&object.key, object.body.clone());
+            let mut outcome = self.store.put(&object.key, &object.body);
             let mut delay = Duration::from_millis(250);
             while let Err(e) = outcome {
                 self.status.error(e.to_string());
@@ -365,7 +365,7 @@ impl Sink {
                     return Ok(false);
                 }
                 delay = (delay * 2).min(RETRY_MAX);
-                outcome = self.store.put(&object.key, object.body.clone());
+                outcome = self.store.put(&object.key, &object.body);
             }
             SinkStatus::add(&self.status.files, 1);
             SinkStatus::add(&self.status.bytes, object.body.len() as u64);
