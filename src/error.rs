@@ -22,6 +22,9 @@ pub enum Error {
     /// Some messages were handed to Kafka but never acknowledged.
     #[error("{0}")]
     Delivery(String),
+    /// A query is wrong: bad SQL, an unknown table or column.
+    #[error("{0}")]
+    Query(String),
     /// Any other I/O failure, with the path involved.
     #[error("{0}")]
     Io(String),

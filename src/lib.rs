@@ -1,11 +1,15 @@
 //! stockstream's Rust core. Everything outside `python/` is plain Rust; this file only
 //! registers the Python module.
 
+pub mod aws;
+pub mod catalog;
 pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod lake;
+pub mod parallel;
 pub mod producer;
+pub mod query;
 pub mod sink;
 pub mod source;
 pub mod topic;

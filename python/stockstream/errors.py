@@ -35,3 +35,7 @@ class DeliveryError(KafkaError):
     """
 
     report = None
+
+
+class QueryError(StockstreamError, ValueError):
+    """A query is wrong: a SQL syntax error, or an unknown table or column (named)."""

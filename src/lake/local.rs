@@ -2,11 +2,13 @@
 //! file beside their final name, synced, then renamed.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::ObjectStore;
+use polars::prelude::cloud::CloudOptions;
+
+use super::{ByteRange, ObjectMeta, ObjectStore};
 use crate::error::{Error, Result};
 
 /// Distinguishes temporary files of concurrent writers within one process.
@@ -66,6 +68,70 @@ impl ObjectStore for LocalStore {
 
     fn url(&self, key: &str) -> String {
         self.root.join(key).display().to_string()
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        // Walk only the folder holding the prefix, not the whole lake.
+        let start = match prefix.rfind('/') {
+            Some(i) => self.root.join(&prefix[..i]),
+            None => self.root.clone(),
+        };
+        let mut out = Vec::new();
+        let mut dirs = vec![start];
+        while let Some(dir) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                let path = entry.path();
+                let meta = entry.metadata().map_err(|e| Error::io(&path, e))?;
+                if meta.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let Ok(relative) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                let key = relative
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                if key.starts_with(prefix) {
+                    out.push(ObjectMeta {
+                        key,
+                        size: meta.len(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn read(&self, key: &str, range: ByteRange) -> Result<Vec<u8>> {
+        let path = self.root.join(key);
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut file = fs::File::open(&path)?;
+            let len = file.metadata()?.len();
+            let (start, count) = match range {
+                ByteRange::All => (0, len),
+                ByteRange::Head(n) => (0, n.min(len)),
+                ByteRange::Tail(n) => (len - n.min(len), n.min(len)),
+            };
+            file.seek(SeekFrom::Start(start))?;
+            let mut body = Vec::with_capacity(count as usize);
+            file.take(count).read_to_end(&mut body)?;
+            Ok(body)
+        };
+        read().map_err(|e| Error::io(&path, e))
+    }
+
+    fn cloud_options(&self) -> Result<Option<CloudOptions>> {
+        Ok(None)
     }
 }
 

@@ -8,9 +8,29 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use local::LocalStore;
-pub use s3::{S3Options, S3Store};
+pub use s3::S3Store;
 
+use polars::prelude::cloud::CloudOptions;
+
+use crate::aws::AwsOptions;
 use crate::error::{Error, Result};
+
+/// An object found by listing: its key below the lake root, and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Which bytes of an object to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    All,
+    /// The first n bytes (or fewer, if the object is shorter).
+    Head(u64),
+    /// The last n bytes (or fewer): where Parquet keeps its schema.
+    Tail(u64),
+}
 
 /// Object storage as the lake needs it: whole-object writes that readers see completely or not at all.
 pub trait ObjectStore: Send + Sync {
@@ -18,8 +38,18 @@ pub trait ObjectStore: Send + Sync {
     /// object already there. When this returns `Ok` the object is durable.
     fn put(&self, key: &str, body: &[u8]) -> Result<()>;
 
-    /// The URL of `key` in this lake, for messages and reports.
+    /// The URL of `key` in this lake, for messages, reports and readers (Polars).
     fn url(&self, key: &str) -> String;
+
+    /// Every object whose key starts with `prefix`, keys relative to the lake root.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// The bytes of `key`, or part of them; `NotFound` if there is no such object.
+    fn read(&self, key: &str, range: ByteRange) -> Result<Vec<u8>>;
+
+    /// How Polars reaches the objects: credentials and endpoint resolved now, or `None`
+    /// for local files.
+    fn cloud_options(&self) -> Result<Option<CloudOptions>>;
 }
 
 /// A lake location: `s3://bucket/prefix`, `file:///dir` or a plain directory path.
@@ -62,7 +92,7 @@ impl LakeUrl {
 
 /// Opens the lake at `url`, checking that it can be written to (the directory can be
 /// created; the bucket exists and the credentials are accepted).
-pub fn open(url: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>> {
+pub fn open(url: &str, s3: &AwsOptions) -> Result<Arc<dyn ObjectStore>> {
     Ok(match LakeUrl::parse(url)? {
         LakeUrl::Local(root) => Arc::new(LocalStore::open(root)?),
         LakeUrl::S3 { bucket, prefix } => Arc::new(S3Store::open(&bucket, &prefix, s3)?),

@@ -1,19 +1,15 @@
 //! A lake in an S3 bucket (AWS, or any S3-compatible server through `endpoint_url`).
-//! Credentials come from aws-config's default chain (environment, profile, SSO, instance
-//! role) and never appear in messages.
 
-use std::time::Duration;
-
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_config::SdkConfig;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
+use polars::prelude::cloud::{AmazonS3ConfigKey, CloudOptions};
 use tokio::runtime::Runtime;
 
-use super::ObjectStore;
+use super::{ByteRange, ObjectMeta, ObjectStore};
+use crate::aws::{self, describe, AwsOptions};
 use crate::error::{Error, Result};
 
 /// Objects larger than this go up in parts of this size (like Kafka Connect's
@@ -22,20 +18,6 @@ pub const DEFAULT_PART_SIZE: usize = 16 << 20;
 /// S3 refuses smaller parts (except the last).
 const MIN_PART_SIZE: usize = 5 << 20;
 
-/// How to reach S3. Everything is optional: the defaults are aws-config's.
-#[derive(Debug, Clone, Default)]
-pub struct S3Options {
-    /// An S3-compatible server (`http://127.0.0.1:9000`); implies path-style addressing.
-    pub endpoint_url: Option<String>,
-    pub region: Option<String>,
-    /// A named profile from `~/.aws/config`.
-    pub profile: Option<String>,
-    /// Force (or forbid) path-style addressing; default: on with `endpoint_url`, off otherwise.
-    pub path_style: Option<bool>,
-    /// Multipart upload part size; `None` is [`DEFAULT_PART_SIZE`].
-    pub part_size: Option<usize>,
-}
-
 /// A bucket and key prefix holding the lake.
 pub struct S3Store {
     client: Client,
@@ -43,36 +25,36 @@ pub struct S3Store {
     prefix: String,
     part_size: usize,
     runtime: Runtime,
+    sdk: SdkConfig,
+    options: AwsOptions,
 }
 
 impl S3Store {
     /// Connects and checks that `bucket` exists and the credentials may use it.
-    pub fn open(bucket: &str, prefix: &str, options: &S3Options) -> Result<Self> {
+    pub fn open(bucket: &str, prefix: &str, options: &AwsOptions) -> Result<Self> {
         let part_size = options.part_size.unwrap_or(DEFAULT_PART_SIZE);
         if part_size < MIN_PART_SIZE {
             return Err(Error::Config(format!(
                 "s3_part_size must be at least {MIN_PART_SIZE} bytes (5 MiB), got {part_size}"
             )));
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("stockstream-s3")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Io(format!("cannot start the S3 client runtime: {e}")))?;
-        let client = runtime.block_on(client(options));
+        let runtime = aws::runtime("stockstream-s3")?;
+        let sdk = runtime.block_on(aws::sdk_config(options));
+        let config = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(options.path_style());
         let store = S3Store {
-            client,
+            client: Client::from_conf(config.build()),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             part_size,
             runtime,
+            sdk,
+            options: options.clone(),
         };
         store.check(options)?;
         Ok(store)
     }
 
-    fn check(&self, options: &S3Options) -> Result<()> {
+    fn check(&self, options: &AwsOptions) -> Result<()> {
         let head = self
             .runtime
             .block_on(self.client.head_bucket().bucket(&self.bucket).send());
@@ -81,15 +63,8 @@ impl S3Store {
             Some(e) => format!("s3://{} at {e}", self.bucket),
             None => format!("s3://{}", self.bucket),
         };
-        if credentials_missing(&err) {
-            let from = options
-                .profile
-                .as_ref()
-                .map_or(String::new(), |p| format!(" from profile {p:?}"));
-            return Err(Error::Config(format!(
-                "no AWS credentials could be loaded{from} for {where_}: set AWS_ACCESS_KEY_ID and \
-                 AWS_SECRET_ACCESS_KEY, or name an existing profile (aws configure / aws sso login)"
-            )));
+        if aws::credentials_missing(&err) {
+            return Err(aws::missing_credentials(options, &where_));
         }
         Err(match err.raw_response().map(|r| r.status().as_u16()) {
             Some(404) => Error::NotFound(format!("bucket {where_} does not exist")),
@@ -221,75 +196,111 @@ impl ObjectStore for S3Store {
     fn url(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, self.full_key(key))
     }
-}
 
-/// An S3 client from aws-config's default chain plus the caller's overrides. The SDK
-/// retries throttling, 5xx and connection errors with exponential backoff.
-async fn client(options: &S3Options) -> Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(5))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                // A server that dies mid-request leaves the connection silent: give up on it
-                // (and retry) rather than wait for the whole attempt timeout.
-                .read_timeout(Duration::from_secs(10))
-                .operation_attempt_timeout(Duration::from_secs(120))
-                .build(),
-        );
-    if let Some(region) = &options.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(profile) = &options.profile {
-        // Only that profile's credentials: a misspelt profile must fail, not silently fall
-        // back to whatever the environment holds.
-        loader = loader.profile_name(profile).credentials_provider(
-            aws_config::profile::ProfileFileCredentialsProvider::builder()
-                .profile_name(profile)
-                .build(),
-        );
-    }
-    let shared = loader.load().await;
-    let mut config = aws_sdk_s3::config::Builder::from(&shared);
-    if shared.region().is_none() {
-        // S3-compatible servers ignore the region, but the SDK needs one to sign requests.
-        config = config.region(Region::new("us-east-1"));
-    }
-    if let Some(endpoint) = &options.endpoint_url {
-        config = config.endpoint_url(endpoint);
-    }
-    config = config.force_path_style(options.path_style.unwrap_or(options.endpoint_url.is_some()));
-    Client::from_conf(config.build())
-}
-
-/// Whether a request failed because no credentials could be resolved.
-fn credentials_missing(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(err);
-    while let Some(e) = cause {
-        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
-            .is_some()
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
-}
-
-/// The error's code and message, or its full cause chain when the service gave none
-/// (connection refused, timeouts, missing credentials).
-fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    err: &SdkError<E, R>,
-) -> String {
-    match err {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
-            match (e.code(), e.message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_string(),
-                _ => DisplayErrorContext(err).to_string(),
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let full = self.full_key(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        self.runtime.block_on(async {
+            let mut pages = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .into_paginator()
+                .send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| {
+                    aws::request_failed(
+                        &self.options,
+                        &format!("listing s3://{}/{full}", self.bucket),
+                        &e,
+                    )
+                })?;
+                for object in page.contents() {
+                    let Some(key) = object.key() else { continue };
+                    out.push(ObjectMeta {
+                        key: key[strip.min(key.len())..].to_string(),
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                    });
+                }
             }
+            Ok(out)
+        })
+    }
+
+    fn read(&self, key: &str, range: ByteRange) -> Result<Vec<u8>> {
+        let full = self.full_key(key);
+        let header = match range {
+            ByteRange::All => None,
+            ByteRange::Head(n) => Some(format!("bytes=0-{}", n.max(1) - 1)),
+            ByteRange::Tail(n) => Some(format!("bytes=-{}", n.max(1))),
+        };
+        self.runtime.block_on(async {
+            let got = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .set_range(header)
+                .send()
+                .await;
+            let output = match got {
+                Ok(output) => output,
+                // A range of an empty object cannot be satisfied: the object is just empty.
+                Err(e) if aws::error_code(&e) == Some("InvalidRange") => return Ok(Vec::new()),
+                Err(e) if aws::error_code(&e) == Some("NoSuchKey") => {
+                    return Err(Error::NotFound(format!(
+                        "s3://{}/{full} does not exist",
+                        self.bucket
+                    )))
+                }
+                Err(e) => {
+                    return Err(aws::request_failed(
+                        &self.options,
+                        &format!("reading s3://{}/{full}", self.bucket),
+                        &e,
+                    ))
+                }
+            };
+            let body = output.body.collect().await.map_err(|e| {
+                Error::Io(format!("reading s3://{}/{full} failed: {e}", self.bucket))
+            })?;
+            Ok(body.into_bytes().to_vec())
+        })
+    }
+
+    fn cloud_options(&self) -> Result<Option<CloudOptions>> {
+        let credentials = self
+            .runtime
+            .block_on(aws::credentials(&self.sdk, &self.options))?;
+        let mut config = vec![
+            (
+                AmazonS3ConfigKey::AccessKeyId,
+                credentials.access_key_id().to_string(),
+            ),
+            (
+                AmazonS3ConfigKey::SecretAccessKey,
+                credentials.secret_access_key().to_string(),
+            ),
+            (
+                AmazonS3ConfigKey::VirtualHostedStyleRequest,
+                (!self.options.path_style()).to_string(),
+            ),
+        ];
+        if let Some(token) = credentials.session_token() {
+            config.push((AmazonS3ConfigKey::Token, token.to_string()));
         }
-        _ => DisplayErrorContext(err).to_string(),
+        if let Some(region) = self.sdk.region() {
+            config.push((AmazonS3ConfigKey::Region, region.to_string()));
+        }
+        if let Some(endpoint) = self.sdk.endpoint_url() {
+            config.push((AmazonS3ConfigKey::Endpoint, endpoint.to_string()));
+        }
+        Ok(Some(CloudOptions::default().with_aws(config)))
     }
 }

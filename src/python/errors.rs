@@ -10,6 +10,7 @@ pyo3::import_exception!(stockstream.errors, NotFoundError);
 pyo3::import_exception!(stockstream.errors, ConfigError);
 pyo3::import_exception!(stockstream.errors, KafkaError);
 pyo3::import_exception!(stockstream.errors, DeliveryError);
+pyo3::import_exception!(stockstream.errors, QueryError);
 
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
@@ -19,6 +20,7 @@ impl From<Error> for PyErr {
             Error::Config(m) => ConfigError::new_err(m),
             Error::Kafka(m) => KafkaError::new_err(m),
             Error::Delivery(m) => DeliveryError::new_err(m),
+            Error::Query(m) => QueryError::new_err(m),
             Error::Io(m) => StockstreamError::new_err(m),
         }
     }

@@ -14,8 +14,9 @@ use pyo3::types::{PyDict, PyString};
 
 use super::kafka_config::kafka_config;
 use super::seconds;
+use crate::aws::AwsOptions;
 use crate::error::{Error, Result};
-use crate::lake::{self, S3Options};
+use crate::lake;
 use crate::sink::{
     ColumnType, Format, PartitionKey, RollPolicy, RunLimits, Sink, SinkConfig, SinkStatus,
 };
@@ -318,7 +319,7 @@ impl PyLakeSink {
                 .collect::<Result<_>>()?;
         }
         cfg.kafka_metadata = kafka_metadata;
-        let s3 = S3Options {
+        let s3 = AwsOptions {
             endpoint_url,
             region,
             profile: aws_profile,

@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 /// The file format of the lake's data objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Parquet with zstd compression and typed columns.
     Parquet,
@@ -29,6 +30,27 @@ impl Format {
         match self {
             Format::Parquet => "parquet",
             Format::Ndjson => "json",
+        }
+    }
+
+    /// The format of an object, from its name.
+    pub fn of(key: &str) -> Option<Self> {
+        if key.ends_with(".parquet") {
+            Some(Format::Parquet)
+        } else if [".json", ".ndjson", ".jsonl"]
+            .iter()
+            .any(|e| key.ends_with(e))
+        {
+            Some(Format::Ndjson)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Ndjson => "ndjson",
         }
     }
 }

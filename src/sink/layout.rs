@@ -77,7 +77,7 @@ impl Layout {
 
 /// Hive's escaping of partition values: anything but letters, digits, `-`, `_` and `.`
 /// becomes `%XX`, so a symbol like `^GSPC` or `A/B` cannot break the folder structure.
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
@@ -87,6 +87,30 @@ fn escape(value: &str) -> String {
         }
     }
     out
+}
+
+/// The value a Hive folder name stands for (`%5EGSPC` is `^GSPC`).
+pub fn unescape(folder_value: &str) -> String {
+    let bytes = folder_value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

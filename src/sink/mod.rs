@@ -8,7 +8,6 @@ mod batch;
 pub mod config;
 mod encode;
 mod layout;
-mod parallel;
 mod range;
 mod record;
 mod status;
@@ -26,6 +25,7 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 pub use config::{ColumnType, Format, PartitionKey, RollPolicy, SinkConfig};
 use layout::Layout;
+pub use layout::{escape, unescape};
 use range::{Message, PendingRange};
 pub use status::SinkStatus;
 

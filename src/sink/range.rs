@@ -9,9 +9,9 @@ use super::batch::{Batch, EventTime};
 use super::config::{Format, SinkConfig};
 use super::encode::encode;
 use super::layout::Layout;
-use super::parallel;
 use super::record::{Record, Scalar};
 use crate::error::Result;
+use crate::parallel;
 use crate::source::time::parse_event_time;
 
 /// One message as the sink sees it.

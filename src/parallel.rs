@@ -1,5 +1,5 @@
-//! Spreading a range's objects over threads: a range often holds many small objects (one per
-//! partition folder), each encoded independently.
+//! Spreading independent work over threads: a sink range often holds many small objects
+//! (one per partition folder) encoded independently, and a crawl reads many object footers.
 
 use std::thread;
 

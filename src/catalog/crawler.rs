@@ -1,0 +1,429 @@
+//! The crawler: finds tables (top-level folders) and Hive partitions (`key=value/` folders)
+//! in the lake, reads each new object's schema (a Parquet footer, or a sample of JSON lines)
+//! and merges it into the table: later columns are added, integers widen to doubles, and a
+//! type conflict is reported with the files involved. What was read is remembered in
+//! `_catalog/<database>/_crawler/<table>.json`, so the next crawl reads only new objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::local::{read_json, write_json, CATALOG_DIR};
+use super::schema::object_schema;
+use super::{table_name, Catalog, Column, HiveType, Table};
+use crate::error::{Error, Result};
+use crate::lake::{ObjectMeta, ObjectStore};
+use crate::parallel;
+use crate::sink::{unescape, Format};
+
+/// What to do with an object that cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Report it by name, leave it out of the table, and go on.
+    Skip,
+    /// Stop the crawl with an error naming it.
+    Raise,
+}
+
+impl OnError {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "skip" => Ok(OnError::Skip),
+            "raise" => Ok(OnError::Raise),
+            other => Err(Error::Config(format!(
+                "on_error {other:?} is not supported: use \"skip\" or \"raise\""
+            ))),
+        }
+    }
+}
+
+/// What to crawl.
+#[derive(Debug, Clone)]
+pub struct CrawlOptions {
+    pub database: String,
+    /// Only this table (by table or folder name); every folder when `None`.
+    pub table: Option<String>,
+    pub on_error: OnError,
+}
+
+/// The crawler's memory of one table, kept in the lake beside the catalog.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CrawlState {
+    /// Objects already read, with their sizes: a rewritten object is read again.
+    pub objects: BTreeMap<String, u64>,
+    /// The first object each column was seen in, to name the files of a type conflict.
+    pub column_sources: BTreeMap<String, String>,
+    /// Objects that could not be read, and why; queries leave them out.
+    pub unreadable: BTreeMap<String, String>,
+}
+
+impl CrawlState {
+    fn key(database: &str, table: &str) -> String {
+        format!("{CATALOG_DIR}/{database}/_crawler/{table}.json")
+    }
+
+    /// The state of `table`, empty if it was never crawled.
+    pub fn load(store: &dyn ObjectStore, database: &str, table: &str) -> Result<Self> {
+        Ok(read_json(store, &Self::key(database, table))?.unwrap_or_default())
+    }
+
+    fn save(&self, store: &dyn ObjectStore, database: &str, table: &str) -> Result<()> {
+        write_json(store, &Self::key(database, table), self)
+    }
+}
+
+/// Two types found for one column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub table: String,
+    pub column: String,
+    /// The type in the catalog, and the object it was first seen in.
+    pub existing: HiveType,
+    /// The type found in `files[1]`.
+    pub found: HiveType,
+    pub files: Vec<String>,
+}
+
+/// What a crawl (or a sink's registration) changed.
+#[derive(Debug, Clone, Default)]
+pub struct CrawlReport {
+    pub tables_created: Vec<String>,
+    pub tables_updated: Vec<String>,
+    /// `(table, partition folder)`.
+    pub partitions_added: Vec<(String, String)>,
+    /// `(table, column, type)`.
+    pub columns_added: Vec<(String, String, HiveType)>,
+    pub conflicts: Vec<Conflict>,
+    /// Objects left out of their table, by URL, and why.
+    pub skipped: Vec<(String, String)>,
+    /// Objects whose schema was read.
+    pub objects_read: usize,
+    /// Objects already crawled and unchanged, not read again.
+    pub objects_unchanged: usize,
+}
+
+/// One new object of a table: where it is and what it holds.
+pub struct Found {
+    pub key: String,
+    pub size: u64,
+    /// The `key=value` folders between the table folder and the object.
+    pub partition: Vec<(String, String)>,
+    pub columns: Result<Vec<(String, HiveType)>>,
+}
+
+/// Crawls the lake (or one table of it) into `catalog`.
+pub fn crawl(
+    store: &dyn ObjectStore,
+    catalog: &dyn Catalog,
+    options: &CrawlOptions,
+) -> Result<CrawlReport> {
+    let mut report = CrawlReport::default();
+    let mut folders: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+    for object in store.list("")? {
+        let Some((folder, _)) = object.key.split_once('/') else {
+            continue;
+        };
+        if is_hidden(&object.key) || Format::of(&object.key).is_none() {
+            continue;
+        }
+        if let Some(wanted) = &options.table {
+            if folder != wanted && table_name(folder) != *wanted {
+                continue;
+            }
+        }
+        folders.entry(folder.to_string()).or_default().push(object);
+    }
+    if let Some(wanted) = &options.table {
+        if folders.is_empty() {
+            return Err(Error::NotFound(format!(
+                "no table {wanted:?} in {}: no data objects in that folder",
+                store.url("")
+            )));
+        }
+    }
+    for (folder, objects) in folders {
+        let name = table_name(&folder);
+        let state = CrawlState::load(store, &options.database, &name)?;
+        let (fresh, unchanged): (Vec<_>, Vec<_>) = objects
+            .into_iter()
+            .partition(|o| state.objects.get(&o.key) != Some(&o.size));
+        report.objects_unchanged += unchanged.len();
+        if fresh.is_empty() {
+            continue;
+        }
+        let found = parallel::map(&fresh, |object| {
+            let format = Format::of(&object.key).unwrap_or(Format::Parquet);
+            Found {
+                key: object.key.clone(),
+                size: object.size,
+                partition: partition_of(&folder, &object.key),
+                columns: object_schema(store, &object.key, object.size, format),
+            }
+        });
+        if options.on_error == OnError::Raise {
+            if let Some(i) = found.iter().position(|f| f.columns.is_err()) {
+                return found.into_iter().nth(i).unwrap().columns.map(|_| report);
+            }
+        }
+        record(
+            store,
+            catalog,
+            &options.database,
+            &folder,
+            state,
+            found,
+            &mut report,
+        )?;
+    }
+    Ok(report)
+}
+
+/// Registers objects the sink has just written (their columns known from memory), so a
+/// query sees new partitions without a crawl.
+pub fn register(
+    store: &dyn ObjectStore,
+    catalog: &dyn Catalog,
+    database: &str,
+    folder: &str,
+    found: Vec<Found>,
+) -> Result<CrawlReport> {
+    let mut report = CrawlReport::default();
+    let state = CrawlState::load(store, database, &table_name(folder))?;
+    record(store, catalog, database, folder, state, found, &mut report)?;
+    Ok(report)
+}
+
+/// The `key=value` folder levels of `key` below `folder`.
+pub fn partition_of(folder: &str, key: &str) -> Vec<(String, String)> {
+    let inner = key[folder.len()..].trim_start_matches('/');
+    let dirs = inner.rsplit_once('/').map_or("", |(d, _)| d);
+    dirs.split('/')
+        .filter(|d| !d.is_empty())
+        .map(|d| match d.split_once('=') {
+            Some((k, v)) => (k.to_string(), unescape(v)),
+            None => (String::new(), d.to_string()),
+        })
+        .collect()
+}
+
+/// Catalog files, quarantine, and temporary or marker files are not data.
+pub fn is_hidden(key: &str) -> bool {
+    key.split('/')
+        .any(|part| part.starts_with('_') || part.starts_with('.'))
+}
+
+/// Merges `found` into the folder's table and saves the table and the crawl state.
+fn record(
+    store: &dyn ObjectStore,
+    catalog: &dyn Catalog,
+    database: &str,
+    folder: &str,
+    mut state: CrawlState,
+    found: Vec<Found>,
+    report: &mut CrawlReport,
+) -> Result<()> {
+    let name = table_name(folder);
+    let existing = catalog.table(database, &name)?;
+    let created = existing.is_none();
+    let mut table = match existing {
+        Some(table) => table,
+        None => match new_table(database, folder, &found) {
+            Some(table) => table,
+            None => return Ok(()),
+        },
+    };
+    let before = table.clone();
+    let mut new_partitions = Vec::new();
+    for object in found {
+        let url = store.url(&object.key);
+        let columns = match object.columns {
+            Ok(columns) => columns,
+            // A corrupt object stays out until it is rewritten (its size changes); one that
+            // could not be fetched is tried again by the next crawl.
+            Err(e @ Error::Schema(_)) => {
+                state.objects.insert(object.key.clone(), object.size);
+                state.unreadable.insert(object.key.clone(), e.to_string());
+                report.skipped.push((url, e.to_string()));
+                continue;
+            }
+            Err(e) => {
+                report.skipped.push((url, e.to_string()));
+                continue;
+            }
+        };
+        state.objects.insert(object.key.clone(), object.size);
+        state.unreadable.remove(&object.key);
+        report.objects_read += 1;
+        if let Err(why) = fits(&table, &object.key, &object.partition) {
+            report.skipped.push((url, why));
+            continue;
+        }
+        for (column, kind) in columns {
+            merge_column(
+                &mut table,
+                &mut state,
+                report,
+                &object.key,
+                &url,
+                column,
+                kind,
+                store,
+            );
+        }
+        let values: Vec<String> = object.partition.into_iter().map(|(_, v)| v).collect();
+        if table.partitions.insert(values.clone()) {
+            report
+                .partitions_added
+                .push((name.clone(), table.partition_path(&values)));
+            new_partitions.push(values);
+        }
+    }
+    if table != before || created {
+        catalog.save(&table, &new_partitions)?;
+        if created {
+            report.tables_created.push(name.clone());
+        } else {
+            report.tables_updated.push(name.clone());
+        }
+    }
+    state.save(store, database, &name)
+}
+
+/// A table for a folder seen for the first time: its partition keys come from the first
+/// readable object's folders, their types from all the values found.
+fn new_table(database: &str, folder: &str, found: &[Found]) -> Option<Table> {
+    let first = found.iter().find(|f| f.columns.is_ok())?;
+    let format = Format::of(&first.key)?;
+    let keys: Vec<&str> = first.partition.iter().map(|(k, _)| k.as_str()).collect();
+    let partition_keys = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let values: Vec<&str> = found
+                .iter()
+                .filter(|f| f.partition.len() == keys.len())
+                .filter(|f| f.partition[i].0 == *key)
+                .map(|f| f.partition[i].1.as_str())
+                .collect();
+            Column {
+                name: key.to_string(),
+                kind: HiveType::infer_partition(&values),
+            }
+        })
+        .collect();
+    Some(Table {
+        database: database.to_string(),
+        name: table_name(folder),
+        location: folder.to_string(),
+        format,
+        columns: Vec::new(),
+        partition_keys,
+        partitions: BTreeSet::new(),
+    })
+}
+
+/// Why an object cannot belong to `table`, if it cannot.
+fn fits(
+    table: &Table,
+    key: &str,
+    partition: &[(String, String)],
+) -> std::result::Result<(), String> {
+    if Format::of(key) != Some(table.format) {
+        return Err(format!(
+            "not {} like the rest of table {}",
+            table.format.name(),
+            table.name
+        ));
+    }
+    let names: Vec<&str> = partition.iter().map(|(k, _)| k.as_str()).collect();
+    let expected: Vec<&str> = table
+        .partition_keys
+        .iter()
+        .map(|k| k.name.as_str())
+        .collect();
+    if names != expected {
+        return Err(format!(
+            "its folders are {names:?}, but table {} is partitioned by {expected:?}",
+            table.name
+        ));
+    }
+    for ((k, v), column) in partition.iter().zip(&table.partition_keys) {
+        if !column.kind.accepts_partition_value(v) {
+            return Err(format!(
+                "partition value {k}={v} is not a {}",
+                column.kind.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Adds a column, widens its type, or reports a conflict naming both files.
+#[allow(clippy::too_many_arguments)]
+fn merge_column(
+    table: &mut Table,
+    state: &mut CrawlState,
+    report: &mut CrawlReport,
+    key: &str,
+    url: &str,
+    column: String,
+    kind: HiveType,
+    store: &dyn ObjectStore,
+) {
+    // Columns that are also partition keys come from the folder names.
+    if table.partition_keys.iter().any(|k| k.name == column) {
+        return;
+    }
+    match table.columns.iter_mut().find(|c| c.name == column) {
+        None => {
+            report
+                .columns_added
+                .push((table.name.clone(), column.clone(), kind));
+            state.column_sources.insert(column.clone(), key.to_string());
+            table.columns.push(Column { name: column, kind });
+        }
+        Some(existing) => match existing.kind.unify(kind) {
+            Some(wider) => existing.kind = wider,
+            None => {
+                let first = state
+                    .column_sources
+                    .get(&column)
+                    .map_or_else(|| "an earlier object".to_string(), |k| store.url(k));
+                report.conflicts.push(Conflict {
+                    table: table.name.clone(),
+                    column,
+                    existing: existing.kind,
+                    found: kind,
+                    files: vec![first, url.to_string()],
+                });
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_come_from_key_value_folders() {
+        assert_eq!(
+            partition_of("ticks", "ticks/symbol=NYA/month=2021-01/part-0.parquet"),
+            vec![
+                ("symbol".to_string(), "NYA".to_string()),
+                ("month".to_string(), "2021-01".to_string())
+            ]
+        );
+        assert!(partition_of("ticks", "ticks/part-0.parquet").is_empty());
+        assert_eq!(partition_of("t", "t/symbol=%5EGSPC/x.json")[0].1, "^GSPC");
+        assert_eq!(partition_of("t", "t/raw/x.json")[0].0, "");
+    }
+
+    #[test]
+    fn hidden_objects_are_not_data() {
+        assert!(is_hidden("_rejected/t/part-0.json"));
+        assert!(is_hidden("t/date=2021-01-04/.part-0.parquet.12.0.tmp"));
+        assert!(is_hidden("t/_SUCCESS"));
+        assert!(!is_hidden("t/date=2021-01-04/part-0.parquet"));
+    }
+}

@@ -1,0 +1,92 @@
+//! The catalog kept in the lake itself: one human-readable JSON file per table at
+//! `_catalog/<database>/<table>.json`, written atomically like every other object, so the
+//! lake and its description travel together (a directory copy, an `aws s3 sync`).
+
+use std::sync::Arc;
+
+use super::{Catalog, Table};
+use crate::error::{Error, Result};
+use crate::lake::{ByteRange, ObjectStore};
+
+/// The folder below the lake root holding catalog files; readers skip `_`-folders.
+pub const CATALOG_DIR: &str = "_catalog";
+
+/// A catalog stored as JSON objects in the lake.
+pub struct LocalCatalog {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl LocalCatalog {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        LocalCatalog { store }
+    }
+
+    fn key(database: &str, name: &str) -> String {
+        format!("{CATALOG_DIR}/{database}/{name}.json")
+    }
+}
+
+/// Reads a JSON object of the catalog folder; `None` if it does not exist.
+pub fn read_json<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    key: &str,
+) -> Result<Option<T>> {
+    let body = match store.read(key, ByteRange::All) {
+        Ok(body) => body,
+        Err(Error::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        Error::Schema(format!(
+            "catalog file {} is not valid: {e} (fix or delete it and crawl again)",
+            store.url(key)
+        ))
+    })
+}
+
+/// Writes a JSON object of the catalog folder, indented for people to read.
+pub fn write_json<T: serde::Serialize>(
+    store: &dyn ObjectStore,
+    key: &str,
+    value: &T,
+) -> Result<()> {
+    let mut body = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Io(format!("cannot encode {}: {e}", store.url(key))))?;
+    body.push(b'\n');
+    store.put(key, &body)
+}
+
+impl Catalog for LocalCatalog {
+    fn describe(&self) -> String {
+        format!("the catalog in {}", self.store.url(CATALOG_DIR))
+    }
+
+    fn tables(&self, database: &str) -> Result<Vec<Table>> {
+        let folder = format!("{CATALOG_DIR}/{database}/");
+        let mut tables = Vec::new();
+        for object in self.store.list(&folder)? {
+            let Some(name) = object.key[folder.len()..].strip_suffix(".json") else {
+                continue;
+            };
+            if name.contains('/') {
+                continue;
+            }
+            if let Some(table) = self.table(database, name)? {
+                tables.push(table);
+            }
+        }
+        Ok(tables)
+    }
+
+    fn table(&self, database: &str, name: &str) -> Result<Option<Table>> {
+        read_json(self.store.as_ref(), &Self::key(database, name))
+    }
+
+    fn save(&self, table: &Table, _new_partitions: &[Vec<String>]) -> Result<()> {
+        write_json(
+            self.store.as_ref(),
+            &Self::key(&table.database, &table.name),
+            table,
+        )
+    }
+}

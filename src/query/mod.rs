@@ -1,0 +1,228 @@
+//! SQL over the lake: tables come from the catalog, each scanned lazily from its objects with
+//! Hive partition pruning (a filter on a partition column skips the other folders' objects)
+//! and column projection, by Polars SQL. Athena is the other engine, for tables in Glue.
+
+mod athena;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use polars::prelude::*;
+use polars::sql::{extract_table_identifiers, SQLContext};
+
+pub use athena::AthenaOptions;
+
+use crate::aws::AwsOptions;
+use crate::catalog::{
+    self, is_hidden, Catalog, CatalogKind, CrawlOptions, CrawlReport, CrawlState, Table,
+};
+use crate::error::{Error, Result};
+use crate::lake::{self, LakeUrl, ObjectStore};
+use crate::sink::Format;
+
+/// Polars' own chunk size for JSON-lines scans.
+const NDJSON_CHUNK: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1 << 18).unwrap();
+
+/// A lake with its catalog: what `Lake(...)` is in Python.
+pub struct Lake {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    catalog: Arc<dyn Catalog>,
+    database: String,
+    aws: AwsOptions,
+}
+
+impl Lake {
+    /// Opens the lake at `url` and its catalog. A local lake must exist.
+    pub fn open(url: &str, catalog: CatalogKind, database: &str, aws: &AwsOptions) -> Result<Self> {
+        if let LakeUrl::Local(path) = LakeUrl::parse(url)? {
+            if !Path::new(&path).is_dir() {
+                return Err(Error::NotFound(format!(
+                    "lake {} does not exist (the sink creates it)",
+                    path.display()
+                )));
+            }
+        }
+        if database.is_empty() {
+            return Err(Error::Config("database must not be empty".into()));
+        }
+        let store = lake::open(url, aws)?;
+        let catalog = catalog::open(catalog, store.clone(), url, aws)?;
+        Ok(Lake {
+            url: url.to_string(),
+            store,
+            catalog,
+            database: database.to_string(),
+            aws: aws.clone(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.catalog
+    }
+
+    /// Crawls the lake (or one table) into this lake's catalog.
+    pub fn crawl(&self, table: Option<String>, on_error: catalog::OnError) -> Result<CrawlReport> {
+        let options = CrawlOptions {
+            database: self.database.clone(),
+            table,
+            on_error,
+        };
+        catalog::crawl(self.store.as_ref(), self.catalog.as_ref(), &options)
+    }
+
+    /// The tables of this lake's database.
+    pub fn tables(&self) -> Result<Vec<Table>> {
+        self.catalog.tables(&self.database)
+    }
+
+    /// Runs `query` with Polars SQL over the catalog's tables.
+    pub fn sql(&self, query: &str) -> Result<DataFrame> {
+        let names = extract_table_identifiers(query, false, true).map_err(sql_error)?;
+        let mut context = SQLContext::new();
+        let mut missing = Vec::new();
+        for name in &names {
+            match self.catalog.table(&self.database, name)? {
+                Some(table) => context.register(name, self.scan(&table)?),
+                None => missing.push(name.clone()),
+            }
+        }
+        let result = context.execute(query).and_then(|lf| lf.collect());
+        result.map_err(|e| match e {
+            PolarsError::SQLInterface(_) | PolarsError::SQLSyntax(_) if !missing.is_empty() => {
+                self.unknown_tables(&missing, e)
+            }
+            e => sql_error(e),
+        })
+    }
+
+    /// A lazy scan of `table`: the objects in its registered partitions, less those the
+    /// crawler found unreadable. Listing happens now, so new objects of known partitions
+    /// are seen at once (as Athena sees them).
+    pub fn scan(&self, table: &Table) -> Result<LazyFrame> {
+        let state = CrawlState::load(self.store.as_ref(), &self.database, &table.name)?;
+        let prefix = format!("{}/", table.location);
+        let partitions: HashSet<String> = table
+            .partitions
+            .iter()
+            .map(|values| table.partition_path(values))
+            .collect();
+        let files: Vec<PlRefPath> = self
+            .store
+            .list(&prefix)?
+            .into_iter()
+            .filter(|o| {
+                let inner = &o.key[prefix.len()..];
+                let folder = inner.rsplit_once('/').map_or("", |(d, _)| d);
+                !is_hidden(inner)
+                    && Format::of(&o.key) == Some(table.format)
+                    && partitions.contains(folder)
+                    && !state.unreadable.contains_key(&o.key)
+            })
+            .map(|o| PlRefPath::new(self.store.url(&o.key)))
+            .collect();
+        let mut schema = table.file_schema();
+        schema.merge(table.partition_schema());
+        if files.is_empty() {
+            return Ok(DataFrame::empty_with_schema(&schema).lazy());
+        }
+        let hive_start = self.store.url(&table.location).len() + 1;
+        let args = UnifiedScanArgs {
+            schema: Some(Arc::new(table.file_schema())),
+            cloud_options: self.store.cloud_options()?,
+            hive_options: HiveOptions {
+                enabled: Some(!table.partition_keys.is_empty()),
+                hive_start_idx: hive_start,
+                schema: Some(Arc::new(table.partition_schema())),
+                try_parse_dates: true,
+            },
+            // Objects written before a column appeared lack it; integers read as the
+            // catalog's doubles.
+            missing_columns_policy: MissingColumnsPolicy::Insert,
+            extra_columns_policy: ExtraColumnsPolicy::Ignore,
+            cast_columns_policy: CastColumnsPolicy {
+                integer_upcast: true,
+                integer_to_float_cast: true,
+                float_upcast: true,
+                null_upcast: true,
+                ..CastColumnsPolicy::ERROR_ON_MISMATCH
+            },
+            ..Default::default()
+        };
+        let sources = ScanSources::Paths(files.into());
+        let plan = match table.format {
+            Format::Parquet => DslBuilder::scan_parquet(sources, ParquetOptions::default(), args)
+                .map_err(sql_error)?
+                .build(),
+            Format::Ndjson => DslPlan::Scan {
+                sources,
+                unified_scan_args: Box::new(args),
+                scan_type: Box::new(FileScanDsl::NDJson {
+                    options: NDJsonReadOptions {
+                        n_threads: None,
+                        infer_schema_length: None,
+                        chunk_size: NDJSON_CHUNK,
+                        low_memory: false,
+                        ignore_errors: false,
+                        schema: Some(Arc::new(table.file_schema())),
+                        schema_overwrite: None,
+                    },
+                }),
+                cached_ir: Default::default(),
+            },
+        };
+        Ok(LazyFrame::from(plan))
+    }
+
+    /// Runs `query` on Athena against this lake's Glue database; the result as a frame.
+    pub fn athena(&self, query: &str, options: &AthenaOptions) -> Result<DataFrame> {
+        athena::run(&self.aws, &self.database, query, options)
+    }
+
+    fn unknown_tables(&self, missing: &[String], err: PolarsError) -> Error {
+        let known = match self.tables() {
+            Ok(tables) if tables.is_empty() => "it has no tables yet".to_string(),
+            Ok(tables) => format!(
+                "its tables are {}",
+                tables
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => format!("its tables cannot be listed: {e}"),
+        };
+        Error::Query(format!(
+            "no table {} in database {:?} of {} ({known}; crawl the lake to add tables): {err}",
+            missing.join(", "),
+            self.database,
+            self.catalog.describe()
+        ))
+    }
+}
+
+/// A Polars error raised by a query: bad SQL and unknown columns are the query's fault,
+/// anything else (an unreadable object) is reported as it is, naming the object.
+fn sql_error(err: PolarsError) -> Error {
+    match err {
+        PolarsError::SQLInterface(m) => Error::Query(format!("SQL error: {m}")),
+        PolarsError::SQLSyntax(m) => Error::Query(format!("SQL syntax error: {m}")),
+        PolarsError::ColumnNotFound(m) => Error::Query(format!("unknown column: {m}")),
+        PolarsError::SchemaFieldNotFound(m) => Error::Query(format!("unknown field: {m}")),
+        PolarsError::InvalidOperation(m) => Error::Query(format!("invalid query: {m}")),
+        e => Error::Io(format!("query failed: {e}")),
+    }
+}
