@@ -26,6 +26,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<python::source::PyTickSource>()?;
     m.add_class::<python::sink::PyLakeSink>()?;
     m.add_class::<python::sink::PySinkStatus>()?;
+    m.add_class::<python::lake::PyLake>()?;
+    m.add_class::<python::lake::PyCrawlReport>()?;
+    m.add_function(wrap_pyfunction!(python::lake::crawl, m)?)?;
     m.add_function(wrap_pyfunction!(python::source::read_ticks, m)?)?;
     m.add_function(wrap_pyfunction!(python::source::synthetic_ticks, m)?)?;
     m.add_function(wrap_pyfunction!(python::topic::read_topic, m)?)?;

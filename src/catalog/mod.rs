@@ -15,7 +15,8 @@ use polars::prelude::{Field, Schema};
 use serde::{Deserialize, Serialize};
 
 pub use crawler::{
-    crawl, is_hidden, register, Conflict, CrawlOptions, CrawlReport, CrawlState, Found, OnError,
+    crawl, is_hidden, partition_of, register, Conflict, CrawlOptions, CrawlReport, CrawlState,
+    Found, OnError,
 };
 pub use glue::GlueCatalog;
 pub use local::LocalCatalog;

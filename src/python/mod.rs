@@ -4,6 +4,7 @@
 pub mod embedded;
 pub mod errors;
 pub mod kafka_config;
+pub mod lake;
 pub mod producer;
 pub mod sink;
 pub mod source;
@@ -21,4 +22,27 @@ pub fn seconds(name: &str, value: f64) -> PyResult<Duration> {
         ))
         .into()
     })
+}
+
+/// A two-column HTML table for notebooks' rich display.
+pub fn html_table(caption: &str, rows: &[(String, String)]) -> String {
+    let escape = |text: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let body: String = rows
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<tr><th style=\"text-align:left\">{}</th><td>{}</td></tr>",
+                escape(k),
+                escape(v)
+            )
+        })
+        .collect();
+    format!(
+        "<table><caption>{}</caption>{body}</table>",
+        escape(caption)
+    )
 }

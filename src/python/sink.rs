@@ -13,8 +13,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::kafka_config::kafka_config;
-use super::seconds;
+use super::{html_table, seconds};
 use crate::aws::AwsOptions;
+use crate::catalog::{self, CatalogKind};
 use crate::error::{Error, Result};
 use crate::lake;
 use crate::sink::{
@@ -117,33 +118,16 @@ impl PySinkStatus {
 
     /// An HTML table, for notebooks.
     fn _repr_html_(&self) -> String {
-        let mut rows: Vec<String> = self
+        let mut rows: Vec<(String, String)> = self
             .fields()
-            .iter()
-            .map(|(k, v)| {
-                format!(
-                    "<tr><th style=\"text-align:left\">{k}</th><td>{}</td></tr>",
-                    html(v)
-                )
-            })
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
             .collect();
         if let Some(e) = &self.last_error {
-            rows.push(format!(
-                "<tr><th style=\"text-align:left\">last error</th><td>{}</td></tr>",
-                html(e)
-            ));
+            rows.push(("last error".to_string(), e.clone()));
         }
-        format!(
-            "<table><caption>LakeSink</caption>{}</table>",
-            rows.concat()
-        )
+        html_table("LakeSink", &rows)
     }
-}
-
-fn html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 enum State {
@@ -257,7 +241,7 @@ impl PyLakeSink {
         table=None, partition_by=None, flush_records=None, flush_bytes=None, flush_age=None,
         flush_idle=None, buffer_bytes=None, symbol_field="Index", time_field="Date", columns=None,
         kafka_metadata=false, endpoint_url=None, region=None, aws_profile=None, s3_part_size=None,
-        connect_timeout=10.0,
+        catalog=None, database="stock_market", connect_timeout=10.0,
         **config
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -283,9 +267,12 @@ impl PyLakeSink {
         region: Option<String>,
         aws_profile: Option<String>,
         s3_part_size: Option<usize>,
+        catalog: Option<&str>,
+        database: &str,
         connect_timeout: f64,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        let catalog = catalog.map(CatalogKind::parse).transpose()?;
         let kafka = kafka_config(bootstrap_servers, config)?;
         let connect_timeout = seconds("connect_timeout", connect_timeout)?;
         let mut cfg = SinkConfig::new(topic, group_id);
@@ -332,7 +319,14 @@ impl PyLakeSink {
         let sink = py.detach(|| -> Result<Sink> {
             cfg.validate()?;
             let store = lake::open(lake, &s3)?;
-            Sink::new(&kafka, cfg, store, connect_timeout)
+            let registry = catalog
+                .map(|kind| catalog::open(kind, store.clone(), lake, &s3))
+                .transpose()?;
+            let sink = Sink::new(&kafka, cfg, store, connect_timeout)?;
+            Ok(match registry {
+                Some(registry) => sink.register_in(registry, database),
+                None => sink,
+            })
         })?;
         Ok(PyLakeSink {
             status: sink.status(),

@@ -29,6 +29,7 @@ pub use layout::{escape, unescape};
 use range::{Message, PendingRange};
 pub use status::SinkStatus;
 
+use crate::catalog::{self, body_schema, Catalog, Found};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::lake::ObjectStore;
@@ -133,6 +134,8 @@ pub struct Sink {
     at_end: HashSet<i32>,
     buffered_bytes: usize,
     status: Arc<SinkStatus>,
+    /// Where landed partitions are registered, and in which database.
+    catalog: Option<(Arc<dyn Catalog>, String)>,
 }
 
 impl Sink {
@@ -193,7 +196,15 @@ impl Sink {
             at_end: HashSet::new(),
             buffered_bytes: 0,
             status,
+            catalog: None,
         })
+    }
+
+    /// Registers each landed object's partition and columns in `catalog` (before its
+    /// offsets are committed), so queries see new data without a crawl.
+    pub fn register_in(mut self, catalog: Arc<dyn Catalog>, database: &str) -> Self {
+        self.catalog = Some((catalog, database.to_string()));
+        self
     }
 
     /// The live counters, shareable with other threads.
@@ -370,6 +381,7 @@ impl Sink {
             SinkStatus::add(&self.status.files, 1);
             SinkStatus::add(&self.status.bytes, object.body.len() as u64);
         }
+        self.register(&objects);
         self.status.set_state("running");
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(
@@ -412,6 +424,39 @@ impl Sink {
             }
         }
         Ok(true)
+    }
+}
+
+impl Sink {
+    /// A failed registration is reported, not retried: the objects are in the lake and
+    /// the next crawl finds them.
+    fn register(&self, objects: &[range::Object]) {
+        let Some((catalog, database)) = &self.catalog else {
+            return;
+        };
+        let table = &self.config.table;
+        let found = objects
+            .iter()
+            .filter(|o| !catalog::is_hidden(&o.key))
+            .map(|o| Found {
+                key: o.key.clone(),
+                size: o.body.len() as u64,
+                partition: catalog::partition_of(table, &o.key),
+                columns: body_schema(self.config.format, &o.body, &self.store.url(&o.key)),
+            })
+            .collect();
+        let registered = catalog::register(
+            self.store.as_ref(),
+            catalog.as_ref(),
+            database,
+            table,
+            found,
+        );
+        if let Err(e) = registered {
+            self.status.error(format!(
+                "registering new objects in the catalog failed: {e}"
+            ));
+        }
     }
 }
 

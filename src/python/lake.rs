@@ -1,0 +1,329 @@
+//! Python face of the catalog and SQL: `Lake`, `crawl` and `CrawlReport`.
+
+use polars::prelude::*;
+use pyo3::prelude::*;
+use pyo3_polars::PyDataFrame;
+
+use super::{html_table, seconds};
+use crate::aws::AwsOptions;
+use crate::catalog::{CatalogKind, CrawlReport, OnError, Table};
+use crate::error::{Error, Result};
+use crate::query::{AthenaOptions, Lake};
+
+/// What a crawl changed in the catalog.
+///
+/// Attributes:
+///     tables_created, tables_updated: table names.
+///     partitions_added: ``(table, folder)`` pairs, e.g. ``("stock_market", "date=2021-01-04")``.
+///     columns_added: ``(table, column, type)``.
+///     conflicts: ``(table, column, catalog type, type found, [first file, conflicting file])``;
+///         the catalog keeps its type.
+///     skipped: ``(object URL, reason)`` for objects left out of their table (unreadable,
+///         or not matching the table's format or folders).
+///     objects_read: objects whose schema was read.
+///     objects_unchanged: objects crawled before and not read again.
+#[pyclass(
+    name = "CrawlReport",
+    module = "stockstream._core",
+    frozen,
+    get_all,
+    skip_from_py_object
+)]
+#[derive(Clone)]
+pub struct PyCrawlReport {
+    tables_created: Vec<String>,
+    tables_updated: Vec<String>,
+    partitions_added: Vec<(String, String)>,
+    columns_added: Vec<(String, String, String)>,
+    conflicts: Vec<(String, String, String, String, Vec<String>)>,
+    skipped: Vec<(String, String)>,
+    objects_read: usize,
+    objects_unchanged: usize,
+}
+
+impl From<CrawlReport> for PyCrawlReport {
+    fn from(r: CrawlReport) -> Self {
+        PyCrawlReport {
+            tables_created: r.tables_created,
+            tables_updated: r.tables_updated,
+            partitions_added: r.partitions_added,
+            columns_added: r
+                .columns_added
+                .into_iter()
+                .map(|(t, c, k)| (t, c, k.name().to_string()))
+                .collect(),
+            conflicts: r
+                .conflicts
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.table,
+                        c.column,
+                        c.existing.name().to_string(),
+                        c.found.name().to_string(),
+                        c.files,
+                    )
+                })
+                .collect(),
+            skipped: r.skipped,
+            objects_read: r.objects_read,
+            objects_unchanged: r.objects_unchanged,
+        }
+    }
+}
+
+impl PyCrawlReport {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("tables_created", format!("{:?}", self.tables_created)),
+            ("tables_updated", format!("{:?}", self.tables_updated)),
+            ("partitions_added", self.partitions_added.len().to_string()),
+            ("columns_added", self.columns_added.len().to_string()),
+            ("conflicts", self.conflicts.len().to_string()),
+            ("skipped", self.skipped.len().to_string()),
+            ("objects_read", self.objects_read.to_string()),
+            ("objects_unchanged", self.objects_unchanged.to_string()),
+        ]
+    }
+}
+
+#[pymethods]
+impl PyCrawlReport {
+    /// Whether the crawl changed the catalog.
+    #[getter]
+    fn changed(&self) -> bool {
+        !self.tables_created.is_empty() || !self.tables_updated.is_empty()
+    }
+
+    fn __repr__(&self) -> String {
+        let body: Vec<String> = self
+            .fields()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("CrawlReport({})", body.join(", "))
+    }
+
+    /// An HTML table, for notebooks.
+    fn _repr_html_(&self) -> String {
+        let mut rows: Vec<(String, String)> = self
+            .fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        rows.extend(self.conflicts.iter().map(|(t, c, a, b, files)| {
+            (
+                "conflict".to_string(),
+                format!("{t}.{c}: {a} vs {b} in {}", files.join(" and ")),
+            )
+        }));
+        rows.extend(
+            self.skipped
+                .iter()
+                .map(|(url, why)| ("skipped".to_string(), format!("{url}: {why}"))),
+        );
+        html_table("CrawlReport", &rows)
+    }
+}
+
+fn aws_options(
+    endpoint_url: Option<String>,
+    region: Option<String>,
+    aws_profile: Option<String>,
+) -> AwsOptions {
+    AwsOptions {
+        endpoint_url,
+        region,
+        profile: aws_profile,
+        path_style: None,
+        part_size: None,
+    }
+}
+
+/// A lake and its catalog, for SQL.
+///
+/// Tables come from the catalog (run ``crawl()`` first, or let the sink register what it
+/// lands). Each query lists the tables' objects afresh, so data landed since the last
+/// query is included, and reads only the partitions its ``WHERE`` clause allows (a filter
+/// on ``date`` reads one folder) and only the columns it uses.
+///
+/// Args:
+///     lake: a directory, ``file:///dir`` or ``s3://bucket/prefix``.
+///     database: the catalog database (``"stock_market"``).
+///     catalog: ``"local"`` (JSON under ``_catalog/`` in the lake) or ``"glue"`` (AWS Glue;
+///         needs an ``s3://`` lake).
+///     endpoint_url, region, aws_profile: for S3 and Glue; credentials come from the AWS
+///         default chain (environment, profile, SSO, instance role).
+///
+/// Raises:
+///     NotFoundError: a local lake directory or the bucket does not exist.
+///     ConfigError: an invalid option, or the credentials were refused.
+#[pyclass(name = "Lake", module = "stockstream._core", frozen)]
+pub struct PyLake {
+    lake: Lake,
+}
+
+#[pymethods]
+impl PyLake {
+    #[new]
+    #[pyo3(signature = (
+        lake="lake", *, database="stock_market", catalog="local", endpoint_url=None,
+        region=None, aws_profile=None
+    ))]
+    fn new(
+        py: Python<'_>,
+        lake: &str,
+        database: &str,
+        catalog: &str,
+        endpoint_url: Option<String>,
+        region: Option<String>,
+        aws_profile: Option<String>,
+    ) -> PyResult<Self> {
+        let kind = CatalogKind::parse(catalog)?;
+        let aws = aws_options(endpoint_url, region, aws_profile);
+        let lake = py.detach(|| Lake::open(lake, kind, database, &aws))?;
+        Ok(PyLake { lake })
+    }
+
+    /// Runs a SQL query and returns its result.
+    ///
+    /// Args:
+    ///     query: SQL over the catalog's tables, e.g.
+    ///         ``SELECT "Index", avg("Close") FROM stock_market GROUP BY 1``.
+    ///     engine: ``"polars"`` (default: runs here, over the objects) or ``"athena"`` (runs
+    ///         in AWS Athena against the Glue database of the same name).
+    ///     workgroup, output: Athena's workgroup and ``s3://`` result location.
+    ///     timeout: seconds an Athena query may run before it is cancelled.
+    ///
+    /// Returns:
+    ///     polars.DataFrame
+    ///
+    /// Raises:
+    ///     QueryError: a SQL syntax error, or an unknown table or column (named).
+    ///     StockstreamError: an object cannot be read (named).
+    #[pyo3(signature = (query, *, engine="polars", workgroup=None, output=None, timeout=300.0))]
+    fn sql(
+        &self,
+        py: Python<'_>,
+        query: &str,
+        engine: &str,
+        workgroup: Option<String>,
+        output: Option<String>,
+        timeout: f64,
+    ) -> PyResult<PyDataFrame> {
+        let frame = match engine.to_ascii_lowercase().as_str() {
+            "polars" | "local" => py.detach(|| self.lake.sql(query))?,
+            "athena" => {
+                let options = AthenaOptions {
+                    workgroup,
+                    output,
+                    timeout: seconds("timeout", timeout)?,
+                };
+                py.detach(|| self.lake.athena(query, &options))?
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "engine {other:?} is not supported: use \"polars\" or \"athena\""
+                ))
+                .into())
+            }
+        };
+        Ok(PyDataFrame(frame))
+    }
+
+    /// The catalog's tables: name, format, location, columns, partition keys and the
+    /// number of registered partitions (an empty frame for an empty catalog).
+    fn tables(&self, py: Python<'_>) -> PyResult<PyDataFrame> {
+        let tables = py.detach(|| self.lake.tables())?;
+        Ok(PyDataFrame(tables_frame(&self.lake, &tables)?))
+    }
+
+    /// Crawls the lake into the catalog; see ``stockstream.crawl``.
+    #[pyo3(signature = (table=None, *, on_error="skip"))]
+    fn crawl(
+        &self,
+        py: Python<'_>,
+        table: Option<String>,
+        on_error: &str,
+    ) -> PyResult<PyCrawlReport> {
+        let on_error = OnError::parse(on_error)?;
+        Ok(py.detach(|| self.lake.crawl(table, on_error))?.into())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Lake({:?}, database={:?}, catalog={})",
+            self.lake.url(),
+            self.lake.database(),
+            self.lake.catalog().describe()
+        )
+    }
+}
+
+fn tables_frame(lake: &Lake, tables: &[Table]) -> Result<DataFrame> {
+    let describe = |columns: &[crate::catalog::Column]| {
+        columns
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.kind.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = |f: &dyn Fn(&Table) -> String| tables.iter().map(f).collect::<Vec<String>>();
+    df!(
+        "table" => text(&|t| t.name.clone()),
+        "format" => text(&|t| t.format.name().to_string()),
+        "location" => text(&|t| lake.store().url(&t.location)),
+        "columns" => text(&|t| describe(&t.columns)),
+        "partition_keys" => text(&|t| describe(&t.partition_keys)),
+        "partitions" => tables.iter().map(|t| t.partitions.len() as u64).collect::<Vec<_>>(),
+    )
+    .map_err(|e| Error::Io(format!("cannot list tables: {e}")))
+}
+
+/// Crawls a lake into a catalog, like an AWS Glue crawler: finds tables (top-level
+/// folders) and Hive partitions (``key=value/`` folders), reads each new object's schema
+/// (Parquet footers, sampled JSON lines), adds new columns, widens integer columns to
+/// doubles, and reports type conflicts with the files involved. ``_rejected/``, ``_catalog/``
+/// and hidden temporary files are skipped. Incremental: objects crawled before (same
+/// size) are not read again.
+///
+/// Args:
+///     lake: a directory, ``file:///dir`` or ``s3://bucket/prefix``.
+///     database: the catalog database (``"stock_market"``).
+///     table: crawl only this table (table or folder name).
+///     catalog: ``"local"`` (JSON under ``_catalog/`` in the lake) or ``"glue"``.
+///     on_error: ``"skip"`` (report unreadable objects and leave them out of queries) or
+///         ``"raise"``.
+///     endpoint_url, region, aws_profile: for S3 and Glue.
+///
+/// Returns:
+///     CrawlReport: what changed.
+///
+/// Raises:
+///     NotFoundError: the lake, the bucket or the named table does not exist.
+///     SchemaError: with ``on_error="raise"``, an object that cannot be read (named).
+#[pyfunction]
+#[pyo3(signature = (
+    lake="lake", *, database="stock_market", table=None, catalog="local", on_error="skip",
+    endpoint_url=None, region=None, aws_profile=None
+))]
+#[allow(clippy::too_many_arguments)]
+pub fn crawl(
+    py: Python<'_>,
+    lake: &str,
+    database: &str,
+    table: Option<String>,
+    catalog: &str,
+    on_error: &str,
+    endpoint_url: Option<String>,
+    region: Option<String>,
+    aws_profile: Option<String>,
+) -> PyResult<PyCrawlReport> {
+    let kind = CatalogKind::parse(catalog)?;
+    let on_error = OnError::parse(on_error)?;
+    let aws = aws_options(endpoint_url, region, aws_profile);
+    let report = py.detach(|| {
+        Lake::open(lake, kind, database, &aws).and_then(|lake| lake.crawl(table, on_error))
+    })?;
+    Ok(report.into())
+}
