@@ -15,18 +15,26 @@ Land the topic in a lake, exactly once, as Hive-partitioned Parquet (a local dir
 
         sink = stockstream.LakeSink(kafka.bootstrap_servers, "stock-market", lake="lake")
         sink.run(stop_at_end=True)            # or sink.start() … sink.status() … sink.stop()
+
+Describe the lake in a catalog (like a Glue crawler) and query it with SQL (like Athena)::
+
+        stockstream.crawl("lake")
+        stockstream.Lake("lake").sql("SELECT count(*) FROM stock_market")
 """
 
 from pathlib import Path
 
 from stockstream._core import (
+    CrawlReport,
     EmbeddedKafka,
+    Lake,
     LakeSink,
     Producer,
     SendReport,
     SinkStatus,
     TickSource,
     __version__,
+    crawl,
     read_ticks,
     read_topic,
     synthetic_ticks,
@@ -36,6 +44,7 @@ from stockstream.errors import (
     DeliveryError,
     KafkaError,
     NotFoundError,
+    QueryError,
     SchemaError,
     StockstreamError,
 )
@@ -46,18 +55,22 @@ BUNDLED_CSV = Path(__file__).parent / "data" / "indexProcessed_synthetic.csv"
 __all__ = [
     "BUNDLED_CSV",
     "ConfigError",
+    "CrawlReport",
     "DeliveryError",
     "EmbeddedKafka",
     "KafkaError",
+    "Lake",
     "LakeSink",
     "NotFoundError",
     "Producer",
+    "QueryError",
     "SchemaError",
     "SendReport",
     "SinkStatus",
     "StockstreamError",
     "TickSource",
     "__version__",
+    "crawl",
     "read_ticks",
     "read_topic",
     "synthetic_ticks",

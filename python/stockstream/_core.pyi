@@ -9,12 +9,15 @@ import polars
 
 __version__: str
 __all__ = [
+    "CrawlReport",
     "EmbeddedKafka",
+    "Lake",
     "LakeSink",
     "Producer",
     "SendReport",
     "SinkStatus",
     "TickSource",
+    "crawl",
     "read_ticks",
     "read_topic",
     "synthetic_ticks",
@@ -233,6 +236,8 @@ class LakeSink:
         region: str | None = None,
         aws_profile: str | None = None,
         s3_part_size: int | None = None,
+        catalog: str | None = None,
+        database: str = "stock_market",
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> LakeSink: ...
@@ -255,6 +260,67 @@ class LakeSink:
         tb: TracebackType | None,
     ) -> bool: ...
 
+@final
+class CrawlReport:
+    """What a crawl changed in the catalog."""
+
+    @property
+    def tables_created(self) -> list[str]: ...
+    @property
+    def tables_updated(self) -> list[str]: ...
+    @property
+    def partitions_added(self) -> list[tuple[str, str]]: ...
+    @property
+    def columns_added(self) -> list[tuple[str, str, str]]: ...
+    @property
+    def conflicts(self) -> list[tuple[str, str, str, str, list[str]]]: ...
+    @property
+    def skipped(self) -> list[tuple[str, str]]: ...
+    @property
+    def objects_read(self) -> int: ...
+    @property
+    def objects_unchanged(self) -> int: ...
+    @property
+    def changed(self) -> bool: ...
+    def _repr_html_(self) -> str: ...
+
+@final
+class Lake:
+    """A lake and its catalog, for SQL."""
+
+    def __new__(
+        cls,
+        lake: str = "lake",
+        *,
+        database: str = "stock_market",
+        catalog: str = "local",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        aws_profile: str | None = None,
+    ) -> Lake: ...
+    def sql(
+        self,
+        query: str,
+        *,
+        engine: str = "polars",
+        workgroup: str | None = None,
+        output: str | None = None,
+        timeout: float = 300.0,
+    ) -> polars.DataFrame: ...
+    def tables(self) -> polars.DataFrame: ...
+    def crawl(self, table: str | None = None, *, on_error: str = "skip") -> CrawlReport: ...
+
+def crawl(
+    lake: str = "lake",
+    *,
+    database: str = "stock_market",
+    table: str | None = None,
+    catalog: str = "local",
+    on_error: str = "skip",
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    aws_profile: str | None = None,
+) -> CrawlReport: ...
 def read_ticks(
     path: _Path,
     *,

@@ -1,4 +1,4 @@
-"""The ``stockstream`` command line: ``broker``, ``produce``, ``sink`` and ``demo``."""
+"""The ``stockstream`` command line: ``broker``, ``produce``, ``sink``, ``crawl``, ``query``, ``demo``."""
 
 import argparse
 import os
@@ -96,6 +96,8 @@ def cmd_sink(args: argparse.Namespace) -> int:
         endpoint_url=args.endpoint_url,
         region=args.region,
         aws_profile=args.profile,
+        catalog=args.catalog,
+        database=args.database,
         **_properties(args.property),
     )
     stop = threading.Event()
@@ -112,6 +114,57 @@ def cmd_sink(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(file=sys.stderr)
     print(status)
+    return 0
+
+
+def cmd_crawl(args: argparse.Namespace) -> int:
+    """Crawl a lake into its catalog and print what changed."""
+    report = _core.crawl(
+        args.lake,
+        database=args.database,
+        table=args.table,
+        catalog=args.catalog,
+        on_error=args.on_error,
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        aws_profile=args.profile,
+    )
+    for table in report.tables_created:
+        print(f"table created: {args.database}.{table}")
+    for table in report.tables_updated:
+        print(f"table updated: {args.database}.{table}")
+    for table, column, kind in report.columns_added:
+        print(f"column added: {table}.{column} {kind}")
+    for table, folder in report.partitions_added:
+        print(f"partition added: {table} {folder}")
+    for table, column, existing, found, files in report.conflicts:
+        print(f"type conflict: {table}.{column} is {existing}, but {found} in {' and '.join(files)}")
+    for url, why in report.skipped:
+        print(f"skipped: {url}: {why}")
+    print(
+        f"{report.objects_read} objects read, {report.objects_unchanged} unchanged since the "
+        "last crawl"
+    )
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """Run SQL over the lake and print the result as a table."""
+    import polars as pl
+
+    lake = _core.Lake(
+        args.lake,
+        database=args.database,
+        catalog=args.catalog,
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        aws_profile=args.profile,
+    )
+    frame = lake.sql(
+        args.sql, engine=args.engine, workgroup=args.workgroup, output=args.output
+    )
+    with pl.Config(tbl_rows=args.rows, tbl_cols=-1, tbl_width_chars=200):
+        print(frame)
     return 0
 
 
@@ -145,6 +198,22 @@ def _property_option(p: argparse.ArgumentParser, client: str) -> None:
         default=[],
         metavar="KEY=VALUE",
         help=f"librdkafka {client} property, e.g. -X security.protocol=SASL_SSL (repeatable)",
+    )
+
+
+def _aws_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    p.add_argument("--region")
+    p.add_argument("--profile", help="AWS profile name")
+
+
+def _catalog_options(p: argparse.ArgumentParser, default: Optional[str] = "local") -> None:
+    p.add_argument("--database", default="stock_market", help="catalog database")
+    p.add_argument(
+        "--catalog",
+        choices=["local", "glue"],
+        default=default,
+        help="local: JSON in the lake's _catalog/; glue: AWS Glue Data Catalog",
     )
 
 
@@ -190,9 +259,8 @@ def parser() -> argparse.ArgumentParser:
     sk.add_argument("--flush-age", type=float, help="seconds before a buffer is landed")
     sk.add_argument("--flush-idle", type=float, help="seconds of quiet before it is landed")
     sk.add_argument("--kafka-metadata", action="store_true", help="add _kafka_* columns")
-    sk.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
-    sk.add_argument("--region")
-    sk.add_argument("--profile", help="AWS profile name")
+    _aws_options(sk)
+    _catalog_options(sk, default=None)
     sk.add_argument("--limit", type=int, help="stop after N messages")
     sk.add_argument("--duration", type=float, help="stop after N seconds")
     sk.add_argument(
@@ -201,6 +269,25 @@ def parser() -> argparse.ArgumentParser:
     sk.add_argument("-q", "--quiet", action="store_true", help="no status line")
     _property_option(sk, "consumer")
     sk.set_defaults(func=cmd_sink)
+
+    c = sub.add_parser("crawl", help="find tables, partitions and columns; update the catalog")
+    c.add_argument("lake", nargs="?", default="lake", help="directory or s3://bucket/prefix")
+    c.add_argument("--table", help="crawl only this table")
+    c.add_argument("--on-error", choices=["skip", "raise"], default="skip")
+    _catalog_options(c)
+    _aws_options(c)
+    c.set_defaults(func=cmd_crawl)
+
+    q = sub.add_parser("query", help="run SQL over the lake's catalog tables")
+    q.add_argument("sql", help='e.g. "SELECT count(*) FROM stock_market"')
+    q.add_argument("--lake", default="lake", help="directory or s3://bucket/prefix")
+    q.add_argument("--engine", choices=["polars", "athena"], default="polars")
+    q.add_argument("--workgroup", help="Athena workgroup")
+    q.add_argument("--output", help="Athena result location, s3://bucket/prefix/")
+    q.add_argument("--rows", type=int, default=25, help="rows to print")
+    _catalog_options(q)
+    _aws_options(q)
+    q.set_defaults(func=cmd_query)
 
     d = sub.add_parser("demo", help="embedded broker + bundled data, end to end")
     d.add_argument(
