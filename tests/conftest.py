@@ -138,27 +138,58 @@ def serve(command: list, port: int, **popen):
 
 
 class S3Server:
-    """A moto S3 server on loopback; `stop()` / `start()` simulate an outage, keeping the data."""
+    """A moto S3 (and Glue, Athena) server on loopback that logs every request it serves, like
+    S3 server access logs; `stop()` / `start()` simulate an outage, keeping the data."""
 
     def __init__(self):
         self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        self.requests: list[tuple[str, str]] = []
         self._server = None
 
     def start(self):
         from moto.server import ThreadedMotoServer
 
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        log = self.requests
+
+        class Logged(ThreadedMotoServer):
+            def _server_entry(self):
+                from moto.moto_server.threaded_moto_server import MotoRequestHandler
+                from moto.server import DomainDispatcherApplication, create_backend_app
+                from werkzeug.serving import make_server
+
+                moto = DomainDispatcherApplication(create_backend_app)
+
+                def app(environ, start_response):
+                    log.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
+                    return moto(environ, start_response)
+
+                self._server = make_server(
+                    self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+                )
+                self._server_ready_event.set()
+                self._server.serve_forever()
+
+        self._server = Logged(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         wait_for_port(self.port)
+
+    def objects_read(self, bucket: str, suffix: str = ".parquet") -> set[str]:
+        """Keys of the objects GET requests fetched (whole or in part) since the log was cleared."""
+        prefix = f"/{bucket}/"
+        return {
+            path[len(prefix) :]
+            for method, path in list(self.requests)
+            if method == "GET" and path.startswith(prefix) and path.endswith(suffix)
+        }
 
     def stop(self):
         self._server.stop()
 
-    def client(self):
+    def client(self, service: str = "s3"):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name="us-east-1")
 
 
 @pytest.fixture(scope="session")

@@ -164,9 +164,17 @@ impl Lake {
         };
         let sources = ScanSources::Paths(files.into());
         let plan = match table.format {
-            Format::Parquet => DslBuilder::scan_parquet(sources, ParquetOptions::default(), args)
-                .map_err(sql_error)?
-                .build(),
+            // With the schema given, Polars reads no footer while planning, so a pruned
+            // query touches only the objects of the partitions it keeps.
+            Format::Parquet => {
+                let options = ParquetOptions {
+                    schema: Some(Arc::new(table.file_schema())),
+                    ..Default::default()
+                };
+                DslBuilder::scan_parquet(sources, options, args)
+                    .map_err(sql_error)?
+                    .build()
+            }
             Format::Ndjson => DslPlan::Scan {
                 sources,
                 unified_scan_args: Box::new(args),

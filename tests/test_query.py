@@ -1,0 +1,217 @@
+"""SQL over the lake: results checked against DuckDB reading the same files, partition pruning
+checked by counting the objects an S3 server was asked for, and the catalog kept fresh by the
+sink while it writes."""
+
+import time
+import uuid
+
+import duckdb
+import polars as pl
+import pytest
+
+import stockstream as ss
+
+GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
+DAY = "2021-03-01"
+
+
+def land_bundled(kafka, lake: str, **sink_options) -> int:
+    """The bundled data through Kafka and the sink into `lake`; returns the record count."""
+    topic = f"q-{uuid.uuid4().hex[:8]}"
+    kafka.create_topic(topic, 4)
+    report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV, mode="replay")
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers,
+        topic,
+        f"g-{topic}",
+        lake,
+        table="stock-market",
+        **GROUP,
+        **sink_options,
+    )
+    status = sink.run(stop_at_end=True, duration=120)
+    assert status.written == report.delivered > 0
+    return status.written
+
+
+@pytest.fixture(scope="module")
+def local_lake(kafka, tmp_path_factory):
+    lake = tmp_path_factory.mktemp("query") / "lake"
+    n = land_bundled(kafka, str(lake))
+    report = ss.crawl(str(lake))
+    assert report.tables_created == ["stock_market"]
+    return lake, n
+
+
+def duck(lake) -> duckdb.DuckDBPyConnection:
+    """DuckDB over the same Parquet files (DuckDB compares names without case, so the `date`
+    folders are left out and the `Date` column used)."""
+    con = duckdb.connect()
+    files = str(lake / "stock-market" / "*" / "*.parquet")
+    con.execute(
+        f"CREATE VIEW stock_market AS SELECT * FROM read_parquet('{files}', hive_partitioning=false)"
+    )
+    return con
+
+
+def duck_frame(con, query: str) -> pl.DataFrame:
+    return con.sql(query).pl()
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        ("SELECT count(*) AS n FROM stock_market", None),
+        (
+            'SELECT "Index", avg("Close") AS avg_close, min("Low") AS low, max("High") AS high, '
+            'count(*) AS n FROM stock_market GROUP BY "Index" ORDER BY "Index"',
+            None,
+        ),
+        (
+            'SELECT count(*) AS n, sum("Volume") AS volume FROM stock_market '
+            "WHERE \"Date\" >= '2021-06-01' AND \"Date\" < '2021-07-01'",
+            'SELECT count(*) AS n, sum("Volume") AS volume FROM stock_market '
+            "WHERE \"Date\" >= DATE '2021-06-01' AND \"Date\" < DATE '2021-07-01'",
+        ),
+        (
+            f'SELECT "Index", "Close" FROM stock_market WHERE date = \'{DAY}\' ORDER BY "Index"',
+            f'SELECT "Index", "Close" FROM stock_market WHERE "Date" = DATE \'{DAY}\' '
+            'ORDER BY "Index"',
+        ),
+    ],
+    ids=["count", "per-symbol", "time-filter", "partition-filter"],
+)
+def test_sql_results_match_duckdb_on_the_same_files(local_lake, ours, theirs):
+    lake, n = local_lake
+    got = ss.Lake(str(lake)).sql(ours)
+    want = duck_frame(duck(lake), theirs or ours)
+    assert got.height == want.height > 0
+    for column in want.columns:
+        a, b = got[column], want[column]
+        if a.dtype.is_numeric():
+            assert (a.cast(pl.Float64) - b.cast(pl.Float64)).abs().max() <= 1e-6 * max(
+                1.0, b.cast(pl.Float64).abs().max()
+            ), column
+        else:
+            assert a.to_list() == b.to_list(), column
+    if "count" in ours and "GROUP" not in ours and "WHERE" not in ours:
+        assert got["n"][0] == n
+
+
+def test_the_tutorials_athena_queries(local_lake):
+    lake, n = local_lake
+    db = ss.Lake(str(lake))
+    first = db.sql("SELECT * FROM stock_market LIMIT 10")
+    assert first.height == 10
+    assert {"Index", "Date", "Close", "Adj Close", "CloseUSD", "date"} <= set(first.columns)
+    assert first.schema["Date"] == pl.Date and first.schema["date"] == pl.Date
+    assert db.sql("SELECT count(*) AS n FROM stock_market")["n"][0] == n
+
+
+def test_tables_lists_the_catalog(local_lake):
+    lake, _ = local_lake
+    tables = ss.Lake(str(lake)).tables()
+    row = tables.row(0, named=True)
+    assert tables.height == 1 and row["table"] == "stock_market"
+    assert row["partition_keys"] == "date date"
+    assert "Close double" in row["columns"]
+    assert row["partitions"] == len(
+        {p.parent.name for p in (lake / "stock-market").rglob("*.parquet")}
+    )
+
+
+def test_a_date_filter_reads_only_that_partitions_objects(kafka, s3, bucket):
+    """Counted by the S3 server: the objects it was asked for while the query ran."""
+    lake = f"s3://{bucket}/lake"
+    aws = {"endpoint_url": s3.endpoint_url}
+    land_bundled(kafka, lake, **aws)
+    ss.crawl(lake, **aws)
+    keys = [
+        o["Key"]
+        for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for o in page.get("Contents", [])
+        if o["Key"].endswith(".parquet")
+    ]
+    in_day = {k for k in keys if f"/date={DAY}/" in k}
+    assert in_day and len(keys) > 10 * len(in_day)
+
+    db = ss.Lake(lake, **aws)
+    s3.requests.clear()
+    day = db.sql(f'SELECT "Index", "Close" FROM stock_market WHERE date = \'{DAY}\'')
+    assert s3.objects_read(bucket) == in_day
+    assert day.height > 0
+
+    # The same server sees every object read when there is no partition filter.
+    s3.requests.clear()
+    everything = db.sql('SELECT count(*) AS n FROM stock_market WHERE "Close" > 0')
+    assert s3.objects_read(bucket) == set(keys)
+    assert everything["n"][0] > day.height
+
+
+def test_the_count_grows_while_the_sink_writes_without_a_crawl(kafka, tmp_path):
+    """The tutorial's "real-time" Athena demo: the sink registers partitions as it lands them."""
+    topic = f"rt-{uuid.uuid4().hex[:8]}"
+    kafka.create_topic(topic, 4)
+    lake = str(tmp_path / "lake")
+    ticks = ss.read_ticks(ss.BUNDLED_CSV)
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers,
+        topic,
+        "rt",
+        lake,
+        table="stock-market",
+        catalog="local",
+        flush_idle=0.3,
+        **GROUP,
+    )
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    counts = []
+    with sink:
+        sink.start()
+        for i, batch in enumerate(
+            (ticks.slice(0, 1000), ticks.slice(1000, 1500), ticks.slice(2500))
+        ):
+            batch.write_csv(tmp_path / f"{i}.csv")
+            producer.send_csv(tmp_path / f"{i}.csv", mode="replay")
+            expected = sum(counts[-1:]) + batch.height if counts else batch.height
+            deadline = time.monotonic() + 30
+            while sink.status().written < expected and time.monotonic() < deadline:
+                time.sleep(0.1)
+            counts.append(ss.Lake(lake).sql("SELECT count(*) AS n FROM stock_market")["n"][0])
+    assert counts == [1000, 2500, ticks.height]
+    # The sink registered every object it wrote: a crawl finds nothing new to read.
+    report = ss.crawl(lake)
+    assert report.objects_read == 0 and report.objects_unchanged > 0 and not report.changed
+
+
+def test_sql_errors_name_what_is_wrong(local_lake):
+    lake, _ = local_lake
+    db = ss.Lake(str(lake))
+    with pytest.raises(ss.QueryError, match="(?i)syntax|sql"):
+        db.sql("SELEC count(*) FROM stock_market")
+    with pytest.raises(ss.QueryError, match="no_such_column"):
+        db.sql("SELECT no_such_column FROM stock_market")
+    with pytest.raises(ss.QueryError, match="no_such_table.*stock_market") as e:
+        db.sql("SELECT * FROM no_such_table")
+    assert "crawl" in str(e.value)
+    with pytest.raises(ss.ConfigError, match="engine"):
+        db.sql("SELECT 1", engine="spark")
+
+
+def test_a_missing_local_lake_is_not_created(tmp_path):
+    with pytest.raises(ss.NotFoundError, match="does not exist"):
+        ss.Lake(str(tmp_path / "nowhere"))
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_cli_crawl_and_query(local_lake, capsys):
+    from stockstream.cli import main
+
+    lake, n = local_lake
+    assert main(["crawl", str(lake)]) == 0
+    out = capsys.readouterr().out
+    assert "0 objects read" in out
+    assert main(["query", "SELECT count(*) AS n FROM stock_market", "--lake", str(lake)]) == 0
+    assert str(n) in capsys.readouterr().out
+    assert main(["query", "SELECT nope FROM stock_market", "--lake", str(lake)]) == 1
+    assert "QueryError" in capsys.readouterr().err
