@@ -49,7 +49,8 @@ def duck(lake) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     files = str(lake / "stock-market" / "*" / "*.parquet")
     con.execute(
-        f"CREATE VIEW stock_market AS SELECT * FROM read_parquet('{files}', hive_partitioning=false)"
+        "CREATE VIEW stock_market AS SELECT * FROM "
+        f"read_parquet('{files}', hive_partitioning=false)"
     )
     return con
 

@@ -1,4 +1,4 @@
-"""The ``stockstream`` command line: ``broker``, ``produce``, ``sink``, ``crawl``, ``query``, ``demo``."""
+"""The ``stockstream`` command line: broker, produce, sink, crawl, query and demo."""
 
 import argparse
 import os
@@ -138,7 +138,8 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     for table, folder in report.partitions_added:
         print(f"partition added: {table} {folder}")
     for table, column, existing, found, files in report.conflicts:
-        print(f"type conflict: {table}.{column} is {existing}, but {found} in {' and '.join(files)}")
+        where = " and ".join(files)
+        print(f"type conflict: {table}.{column} is {existing}, but {found} in {where}")
     for url, why in report.skipped:
         print(f"skipped: {url}: {why}")
     print(
