@@ -20,7 +20,7 @@ pub use crawler::{
 };
 pub use glue::GlueCatalog;
 pub use local::LocalCatalog;
-pub use schema::{body_schema, HiveType};
+pub use schema::{body_schema, object_schema, HiveType};
 
 use crate::aws::AwsOptions;
 use crate::error::{Error, Result};

@@ -18,7 +18,8 @@ use crate::catalog::{
     self, is_hidden, Catalog, CatalogKind, CrawlOptions, CrawlReport, CrawlState, Table,
 };
 use crate::error::{Error, Result};
-use crate::lake::{self, LakeUrl, ObjectStore};
+use crate::lake::{self, LakeUrl, ObjectMeta, ObjectStore};
+use crate::parallel;
 use crate::sink::Format;
 
 /// Polars' own chunk size for JSON-lines scans.
@@ -94,9 +95,13 @@ impl Lake {
         let names = extract_table_identifiers(query, false, true).map_err(sql_error)?;
         let mut context = SQLContext::new();
         let mut missing = Vec::new();
+        let mut tables = Vec::new();
         for name in &names {
             match self.catalog.table(&self.database, name)? {
-                Some(table) => context.register(name, self.scan(&table)?),
+                Some(table) => {
+                    context.register(name, self.scan(&table)?);
+                    tables.push(table);
+                }
                 None => missing.push(name.clone()),
             }
         }
@@ -105,14 +110,38 @@ impl Lake {
             PolarsError::SQLInterface(_) | PolarsError::SQLSyntax(_) if !missing.is_empty() => {
                 self.unknown_tables(&missing, e)
             }
-            e => sql_error(e),
+            e => match sql_error(e) {
+                Error::Io(message) => self.name_unreadable(&tables, message),
+                e => e,
+            },
         })
     }
 
-    /// A lazy scan of `table`: the objects in its registered partitions, less those the
-    /// crawler found unreadable. Listing happens now, so new objects of known partitions
-    /// are seen at once (as Athena sees them).
-    pub fn scan(&self, table: &Table) -> Result<LazyFrame> {
+    /// Polars' read errors do not always say which object failed: check the tables'
+    /// objects and name the first unreadable one (crawling with ``on_error="skip"``
+    /// leaves it out of later queries).
+    fn name_unreadable(&self, tables: &[Table], message: String) -> Error {
+        for table in tables {
+            let Ok(objects) = self.objects(table) else {
+                continue;
+            };
+            let store = self.store.as_ref();
+            let checked = parallel::map(&objects, |o| {
+                catalog::object_schema(store, &o.key, o.size, table.format).err()
+            });
+            if let Some(err) = checked.into_iter().flatten().next() {
+                return Error::Schema(format!(
+                    "{err} ({message}); crawl the lake to leave it out of queries"
+                ));
+            }
+        }
+        Error::Io(message)
+    }
+
+    /// The objects a query of `table` reads: those in its registered partitions, less those
+    /// the crawler found unreadable. Listing happens now, so new objects of known
+    /// partitions are seen at once (as Athena sees them).
+    pub fn objects(&self, table: &Table) -> Result<Vec<ObjectMeta>> {
         let state = CrawlState::load(self.store.as_ref(), &self.database, &table.name)?;
         let prefix = format!("{}/", table.location);
         let partitions: HashSet<String> = table
@@ -120,18 +149,23 @@ impl Lake {
             .iter()
             .map(|values| table.partition_path(values))
             .collect();
+        let mut objects = self.store.list(&prefix)?;
+        objects.retain(|o| {
+            let inner = &o.key[prefix.len()..];
+            let folder = inner.rsplit_once('/').map_or("", |(d, _)| d);
+            !is_hidden(inner)
+                && Format::of(&o.key) == Some(table.format)
+                && partitions.contains(folder)
+                && !state.unreadable.contains_key(&o.key)
+        });
+        Ok(objects)
+    }
+
+    /// A lazy scan of `table`'s objects.
+    pub fn scan(&self, table: &Table) -> Result<LazyFrame> {
         let files: Vec<PlRefPath> = self
-            .store
-            .list(&prefix)?
-            .into_iter()
-            .filter(|o| {
-                let inner = &o.key[prefix.len()..];
-                let folder = inner.rsplit_once('/').map_or("", |(d, _)| d);
-                !is_hidden(inner)
-                    && Format::of(&o.key) == Some(table.format)
-                    && partitions.contains(folder)
-                    && !state.unreadable.contains_key(&o.key)
-            })
+            .objects(table)?
+            .iter()
             .map(|o| PlRefPath::new(self.store.url(&o.key)))
             .collect();
         let mut schema = table.file_schema();
