@@ -11,7 +11,7 @@ TOPIC = "stock-market"
 
 
 def run(rate_seconds: float = 3.0, lake: str = "demo-lake") -> None:
-    """Start an embedded broker, produce the bundled CSV, summarise it, land it in a lake."""
+    """Start an embedded broker, produce the bundled CSV, land it in a lake, crawl, query."""
     with ss.EmbeddedKafka(partitions=4, topics=[TOPIC]) as kafka:
         print(f"1. embedded Kafka at {kafka.bootstrap_servers}, topic {TOPIC!r} (4 partitions)")
         ticks = ss.read_ticks(ss.BUNDLED_CSV)
@@ -58,15 +58,30 @@ def run(rate_seconds: float = 3.0, lake: str = "demo-lake") -> None:
             print(summary)
 
         # Each run starts a fresh broker whose offsets restart at 0: start the table afresh too.
-        shutil.rmtree(Path(lake) / TOPIC, ignore_errors=True)
+        for folder in (TOPIC, "_catalog"):
+            shutil.rmtree(Path(lake) / folder, ignore_errors=True)
         sink = ss.LakeSink(kafka.bootstrap_servers, TOPIC, "demo-sink", lake, partition_by="month")
         status = sink.run(stop_at_end=True)
         print(
             f"8. landed the topic in {lake}/{TOPIC}/ exactly once: {status.written:,} records in "
             f"{status.files} Parquet files (month=YYYY-MM/ folders), {status.rejected} rejected"
         )
-        landed = pl.scan_parquet(f"{lake}/{TOPIC}/**/*.parquet", hive_partitioning=True)
-        per_month = landed.group_by("month").agg(pl.len().alias("records")).sort("month")
-        print("9. read back from the lake with Polars:")
-        print(per_month.collect())
+        report = ss.crawl(lake)
+        print(
+            f"9. crawled {lake} into its catalog ({lake}/_catalog/, JSON): "
+            f"{len(report.partitions_added)} new partitions, {report.objects_read} objects read"
+        )
+        db = ss.Lake(lake)
+        print("10. the tutorial's Athena queries, run locally with stockstream SQL:")
+        with pl.Config(tbl_rows=20, tbl_cols=12, tbl_width_chars=160):
+            for query in (
+                "SELECT * FROM stock_market LIMIT 3",
+                "SELECT count(*) AS records FROM stock_market",
+                'SELECT "Index", round(avg("Close"), 2) AS avg_close, max("High") AS high '
+                'FROM stock_market GROUP BY "Index" ORDER BY avg_close DESC LIMIT 5',
+                "SELECT month, count(*) AS records FROM stock_market "
+                "WHERE month >= '2021-10' GROUP BY month ORDER BY month",
+            ):
+                print(f"    {query}")
+                print(db.sql(query))
     print("done: the embedded broker has stopped.")
