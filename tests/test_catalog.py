@@ -193,3 +193,12 @@ def test_a_damaged_catalog_file_is_named(lake):
     (lake / "_catalog/stock_market/ticks.json").write_text("{ not json")
     with pytest.raises(ss.SchemaError, match="ticks.json"):
         ss.Lake(str(lake)).sql("SELECT * FROM ticks")
+
+
+def test_an_unpartitioned_table(tmp_path):
+    lake = tmp_path / "lake"
+    for i in range(3):
+        put(lake, f"flat/stock_market_{i}.json", ticks("NYA", float(i)))
+    report = ss.crawl(str(lake))
+    assert report.tables_created == ["flat"] and report.partitions_added == [("flat", "")]
+    assert ss.Lake(str(lake)).sql('SELECT sum("Close") AS c FROM flat')["c"][0] == 3.0

@@ -180,7 +180,8 @@ impl Lake {
             hive_options: HiveOptions {
                 enabled: Some(!table.partition_keys.is_empty()),
                 hive_start_idx: hive_start,
-                schema: Some(Arc::new(table.partition_schema())),
+                schema: (!table.partition_keys.is_empty())
+                    .then(|| Arc::new(table.partition_schema())),
                 try_parse_dates: true,
             },
             // Objects written before a column appeared lack it; integers read as the
