@@ -66,6 +66,7 @@ bench: build-release
 	@command -v kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat; }
 	$(PY) benches/producer.py
 	$(PY) benches/sink.py
+	$(PY) benches/query.py
 
 wheel: sysdeps venv
 	CARGO_TARGET_DIR=$(EXT_TARGET) maturin build --release --out dist
