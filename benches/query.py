@@ -129,7 +129,7 @@ def main() -> None:
         ),
         (
             "one day",
-            f"SELECT \"Index\", avg(\"Close\") AS c FROM ticks WHERE date = '{day}' GROUP BY 1",
+            f'SELECT "Index", avg("Close") AS c FROM ticks WHERE date = \'{day}\' GROUP BY 1',
             f'SELECT "Index", avg("Close") AS c FROM ticks '
             f"WHERE CAST(\"Date\" AS DATE) = DATE '{day}' GROUP BY 1",
         ),

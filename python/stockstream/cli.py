@@ -161,9 +161,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         region=args.region,
         aws_profile=args.profile,
     )
-    frame = lake.sql(
-        args.sql, engine=args.engine, workgroup=args.workgroup, output=args.output
-    )
+    frame = lake.sql(args.sql, engine=args.engine, workgroup=args.workgroup, output=args.output)
     with pl.Config(tbl_rows=args.rows, tbl_cols=-1, tbl_width_chars=200):
         print(frame)
     return 0
