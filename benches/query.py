@@ -2,8 +2,9 @@
 the same rows stored the tutorial's way (one JSON object per record).
 
 The lake is written by the sink itself: synthetic minute ticks (500 symbols, ~14 days) go
-through an embedded broker in rounds of 1M records (the broker's retention is bounded) and a
-LakeSink lands them as `date=` Parquet, then the lake is crawled. The lake is kept between runs
+through an embedded broker in rounds of 1M records, one topic each (the broker's retention is
+bounded), and a LakeSink lands each round as `date=` Parquet in one table; then the lake is
+crawled. The lake is kept between runs
 (--lake) and rebuilt only if it does not hold --rows records.
 
 Each query runs --repeat times per engine; the table shows the median wall time. stockstream's
@@ -42,19 +43,21 @@ def build_lake(lake: Path, rows: int) -> None:
     shutil.rmtree(lake, ignore_errors=True)
     source = ss.TickSource.synthetic(SYMBOLS, seed=7, interval=60.0)
     began = time.perf_counter()
-    with ss.EmbeddedKafka(partitions=PARTITIONS, topics=["ticks"]) as kafka:
+    with ss.EmbeddedKafka(partitions=PARTITIONS) as kafka:
         b = kafka.bootstrap_servers
-        producer = ss.Producer(b, "ticks")
-        sink = ss.LakeSink(b, "ticks", "bench", str(lake), flush_idle=1.0)
-        landed = 0
+        landed, round_ = 0, 0
         while landed < rows:
+            # A topic per round: the broker's bounded retention never drops what it must hold.
+            topic = f"ticks-{round_}"
+            kafka.create_topic(topic, PARTITIONS)
             n = min(ROUND, rows - landed)
-            before = held(b, "ticks")
-            report = producer.send(source, limit=n)
-            assert report.delivered == n
+            report = ss.Producer(b, topic).send(source, limit=n)
+            assert report.delivered == n == held(b, topic)
+            sink = ss.LakeSink(b, topic, "bench", str(lake), table="ticks", flush_idle=1.0)
             status = sink.run(stop_at_end=True)
-            landed = status.written
-            assert landed == before + n, (landed, before, n)
+            assert status.written == n, (status.written, n)
+            landed += n
+            round_ += 1
             print(f"  landed {landed:,} records", file=sys.stderr)
     print(f"lake written by the sink in {time.perf_counter() - began:.0f} s", file=sys.stderr)
     ss.crawl(str(lake))
