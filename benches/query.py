@@ -51,14 +51,22 @@ def build_lake(lake: Path, rows: int) -> None:
             topic = f"ticks-{round_}"
             kafka.create_topic(topic, PARTITIONS)
             n = min(ROUND, rows - landed)
+            t0 = time.perf_counter()
             report = ss.Producer(b, topic).send(source, limit=n)
             assert report.delivered == n == held(b, topic)
-            sink = ss.LakeSink(b, topic, "bench", str(lake), table="ticks", flush_idle=1.0)
+            t1 = time.perf_counter()
+            sink = ss.LakeSink(
+                b, topic, f"bench-{round_}", str(lake), table="ticks", flush_idle=1.0
+            )
             status = sink.run(stop_at_end=True)
             assert status.written == n, (status.written, n)
             landed += n
             round_ += 1
-            print(f"  landed {landed:,} records", file=sys.stderr)
+            print(
+                f"  landed {landed:,} records (produce {t1 - t0:.1f} s, "
+                f"sink {time.perf_counter() - t1:.1f} s, {status.files} objects)",
+                file=sys.stderr,
+            )
     print(f"lake written by the sink in {time.perf_counter() - began:.0f} s", file=sys.stderr)
     ss.crawl(str(lake))
 
