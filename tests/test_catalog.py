@@ -186,6 +186,9 @@ def test_bad_options_are_config_errors(lake):
         ss.Lake(str(lake), catalog="hive")
     with pytest.raises(ss.ConfigError, match="s3"):
         ss.Lake(str(lake), catalog="glue")
+    with pytest.raises(ss.ConfigError, match="database"):
+        ss.crawl(str(lake), database="../outside")
+    assert not (lake.parent / "outside").exists()
 
 
 def test_a_damaged_catalog_file_is_named(lake):
@@ -202,3 +205,11 @@ def test_an_unpartitioned_table(tmp_path):
     report = ss.crawl(str(lake))
     assert report.tables_created == ["flat"] and report.partitions_added == [("flat", "")]
     assert ss.Lake(str(lake)).sql('SELECT sum("Close") AS c FROM flat')["c"][0] == 3.0
+
+
+def test_a_table_of_only_corrupt_objects_is_reported_not_created(tmp_path):
+    lake = tmp_path / "lake"
+    (lake / "broken").mkdir(parents=True)
+    (lake / "broken/part-b-0-0.parquet").write_bytes(b"not parquet")
+    report = ss.crawl(str(lake))
+    assert report.tables_created == [] and report.skipped[0][0].endswith("part-b-0-0.parquet")

@@ -229,7 +229,15 @@ fn record(
         Some(table) => table,
         None => match new_table(database, folder, &found) {
             Some(table) => table,
-            None => return Ok(()),
+            // Nothing readable yet: report why, and create the table once something is.
+            None => {
+                for object in found {
+                    if let Err(e) = object.columns {
+                        report.skipped.push((store.url(&object.key), e.to_string()));
+                    }
+                }
+                return Ok(());
+            }
         },
     };
     let before = table.clone();

@@ -99,6 +99,22 @@ pub fn table_name(folder: &str) -> String {
         .collect()
 }
 
+/// Checks a database name: Glue and Athena accept lowercase letters, digits and
+/// underscores, and the local catalog uses it as a folder name.
+pub fn check_database(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "database {name:?} is not a valid name: use lowercase letters, digits and underscores"
+        )))
+    }
+}
+
 /// Where table definitions are kept.
 pub trait Catalog: Send + Sync {
     /// The catalog, for messages (`local catalog in ./lake`, `AWS Glue`).
@@ -160,6 +176,17 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_names_are_checked() {
+        assert!(check_database("stock_market_2").is_ok());
+        for bad in ["", "../x", "Markets", "a-b"] {
+            assert!(
+                matches!(check_database(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn table_names_are_what_athena_accepts() {

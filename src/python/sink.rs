@@ -273,6 +273,9 @@ impl PyLakeSink {
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let catalog = catalog.map(CatalogKind::parse).transpose()?;
+        if catalog.is_some() {
+            catalog::check_database(database)?;
+        }
         let kafka = kafka_config(bootstrap_servers, config)?;
         let connect_timeout = seconds("connect_timeout", connect_timeout)?;
         let mut cfg = SinkConfig::new(topic, group_id);

@@ -45,9 +45,7 @@ impl Lake {
                 )));
             }
         }
-        if database.is_empty() {
-            return Err(Error::Config("database must not be empty".into()));
-        }
+        catalog::check_database(database)?;
         let store = lake::open(url, aws)?;
         let catalog = catalog::open(catalog, store.clone(), url, aws)?;
         Ok(Lake {
