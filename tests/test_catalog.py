@@ -213,3 +213,15 @@ def test_a_table_of_only_corrupt_objects_is_reported_not_created(tmp_path):
     (lake / "broken/part-b-0-0.parquet").write_bytes(b"not parquet")
     report = ss.crawl(str(lake))
     assert report.tables_created == [] and report.skipped[0][0].endswith("part-b-0-0.parquet")
+
+
+def test_timestamps_in_other_units_read_as_the_catalogs(tmp_path):
+    lake = tmp_path / "lake"
+    at = pl.datetime(2021, 1, 4, 9, 30)
+    for unit, name in (("us", "a"), ("ns", "b"), ("ms", "c")):
+        frame = pl.select(Index=pl.lit("NYA"), Time=at.dt.cast_time_unit(unit))
+        put(lake, f"t/part-{name}.parquet", frame)
+    report = ss.crawl(str(lake))
+    assert ("t", "Time", "timestamp") in report.columns_added
+    got = ss.Lake(str(lake)).sql('SELECT "Time" FROM t')
+    assert got.schema["Time"] == pl.Datetime("us") and got["Time"].n_unique() == 1

@@ -189,14 +189,17 @@ impl Lake {
                 try_parse_dates: true,
             },
             // Objects written before a column appeared lack it; integers read as the
-            // catalog's doubles.
+            // catalog's doubles; columns the catalog does not know yet are left out.
             missing_columns_policy: MissingColumnsPolicy::Insert,
             extra_columns_policy: ExtraColumnsPolicy::Ignore,
+            // Timestamps read as the catalog's microseconds whatever unit a writer chose.
             cast_columns_policy: CastColumnsPolicy {
                 integer_upcast: true,
                 integer_to_float_cast: true,
                 float_upcast: true,
                 null_upcast: true,
+                datetime_nanoseconds_downcast: true,
+                datetime_milliseconds_upcast: true,
                 ..CastColumnsPolicy::ERROR_ON_MISMATCH
             },
             ..Default::default()
