@@ -29,6 +29,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<python::lake::PyLake>()?;
     m.add_class::<python::lake::PyCrawlReport>()?;
     m.add_function(wrap_pyfunction!(python::lake::crawl, m)?)?;
+    m.add_function(wrap_pyfunction!(python::pipelines::running_pipelines, m)?)?;
     m.add_function(wrap_pyfunction!(python::source::read_ticks, m)?)?;
     m.add_function(wrap_pyfunction!(python::source::synthetic_ticks, m)?)?;
     m.add_function(wrap_pyfunction!(python::topic::read_topic, m)?)?;

@@ -37,8 +37,10 @@ from stockstream._core import (
     crawl,
     read_ticks,
     read_topic,
+    running_pipelines,
     synthetic_ticks,
 )
+from stockstream.display import watch
 from stockstream.errors import (
     ConfigError,
     DeliveryError,
@@ -48,6 +50,7 @@ from stockstream.errors import (
     SchemaError,
     StockstreamError,
 )
+from stockstream.progress import ProgressBar
 
 BUNDLED_CSV = Path(__file__).parent / "data" / "indexProcessed_synthetic.csv"
 """The bundled dataset: synthetic daily bars of 14 world indices in the tutorial's schema."""
@@ -63,6 +66,7 @@ __all__ = [
     "LakeSink",
     "NotFoundError",
     "Producer",
+    "ProgressBar",
     "QueryError",
     "SchemaError",
     "SendReport",
@@ -73,5 +77,14 @@ __all__ = [
     "crawl",
     "read_ticks",
     "read_topic",
+    "running_pipelines",
     "synthetic_ticks",
+    "watch",
 ]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext stockstream``: the ``%%sql`` and ``%stockstream`` magics."""
+    from stockstream.magics import load_ipython_extension as load
+
+    load(ipython)

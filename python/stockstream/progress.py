@@ -43,3 +43,33 @@ class TerminalProgress:
         if self._shown:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class ProgressBar:
+    """A ``progress`` callback drawing a progress bar: a widget in notebooks, text on terminals.
+
+    Pass an instance as ``progress=`` to ``Producer.send`` or ``Producer.send_csv`` (and their
+    awaitable forms); it shows messages acknowledged, failures and the send rate, and is
+    redrawn a few times a second, never once per message. Use it as a context manager, or
+    call ``close()`` when the send is over.
+    """
+
+    def __init__(self, total: "int | None" = None, desc: str = "acked") -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="msg", unit_scale=True, mininterval=0.2)
+
+    def __call__(self, report: SendReport) -> None:
+        """Move the bar to the report's acknowledged count."""
+        self.bar.update(report.delivered - self.bar.n)
+        self.bar.set_postfix(failed=report.failed, rate=f"{report.rate:,.0f}/s", refresh=False)
+
+    def close(self) -> None:
+        """Finish the bar."""
+        self.bar.close()
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -5,6 +5,7 @@ pub mod embedded;
 pub mod errors;
 pub mod kafka_config;
 pub mod lake;
+pub mod pipelines;
 pub mod producer;
 pub mod sink;
 pub mod source;

@@ -3,7 +3,7 @@
 //! Methods take one parameter per Python keyword argument, so some exceed clippy's argument count.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,6 +85,33 @@ impl PySendReport {
         }
         s + ")"
     }
+
+    /// An HTML table, for notebooks.
+    fn _repr_html_(&self) -> String {
+        let mut rows = vec![
+            ("topic".to_string(), self.topic.clone()),
+            ("sent".to_string(), self.sent.to_string()),
+            ("delivered".to_string(), self.delivered.to_string()),
+            ("failed".to_string(), self.failed.to_string()),
+            ("bytes".to_string(), self.bytes.to_string()),
+            ("elapsed".to_string(), format!("{:.3} s", self.elapsed)),
+            ("rate".to_string(), format!("{:.0} msg/s", self.rate)),
+        ];
+        if self.interrupted {
+            rows.push(("interrupted".to_string(), "yes".to_string()));
+        }
+        rows.extend(
+            self.first_error
+                .iter()
+                .map(|e| ("first error".to_string(), e.clone())),
+        );
+        rows.extend(
+            self.warnings
+                .iter()
+                .map(|w| ("warning".to_string(), w.clone())),
+        );
+        super::html_table("SendReport", &rows)
+    }
 }
 
 /// Stops on Ctrl-C (checked about every 100 ms while the GIL is released) and forwards progress.
@@ -151,6 +178,24 @@ impl Drop for CancelOnDrop {
 pub struct PyProducer {
     inner: Arc<Producer>,
     last_report: Arc<Mutex<Option<PySendReport>>>,
+    /// Sends in progress, foreground or awaitable.
+    sending: Arc<AtomicUsize>,
+}
+
+/// Counts a send as in progress while it lives.
+struct Sending(Arc<AtomicUsize>);
+
+impl Sending {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Sending(count.clone())
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn options(
@@ -199,6 +244,20 @@ fn run(
 }
 
 impl PyProducer {
+    /// An awaitable send, listed among the running pipelines while it runs.
+    fn send_tracked<'py>(
+        slf: &Bound<'py, Self>,
+        source: Py<PyTickSource>,
+        options: SendOptions,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let awaitable = slf
+            .get()
+            .send_awaitable(slf.py(), source, options, progress)?;
+        super::pipelines::track(slf.as_any());
+        Ok(awaitable)
+    }
+
     fn send_blocking(
         &self,
         py: Python<'_>,
@@ -211,6 +270,7 @@ impl PyProducer {
             raised: None,
             cancelled: Arc::new(AtomicBool::new(false)),
         };
+        let _sending = Sending::new(&self.sending);
         py.detach(|| run(&self.inner, source, &options, control, &self.last_report))
     }
 
@@ -223,6 +283,7 @@ impl PyProducer {
     ) -> PyResult<Bound<'py, PyAny>> {
         let producer = self.inner.clone();
         let last_report = self.last_report.clone();
+        let sending = Sending::new(&self.sending);
         let cancelled = Arc::new(AtomicBool::new(false));
         let guard = CancelOnDrop(cancelled.clone());
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
@@ -234,6 +295,7 @@ impl PyProducer {
                 cancelled,
             };
             tokio::task::spawn_blocking(move || {
+                let _sending = sending;
                 run(&producer, source.get(), &options, control, &last_report)
             })
             .await
@@ -263,6 +325,7 @@ impl PyProducer {
         Ok(PyProducer {
             inner: Arc::new(inner),
             last_report: Arc::default(),
+            sending: Arc::default(),
         })
     }
 
@@ -347,8 +410,7 @@ impl PyProducer {
     #[pyo3(signature = (source, *, rate=None, speedup=None, limit=None, duration=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_async<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         source: Py<PyTickSource>,
         rate: Option<f64>,
         speedup: Option<f64>,
@@ -356,12 +418,8 @@ impl PyProducer {
         duration: Option<f64>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.send_awaitable(
-            py,
-            source,
-            options(rate, speedup, limit, duration)?,
-            progress,
-        )
+        let options = options(rate, speedup, limit, duration)?;
+        Self::send_tracked(slf, source, options, progress)
     }
 
     /// Awaitable ``send_csv`` (the file is loaded before the first ``await`` returns control).
@@ -369,8 +427,7 @@ impl PyProducer {
                         symbol_column=None, time_column=None, numeric_columns=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_csv_async<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         path: PathBuf,
         mode: &str,
         rate: Option<f64>,
@@ -383,6 +440,7 @@ impl PyProducer {
         numeric_columns: Option<Vec<String>>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
         let options = options(rate, speedup, limit, duration)?;
         let source = PyTickSource::load_csv(
             py,
@@ -391,7 +449,13 @@ impl PyProducer {
             seed,
             schema(symbol_column, time_column, numeric_columns),
         )?;
-        self.send_awaitable(py, Py::new(py, source)?, options, progress)
+        Self::send_tracked(slf, Py::new(py, source)?, options, progress)
+    }
+
+    /// Whether a send is in progress (in the foreground or awaitable).
+    #[getter]
+    fn running(&self) -> bool {
+        self.sending.load(Ordering::Relaxed) > 0
     }
 
     /// Stops a running send (from another thread or task) after it flushes.

@@ -379,11 +379,17 @@ impl PyLakeSink {
     /// Starts consuming in a background thread and returns at once; the notebook stays
     /// usable. Watch it with ``status()``; end it with ``stop()``. Takes the same limits as ``run``.
     #[pyo3(signature = (limit=None, duration=None, stop_at_end=false))]
-    fn start(&self, limit: Option<u64>, duration: Option<f64>, stop_at_end: bool) -> PyResult<()> {
+    fn start(
+        slf: &Bound<'_, Self>,
+        limit: Option<u64>,
+        duration: Option<f64>,
+        stop_at_end: bool,
+    ) -> PyResult<()> {
+        let this = slf.get();
         let limits = run_limits(limit, duration, stop_at_end)?;
-        let mut sink = self.take_idle()?;
-        self.stop.store(false, Ordering::Relaxed);
-        let stop = self.stop.clone();
+        let mut sink = this.take_idle()?;
+        this.stop.store(false, Ordering::Relaxed);
+        let stop = this.stop.clone();
         let handle = std::thread::Builder::new()
             .name("stockstream-sink".into())
             .spawn(move || {
@@ -391,7 +397,8 @@ impl PyLakeSink {
                 (sink, result)
             })
             .map_err(|e| Error::Io(format!("cannot start the sink thread: {e}")))?;
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Running(handle);
+        *this.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Running(handle);
+        super::pipelines::track(slf.as_any());
         Ok(())
     }
 

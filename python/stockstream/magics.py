@@ -1,0 +1,105 @@
+"""IPython magics for notebooks: ``%load_ext stockstream``.
+
+``%%sql`` runs the cell's SQL on the lake and shows the result (``-o name`` also stores the
+DataFrame in the notebook's namespace)::
+
+    %%sql -o closes
+    SELECT "Index", avg("Close") AS avg_close FROM stock_market GROUP BY 1
+
+``%stockstream`` manages the kernel's background pipelines and the default lake::
+
+    %stockstream status            # every running sink and producer, with its counters
+    %stockstream stop              # stop them all (sinks land and commit what they hold)
+    %stockstream lake s3://bucket/raw --database stock_market --catalog glue
+"""
+
+import os
+import shlex
+from typing import Any, Optional
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import HTML, display
+
+from stockstream import _core
+
+LAKE_ENV = "STOCKSTREAM_LAKE"
+LAKE_OPTIONS = ("database", "catalog", "endpoint_url", "region", "aws_profile")
+
+
+def describe(pipeline: Any) -> Any:
+    """Return what ``%stockstream status`` shows: a sink's status, a producer's report."""
+    if isinstance(pipeline, _core.LakeSink):
+        return pipeline.status()
+    report = pipeline.last_report
+    return report if report is not None else f"{pipeline!r}: sending, no report yet"
+
+
+@magics_class
+class StockstreamMagics(Magics):
+    """The ``%%sql`` cell magic and the ``%stockstream`` line magic."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.lake = os.environ.get(LAKE_ENV, "lake")
+        self.lake_options: dict = {}
+
+    @magic_arguments()
+    @argument("-o", "--output", help="also store the result in this variable")
+    @argument("-l", "--lake", help="lake to query (default: %%stockstream lake, or ./lake)")
+    @argument("-d", "--database", help="catalog database")
+    @argument("-c", "--catalog", choices=["local", "glue"], help="catalog backend")
+    @argument("-e", "--engine", choices=["polars", "athena"], default="polars")
+    @cell_magic
+    def sql(self, line: str, cell: str) -> Any:
+        """Run the cell's SQL on the lake and display the resulting Polars DataFrame."""
+        args = parse_argstring(self.sql, line)
+        options = dict(self.lake_options)
+        if args.database:
+            options["database"] = args.database
+        if args.catalog:
+            options["catalog"] = args.catalog
+        lake = _core.Lake(args.lake or self.lake, **options)
+        frame = lake.sql(cell, engine=args.engine)
+        if args.output:
+            self.shell.user_ns[args.output] = frame
+        return frame
+
+    @line_magic
+    def stockstream(self, line: str) -> Optional[list]:
+        """``status`` | ``stop`` | ``lake PATH [--database D] [--catalog local|glue]``."""
+        words = shlex.split(line)
+        command = words[0] if words else "status"
+        pipelines = _core.running_pipelines()
+        if command == "status":
+            if not pipelines:
+                display(HTML("<i>no background pipelines are running</i>"))
+            for pipeline in pipelines:
+                display(describe(pipeline))
+            return None
+        if command == "stop":
+            finals = []
+            for pipeline in pipelines:
+                final = pipeline.stop()
+                finals.append(final if final is not None else describe(pipeline))
+            for final in finals:
+                display(final)
+            return None
+        if command == "lake" and len(words) >= 2:
+            flags = iter(words[2:])
+            options = {}
+            for flag in flags:
+                key = flag.lstrip("-").replace("-", "_")
+                if key not in LAKE_OPTIONS:
+                    raise ValueError(f"%stockstream lake: unknown option {flag!r}")
+                options[key] = next(flags, None)
+            self.lake, self.lake_options = words[1], options
+            return None
+        raise ValueError(
+            f"%stockstream {line!r}: use status, stop, or lake PATH [--database D] [--catalog C]"
+        )
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics (called by ``%load_ext stockstream``)."""
+    ipython.register_magics(StockstreamMagics)
