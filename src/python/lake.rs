@@ -238,6 +238,28 @@ impl PyLake {
         Ok(PyDataFrame(tables_frame(&self.lake, &tables)?))
     }
 
+    /// The data objects a query of each table reads (or of ``table`` only): table, URL
+    /// and size in bytes, for browsing what the sink wrote.
+    #[pyo3(signature = (table=None))]
+    fn files(&self, py: Python<'_>, table: Option<&str>) -> PyResult<PyDataFrame> {
+        let frame = py.detach(|| -> Result<DataFrame> {
+            let (mut names, mut urls, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
+            for t in self.lake.tables()? {
+                if table.is_some_and(|wanted| wanted != t.name) {
+                    continue;
+                }
+                for object in self.lake.objects(&t)? {
+                    names.push(t.name.clone());
+                    urls.push(self.lake.store().url(&object.key));
+                    sizes.push(object.size);
+                }
+            }
+            df!("table" => names, "url" => urls, "bytes" => sizes)
+                .map_err(|e| Error::Io(format!("cannot list files: {e}")))
+        })?;
+        Ok(PyDataFrame(frame))
+    }
+
     /// Crawls the lake into the catalog; see ``stockstream.crawl``.
     #[pyo3(signature = (table=None, *, on_error="skip"))]
     fn crawl(
