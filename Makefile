@@ -10,6 +10,7 @@ CACHE ?= $(HOME)/.cache/stockstream
 # rebuilding each other's Polars.
 EXT_TARGET := $(CACHE)/target
 RUST_TARGET := $(CACHE)/target-rust
+WHEELS := $(CACHE)/wheels
 # Tansu: an independent Kafka-protocol broker for the integration tests (≈30 min cold build).
 TANSU_VERSION := 0.6.0
 TANSU := $(CACHE)/tansu-$(TANSU_VERSION)/bin/tansu
@@ -17,7 +18,7 @@ TANSU := $(CACHE)/tansu-$(TANSU_VERSION)/bin/tansu
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-rust test-python tansu build-dev build-demo build-release sysdeps venv lint fmt bench wheel clean
+.PHONY: demo test test-rust test-python tansu build-dev wheel-dev build-demo build-release sysdeps venv lint fmt bench wheel clean
 
 demo: build-demo
 	$(PY) -m stockstream demo
@@ -27,8 +28,8 @@ test: build-dev test-rust test-python
 test-rust: sysdeps
 	CARGO_TARGET_DIR=$(RUST_TARGET) cargo test --lib
 
-test-python: build-dev tansu
-	STOCKSTREAM_TANSU=$(TANSU) $(PY) -m pytest -q tests
+test-python: build-dev wheel-dev tansu
+	STOCKSTREAM_TANSU=$(TANSU) STOCKSTREAM_WHEEL_DIR=$(WHEELS) $(PY) -m pytest -q tests
 
 tansu: $(TANSU)
 
@@ -53,6 +54,11 @@ $(VENV)/.installed: pyproject.toml requirements-dev.txt
 # Tests: fast to build (no optimisation, no debug info; see Cargo.toml).
 build-dev: sysdeps venv
 	CARGO_TARGET_DIR=$(EXT_TARGET) maturin develop -q
+
+# A wheel of the dev build (seconds: it reuses build-dev's artifacts), for the install test.
+wheel-dev: build-dev
+	rm -rf $(WHEELS)
+	CARGO_TARGET_DIR=$(EXT_TARGET) maturin build -q --profile dev --skip-auditwheel --out $(WHEELS)
 
 # Demo: fast to build and to run (opt-level 1, many codegen units, no LTO).
 build-demo: sysdeps venv
