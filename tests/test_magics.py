@@ -118,3 +118,26 @@ def test_async_sends_are_listed_while_they_run(kafka, topic):
     listed, report = asyncio.run(main())
     assert listed == [producer] and report.delivered > 0
     assert ss.running_pipelines() == []
+
+
+def test_kernel_exit_stops_background_sinks_cleanly(tmp_path):
+    """With the extension loaded, a kernel that exits lands what its sinks still buffer."""
+    import subprocess
+    import sys
+
+    script = f"""
+import time
+from IPython.core.interactiveshell import InteractiveShell
+import stockstream as ss
+InteractiveShell.instance().run_line_magic("load_ext", "stockstream")
+kafka = ss.EmbeddedKafka(partitions=2, topics=["t"])
+ss.Producer(kafka.bootstrap_servers, "t").send_csv(ss.BUNDLED_CSV, limit=500)
+sink = ss.LakeSink(kafka.bootstrap_servers, "t", "g", {str(tmp_path / "lake")!r})
+sink.start()
+while sink.status().consumed < 500:
+    time.sleep(0.05)
+assert sink.status().written == 0  # still buffered: the idle flush is 10 s away
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    landed = pl.read_parquet(tmp_path / "lake" / "t" / "**" / "*.parquet")
+    assert landed.height == 500

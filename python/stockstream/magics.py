@@ -13,6 +13,7 @@ DataFrame in the notebook's namespace)::
     %stockstream lake s3://bucket/raw --database stock_market --catalog glue
 """
 
+import atexit
 import os
 import shlex
 from typing import Any, Optional
@@ -78,12 +79,9 @@ class StockstreamMagics(Magics):
                 display(describe(pipeline))
             return None
         if command == "stop":
-            finals = []
+            stop_all()
             for pipeline in pipelines:
-                final = pipeline.stop()
-                finals.append(final if final is not None else describe(pipeline))
-            for final in finals:
-                display(final)
+                display(describe(pipeline))
             return None
         if command == "lake" and len(words) >= 2:
             flags = iter(words[2:])
@@ -100,6 +98,17 @@ class StockstreamMagics(Magics):
         )
 
 
+def stop_all() -> None:
+    """Stop every background pipeline: sinks land and commit what they hold."""
+    for pipeline in _core.running_pipelines():
+        pipeline.stop()
+
+
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the magics (called by ``%load_ext stockstream``)."""
+    """Register the magics (called by ``%load_ext stockstream``).
+
+    Background pipelines are also stopped cleanly when the kernel shuts down.
+    """
     ipython.register_magics(StockstreamMagics)
+    atexit.unregister(stop_all)
+    atexit.register(stop_all)
