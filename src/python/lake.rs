@@ -4,7 +4,7 @@ use polars::prelude::*;
 use pyo3::prelude::*;
 use pyo3_polars::PyDataFrame;
 
-use super::{html_table, seconds};
+use super::{html_table, repr_of, seconds};
 use crate::aws::AwsOptions;
 use crate::catalog::{CatalogKind, CrawlReport, OnError, Table};
 use crate::error::{Error, Result};
@@ -96,31 +96,22 @@ impl PyCrawlReport {
     }
 
     fn __repr__(&self) -> String {
-        let body: Vec<String> = self
-            .fields()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        format!("CrawlReport({})", body.join(", "))
+        repr_of("CrawlReport", &self.fields())
     }
 
     /// An HTML table, for notebooks.
     fn _repr_html_(&self) -> String {
-        let mut rows: Vec<(String, String)> = self
-            .fields()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let mut rows = self.fields();
         rows.extend(self.conflicts.iter().map(|(t, c, a, b, files)| {
             (
-                "conflict".to_string(),
+                "conflict",
                 format!("{t}.{c}: {a} vs {b} in {}", files.join(" and ")),
             )
         }));
         rows.extend(
             self.skipped
                 .iter()
-                .map(|(url, why)| ("skipped".to_string(), format!("{url}: {why}"))),
+                .map(|(url, why)| ("skipped", format!("{url}: {why}"))),
         );
         html_table("CrawlReport", &rows)
     }

@@ -26,7 +26,7 @@ pub fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 }
 
 /// A two-column HTML table for notebooks' rich display.
-pub fn html_table(caption: &str, rows: &[(String, String)]) -> String {
+pub fn html_table<K: AsRef<str>>(caption: &str, rows: &[(K, String)]) -> String {
     let escape = |text: &str| {
         text.replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -37,7 +37,7 @@ pub fn html_table(caption: &str, rows: &[(String, String)]) -> String {
         .map(|(k, v)| {
             format!(
                 "<tr><th style=\"text-align:left\">{}</th><td>{}</td></tr>",
-                escape(k),
+                escape(k.as_ref()),
                 escape(v)
             )
         })
@@ -46,4 +46,10 @@ pub fn html_table(caption: &str, rows: &[(String, String)]) -> String {
         "<table><caption>{}</caption>{body}</table>",
         escape(caption)
     )
+}
+
+/// `Name(key=value, …)`, the plain repr matching `html_table`'s rows.
+pub fn repr_of(name: &str, fields: &[(&str, String)]) -> String {
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{name}({})", body.join(", "))
 }

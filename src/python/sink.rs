@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::kafka_config::kafka_config;
-use super::{html_table, seconds};
+use super::{html_table, repr_of, seconds};
 use crate::aws::AwsOptions;
 use crate::catalog::{self, CatalogKind};
 use crate::error::{Error, Result};
@@ -108,23 +108,14 @@ impl PySinkStatus {
 #[pymethods]
 impl PySinkStatus {
     fn __repr__(&self) -> String {
-        let body: Vec<String> = self
-            .fields()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        format!("SinkStatus({})", body.join(", "))
+        repr_of("SinkStatus", &self.fields())
     }
 
     /// An HTML table, for notebooks.
     fn _repr_html_(&self) -> String {
-        let mut rows: Vec<(String, String)> = self
-            .fields()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let mut rows = self.fields();
         if let Some(e) = &self.last_error {
-            rows.push(("last error".to_string(), e.clone()));
+            rows.push(("last error", e.clone()));
         }
         html_table("LakeSink", &rows)
     }
