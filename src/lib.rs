@@ -1,6 +1,7 @@
 //! stockstream's Rust core. Everything outside `python/` is plain Rust; this file only
 //! registers the Python module.
 
+pub mod analytics;
 pub mod aws;
 pub mod catalog;
 pub mod config;

@@ -9,7 +9,7 @@ pub mod config;
 mod encode;
 mod layout;
 mod range;
-mod record;
+pub(crate) mod record;
 mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::lake::ObjectStore;
 
 /// Consumer defaults: offsets are committed by the sink itself, after the lake write.
-const CONSUMER_DEFAULTS: [(&str, &str); 7] = [
+pub(crate) const CONSUMER_DEFAULTS: [(&str, &str); 7] = [
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
@@ -60,6 +60,38 @@ pub struct RunLimits {
     pub stop_at_end: bool,
 }
 
+/// Records in `topic`'s fetched partitions beyond their committed offsets, from a
+/// statistics report.
+pub(crate) fn committed_lag(stats: &Statistics, topic: &str) -> Option<i64> {
+    let topic = stats.topics.get(topic)?;
+    Some(
+        topic
+            .partitions
+            .values()
+            .filter(|p| p.partition >= 0 && p.fetch_state == "active")
+            .map(|p| {
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                let start = if p.committed_offset >= 0 {
+                    p.committed_offset
+                } else {
+                    p.lo_offset
+                };
+                (end - start.max(0)).max(0)
+            })
+            .sum(),
+    )
+}
+
+/// Reaching the end of a partition is news, not an error; the loops handle it.
+pub(crate) fn is_partition_eof(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+}
+
 /// Rebalance events and statistics, handed from librdkafka's callbacks to the loop.
 struct SinkContext {
     topic: String,
@@ -72,34 +104,13 @@ impl ClientContext for SinkContext {
     /// committed. (librdkafka's own `consumer_lag` counts from the fetch position, which
     /// runs ahead of what the sink has committed.)
     fn stats(&self, stats: Statistics) {
-        if let Some(topic) = stats.topics.get(&self.topic) {
-            let lag: i64 = topic
-                .partitions
-                .values()
-                .filter(|p| p.partition >= 0 && p.fetch_state == "active")
-                .map(|p| {
-                    let end = if p.ls_offset >= 0 {
-                        p.ls_offset
-                    } else {
-                        p.hi_offset
-                    };
-                    let start = if p.committed_offset >= 0 {
-                        p.committed_offset
-                    } else {
-                        p.lo_offset
-                    };
-                    (end - start.max(0)).max(0)
-                })
-                .sum();
+        if let Some(lag) = committed_lag(&stats, &self.topic) {
             self.status.lag.store(lag, Ordering::Relaxed);
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // Reaching the end of a partition is news, not an error; `run` handles it.
-        let eof = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
-        if !eof {
+        if !is_partition_eof(&error) {
             self.status.error(format!("Kafka: {error}: {reason}"));
         }
     }

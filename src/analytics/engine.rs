@@ -1,0 +1,508 @@
+//! The event-time core, one Kafka partition at a time, with no Kafka in it.
+//!
+//! Ticks wait in a reorder buffer until the partition's watermark (the latest event time
+//! seen, minus the allowed lateness) passes them, and are then released in event-time
+//! order. Windows, indicators and alerts therefore see every symbol's ticks sorted, and a
+//! window closes once the watermark reaches its end. A tick behind the watermark when it
+//! arrives is late: it goes to the side output and changes nothing. Everything here is
+//! serialisable, so a partition's state can be checkpointed and restored as one value.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::indicator::IndicatorState;
+use super::output::{Alert, Bar, Indicators, Late, Output};
+use super::spec::{Indicator, Operand, Rule, RuleKind, WindowSpec};
+
+/// One decoded input record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tick {
+    pub symbol: String,
+    /// Event time, microseconds since the epoch (UTC).
+    pub time: i64,
+    pub price: f64,
+    pub volume: f64,
+    pub offset: i64,
+}
+
+/// Release order: event time, then arrival.
+impl Ord for Tick {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.time, self.offset).cmp(&(other.time, other.offset))
+    }
+}
+impl PartialOrd for Tick {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Tick {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Tick {}
+
+/// What to compute, checked and resolved once.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub window: Option<WindowSpec>,
+    pub indicators: Vec<Indicator>,
+    pub rules: Vec<Rule>,
+    /// Allowed lateness, microseconds.
+    pub lateness: i64,
+}
+
+impl Spec {
+    /// Adds the indicators that rules refer to but were not asked for.
+    pub fn new(
+        window: Option<WindowSpec>,
+        mut indicators: Vec<Indicator>,
+        rules: Vec<Rule>,
+        lateness: i64,
+    ) -> crate::error::Result<Self> {
+        for rule in &rules {
+            if matches!(rule.kind, RuleKind::Move(_)) && window.is_none() {
+                return Err(crate::error::Error::Config(format!(
+                    "alert rule {:?} needs a window: set window=\"1m\" (or another length)",
+                    rule.text
+                )));
+            }
+            for name in rule.indicators() {
+                if !indicators.iter().any(|i| i.name == name) {
+                    indicators.push(Indicator::parse(name)?);
+                }
+            }
+        }
+        if lateness < 0 {
+            return Err(crate::error::Error::Config(
+                "allowed lateness may not be negative".into(),
+            ));
+        }
+        Ok(Spec {
+            window,
+            indicators,
+            rules,
+            lateness,
+        })
+    }
+
+    pub fn indicator_names(&self) -> Vec<String> {
+        self.indicators.iter().map(|i| i.name.clone()).collect()
+    }
+
+    fn operand(&self, operand: &Operand, price: f64, values: &[Option<f64>]) -> Option<f64> {
+        match operand {
+            Operand::Price => Some(price),
+            Operand::Level(v) => Some(*v),
+            Operand::Indicator(name) => self
+                .indicators
+                .iter()
+                .position(|i| &i.name == name)
+                .and_then(|i| values[i]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OpenBar {
+    start: i64,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: f64,
+    /// Sum of price × volume.
+    turnover: f64,
+    count: u64,
+}
+
+impl OpenBar {
+    fn new(start: i64, price: f64) -> Self {
+        OpenBar {
+            start,
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            volume: 0.0,
+            turnover: 0.0,
+            count: 0,
+        }
+    }
+
+    fn add(&mut self, price: f64, volume: f64) {
+        if self.count == 0 {
+            self.open = price;
+        }
+        self.high = self.high.max(price);
+        self.low = self.low.min(price);
+        self.close = price;
+        self.volume += volume;
+        self.turnover += price * volume;
+        self.count += 1;
+    }
+
+    fn close(self, symbol: &str, size: i64) -> Bar {
+        Bar {
+            symbol: symbol.to_string(),
+            start: self.start,
+            end: self.start + size,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            close: self.close,
+            volume: self.volume,
+            vwap: (self.volume != 0.0).then(|| self.turnover / self.volume),
+            count: self.count,
+            change_pct: (self.close / self.open - 1.0) * 100.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SymbolState {
+    /// Open windows, oldest first.
+    bars: VecDeque<OpenBar>,
+    indicators: Vec<IndicatorState>,
+    /// Per rule: whether its left side was at or above its right side at the last tick.
+    sides: Vec<Option<bool>>,
+}
+
+/// One Kafka partition's event-time state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub partition: i32,
+    /// The first offset this state has not seen.
+    pub next_offset: i64,
+    max_time: Option<i64>,
+    watermark: Option<i64>,
+    pending: BinaryHeap<Reverse<Tick>>,
+    symbols: BTreeMap<String, SymbolState>,
+    /// The earliest end of any open window (a lower bound; recomputed when passed).
+    next_close: Option<i64>,
+}
+
+impl PartitionState {
+    pub fn new(partition: i32, next_offset: i64) -> Self {
+        PartitionState {
+            partition,
+            next_offset,
+            max_time: None,
+            watermark: None,
+            pending: BinaryHeap::new(),
+            symbols: BTreeMap::new(),
+            next_close: None,
+        }
+    }
+
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    /// Ticks waiting for the watermark.
+    pub fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.symbols.values().map(|s| s.bars.len()).sum()
+    }
+
+    /// Whether this partition holds anything an idle flush would emit.
+    pub fn holds_open_work(&self) -> bool {
+        !self.pending.is_empty() || self.symbols.values().any(|s| !s.bars.is_empty())
+    }
+
+    pub fn has_symbol(&self, symbol: &str) -> bool {
+        self.symbols.contains_key(symbol)
+    }
+}
+
+impl Spec {
+    /// Takes one tick; everything it makes ready is handed to `out`.
+    pub fn add(&self, st: &mut PartitionState, tick: Tick, out: &mut dyn FnMut(Output)) {
+        st.next_offset = st.next_offset.max(tick.offset + 1);
+        if let Some(wm) = st.watermark.filter(|wm| tick.time < *wm) {
+            out(Output::Late(Late {
+                symbol: tick.symbol,
+                time: tick.time,
+                price: tick.price,
+                volume: tick.volume,
+                partition: st.partition,
+                offset: tick.offset,
+                watermark: wm,
+            }));
+            return;
+        }
+        let max_time = st.max_time.map_or(tick.time, |m| m.max(tick.time));
+        st.max_time = Some(max_time);
+        st.pending.push(Reverse(tick));
+        self.advance(st, max_time.saturating_sub(self.lateness), out);
+    }
+
+    /// The partition went quiet: release every buffered tick and close every open window,
+    /// so the last window of a stream that stops is emitted. Ticks for those windows that
+    /// arrive afterwards are late.
+    pub fn flush(&self, st: &mut PartitionState, out: &mut dyn FnMut(Output)) {
+        let Some(max_time) = st.max_time else {
+            return;
+        };
+        let mut target = max_time.saturating_add(1);
+        if let Some(w) = self.window {
+            target = target.max(w.last_start(max_time) + w.size);
+        }
+        self.advance(st, target, out);
+    }
+
+    fn advance(&self, st: &mut PartitionState, watermark: i64, out: &mut dyn FnMut(Output)) {
+        if st.watermark.is_some_and(|wm| wm >= watermark) {
+            return;
+        }
+        st.watermark = Some(watermark);
+        while st.pending.peek().is_some_and(|t| t.0.time < watermark) {
+            if let Some(Reverse(tick)) = st.pending.pop() {
+                self.release(st, tick, out);
+            }
+        }
+        if st.next_close.is_some_and(|c| c <= watermark) {
+            self.close_windows(st, watermark, out);
+        }
+    }
+
+    /// Emits every window ending at or before `until`, symbol by symbol.
+    fn close_windows(&self, st: &mut PartitionState, until: i64, out: &mut dyn FnMut(Output)) {
+        let Some(w) = self.window else { return };
+        let mut next_close: Option<i64> = None;
+        for (symbol, sym) in st.symbols.iter_mut() {
+            self.close_bars(symbol, sym, w, until, out);
+            if let Some(front) = sym.bars.front() {
+                let end = front.start + w.size;
+                next_close = Some(next_close.map_or(end, |c| c.min(end)));
+            }
+        }
+        st.next_close = next_close;
+    }
+
+    fn close_bars(
+        &self,
+        symbol: &str,
+        sym: &mut SymbolState,
+        w: WindowSpec,
+        until: i64,
+        out: &mut dyn FnMut(Output),
+    ) {
+        while sym.bars.front().is_some_and(|b| b.start + w.size <= until) {
+            let Some(open) = sym.bars.pop_front() else { break };
+            let bar = open.close(symbol, w.size);
+            for rule in &self.rules {
+                if let RuleKind::Move(pct) = rule.kind {
+                    if bar.change_pct.abs() >= pct && rule.applies_to(symbol) {
+                        out(Output::Alert(Alert {
+                            symbol: symbol.to_string(),
+                            rule: rule.text.clone(),
+                            time: bar.end,
+                            value: bar.change_pct,
+                            direction: if bar.change_pct >= 0.0 { "up" } else { "down" },
+                        }));
+                    }
+                }
+            }
+            out(Output::Window(bar));
+        }
+    }
+
+    /// One tick, in event-time order for its partition.
+    fn release(&self, st: &mut PartitionState, tick: Tick, out: &mut dyn FnMut(Output)) {
+        if !st.symbols.contains_key(&tick.symbol) {
+            let state = SymbolState {
+                bars: VecDeque::new(),
+                indicators: self
+                    .indicators
+                    .iter()
+                    .map(|i| IndicatorState::new(i.kind))
+                    .collect(),
+                sides: vec![None; self.rules.len()],
+            };
+            st.symbols.insert(tick.symbol.clone(), state);
+        }
+        let Some(sym) = st.symbols.get_mut(&tick.symbol) else {
+            return;
+        };
+        if let Some(w) = self.window {
+            // Windows ending by now cannot change: ticks arrive here sorted.
+            self.close_bars(&tick.symbol, sym, w, tick.time, out);
+            let newest = sym.bars.back().map(|b| b.start);
+            let mut start = w.last_start(tick.time);
+            let mut missing = Vec::new();
+            while start > tick.time - w.size && newest.is_none_or(|n| start > n) {
+                missing.push(start);
+                start -= w.slide;
+            }
+            sym.bars
+                .extend(missing.into_iter().rev().map(|s| OpenBar::new(s, tick.price)));
+            for bar in sym.bars.iter_mut() {
+                bar.add(tick.price, tick.volume);
+            }
+            if let Some(front) = sym.bars.front() {
+                let end = front.start + w.size;
+                st.next_close = Some(st.next_close.map_or(end, |c| c.min(end)));
+            }
+        }
+        if self.indicators.is_empty() && self.rules.is_empty() {
+            return;
+        }
+        let values: Vec<Option<f64>> = sym
+            .indicators
+            .iter_mut()
+            .map(|i| i.update(tick.time, tick.price))
+            .collect();
+        for (rule, side) in self.rules.iter().zip(sym.sides.iter_mut()) {
+            let RuleKind::Crosses(left, right) = &rule.kind else {
+                continue;
+            };
+            let (Some(l), Some(r)) = (
+                self.operand(left, tick.price, &values),
+                self.operand(right, tick.price, &values),
+            ) else {
+                continue;
+            };
+            let above = l >= r;
+            if side.is_some_and(|was| was != above) && rule.applies_to(&tick.symbol) {
+                out(Output::Alert(Alert {
+                    symbol: tick.symbol.clone(),
+                    rule: rule.text.clone(),
+                    time: tick.time,
+                    value: l,
+                    direction: if above { "above" } else { "below" },
+                }));
+            }
+            *side = Some(above);
+        }
+        if !self.indicators.is_empty() {
+            out(Output::Indicators(Indicators {
+                symbol: tick.symbol,
+                time: tick.time,
+                price: tick.price,
+                values,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analytics::spec::parse_duration;
+
+    const MIN: i64 = 60_000_000;
+
+    fn spec(window: &str, slide: Option<&str>, lateness: i64, rules: &[&str]) -> Spec {
+        let size = parse_duration(window).unwrap();
+        let slide = slide.map(|s| parse_duration(s).unwrap());
+        Spec::new(
+            Some(WindowSpec::new(size, slide).unwrap()),
+            vec![Indicator::parse("sma_2").unwrap()],
+            rules.iter().map(|r| Rule::parse(r).unwrap()).collect(),
+            lateness,
+        )
+        .unwrap()
+    }
+
+    fn feed(spec: &Spec, st: &mut PartitionState, ticks: &[(i64, f64)]) -> Vec<Output> {
+        let mut outs = Vec::new();
+        for (i, &(time, price)) in ticks.iter().enumerate() {
+            let tick = Tick {
+                symbol: "NYA".into(),
+                time,
+                price,
+                volume: 1.0,
+                offset: st.next_offset.max(i as i64),
+            };
+            spec.add(st, tick, &mut |o| outs.push(o));
+        }
+        outs
+    }
+
+    fn bars(outs: &[Output]) -> Vec<(i64, f64, f64, u64)> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Window(b) => Some((b.start / MIN, b.open, b.close, b.count)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn out_of_order_ticks_within_lateness_are_sorted_into_their_windows() {
+        let spec = spec("1m", None, 30_000_000, &[]);
+        let mut st = PartitionState::new(0, 0);
+        let outs = feed(
+            &spec,
+            &mut st,
+            &[(10 * 1_000_000, 1.0), (70_000_000, 3.0), (50_000_000, 2.0), (200_000_000, 4.0)],
+        );
+        assert_eq!(bars(&outs), [(0, 1.0, 2.0, 2), (1, 3.0, 3.0, 1)]);
+        assert!(!outs.iter().any(|o| matches!(o, Output::Late(_))));
+        // Behind the watermark (200 s - 30 s): late, counted apart, changes nothing.
+        let outs = feed(&spec, &mut st, &[(100_000_000, 9.0)]);
+        assert!(matches!(&outs[..], [Output::Late(l)] if l.watermark == 170_000_000));
+        let mut outs = Vec::new();
+        spec.flush(&mut st, &mut |o| outs.push(o));
+        assert_eq!(bars(&outs), [(3, 4.0, 4.0, 1)]);
+    }
+
+    #[test]
+    fn hopping_windows_hold_each_tick_in_every_window_covering_it() {
+        let spec = spec("2m", Some("1m"), 0, &[]);
+        let mut st = PartitionState::new(0, 0);
+        let mut outs = feed(&spec, &mut st, &[(30_000_000, 1.0), (90_000_000, 2.0)]);
+        spec.flush(&mut st, &mut |o| outs.push(o));
+        // Windows starting at -1m, 0 and 1m.
+        assert_eq!(
+            bars(&outs),
+            [(-1, 1.0, 1.0, 1), (0, 1.0, 2.0, 2), (1, 2.0, 2.0, 1)]
+        );
+    }
+
+    #[test]
+    fn alerts_fire_on_crossings_and_moves() {
+        let spec = spec("1m", None, 0, &["price crosses 2", "move 50%"]);
+        let mut st = PartitionState::new(0, 0);
+        let mut outs = feed(
+            &spec,
+            &mut st,
+            &[(0, 1.0), (1, 2.5), (2, 1.5), (MIN, 1.0)],
+        );
+        spec.flush(&mut st, &mut |o| outs.push(o));
+        let alerts: Vec<(&str, &str)> = outs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Alert(a) => Some((a.rule.as_str(), a.direction)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            alerts,
+            [
+                ("price crosses 2", "above"),
+                ("price crosses 2", "below"),
+                ("move 50%", "up")
+            ]
+        );
+    }
+
+    #[test]
+    fn state_survives_a_round_trip_through_json() {
+        let spec = spec("1m", None, 0, &[]);
+        let mut st = PartitionState::new(3, 0);
+        let mut before = feed(&spec, &mut st, &[(0, 1.0), (1, 2.0)]);
+        let json = serde_json::to_string(&st).unwrap();
+        let mut restored: PartitionState = serde_json::from_str(&json).unwrap();
+        spec.flush(&mut restored, &mut |o| before.push(o));
+        assert_eq!(bars(&before), [(0, 1.0, 2.0, 2)]);
+        assert_eq!(restored.next_offset, 2);
+    }
+}

@@ -1,0 +1,740 @@
+//! Real-time analytics on a tick topic: per-symbol, event-time windows (OHLC, volume,
+//! VWAP, change), running indicators (SMA, EMA, volatility) and alerts, written to output
+//! topics and handed to the caller.
+//!
+//! One consumer-group member keeps an [`engine::PartitionState`] per assigned partition.
+//! Every `checkpoint_interval` it makes the outputs durable (producer flush), writes each
+//! partition's state to a state topic keyed by `<topic>:<partition>`, and then commits the
+//! offset that state has read up to. On assignment the latest snapshot is restored and
+//! messages before its offset are skipped, so a restart neither re-emits a window closed
+//! before the checkpoint nor loses a window that was open. After a crash, outputs emitted
+//! since the last checkpoint are emitted again (at-least-once); each is identified by
+//! symbol and event time, so downstream can drop repeats.
+
+mod engine;
+mod indicator;
+pub mod output;
+pub mod spec;
+mod status;
+mod tick;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use polars::prelude::DataType;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::producer::ThreadedProducer;
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+
+pub use engine::{PartitionState, Spec, Tick};
+pub use output::{Kind, Output};
+pub use status::AnalyticsStatus;
+pub use tick::TickFields;
+
+use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
+use crate::error::{Error, Result};
+use crate::sink::{committed_lag, is_partition_eof, RunLimits, CONSUMER_DEFAULTS};
+
+const TICK: Duration = Duration::from_millis(100);
+
+/// Everything an analytics job needs besides Kafka.
+pub struct AnalyticsConfig {
+    pub topic: String,
+    pub group_id: String,
+    pub fields: TickFields,
+    pub spec: Spec,
+    /// A partition with no new message for this long has its buffered ticks released and
+    /// its open windows closed.
+    pub idle_timeout: Duration,
+    pub checkpoint_interval: Duration,
+    /// The output topic of each kind (by [`Kind::index`]); `None`: not produced.
+    pub topics: [Option<String>; 4],
+    /// Where partition state is checkpointed; `<group_id>-state` by default.
+    pub state_topic: String,
+    /// How many recent outputs of each kind are kept for [`Analytics::recent`].
+    pub keep: usize,
+}
+
+impl AnalyticsConfig {
+    pub fn new(topic: &str, group_id: &str, spec: Spec) -> Self {
+        AnalyticsConfig {
+            topic: topic.to_string(),
+            group_id: group_id.to_string(),
+            fields: TickFields::default(),
+            spec,
+            idle_timeout: Duration::from_secs(10),
+            checkpoint_interval: Duration::from_secs(2),
+            topics: [None, None, None, None],
+            state_topic: format!("{group_id}-state"),
+            keep: 10_000,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (name, value) in [
+            ("topic", &self.topic),
+            ("group_id", &self.group_id),
+            ("state_topic", &self.state_topic),
+        ] {
+            if value.trim().is_empty() {
+                return Err(Error::Config(format!("{name} is empty")));
+            }
+        }
+        for t in self.topics.iter().flatten() {
+            if *t == self.topic || *t == self.state_topic {
+                return Err(Error::Config(format!(
+                    "output topic {t:?} is also the input or state topic"
+                )));
+            }
+        }
+        if self.idle_timeout.is_zero() || self.checkpoint_interval.is_zero() {
+            return Err(Error::Config(
+                "idle_timeout and checkpoint_interval must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A function given each output of the kinds it asked for, with the indicator names.
+pub type Callback = Box<dyn FnMut(&Output, &[String]) + Send>;
+
+/// The latest outputs of each kind, bounded, for live views.
+#[derive(Debug, Default)]
+pub struct Recent {
+    keep: usize,
+    by_kind: [VecDeque<Output>; 4],
+}
+
+impl Recent {
+    fn push(&mut self, output: &Output) {
+        if self.keep == 0 {
+            return;
+        }
+        let queue = &mut self.by_kind[output.kind().index()];
+        if queue.len() == self.keep {
+            queue.pop_front();
+        }
+        queue.push_back(output.clone());
+    }
+
+    /// The kept outputs of `kind`, oldest first.
+    pub fn of(&self, kind: Kind) -> Vec<Output> {
+        self.by_kind[kind.index()].iter().cloned().collect()
+    }
+}
+
+/// The Polars type of each field of an output kind, for building frames.
+pub fn field_types(kind: Kind, indicator_names: &[String]) -> Vec<(String, DataType)> {
+    use output::Value;
+    let example = match kind {
+        Kind::Window => Output::Window(output::Bar {
+            symbol: String::new(),
+            start: 0,
+            end: 0,
+            open: 0.0,
+            high: 0.0,
+            low: 0.0,
+            close: 0.0,
+            volume: 0.0,
+            vwap: None,
+            count: 0,
+            change_pct: 0.0,
+        }),
+        Kind::Indicators => Output::Indicators(output::Indicators {
+            symbol: String::new(),
+            time: 0,
+            price: 0.0,
+            values: vec![None; indicator_names.len()],
+        }),
+        Kind::Alert => Output::Alert(output::Alert {
+            symbol: String::new(),
+            rule: String::new(),
+            time: 0,
+            value: 0.0,
+            direction: "",
+        }),
+        Kind::Late => Output::Late(output::Late {
+            symbol: String::new(),
+            time: 0,
+            price: 0.0,
+            volume: 0.0,
+            partition: 0,
+            offset: 0,
+            watermark: 0,
+        }),
+    };
+    example
+        .fields(indicator_names)
+        .into_iter()
+        .map(|(name, value)| {
+            let dtype = match value {
+                Value::Str(_) => DataType::String,
+                Value::Time(_) => DataType::Datetime(
+                    polars::prelude::TimeUnit::Microseconds,
+                    None,
+                ),
+                Value::Float(_) => DataType::Float64,
+                Value::Int(_) => DataType::Int64,
+            };
+            (name.to_string(), dtype)
+        })
+        .collect()
+}
+
+/// Delivery failures of outputs and snapshots, noticed by librdkafka's thread.
+struct Deliveries {
+    status: Arc<AnalyticsStatus>,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, msg)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.status.error(format!(
+                "output to {}[{}] not delivered: {e}",
+                msg.topic(),
+                msg.partition()
+            ));
+        }
+    }
+}
+
+/// Hands each output to its topic, the recent buffer and the callback.
+struct Emitter {
+    producer: ThreadedProducer<Deliveries>,
+    topics: [Option<String>; 4],
+    names: Vec<String>,
+    status: Arc<AnalyticsStatus>,
+    recent: Arc<Mutex<Recent>>,
+    callback: Option<(Vec<Kind>, Callback)>,
+}
+
+impl Emitter {
+    fn emit(&mut self, output: Output) {
+        let kind = output.kind();
+        AnalyticsStatus::add(&self.status.emitted[kind.index()], 1);
+        if kind == Kind::Late {
+            AnalyticsStatus::add(&self.status.late, 1);
+        }
+        if let Some(topic) = &self.topics[kind.index()] {
+            let payload = output.to_json(&self.names);
+            self.send(topic, output.symbol().as_bytes(), &payload);
+        }
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(&output);
+        if let Some((kinds, callback)) = &mut self.callback {
+            if kinds.contains(&kind) {
+                callback(&output, &self.names);
+            }
+        }
+    }
+
+    /// Sends one record, waiting while librdkafka's queue is full.
+    fn send(&self, topic: &str, key: &[u8], payload: &[u8]) {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    self.producer.context().failed.fetch_add(1, Ordering::Relaxed);
+                    self.status
+                        .error(format!("cannot produce to {topic:?}: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Rebalance events and statistics, handed from librdkafka's callbacks to the loop.
+struct Context {
+    topic: String,
+    status: Arc<AnalyticsStatus>,
+    assigned: Mutex<Vec<i32>>,
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, stats: Statistics) {
+        if let Some(lag) = committed_lag(&stats, &self.topic) {
+            self.status.lag.store(lag, Ordering::Relaxed);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_partition_eof(&error) {
+            self.status.error(format!("Kafka: {error}: {reason}"));
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |tpl: &TopicPartitionList| -> Vec<i32> {
+            tpl.elements().iter().map(|e| e.partition()).collect()
+        };
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                lock(&self.revoked).extend(partitions(tpl));
+                self.status.set_assigned(Vec::new());
+            }
+            Rebalance::Assign(tpl) => {
+                lock(&self.assigned).extend(partitions(tpl));
+                self.status.set_assigned(partitions(tpl));
+            }
+            Rebalance::Error(e) => self.status.error(format!("rebalance failed: {e}")),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A real-time analytics job: one consumer-group member.
+pub struct Analytics {
+    consumer: BaseConsumer<Context>,
+    work: Work,
+}
+
+/// Everything but the consumer, so messages borrowed from it can be processed.
+struct Work {
+    emitter: Emitter,
+    kafka: KafkaConfig,
+    config: AnalyticsConfig,
+    states: HashMap<i32, PartitionState>,
+    /// When each partition last delivered a message (for the idle timeout).
+    last_seen: HashMap<i32, Instant>,
+    /// Partitions that delivered a message since the last timer check.
+    seen: HashSet<i32>,
+    /// Partitions whose state changed since the last checkpoint.
+    dirty: HashSet<i32>,
+    at_end: HashSet<i32>,
+    /// Which partition each symbol was first seen on (a symbol on two partitions is reported).
+    homes: HashMap<String, i32>,
+    status: Arc<AnalyticsStatus>,
+    timeout: Duration,
+}
+
+impl Analytics {
+    /// Joins `config.group_id` on `config.topic` and creates the output and state topics if
+    /// needed; fails within `connect_timeout` if Kafka cannot be reached, and at once if the
+    /// input topic does not exist.
+    pub fn new(
+        kafka: &KafkaConfig,
+        config: AnalyticsConfig,
+        callback: Option<(Vec<Kind>, Callback)>,
+        connect_timeout: Duration,
+    ) -> Result<Self> {
+        config.validate()?;
+        let status = Arc::new(AnalyticsStatus::new());
+        let context = Context {
+            topic: config.topic.clone(),
+            status: status.clone(),
+            assigned: Mutex::new(Vec::new()),
+            revoked: Mutex::new(Vec::new()),
+        };
+        let defaults = CONSUMER_DEFAULTS.map(|(k, v)| match k {
+            "client.id" => (k, "stockstream-analytics"),
+            _ => (k, v),
+        });
+        let mut client = kafka.client_config(&defaults);
+        client.set("group.id", &config.group_id);
+        let consumer: BaseConsumer<Context> = client
+            .create_with_context(context)
+            .map_err(|e| kafka.creation_error(e))?;
+        let meta = consumer
+            .fetch_metadata(Some(&config.topic), connect_timeout)
+            .map_err(|e| {
+                Error::Kafka(format!(
+                    "cannot reach Kafka at {}: {e}",
+                    kafka.bootstrap_servers
+                ))
+            })?;
+        let known = meta
+            .topics()
+            .iter()
+            .any(|t| t.name() == config.topic && t.error().is_none() && !t.partitions().is_empty());
+        if !known {
+            return Err(Error::NotFound(format!(
+                "topic {:?} does not exist on {}: create it, or start the producer first",
+                config.topic, kafka.bootstrap_servers
+            )));
+        }
+        let mut wanted: Vec<(&str, bool)> = config
+            .topics
+            .iter()
+            .flatten()
+            .map(|t| (t.as_str(), false))
+            .collect();
+        wanted.push((&config.state_topic, true));
+        create_topics(kafka, &wanted, connect_timeout)?;
+        let producer: ThreadedProducer<Deliveries> = kafka
+            .client_config(&PRODUCER_DEFAULTS)
+            .create_with_context(Deliveries {
+                status: status.clone(),
+                failed: AtomicU64::new(0),
+            })
+            .map_err(|e| kafka.creation_error(e))?;
+        consumer
+            .subscribe(&[&config.topic])
+            .map_err(|e| Error::Kafka(format!("cannot subscribe to {:?}: {e}", config.topic)))?;
+        let emitter = Emitter {
+            producer,
+            topics: config.topics.clone(),
+            names: config.spec.indicator_names(),
+            status: status.clone(),
+            recent: Arc::new(Mutex::new(Recent {
+                keep: config.keep,
+                by_kind: Default::default(),
+            })),
+            callback,
+        };
+        status.set_state("ready");
+        Ok(Analytics {
+            consumer,
+            work: Work {
+                emitter,
+                kafka: kafka.clone(),
+                config,
+                states: HashMap::new(),
+                last_seen: HashMap::new(),
+                seen: HashSet::new(),
+                dirty: HashSet::new(),
+                at_end: HashSet::new(),
+                homes: HashMap::new(),
+                status,
+                timeout: connect_timeout,
+            },
+        })
+    }
+
+    pub fn status(&self) -> Arc<AnalyticsStatus> {
+        self.work.status.clone()
+    }
+
+    /// The latest outputs, shareable with other threads.
+    pub fn recent(&self) -> Arc<Mutex<Recent>> {
+        self.work.emitter.recent.clone()
+    }
+
+    /// The names of the indicators computed, in output order.
+    pub fn indicator_names(&self) -> &[String] {
+        &self.work.emitter.names
+    }
+
+    /// Consumes until `limits` or `stop` says so, then checkpoints. `stop` is asked every
+    /// ~100 ms. With `stop_at_end`, stops once every assigned partition is read to its end
+    /// and idle-flushed (its windows emitted).
+    pub fn run(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()> {
+        self.work.status.set_state("running");
+        let result = self.run_loop(limits, stop).and_then(|()| self.checkpoint());
+        self.work.status.set_state(match &result {
+            Ok(()) => "stopped",
+            Err(_) => "failed",
+        });
+        result
+    }
+
+    fn run_loop(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()> {
+        let started = Instant::now();
+        let mut consumed = 0u64;
+        let mut last_tick = Instant::now();
+        let mut last_checkpoint = Instant::now();
+        let mut since_tick = 256u32;
+        loop {
+            if limits.limit.is_some_and(|l| consumed >= l) {
+                return Ok(());
+            }
+            // Reading the clock per message costs more than the rest of the bookkeeping.
+            since_tick += 1;
+            if since_tick >= 256 {
+                since_tick = 0;
+                if last_tick.elapsed() >= TICK {
+                    last_tick = Instant::now();
+                    if stop() || limits.duration.is_some_and(|d| started.elapsed() >= d) {
+                        return Ok(());
+                    }
+                    self.work.flush_idle();
+                    if last_checkpoint.elapsed() >= self.work.config.checkpoint_interval {
+                        self.checkpoint()?;
+                        last_checkpoint = Instant::now();
+                    }
+                    if limits.stop_at_end && self.read_to_end() {
+                        return Ok(());
+                    }
+                }
+            }
+            let polled = self.consumer.poll(TICK);
+            self.work.apply_rebalance(self.consumer.context())?;
+            match polled {
+                None => since_tick = 256,
+                Some(Ok(m)) => {
+                    consumed += 1;
+                    AnalyticsStatus::add(&self.work.status.consumed, 1);
+                    self.work.take(m.partition(), m.offset(), m.payload());
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.work.at_end.insert(p);
+                }
+                Some(Err(e)) => self.work.status.error(format!("Kafka: {e}")),
+            }
+        }
+    }
+
+    fn read_to_end(&self) -> bool {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return false;
+        };
+        let parts = assignment.elements();
+        !parts.is_empty()
+            && parts.iter().all(|e| {
+                self.work.at_end.contains(&e.partition())
+                    && self
+                        .work
+                        .states
+                        .get(&e.partition())
+                        .is_none_or(|s| !s.holds_open_work())
+            })
+    }
+
+    /// Makes the outputs so far durable, saves the changed partitions' state, then commits
+    /// the offsets that state covers.
+    fn checkpoint(&mut self) -> Result<()> {
+        let tpl = self.work.save_state()?;
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                // The snapshot is saved; its offset wins over the committed one on restore.
+                self.work.status.error(format!("commit failed: {e}"));
+            }
+        }
+        AnalyticsStatus::add(&self.work.status.checkpoints, 1);
+        Ok(())
+    }
+}
+
+impl Work {
+
+    /// One message: decoded, then handed to its partition's state.
+    fn take(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
+        self.at_end.remove(&partition);
+        self.seen.insert(partition);
+        let state = self
+            .states
+            .entry(partition)
+            .or_insert_with(|| PartitionState::new(partition, offset));
+        if offset < state.next_offset {
+            // Already part of the restored state (read again after a crash before a commit).
+            return;
+        }
+        self.dirty.insert(partition);
+        match self.config.fields.decode(payload, offset) {
+            Err(why) => {
+                state.next_offset = offset + 1;
+                self.status.reject(format!(
+                    "{}[{partition}]@{offset}: {why}",
+                    self.config.topic
+                ));
+            }
+            Ok(tick) => {
+                AnalyticsStatus::add(&self.status.ticks, 1);
+                if !state.has_symbol(&tick.symbol) {
+                    let home = *self.homes.entry(tick.symbol.clone()).or_insert(partition);
+                    if home != partition {
+                        self.status.error(format!(
+                            "symbol {:?} arrives on partitions {home} and {partition}: state is \
+                             kept per partition, so produce with the symbol as the key",
+                            tick.symbol
+                        ));
+                    }
+                }
+                let emitter = &mut self.emitter;
+                self.config.spec.add(state, tick, &mut |o| emitter.emit(o));
+            }
+        }
+    }
+
+    /// Partitions that went quiet have their ticks released and their windows closed.
+    fn flush_idle(&mut self) {
+        let now = Instant::now();
+        for p in self.seen.drain() {
+            self.last_seen.insert(p, now);
+        }
+        let mut watermarks = Vec::with_capacity(self.states.len());
+        let (mut buffered, mut open) = (0, 0);
+        for (p, state) in self.states.iter_mut() {
+            let quiet = self
+                .last_seen
+                .get(p)
+                .is_none_or(|t| now - *t >= self.config.idle_timeout);
+            if quiet && state.holds_open_work() {
+                let emitter = &mut self.emitter;
+                self.config.spec.flush(state, &mut |o| emitter.emit(o));
+                self.dirty.insert(*p);
+            }
+            buffered += state.buffered() as u64;
+            open += state.open_windows() as u64;
+            if let Some(wm) = state.watermark() {
+                watermarks.push((*p, wm));
+            }
+        }
+        watermarks.sort_unstable();
+        self.status.buffered.store(buffered, Ordering::Relaxed);
+        self.status.open_windows.store(open, Ordering::Relaxed);
+        self.status.set_watermarks(watermarks);
+    }
+
+    /// Revoked partitions' state is dropped (the next owner restores the last checkpoint);
+    /// assigned partitions' state is restored from it.
+    fn apply_rebalance(&mut self, context: &Context) -> Result<()> {
+        for p in std::mem::take(&mut *lock(&context.revoked)) {
+            self.states.remove(&p);
+            self.dirty.remove(&p);
+            self.at_end.remove(&p);
+            self.last_seen.remove(&p);
+        }
+        let assigned = std::mem::take(&mut *lock(&context.assigned));
+        if assigned.is_empty() {
+            return Ok(());
+        }
+        let mut snapshots = self.read_snapshots()?;
+        let now = Instant::now();
+        for p in assigned {
+            if let Some(state) = snapshots.remove(&p) {
+                self.states.insert(p, state);
+                self.last_seen.insert(p, now);
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot_key(&self, partition: i32) -> String {
+        format!("{}:{partition}", self.config.topic)
+    }
+
+    /// The latest checkpointed state of each of this topic's partitions.
+    fn read_snapshots(&self) -> Result<HashMap<i32, PartitionState>> {
+        let frame = crate::topic::read_topic(
+            &self.kafka,
+            &self.config.state_topic,
+            None,
+            self.timeout.max(Duration::from_secs(30)),
+        )?;
+        let text = |name: &str| -> Result<Vec<Option<String>>> {
+            let column = frame
+                .column(name)
+                .and_then(|c| c.str().cloned())
+                .map_err(|e| Error::Kafka(e.to_string()))?;
+            Ok(column.iter().map(|v| v.map(str::to_string)).collect())
+        };
+        let prefix = format!("{}:", self.config.topic);
+        let mut latest = HashMap::new();
+        for (key, value) in text("key")?.into_iter().zip(text("value")?) {
+            let (Some(key), Some(value)) = (key, value) else {
+                continue;
+            };
+            let Some(partition) = key.strip_prefix(&prefix).and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            let state: PartitionState = serde_json::from_str(&value).map_err(|e| {
+                Error::Schema(format!(
+                    "the checkpoint of {key:?} in topic {:?} is damaged: {e}",
+                    self.config.state_topic
+                ))
+            })?;
+            latest.insert(partition, state);
+        }
+        Ok(latest)
+    }
+
+    /// Makes the outputs so far durable and saves the changed partitions' state; returns
+    /// the offsets to commit.
+    fn save_state(&mut self) -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        if self.dirty.is_empty() {
+            return Ok(tpl);
+        }
+        let flush_timeout = Duration::from_secs(130);
+        let producer = &self.emitter.producer;
+        producer
+            .flush(flush_timeout)
+            .map_err(|e| Error::Kafka(format!("outputs could not be delivered: {e}")))?;
+        let mut partitions: Vec<i32> = self.dirty.iter().copied().collect();
+        partitions.sort_unstable();
+        for &p in &partitions {
+            let Some(state) = self.states.get(&p) else {
+                continue;
+            };
+            let body = serde_json::to_vec(state)
+                .map_err(|e| Error::Io(format!("cannot encode the state of partition {p}: {e}")))?;
+            self.emitter
+                .send(&self.config.state_topic, self.snapshot_key(p).as_bytes(), &body);
+            tpl.add_partition_offset(&self.config.topic, p, Offset::Offset(state.next_offset))
+                .map_err(|e| Error::Kafka(format!("bad offset: {e}")))?;
+        }
+        producer
+            .flush(flush_timeout)
+            .map_err(|e| Error::Kafka(format!("the checkpoint could not be saved: {e}")))?;
+        let failed = producer.context().failed.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            // Nothing is committed, so a restart replays from the previous checkpoint.
+            return Err(Error::Delivery(format!(
+                "{failed} outputs or checkpoints were not delivered; the last error is in status()"
+            )));
+        }
+        self.dirty.clear();
+        Ok(tpl)
+    }
+}
+
+/// Creates topics that do not exist yet, with the broker's default partitions; compacted
+/// ones keep only the latest record per key.
+fn create_topics(kafka: &KafkaConfig, topics: &[(&str, bool)], timeout: Duration) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = kafka
+        .client_config(&[])
+        .create()
+        .map_err(|e| kafka.creation_error(e))?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, compact)| {
+            let partitions = if *compact { 1 } else { -1 };
+            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
+            if *compact {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(timeout));
+    let results = crate::aws::runtime("kafka-admin")?.block_on(admin.create_topics(&new, &options))
+        .map_err(|e| Error::Kafka(format!("cannot create topics: {e}")))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::Kafka(format!("cannot create topic {name:?}: {code}")))
+            }
+        }
+    }
+    Ok(())
+}

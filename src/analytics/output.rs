@@ -1,0 +1,219 @@
+//! What an analytics job emits: closed window bars, per-tick indicator values, alerts and
+//! late ticks. Each becomes one JSON record keyed by its symbol, with ISO 8601 times.
+
+use serde::ser::{SerializeMap, Serializer};
+
+/// One closed window of one symbol.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    pub symbol: String,
+    pub start: i64,
+    pub end: i64,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+    /// Volume-weighted average price; `None` when the window traded no volume.
+    pub vwap: Option<f64>,
+    pub count: u64,
+    /// Open to close, in percent.
+    pub change_pct: f64,
+}
+
+/// A tick with the running indicators after it, in the job's indicator order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Indicators {
+    pub symbol: String,
+    pub time: i64,
+    pub price: f64,
+    /// `None` until an indicator has seen enough ticks.
+    pub values: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub symbol: String,
+    /// The rule as written (normalised).
+    pub rule: String,
+    /// The event time of the tick (or the end of the window) that fired it.
+    pub time: i64,
+    /// The crossing series' value, or the window's change in percent.
+    pub value: f64,
+    /// `above` / `below` for crossings, `up` / `down` for moves.
+    pub direction: &'static str,
+}
+
+/// A tick whose event time was behind the watermark when it arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Late {
+    pub symbol: String,
+    pub time: i64,
+    pub price: f64,
+    pub volume: f64,
+    pub partition: i32,
+    pub offset: i64,
+    pub watermark: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Window(Bar),
+    Indicators(Indicators),
+    Alert(Alert),
+    Late(Late),
+}
+
+/// The kinds of output, for routing and for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Window,
+    Indicators,
+    Alert,
+    Late,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Window, Kind::Indicators, Kind::Alert, Kind::Late];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Window => "window",
+            Kind::Indicators => "indicators",
+            Kind::Alert => "alert",
+            Kind::Late => "late",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// An event time (microseconds since the epoch, UTC) as `2021-03-01T09:30:00[.fff]`.
+pub fn iso(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+        .unwrap_or_else(|| micros.to_string())
+}
+
+/// A field value of an output record, as Python and Polars see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Str(&'a str),
+    Time(i64),
+    Float(Option<f64>),
+    Int(i64),
+}
+
+impl Output {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Output::Window(_) => Kind::Window,
+            Output::Indicators(_) => Kind::Indicators,
+            Output::Alert(_) => Kind::Alert,
+            Output::Late(_) => Kind::Late,
+        }
+    }
+
+    pub fn symbol(&self) -> &str {
+        match self {
+            Output::Window(b) => &b.symbol,
+            Output::Indicators(i) => &i.symbol,
+            Output::Alert(a) => &a.symbol,
+            Output::Late(l) => &l.symbol,
+        }
+    }
+
+    /// The record's fields in order; `indicator_names` name the indicator values.
+    pub fn fields<'a>(&'a self, indicator_names: &'a [String]) -> Vec<(&'a str, Value<'a>)> {
+        use Value::*;
+        match self {
+            Output::Window(b) => vec![
+                ("symbol", Str(&b.symbol)),
+                ("window_start", Time(b.start)),
+                ("window_end", Time(b.end)),
+                ("open", Float(Some(b.open))),
+                ("high", Float(Some(b.high))),
+                ("low", Float(Some(b.low))),
+                ("close", Float(Some(b.close))),
+                ("volume", Float(Some(b.volume))),
+                ("vwap", Float(b.vwap)),
+                ("count", Int(b.count as i64)),
+                ("change_pct", Float(Some(b.change_pct))),
+            ],
+            Output::Indicators(i) => {
+                let mut fields = vec![
+                    ("symbol", Str(&i.symbol)),
+                    ("time", Time(i.time)),
+                    ("price", Float(Some(i.price))),
+                ];
+                fields.extend(
+                    indicator_names
+                        .iter()
+                        .zip(&i.values)
+                        .map(|(n, v)| (n.as_str(), Float(*v))),
+                );
+                fields
+            }
+            Output::Alert(a) => vec![
+                ("symbol", Str(&a.symbol)),
+                ("rule", Str(&a.rule)),
+                ("time", Time(a.time)),
+                ("value", Float(Some(a.value))),
+                ("direction", Str(a.direction)),
+            ],
+            Output::Late(l) => vec![
+                ("symbol", Str(&l.symbol)),
+                ("time", Time(l.time)),
+                ("price", Float(Some(l.price))),
+                ("volume", Float(Some(l.volume))),
+                ("partition", Int(l.partition as i64)),
+                ("offset", Int(l.offset)),
+                ("watermark", Time(l.watermark)),
+            ],
+        }
+    }
+
+    /// The record as one JSON object (non-finite numbers become null, as JSON has none).
+    pub fn to_json(&self, indicator_names: &[String]) -> Vec<u8> {
+        let fields = self.fields(indicator_names);
+        let mut out = Vec::with_capacity(64 + 24 * fields.len());
+        let mut ser = serde_json::Serializer::new(&mut out);
+        let mut write = || -> serde_json::Result<()> {
+            let mut map = ser.serialize_map(Some(fields.len()))?;
+            for (name, value) in &fields {
+                match value {
+                    Value::Str(s) => map.serialize_entry(name, s)?,
+                    Value::Time(t) => map.serialize_entry(name, &iso(*t))?,
+                    Value::Float(v) => map.serialize_entry(name, &v.filter(|v| v.is_finite()))?,
+                    Value::Int(v) => map.serialize_entry(name, v)?,
+                }
+            }
+            map.end()
+        };
+        write().expect("serialising to memory cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_records() {
+        let out = Output::Indicators(Indicators {
+            symbol: "NYA".into(),
+            time: 90_000_000,
+            price: 1.5,
+            values: vec![None, Some(2.0)],
+        });
+        let json = out.to_json(&["sma_2".into(), "ema_2".into()]);
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#"{"symbol":"NYA","time":"1970-01-01T00:01:30","price":1.5,"sma_2":null,"ema_2":2.0}"#
+        );
+        assert_eq!(iso(1_500), "1970-01-01T00:00:00.001500");
+    }
+}

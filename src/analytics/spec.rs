@@ -1,0 +1,291 @@
+//! What an analytics job computes, written the way users write it: durations (`"1m"`),
+//! indicator names (`"sma_20"`, `"ema_5m"`, `"volatility_20"`) and alert rules
+//! (`"price crosses 15000"`, `"sma_5 crosses sma_20"`, `"move 2%"`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+const MICROS_PER_UNIT: [(&str, i64); 7] = [
+    ("us", 1),
+    ("ms", 1_000),
+    ("s", 1_000_000),
+    ("m", 60_000_000),
+    ("h", 3_600_000_000),
+    ("d", 86_400_000_000),
+    ("w", 7 * 86_400_000_000),
+];
+
+/// Parses `"500ms"`, `"30s"`, `"1m"`, `"1h30m"`, `"1d"` to microseconds (positive).
+pub fn parse_duration(text: &str) -> Result<i64> {
+    let bad = || {
+        Error::Config(format!(
+            "duration {text:?} is not valid: write a number and a unit (us, ms, s, m, h, d, w), \
+             e.g. \"30s\", \"1m\", \"1h30m\""
+        ))
+    };
+    let mut rest = text.trim();
+    let mut total = 0i64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let number: i64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        let scale = MICROS_PER_UNIT
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, s)| *s)
+            .ok_or_else(bad)?;
+        total = number
+            .checked_mul(scale)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        rest = &rest[unit_len..];
+    }
+    if total <= 0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// How far back a moving statistic looks: the last N ticks, or a span of event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Span {
+    Ticks(usize),
+    Micros(i64),
+}
+
+impl Span {
+    fn parse(text: &str) -> Result<Self> {
+        match text.parse::<usize>() {
+            Ok(0) => Err(Error::Config(format!("{text:?}: a tick count must be positive"))),
+            Ok(n) => Ok(Span::Ticks(n)),
+            Err(_) => parse_duration(text).map(Span::Micros),
+        }
+    }
+}
+
+/// A running per-tick indicator; its name (`sma_20`) is also its output column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndicatorKind {
+    /// Mean of the last N prices, or of the prices in the last span of event time.
+    Sma(Span),
+    /// Exponential mean: over N ticks α = 2/(N+1); over a span, the span is the half-life.
+    Ema(Span),
+    /// Sample standard deviation of the last N simple returns.
+    Volatility(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Indicator {
+    pub name: String,
+    pub kind: IndicatorKind,
+}
+
+impl Indicator {
+    pub fn parse(name: &str) -> Result<Self> {
+        let name = name.trim().to_ascii_lowercase();
+        let bad = |why: &str| {
+            Error::Config(format!(
+                "indicator {name:?}: {why}; write sma_N, ema_N (N ticks), sma_5m, ema_5m \
+                 (a span of event time) or volatility_N"
+            ))
+        };
+        let (kind, arg) = name.split_once('_').ok_or_else(|| bad("no length"))?;
+        let kind = match kind {
+            "sma" => IndicatorKind::Sma(Span::parse(arg)?),
+            "ema" => IndicatorKind::Ema(Span::parse(arg)?),
+            "volatility" | "vol" => match Span::parse(arg)? {
+                Span::Ticks(n) if n >= 2 => IndicatorKind::Volatility(n),
+                _ => return Err(bad("volatility needs at least 2 returns")),
+            },
+            _ => return Err(bad("unknown kind")),
+        };
+        Ok(Indicator { name, kind })
+    }
+}
+
+/// Tumbling (`slide == size`) or hopping windows, aligned to the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpec {
+    pub size: i64,
+    pub slide: i64,
+}
+
+impl WindowSpec {
+    pub fn new(size: i64, slide: Option<i64>) -> Result<Self> {
+        let slide = slide.unwrap_or(size);
+        if slide > size {
+            return Err(Error::Config(
+                "the window slide may not be longer than the window: gaps would drop ticks".into(),
+            ));
+        }
+        Ok(WindowSpec { size, slide })
+    }
+
+    /// The start of the latest window holding `t`.
+    pub fn last_start(&self, t: i64) -> i64 {
+        t.div_euclid(self.slide) * self.slide
+    }
+}
+
+/// One side of a crossing rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    Price,
+    Indicator(String),
+    Level(f64),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleKind {
+    /// Fires when `left - right` changes sign between two ticks.
+    Crosses(Operand, Operand),
+    /// Fires when a closed window's open-to-close change is at least this many percent.
+    Move(f64),
+}
+
+/// An alert rule; `text` (normalised) is the `rule` field of the alerts it fires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub text: String,
+    pub kind: RuleKind,
+    /// Only these symbols (all if empty).
+    pub symbols: Vec<String>,
+}
+
+impl Rule {
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Config(format!(
+                "alert rule {text:?}: {why}; write \"price crosses 15000\", \
+                 \"sma_5 crosses sma_20\" or \"move 2%\", optionally followed by \"for NYA,IXIC\""
+            ))
+        };
+        let (body, symbols) = match text.split_once(" for ") {
+            Some((body, list)) => (
+                body,
+                list.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            ),
+            None => (text, Vec::new()),
+        };
+        let words: Vec<&str> = body.split_whitespace().collect();
+        let kind = match words.as_slice() {
+            [left, "crosses", right] => {
+                let left = operand(left).map_err(|e| bad(&e))?;
+                let right = operand(right).map_err(|e| bad(&e))?;
+                if matches!(left, Operand::Level(_)) {
+                    return Err(bad("the left side must be price or an indicator"));
+                }
+                RuleKind::Crosses(left, right)
+            }
+            ["move", pct] | ["move", ">", pct] | ["move", ">=", pct] => {
+                let pct: f64 = pct
+                    .trim_end_matches('%')
+                    .parse()
+                    .map_err(|_| bad("the move must be a percentage"))?;
+                if !(pct > 0.0 && pct.is_finite()) {
+                    return Err(bad("the move must be a positive percentage"));
+                }
+                RuleKind::Move(pct)
+            }
+            _ => return Err(bad("not understood")),
+        };
+        let mut normal = words.join(" ");
+        if !symbols.is_empty() {
+            normal = format!("{normal} for {}", symbols.join(","));
+        }
+        Ok(Rule {
+            text: normal,
+            kind,
+            symbols,
+        })
+    }
+
+    pub fn applies_to(&self, symbol: &str) -> bool {
+        self.symbols.is_empty() || self.symbols.iter().any(|s| s == symbol)
+    }
+
+    /// The indicators this rule reads.
+    pub fn indicators(&self) -> Vec<&str> {
+        match &self.kind {
+            RuleKind::Crosses(a, b) => [a, b]
+                .into_iter()
+                .filter_map(|o| match o {
+                    Operand::Indicator(n) => Some(n.as_str()),
+                    _ => None,
+                })
+                .collect(),
+            RuleKind::Move(_) => Vec::new(),
+        }
+    }
+}
+
+fn operand(word: &str) -> std::result::Result<Operand, String> {
+    if word.eq_ignore_ascii_case("price") {
+        return Ok(Operand::Price);
+    }
+    if let Ok(level) = word.parse::<f64>() {
+        return Ok(Operand::Level(level));
+    }
+    Indicator::parse(word)
+        .map(|i| Operand::Indicator(i.name))
+        .map_err(|_| format!("{word:?} is neither price, a number nor an indicator"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1m").unwrap(), 60_000_000);
+        assert_eq!(parse_duration("1h30m").unwrap(), 5_400_000_000);
+        assert_eq!(parse_duration("250ms").unwrap(), 250_000);
+        for bad in ["", "1", "m", "1y", "-1s", "0s", "1.5m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn indicators() {
+        assert_eq!(
+            Indicator::parse("SMA_20").unwrap().kind,
+            IndicatorKind::Sma(Span::Ticks(20))
+        );
+        assert_eq!(
+            Indicator::parse("ema_5m").unwrap().kind,
+            IndicatorKind::Ema(Span::Micros(300_000_000))
+        );
+        assert_eq!(
+            Indicator::parse("volatility_20").unwrap().kind,
+            IndicatorKind::Volatility(20)
+        );
+        for bad in ["sma", "sma_0", "wma_3", "volatility_1m", "volatility_1"] {
+            assert!(Indicator::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rules() {
+        let r = Rule::parse("price  crosses 15000 for NYA, IXIC").unwrap();
+        assert_eq!(r.text, "price crosses 15000 for NYA,IXIC");
+        assert_eq!(r.kind, RuleKind::Crosses(Operand::Price, Operand::Level(15000.0)));
+        assert!(r.applies_to("IXIC") && !r.applies_to("HSI"));
+        let r = Rule::parse("sma_5 crosses ema_20").unwrap();
+        assert_eq!(r.indicators(), ["sma_5", "ema_20"]);
+        assert_eq!(Rule::parse("move > 2%").unwrap().kind, RuleKind::Move(2.0));
+        for bad in ["price above 3", "15000 crosses price", "move -2%", "sma_x crosses 3"] {
+            assert!(Rule::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Reading a tick from one JSON message: which fields hold the symbol, the event time, the
+//! price and the volume, and why a message does not make a tick.
+
+use crate::sink::record::{Record, Scalar};
+use crate::source::time::parse_micros;
+
+use super::engine::Tick;
+
+/// The input fields; the defaults are the tutorial's columns.
+#[derive(Debug, Clone)]
+pub struct TickFields {
+    pub symbol: String,
+    pub time: String,
+    pub price: String,
+    /// `None`: ticks carry no volume (VWAP is then empty).
+    pub volume: Option<String>,
+}
+
+impl Default for TickFields {
+    fn default() -> Self {
+        TickFields {
+            symbol: "Index".into(),
+            time: "Date".into(),
+            price: "Close".into(),
+            volume: Some("Volume".into()),
+        }
+    }
+}
+
+impl TickFields {
+    /// Decodes one message; the error says which field is missing or wrong.
+    pub fn decode(&self, payload: Option<&[u8]>, offset: i64) -> Result<Tick, String> {
+        let record = Record::parse(payload.unwrap_or_default())?;
+        let symbol = match record.get(&self.symbol) {
+            Some(Scalar::Str(s)) if !s.is_empty() => s.to_string(),
+            other => return Err(wrong(&self.symbol, other, "a symbol string")),
+        };
+        let time = match record.get(&self.time) {
+            Some(Scalar::Str(s)) => {
+                parse_micros(s).ok_or_else(|| format!("{:?} is not a date or time: {s:?}", self.time))?
+            }
+            // Numbers are Unix epoch milliseconds, as Kafka timestamps are.
+            Some(Scalar::Int(ms)) => ms.saturating_mul(1000),
+            other => return Err(wrong(&self.time, other, "a date/time string")),
+        };
+        let price = number(&record, &self.price)?;
+        let volume = match &self.volume {
+            Some(field) => number(&record, field)?,
+            None => 0.0,
+        };
+        Ok(Tick {
+            symbol,
+            time,
+            price,
+            volume,
+            offset,
+        })
+    }
+}
+
+fn number(record: &Record, field: &str) -> Result<f64, String> {
+    match record.get(field) {
+        Some(Scalar::Float(v)) if v.is_finite() => Ok(*v),
+        Some(Scalar::Int(v)) => Ok(*v as f64),
+        other => Err(wrong(field, other, "a number")),
+    }
+}
+
+fn wrong(field: &str, found: Option<&Scalar>, expected: &str) -> String {
+    match found {
+        None => format!("no {field:?} field"),
+        Some(v) => format!("{field:?} is {}, not {expected}", v.describe()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_tutorial_record() {
+        let f = TickFields::default();
+        let t = f
+            .decode(
+                Some(br#"{"Index":"NYA","Date":"1970-01-02","Close":1.5,"Volume":3}"#),
+                7,
+            )
+            .unwrap();
+        assert_eq!(
+            (t.symbol.as_str(), t.time, t.price, t.volume, t.offset),
+            ("NYA", 86_400_000_000, 1.5, 3.0, 7)
+        );
+    }
+
+    #[test]
+    fn says_what_is_wrong() {
+        let f = TickFields::default();
+        let cases: [(&[u8], &str); 5] = [
+            (b"nope", "not valid JSON"),
+            (br#"{"Date":"2021-01-01","Close":1,"Volume":1}"#, "no \"Index\" field"),
+            (br#"{"Index":"A","Date":"soon","Close":1,"Volume":1}"#, "not a date"),
+            (br#"{"Index":"A","Date":"2021-01-01","Close":"x","Volume":1}"#, "\"Close\" is a string"),
+            (br#"{"Index":"A","Date":"2021-01-01","Close":1}"#, "no \"Volume\""),
+        ];
+        for (input, expected) in cases {
+            let err = f.decode(Some(input), 0).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+}
