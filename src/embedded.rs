@@ -17,6 +17,19 @@ use crate::error::{Error, Result};
 
 type Reply = mpsc::Sender<Result<()>>;
 
+/// The bootstrap servers of the clusters running in this process.
+static RUNNING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether `bootstrap_servers` is an embedded cluster of this process (whose topics are
+/// created on first use, as the admin API cannot create them).
+pub fn is_embedded(bootstrap_servers: &str) -> bool {
+    RUNNING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|b| b == bootstrap_servers)
+}
+
 enum Command {
     CreateTopic(String, i32, Reply),
 }
@@ -69,6 +82,10 @@ impl EmbeddedKafka {
         let bootstrap_servers = ready_rx.recv().map_err(|_| {
             Error::Kafka("the embedded Kafka thread exited during start-up".into())
         })??;
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(bootstrap_servers.clone());
         Ok(EmbeddedKafka {
             bootstrap_servers,
             partitions,
@@ -116,6 +133,10 @@ impl EmbeddedKafka {
 
     /// Stops the brokers. Clients still connected will see the connection drop.
     pub fn stop(&mut self) {
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|b| *b != self.bootstrap_servers);
         self.commands.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

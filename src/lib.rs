@@ -27,6 +27,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<python::source::PyTickSource>()?;
     m.add_class::<python::sink::PyLakeSink>()?;
     m.add_class::<python::sink::PySinkStatus>()?;
+    m.add_class::<python::analytics::PyAnalytics>()?;
+    m.add_class::<python::analytics::PyAnalyticsStatus>()?;
     m.add_class::<python::lake::PyLake>()?;
     m.add_class::<python::lake::PyCrawlReport>()?;
     m.add_function(wrap_pyfunction!(python::lake::crawl, m)?)?;

@@ -23,13 +23,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use polars::prelude::DataType;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext};
-use rdkafka::producer::ThreadedProducer;
+use rdkafka::producer::{BaseProducer, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
@@ -104,8 +103,9 @@ impl AnalyticsConfig {
     }
 }
 
-/// A function given each output of the kinds it asked for, with the indicator names.
-pub type Callback = Box<dyn FnMut(&Output, &[String]) + Send>;
+/// A function given each output of the kinds it asked for, with the indicator names; its
+/// errors are counted in the status.
+pub type Callback = Box<dyn FnMut(&Output, &[String]) -> std::result::Result<(), String> + Send>;
 
 /// The latest outputs of each kind, bounded, for live views.
 #[derive(Debug, Default)]
@@ -130,64 +130,6 @@ impl Recent {
     pub fn of(&self, kind: Kind) -> Vec<Output> {
         self.by_kind[kind.index()].iter().cloned().collect()
     }
-}
-
-/// The Polars type of each field of an output kind, for building frames.
-pub fn field_types(kind: Kind, indicator_names: &[String]) -> Vec<(String, DataType)> {
-    use output::Value;
-    let example = match kind {
-        Kind::Window => Output::Window(output::Bar {
-            symbol: String::new(),
-            start: 0,
-            end: 0,
-            open: 0.0,
-            high: 0.0,
-            low: 0.0,
-            close: 0.0,
-            volume: 0.0,
-            vwap: None,
-            count: 0,
-            change_pct: 0.0,
-        }),
-        Kind::Indicators => Output::Indicators(output::Indicators {
-            symbol: String::new(),
-            time: 0,
-            price: 0.0,
-            values: vec![None; indicator_names.len()],
-        }),
-        Kind::Alert => Output::Alert(output::Alert {
-            symbol: String::new(),
-            rule: String::new(),
-            time: 0,
-            value: 0.0,
-            direction: "",
-        }),
-        Kind::Late => Output::Late(output::Late {
-            symbol: String::new(),
-            time: 0,
-            price: 0.0,
-            volume: 0.0,
-            partition: 0,
-            offset: 0,
-            watermark: 0,
-        }),
-    };
-    example
-        .fields(indicator_names)
-        .into_iter()
-        .map(|(name, value)| {
-            let dtype = match value {
-                Value::Str(_) => DataType::String,
-                Value::Time(_) => DataType::Datetime(
-                    polars::prelude::TimeUnit::Microseconds,
-                    None,
-                ),
-                Value::Float(_) => DataType::Float64,
-                Value::Int(_) => DataType::Int64,
-            };
-            (name.to_string(), dtype)
-        })
-        .collect()
 }
 
 /// Delivery failures of outputs and snapshots, noticed by librdkafka's thread.
@@ -239,7 +181,9 @@ impl Emitter {
             .push(&output);
         if let Some((kinds, callback)) = &mut self.callback {
             if kinds.contains(&kind) {
-                callback(&output, &self.names);
+                if let Err(e) = callback(&output, &self.names) {
+                    self.status.error(format!("the {} callback failed: {e}", kind.name()));
+                }
             }
         }
     }
@@ -707,8 +651,22 @@ impl Work {
 }
 
 /// Creates topics that do not exist yet, with the broker's default partitions; compacted
-/// ones keep only the latest record per key.
+/// ones keep only the latest record per key. The embedded cluster creates them on first use.
 fn create_topics(kafka: &KafkaConfig, topics: &[(&str, bool)], timeout: Duration) -> Result<()> {
+    let producer: BaseProducer = kafka
+        .client_config(&[])
+        .create()
+        .map_err(|e| kafka.creation_error(e))?;
+    if crate::embedded::is_embedded(&kafka.bootstrap_servers) {
+        for (name, _) in topics {
+            // A producer's metadata request creates the topic.
+            producer
+                .client()
+                .fetch_metadata(Some(name), timeout)
+                .map_err(|e| Error::Kafka(format!("cannot create topic {name:?}: {e}")))?;
+        }
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = kafka
         .client_config(&[])
         .create()
@@ -726,7 +684,8 @@ fn create_topics(kafka: &KafkaConfig, topics: &[(&str, bool)], timeout: Duration
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(timeout));
-    let results = crate::aws::runtime("kafka-admin")?.block_on(admin.create_topics(&new, &options))
+    let results = crate::aws::runtime("kafka-admin")?
+        .block_on(admin.create_topics(&new, &options))
         .map_err(|e| Error::Kafka(format!("cannot create topics: {e}")))?;
     for result in results {
         match result {

@@ -1,6 +1,7 @@
 //! What an analytics job emits: closed window bars, per-tick indicator values, alerts and
 //! late ticks. Each becomes one JSON record keyed by its symbol, with ISO 8601 times.
 
+use polars::prelude::{Column, DataFrame, DataType, PolarsResult, TimeUnit};
 use serde::ser::{SerializeMap, Serializer};
 
 /// One closed window of one symbol.
@@ -197,6 +198,109 @@ impl Output {
     }
 }
 
+impl Kind {
+    /// An output of this kind with every field present, to read its field list from.
+    fn example(self, indicators: usize) -> Output {
+        let (symbol, time, x) = (String::new(), 0, 0.0);
+        match self {
+            Kind::Window => Output::Window(Bar {
+                symbol,
+                start: time,
+                end: time,
+                open: x,
+                high: x,
+                low: x,
+                close: x,
+                volume: x,
+                vwap: None,
+                count: 0,
+                change_pct: x,
+            }),
+            Kind::Indicators => Output::Indicators(Indicators {
+                symbol,
+                time,
+                price: x,
+                values: vec![None; indicators],
+            }),
+            Kind::Alert => Output::Alert(Alert {
+                symbol,
+                rule: String::new(),
+                time,
+                value: x,
+                direction: "",
+            }),
+            Kind::Late => Output::Late(Late {
+                symbol,
+                time,
+                price: x,
+                volume: x,
+                partition: 0,
+                offset: 0,
+                watermark: time,
+            }),
+        }
+    }
+}
+
+/// Outputs of one kind as a frame: one column per field, times as UTC datetimes.
+pub fn frame(kind: Kind, outputs: &[Output], indicator_names: &[String]) -> PolarsResult<DataFrame> {
+    let example = kind.example(indicator_names.len());
+    let rows: Vec<Vec<(&str, Value)>> = outputs
+        .iter()
+        .filter(|o| o.kind() == kind)
+        .map(|o| o.fields(indicator_names))
+        .collect();
+    let columns = example
+        .fields(indicator_names)
+        .into_iter()
+        .enumerate()
+        .map(|(j, (name, shape))| {
+            let name = name.into();
+            let cells = rows.iter().map(|r| &r[j].1);
+            match shape {
+                Value::Str(_) => Ok(Column::new(
+                    name,
+                    cells
+                        .map(|v| match v {
+                            Value::Str(s) => Some(*s),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                Value::Time(_) => Column::new(
+                    name,
+                    cells
+                        .map(|v| match v {
+                            Value::Time(t) => Some(*t),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                )
+                .cast(&DataType::Datetime(TimeUnit::Microseconds, None)),
+                Value::Float(_) => Ok(Column::new(
+                    name,
+                    cells
+                        .map(|v| match v {
+                            Value::Float(f) => *f,
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                Value::Int(_) => Ok(Column::new(
+                    name,
+                    cells
+                        .map(|v| match v {
+                            Value::Int(i) => Some(*i),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+            }
+        })
+        .collect::<PolarsResult<Vec<_>>>()?;
+    DataFrame::new_infer_height(columns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +319,13 @@ mod tests {
             r#"{"symbol":"NYA","time":"1970-01-01T00:01:30","price":1.5,"sma_2":null,"ema_2":2.0}"#
         );
         assert_eq!(iso(1_500), "1970-01-01T00:00:00.001500");
+        let names = ["sma_2".to_string(), "ema_2".to_string()];
+        let df = frame(Kind::Indicators, &[out], &names).unwrap();
+        assert_eq!(df.shape(), (1, 5));
+        assert_eq!(
+            df.column("time").unwrap().dtype(),
+            &DataType::Datetime(TimeUnit::Microseconds, None)
+        );
+        assert_eq!(frame(Kind::Alert, &[], &names).unwrap().shape(), (0, 5));
     }
 }

@@ -1,6 +1,8 @@
 //! Thin Python wrappers: argument conversion, GIL release and error mapping. No logic of
 //! their own lives here.
 
+pub mod analytics;
+pub mod background;
 pub mod embedded;
 pub mod errors;
 pub mod kafka_config;

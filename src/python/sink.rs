@@ -4,23 +4,20 @@
 //! The constructor takes one parameter per Python keyword argument, hence its length.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use super::background::{run_limits, Background};
 use super::kafka_config::kafka_config;
 use super::{html_table, repr_of, seconds};
 use crate::aws::AwsOptions;
 use crate::catalog::{self, CatalogKind};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lake;
-use crate::sink::{
-    ColumnType, Format, PartitionKey, RollPolicy, RunLimits, Sink, SinkConfig, SinkStatus,
-};
+use crate::sink::{ColumnType, Format, PartitionKey, RollPolicy, Sink, SinkConfig, SinkStatus};
 
 /// A snapshot of a sink's counters.
 ///
@@ -121,13 +118,6 @@ impl PySinkStatus {
     }
 }
 
-enum State {
-    Idle(Box<Sink>),
-    Running(JoinHandle<(Box<Sink>, Result<()>)>),
-    /// Only while a foreground `run` holds the sink, or after a background thread panicked.
-    Busy,
-}
-
 /// Lands a Kafka topic in a lake (a local directory or ``s3://bucket/prefix``), exactly once.
 ///
 /// Records are buffered per Kafka partition and written as one object per Hive-style
@@ -169,9 +159,8 @@ enum State {
 ///     ConfigError: an invalid option, or the credentials were refused.
 #[pyclass(name = "LakeSink", module = "stockstream._core", frozen)]
 pub struct PyLakeSink {
-    state: Mutex<State>,
+    job: Background<Sink>,
     status: Arc<SinkStatus>,
-    stop: Arc<AtomicBool>,
     describe: String,
 }
 
@@ -195,32 +184,9 @@ fn partition_keys(value: &Bound<'_, PyAny>) -> PyResult<Vec<PartitionKey>> {
         .collect::<Result<_>>()?)
 }
 
-fn run_limits(limit: Option<u64>, duration: Option<f64>, stop_at_end: bool) -> PyResult<RunLimits> {
-    Ok(RunLimits {
-        limit,
-        duration: duration.map(|d| seconds("duration", d)).transpose()?,
-        stop_at_end,
-    })
-}
-
 impl PyLakeSink {
-    fn take_idle(&self) -> PyResult<Box<Sink>> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match std::mem::replace(&mut *state, State::Busy) {
-            State::Idle(sink) => Ok(sink),
-            other => {
-                *state = other;
-                Err(Error::Config("this sink is already running; call stop() first".into()).into())
-            }
-        }
-    }
-
-    fn running(&self) -> bool {
-        matches!(&*self.state.lock().unwrap_or_else(|e| e.into_inner()), State::Running(h) if !h.is_finished())
-    }
-
     fn snapshot(&self) -> PySinkStatus {
-        PySinkStatus::of(&self.status, self.running())
+        PySinkStatus::of(&self.status, self.job.running())
     }
 }
 
@@ -324,8 +290,7 @@ impl PyLakeSink {
         })?;
         Ok(PyLakeSink {
             status: sink.status(),
-            state: Mutex::new(State::Idle(Box::new(sink))),
-            stop: Arc::new(AtomicBool::new(false)),
+            job: Background::new(sink, "sink"),
             describe,
         })
     }
@@ -344,27 +309,9 @@ impl PyLakeSink {
         duration: Option<f64>,
         stop_at_end: bool,
     ) -> PyResult<PySinkStatus> {
-        let limits = run_limits(limit, duration, stop_at_end)?;
-        let mut sink = self.take_idle()?;
-        let mut raised = None;
-        let result = py.detach(|| {
-            let mut stop = || {
-                Python::attach(|py| match py.check_signals() {
-                    Ok(()) => false,
-                    Err(e) => {
-                        raised = Some(e);
-                        true
-                    }
-                })
-            };
-            sink.run(&limits, &mut stop)
-        });
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Idle(sink);
-        result?;
-        match raised {
-            Some(e) => Err(e),
-            None => Ok(self.snapshot()),
-        }
+        self.job
+            .run(py, &run_limits(limit, duration, stop_at_end)?)?;
+        Ok(self.snapshot())
     }
 
     /// Starts consuming in a background thread and returns at once; the notebook stays
@@ -376,19 +323,9 @@ impl PyLakeSink {
         duration: Option<f64>,
         stop_at_end: bool,
     ) -> PyResult<()> {
-        let this = slf.get();
-        let limits = run_limits(limit, duration, stop_at_end)?;
-        let mut sink = this.take_idle()?;
-        this.stop.store(false, Ordering::Relaxed);
-        let stop = this.stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("stockstream-sink".into())
-            .spawn(move || {
-                let result = sink.run(&limits, &mut || stop.load(Ordering::Relaxed));
-                (sink, result)
-            })
-            .map_err(|e| Error::Io(format!("cannot start the sink thread: {e}")))?;
-        *this.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Running(handle);
+        slf.get()
+            .job
+            .start(run_limits(limit, duration, stop_at_end)?)?;
         super::pipelines::track(slf.as_any());
         Ok(())
     }
@@ -396,8 +333,7 @@ impl PyLakeSink {
     /// Stops a background run: lands and commits what is buffered, then returns the final
     /// counters. Raises the error that ended the run, if one did.
     fn stop(&self, py: Python<'_>) -> PyResult<PySinkStatus> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.wait(py, None)?;
+        self.job.stop(py)?;
         Ok(self.snapshot())
     }
 
@@ -405,35 +341,7 @@ impl PyLakeSink {
     /// Returns False if ``timeout`` seconds passed first. Raises the error that ended the run.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let deadline = timeout
-            .map(|t| seconds("timeout", t))
-            .transpose()?
-            .map(|t| std::time::Instant::now() + t);
-        loop {
-            {
-                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                let finished = match &*state {
-                    State::Running(h) => h.is_finished(),
-                    _ => return Ok(true),
-                };
-                if finished {
-                    let State::Running(handle) = std::mem::replace(&mut *state, State::Busy) else {
-                        unreachable!("checked above")
-                    };
-                    let (sink, result) = handle
-                        .join()
-                        .map_err(|_| Error::Io("the sink thread panicked".into()))?;
-                    *state = State::Idle(sink);
-                    result?;
-                    return Ok(true);
-                }
-            }
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Ok(false);
-            }
-            py.detach(|| std::thread::sleep(Duration::from_millis(20)));
-            py.check_signals()?;
-        }
+        self.job.wait(py, timeout)
     }
 
     /// The current counters (see ``SinkStatus``).
@@ -444,7 +352,7 @@ impl PyLakeSink {
     /// Whether a background run is in progress.
     #[getter(running)]
     fn is_running(&self) -> bool {
-        self.running()
+        self.job.running()
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -460,12 +368,5 @@ impl PyLakeSink {
 
     fn __repr__(&self) -> String {
         self.describe.clone()
-    }
-}
-
-impl Drop for PyLakeSink {
-    /// A sink dropped while running in the background lands its buffers and stops.
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }

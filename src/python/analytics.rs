@@ -1,0 +1,482 @@
+//! Python face of the analytics job: constructor options, status, live frames, callback.
+//!
+//! The constructor takes one parameter per Python keyword argument, hence its length.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use pyo3_polars::PyDataFrame;
+
+use super::background::{run_limits, Background};
+use super::kafka_config::kafka_config;
+use super::{html_table, repr_of, seconds};
+use crate::analytics::output::{frame, iso, Value};
+use crate::analytics::spec::{parse_duration, Indicator, Rule, WindowSpec};
+use crate::analytics::{
+    Analytics, AnalyticsConfig, AnalyticsStatus, Callback, Kind, Output, Recent, Spec, TickFields,
+};
+use crate::error::{Error, Result};
+
+/// A snapshot of an analytics job's counters.
+///
+/// Attributes:
+///     state: ``ready``, ``running``, ``stopped`` or ``failed``.
+///     running: a background run is in progress.
+///     consumed: messages read from Kafka.
+///     ticks: valid ticks among them (late ones included).
+///     late: ticks behind the watermark, sent to the late side output.
+///     rejected: messages that are not ticks; last_rejected says why (with partition@offset).
+///     windows, indicators, alerts: outputs emitted of each kind.
+///     buffered: ticks waiting for the watermark; open_windows: windows not yet closed.
+///     checkpoints: state snapshots saved with their offsets committed.
+///     lag: records in the assigned partitions beyond the committed offsets (None until known).
+///     assigned: the Kafka partitions this member owns.
+///     watermarks: event-time watermark by partition (ISO 8601).
+///     errors: Kafka, delivery, callback and checkpoint errors; last_error: the latest one.
+#[pyclass(
+    name = "AnalyticsStatus",
+    module = "stockstream._core",
+    frozen,
+    get_all,
+    skip_from_py_object
+)]
+#[derive(Clone)]
+pub struct PyAnalyticsStatus {
+    state: String,
+    running: bool,
+    consumed: u64,
+    ticks: u64,
+    late: u64,
+    rejected: u64,
+    windows: u64,
+    indicators: u64,
+    alerts: u64,
+    buffered: u64,
+    open_windows: u64,
+    checkpoints: u64,
+    lag: Option<i64>,
+    assigned: Vec<i32>,
+    watermarks: BTreeMap<i32, String>,
+    errors: u64,
+    last_error: Option<String>,
+    last_rejected: Option<String>,
+}
+
+impl PyAnalyticsStatus {
+    fn of(status: &AnalyticsStatus, running: bool) -> Self {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let detail = status.detail();
+        let lag = status.lag.load(Ordering::Relaxed);
+        PyAnalyticsStatus {
+            state: detail.state,
+            running,
+            consumed: load(&status.consumed),
+            ticks: load(&status.ticks),
+            late: load(&status.late),
+            rejected: load(&status.rejected),
+            windows: status.emitted(Kind::Window),
+            indicators: status.emitted(Kind::Indicators),
+            alerts: status.emitted(Kind::Alert),
+            buffered: load(&status.buffered),
+            open_windows: load(&status.open_windows),
+            checkpoints: load(&status.checkpoints),
+            lag: (lag >= 0).then_some(lag),
+            assigned: detail.assigned,
+            watermarks: detail
+                .watermarks
+                .into_iter()
+                .map(|(p, wm)| (p, iso(wm)))
+                .collect(),
+            errors: load(&status.errors),
+            last_error: detail.last_error,
+            last_rejected: detail.last_rejected,
+        }
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("state", self.state.clone()),
+            ("consumed", self.consumed.to_string()),
+            ("ticks", self.ticks.to_string()),
+            ("late", self.late.to_string()),
+            ("rejected", self.rejected.to_string()),
+            ("windows", self.windows.to_string()),
+            ("alerts", self.alerts.to_string()),
+            ("open_windows", self.open_windows.to_string()),
+            ("lag", self.lag.map_or("?".to_string(), |v| v.to_string())),
+            ("errors", self.errors.to_string()),
+        ]
+    }
+}
+
+#[pymethods]
+impl PyAnalyticsStatus {
+    fn __repr__(&self) -> String {
+        repr_of("AnalyticsStatus", &self.fields())
+    }
+
+    /// An HTML table, for notebooks.
+    fn _repr_html_(&self) -> String {
+        let mut rows = self.fields();
+        rows.push(("watermarks", format!("{:?}", self.watermarks)));
+        for (name, value) in [
+            ("last error", &self.last_error),
+            ("last rejected", &self.last_rejected),
+        ] {
+            if let Some(v) = value {
+                rows.push((name, v.clone()));
+            }
+        }
+        html_table("Analytics", &rows)
+    }
+}
+
+/// Per-symbol, event-time analytics on a topic of stock ticks, as a consumer group member.
+///
+/// Each tick (a JSON record, as ``Producer`` sends) is read for its symbol, event time,
+/// price and volume. Per Kafka partition, ticks wait until the watermark (the latest event
+/// time seen minus ``allowed_lateness``) passes them and are then taken in event-time
+/// order, so out-of-order ticks within the lateness count as if they had arrived in order.
+/// A tick already behind the watermark is *late*: it goes to the late side output
+/// (``late()``, ``late_topic``) and is counted. A window is emitted when the watermark
+/// passes its end, or when its partition has been quiet for ``idle_timeout`` seconds (so a
+/// stream that stops still gets its last window).
+///
+/// Outputs (each a record keyed by symbol):
+///     window: ``symbol, window_start, window_end, open, high, low, close, volume, vwap,
+///         count, change_pct`` — high/low are the window's max/min price.
+///     indicators: ``symbol, time, price`` and one column per indicator, per tick.
+///     alert: ``symbol, rule, time, value, direction``.
+///     late: ``symbol, time, price, volume, partition, offset, watermark``.
+///
+/// State is checkpointed every ``checkpoint_interval`` seconds to ``state_topic``: outputs
+/// are flushed, each partition's state is saved, then offsets are committed. A restart
+/// (or another member taking over a partition) resumes from that checkpoint without
+/// emitting a window twice or losing an open one. After a crash, outputs emitted since the
+/// last checkpoint come again (at-least-once; symbol and event time identify them).
+///
+/// Args:
+///     bootstrap_servers: ``host:port[,host:port…]``.
+///     topic: the tick topic; produce it keyed by symbol (as ``Producer`` does).
+///     group_id: the consumer group; members share the topic's partitions.
+///     window: window length (``"1m"``, ``"5m"``, ``"1h"``; a number is seconds), or None.
+///     slide: for hopping windows, how far apart windows start; tumbling if None.
+///     indicators: names such as ``"sma_20"``, ``"ema_12"`` (N ticks), ``"sma_5m"``,
+///         ``"ema_5m"`` (event-time span; for EMA the half-life) and ``"volatility_20"``
+///         (sample stdev of the last 20 simple returns).
+///     alerts: rules such as ``"price crosses 15000"``, ``"sma_5 crosses sma_20"``,
+///         ``"move 2%"`` (a window's open-to-close change), optionally ending in
+///         ``"for NYA,IXIC"``. Indicators a rule names are computed even if not listed.
+///     allowed_lateness: how far behind the latest event time a tick may arrive and still
+///         count (``"30s"``; default 0).
+///     idle_timeout: seconds without messages after which a partition's windows close (10).
+///     windows_topic, indicators_topic, alerts_topic, late_topic: output topics (JSON),
+///         created if missing; None: not produced.
+///     state_topic: checkpoint topic (compacted; default ``<group_id>-state``).
+///     checkpoint_interval: seconds between checkpoints (2).
+///     callback: ``f(kind, record)`` called from the job's thread for each output of
+///         ``callback_kinds`` (default windows and alerts); exceptions are counted as errors.
+///     keep: how many recent outputs of each kind ``windows()`` etc. return (10,000).
+///     symbol_field, time_field, price_field, volume_field: the input fields (the
+///         tutorial's ``Index``, ``Date``, ``Close``, ``Volume``); volume_field=None if
+///         ticks carry no volume.
+///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
+///     **config: any librdkafka property (``session_timeout_ms=6000``, SASL/SSL…).
+///
+/// Raises:
+///     KafkaError: Kafka cannot be reached within ``connect_timeout``.
+///     NotFoundError: the topic does not exist.
+///     ConfigError: an invalid window, indicator, rule or option.
+#[pyclass(name = "Analytics", module = "stockstream._core", frozen)]
+pub struct PyAnalytics {
+    job: Background<Analytics>,
+    status: Arc<AnalyticsStatus>,
+    recent: Arc<Mutex<Recent>>,
+    names: Vec<String>,
+    describe: String,
+}
+
+/// An event-time duration: a string such as ``"1m"`` or a number of seconds.
+fn event_duration(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if value.is_instance_of::<PyString>() {
+        return Ok(parse_duration(&value.extract::<String>()?)?);
+    }
+    let secs: f64 = value.extract().map_err(|_| {
+        Error::Config(format!("{name} must be a duration such as \"1m\" or a number of seconds"))
+    })?;
+    let micros = (secs * 1e6).round();
+    if !(micros >= 0.0 && micros < i64::MAX as f64) {
+        return Err(Error::Config(format!("{name} must be a non-negative duration, got {secs}")).into());
+    }
+    Ok(micros as i64)
+}
+
+fn strings(value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    match value {
+        None => Ok(Vec::new()),
+        Some(v) if v.is_instance_of::<PyString>() => Ok(vec![v.extract()?]),
+        Some(v) => v.extract(),
+    }
+}
+
+fn kinds(names: &[String]) -> Result<Vec<Kind>> {
+    names
+        .iter()
+        .map(|n| {
+            let n = n.trim().trim_end_matches('s');
+            Kind::ALL
+                .into_iter()
+                .find(|k| k.name().trim_end_matches('s') == n)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "callback kind {n:?}: use \"window\", \"indicators\", \"alert\" or \"late\""
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Calls a Python function with each output as `(kind, dict)`.
+fn python_callback(function: Py<PyAny>) -> Callback {
+    Box::new(move |output: &Output, names: &[String]| {
+        Python::attach(|py| {
+            let record = PyDict::new(py);
+            for (name, value) in output.fields(names) {
+                let set = match value {
+                    Value::Str(s) => record.set_item(name, s),
+                    Value::Time(t) => record.set_item(name, iso(t)),
+                    Value::Float(f) => record.set_item(name, f),
+                    Value::Int(i) => record.set_item(name, i),
+                };
+                set.map_err(|e| e.to_string())?;
+            }
+            function
+                .call1(py, (output.kind().name(), record))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
+impl PyAnalytics {
+    fn snapshot(&self) -> PyAnalyticsStatus {
+        PyAnalyticsStatus::of(&self.status, self.job.running())
+    }
+
+    fn frame(&self, kind: Kind) -> PyResult<PyDataFrame> {
+        let outputs = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .of(kind);
+        let df = frame(kind, &outputs, &self.names)
+            .map_err(|e| Error::Io(format!("cannot build the {} frame: {e}", kind.name())))?;
+        Ok(PyDataFrame(df))
+    }
+}
+
+#[pymethods]
+impl PyAnalytics {
+    #[new]
+    #[pyo3(signature = (
+        bootstrap_servers, topic, group_id="stockstream-analytics", *, window=None, slide=None,
+        indicators=None, alerts=None, allowed_lateness=None, idle_timeout=10.0,
+        windows_topic=None, indicators_topic=None, alerts_topic=None, late_topic=None,
+        state_topic=None, checkpoint_interval=2.0, callback=None, callback_kinds=None,
+        keep=10_000, symbol_field="Index", time_field="Date", price_field="Close",
+        volume_field=Some("Volume".to_string()), connect_timeout=10.0, **config
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        bootstrap_servers: &str,
+        topic: &str,
+        group_id: &str,
+        window: Option<&Bound<'_, PyAny>>,
+        slide: Option<&Bound<'_, PyAny>>,
+        indicators: Option<&Bound<'_, PyAny>>,
+        alerts: Option<&Bound<'_, PyAny>>,
+        allowed_lateness: Option<&Bound<'_, PyAny>>,
+        idle_timeout: f64,
+        windows_topic: Option<String>,
+        indicators_topic: Option<String>,
+        alerts_topic: Option<String>,
+        late_topic: Option<String>,
+        state_topic: Option<String>,
+        checkpoint_interval: f64,
+        callback: Option<Py<PyAny>>,
+        callback_kinds: Option<&Bound<'_, PyAny>>,
+        keep: usize,
+        symbol_field: &str,
+        time_field: &str,
+        price_field: &str,
+        volume_field: Option<String>,
+        connect_timeout: f64,
+        config: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let window = match window {
+            Some(w) => Some(WindowSpec::new(
+                event_duration("window", w)?,
+                slide.map(|s| event_duration("slide", s)).transpose()?,
+            )?),
+            None if slide.is_some() => {
+                return Err(Error::Config("slide needs a window".into()).into())
+            }
+            None => None,
+        };
+        let spec = Spec::new(
+            window,
+            strings(indicators)?
+                .iter()
+                .map(|n| Indicator::parse(n))
+                .collect::<Result<_>>()?,
+            strings(alerts)?
+                .iter()
+                .map(|r| Rule::parse(r))
+                .collect::<Result<_>>()?,
+            allowed_lateness
+                .map(|l| event_duration("allowed_lateness", l))
+                .transpose()?
+                .unwrap_or(0),
+        )?;
+        let mut cfg = AnalyticsConfig::new(topic, group_id, spec);
+        cfg.fields = TickFields {
+            symbol: symbol_field.to_string(),
+            time: time_field.to_string(),
+            price: price_field.to_string(),
+            volume: volume_field,
+        };
+        cfg.idle_timeout = seconds("idle_timeout", idle_timeout)?;
+        cfg.checkpoint_interval = seconds("checkpoint_interval", checkpoint_interval)?;
+        cfg.topics = [windows_topic, indicators_topic, alerts_topic, late_topic];
+        if let Some(t) = state_topic {
+            cfg.state_topic = t;
+        }
+        cfg.keep = keep;
+        let callback = match callback {
+            Some(f) => {
+                let wanted = match callback_kinds {
+                    Some(k) => kinds(&strings(Some(k))?)?,
+                    None => vec![Kind::Window, Kind::Alert],
+                };
+                Some((wanted, python_callback(f)))
+            }
+            None => None,
+        };
+        let kafka = kafka_config(bootstrap_servers, config)?;
+        let connect_timeout = seconds("connect_timeout", connect_timeout)?;
+        let describe = format!("Analytics(topic={topic:?}, group_id={group_id:?})");
+        let job = py.detach(|| Analytics::new(&kafka, cfg, callback, connect_timeout))?;
+        Ok(PyAnalytics {
+            status: job.status(),
+            recent: job.recent(),
+            names: job.indicator_names().to_vec(),
+            job: Background::new(job, "analytics"),
+            describe,
+        })
+    }
+
+    /// Runs in the foreground until ``limit`` messages, ``duration`` seconds, or (with
+    /// ``stop_at_end``) every assigned partition is read to its end and its windows are
+    /// closed by the idle timeout; then checkpoints. Ctrl-C also checkpoints, then raises.
+    ///
+    /// Returns:
+    ///     AnalyticsStatus: the counters after the run.
+    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false))]
+    fn run(
+        &self,
+        py: Python<'_>,
+        limit: Option<u64>,
+        duration: Option<f64>,
+        stop_at_end: bool,
+    ) -> PyResult<PyAnalyticsStatus> {
+        self.job
+            .run(py, &run_limits(limit, duration, stop_at_end)?)?;
+        Ok(self.snapshot())
+    }
+
+    /// Starts in a background thread and returns at once; watch it with ``status()`` and
+    /// ``windows()`` / ``alerts()``, end it with ``stop()``. Takes the same limits as ``run``.
+    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false))]
+    fn start(
+        slf: &Bound<'_, Self>,
+        limit: Option<u64>,
+        duration: Option<f64>,
+        stop_at_end: bool,
+    ) -> PyResult<()> {
+        slf.get()
+            .job
+            .start(run_limits(limit, duration, stop_at_end)?)?;
+        super::pipelines::track(slf.as_any());
+        Ok(())
+    }
+
+    /// Stops a background run after a last checkpoint and returns the final counters.
+    /// Raises the error that ended the run, if one did.
+    fn stop(&self, py: Python<'_>) -> PyResult<PyAnalyticsStatus> {
+        self.job.stop(py)?;
+        Ok(self.snapshot())
+    }
+
+    /// Waits for a background run to end by itself. Returns False if ``timeout`` seconds
+    /// passed first. Raises the error that ended the run.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        self.job.wait(py, timeout)
+    }
+
+    /// The current counters (see ``AnalyticsStatus``).
+    fn status(&self) -> PyAnalyticsStatus {
+        self.snapshot()
+    }
+
+    /// Whether a background run is in progress.
+    #[getter(running)]
+    fn is_running(&self) -> bool {
+        self.job.running()
+    }
+
+    /// The indicator columns, in order (including those alert rules added).
+    #[getter]
+    fn indicator_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+
+    /// The latest closed windows (at most ``keep``), oldest first, as a Polars DataFrame.
+    fn windows(&self) -> PyResult<PyDataFrame> {
+        self.frame(Kind::Window)
+    }
+
+    /// The latest per-tick indicator values (at most ``keep``), as a Polars DataFrame.
+    fn indicators(&self) -> PyResult<PyDataFrame> {
+        self.frame(Kind::Indicators)
+    }
+
+    /// The latest alerts (at most ``keep``), as a Polars DataFrame.
+    fn alerts(&self) -> PyResult<PyDataFrame> {
+        self.frame(Kind::Alert)
+    }
+
+    /// The latest late ticks (at most ``keep``), as a Polars DataFrame.
+    fn late(&self) -> PyResult<PyDataFrame> {
+        self.frame(Kind::Late)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Stops a background run on leaving a ``with`` block.
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.job.stop(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        self.describe.clone()
+    }
+}
