@@ -20,11 +20,21 @@ Describe the lake in a catalog (like a Glue crawler) and query it with SQL (like
 
         stockstream.crawl("lake")
         stockstream.Lake("lake").sql("SELECT count(*) FROM stock_market")
+
+Compute per-symbol windows, indicators and alerts on the stream, on event time::
+
+        analytics = stockstream.Analytics(kafka.bootstrap_servers, "stock-market",
+                                          window="5m", indicators=["sma_20", "ema_50"],
+                                          alerts=["sma_20 crosses ema_50"],
+                                          windows_topic="bars-5m", alerts_topic="alerts")
+        analytics.start()                     # … analytics.windows(), analytics.alerts()
 """
 
 from pathlib import Path
 
 from stockstream._core import (
+    Analytics,
+    AnalyticsStatus,
     CrawlReport,
     EmbeddedKafka,
     Lake,
@@ -56,6 +66,8 @@ BUNDLED_CSV = Path(__file__).parent / "data" / "indexProcessed_synthetic.csv"
 """The bundled dataset: synthetic daily bars of 14 world indices in the tutorial's schema."""
 
 __all__ = [
+    "Analytics",
+    "AnalyticsStatus",
     "BUNDLED_CSV",
     "ConfigError",
     "CrawlReport",

@@ -3,12 +3,14 @@
 from collections.abc import Awaitable, Callable, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import final
+from typing import Any, final
 
 import polars
 
 __version__: str
 __all__ = [
+    "Analytics",
+    "AnalyticsStatus",
     "CrawlReport",
     "EmbeddedKafka",
     "Lake",
@@ -257,6 +259,105 @@ class LakeSink:
     @property
     def running(self) -> bool: ...
     def __enter__(self) -> LakeSink: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+@final
+class AnalyticsStatus:
+    """A snapshot of an analytics job's counters."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def consumed(self) -> int: ...
+    @property
+    def ticks(self) -> int: ...
+    @property
+    def late(self) -> int: ...
+    @property
+    def rejected(self) -> int: ...
+    @property
+    def windows(self) -> int: ...
+    @property
+    def indicators(self) -> int: ...
+    @property
+    def alerts(self) -> int: ...
+    @property
+    def buffered(self) -> int: ...
+    @property
+    def open_windows(self) -> int: ...
+    @property
+    def checkpoints(self) -> int: ...
+    @property
+    def lag(self) -> int | None: ...
+    @property
+    def assigned(self) -> list[int]: ...
+    @property
+    def watermarks(self) -> dict[int, str]: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def last_rejected(self) -> str | None: ...
+    def _repr_html_(self) -> str: ...
+
+@final
+class Analytics:
+    """Per-symbol, event-time analytics on a topic of stock ticks, as a consumer group member."""
+
+    def __new__(
+        cls,
+        bootstrap_servers: str,
+        topic: str,
+        group_id: str = "stockstream-analytics",
+        *,
+        window: str | float | None = None,
+        slide: str | float | None = None,
+        indicators: str | Sequence[str] | None = None,
+        alerts: str | Sequence[str] | None = None,
+        allowed_lateness: str | float | None = None,
+        idle_timeout: float = 10.0,
+        windows_topic: str | None = None,
+        indicators_topic: str | None = None,
+        alerts_topic: str | None = None,
+        late_topic: str | None = None,
+        state_topic: str | None = None,
+        checkpoint_interval: float = 2.0,
+        callback: Callable[[str, dict[str, Any]], object] | None = None,
+        callback_kinds: str | Sequence[str] | None = None,
+        keep: int = 10000,
+        symbol_field: str = "Index",
+        time_field: str = "Date",
+        price_field: str = "Close",
+        volume_field: str = "Volume",
+        connect_timeout: float = 10.0,
+        **config: _Config,
+    ) -> Analytics: ...
+    def run(
+        self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False
+    ) -> AnalyticsStatus: ...
+    def start(
+        self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False
+    ) -> None: ...
+    def stop(self) -> AnalyticsStatus: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+    def status(self) -> AnalyticsStatus: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def indicator_names(self) -> list[str]: ...
+    def windows(self) -> polars.DataFrame: ...
+    def indicators(self) -> polars.DataFrame: ...
+    def alerts(self) -> polars.DataFrame: ...
+    def late(self) -> polars.DataFrame: ...
+    def __enter__(self) -> Analytics: ...
     def __exit__(
         self,
         exc_type: type[BaseException] | None,

@@ -1,4 +1,4 @@
-"""The ``stockstream`` command line: broker, produce, sink, crawl, query and demo."""
+"""The ``stockstream`` command line: broker, produce, sink, analyze, crawl, query and demo."""
 
 import argparse
 import os
@@ -46,10 +46,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     """Produce ticks from a CSV file or the synthetic generator, with a progress line."""
-    bootstrap = args.bootstrap_servers or os.environ.get(BOOTSTRAP_ENV)
-    if not bootstrap:
-        raise SystemExit(f"stockstream produce: give -b HOST:PORT or set {BOOTSTRAP_ENV}")
-    producer = _core.Producer(bootstrap, args.topic, **_properties(args.property))
+    producer = _core.Producer(_bootstrap(args), args.topic, **_properties(args.property))
     if args.synthetic:
         source = _core.TickSource.synthetic(args.synthetic, seed=args.seed)
     else:
@@ -77,11 +74,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_sink(args: argparse.Namespace) -> int:
     """Land a topic in a lake, printing a status line, until a limit or Ctrl-C / SIGTERM."""
-    bootstrap = args.bootstrap_servers or os.environ.get(BOOTSTRAP_ENV)
-    if not bootstrap:
-        raise SystemExit(f"stockstream sink: give -b HOST:PORT or set {BOOTSTRAP_ENV}")
     sink = _core.LakeSink(
-        bootstrap,
+        _bootstrap(args),
         args.topic,
         args.group_id,
         args.lake,
@@ -100,21 +94,64 @@ def cmd_sink(args: argparse.Namespace) -> int:
         database=args.database,
         **_properties(args.property),
     )
+    return _run_until_stopped(sink, args, _status_line)
+
+
+def _bootstrap(args: argparse.Namespace) -> str:
+    bootstrap = args.bootstrap_servers or os.environ.get(BOOTSTRAP_ENV)
+    if not bootstrap:
+        raise SystemExit(f"stockstream {args.command}: give -b HOST:PORT or set {BOOTSTRAP_ENV}")
+    return bootstrap
+
+
+def _run_until_stopped(job, args: argparse.Namespace, status_line) -> int:
+    """Run ``job`` in the background with a status line until its limit or Ctrl-C / SIGTERM."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    sink.start(limit=args.limit, duration=args.duration, stop_at_end=args.stop_at_end)
-    print(f"{sink} started", file=sys.stderr, flush=True)
+    job.start(limit=args.limit, duration=args.duration, stop_at_end=args.stop_at_end)
+    print(f"{job} started", file=sys.stderr, flush=True)
     last = 0.0
-    while sink.running and not stop.wait(0.2):
+    while job.running and not stop.wait(0.2):
         if not args.quiet and time.monotonic() - last >= 1.0:
             last = time.monotonic()
-            print(f"\r{_status_line(sink.status())}", end="", file=sys.stderr, flush=True)
-    status = sink.stop()
+            print(f"\r{status_line(job.status())}", end="", file=sys.stderr, flush=True)
+    status = job.stop()
     if not args.quiet:
         print(file=sys.stderr)
     print(status)
     return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Compute windows, indicators and alerts on a topic; print alerts as they fire."""
+
+    def print_alert(kind: str, record: dict) -> None:
+        print(
+            f"\r{record['time']}  {record['symbol']:<10} {record['rule']}: "
+            f"{record['direction']} at {record['value']:.6g}",
+            flush=True,
+        )
+
+    analytics = _core.Analytics(
+        _bootstrap(args),
+        args.topic,
+        args.group_id,
+        window=args.window,
+        slide=args.slide,
+        indicators=args.indicator,
+        alerts=args.alert,
+        allowed_lateness=args.allowed_lateness,
+        idle_timeout=args.idle_timeout,
+        windows_topic=args.windows_topic,
+        indicators_topic=args.indicators_topic,
+        alerts_topic=args.alerts_topic,
+        late_topic=args.late_topic,
+        callback=print_alert,
+        callback_kinds=["alert"],
+        **_properties(args.property),
+    )
+    return _run_until_stopped(analytics, args, _analytics_line)
 
 
 def cmd_crawl(args: argparse.Namespace) -> int:
@@ -175,6 +212,14 @@ def _status_line(s: "_core.SinkStatus") -> str:
     )
 
 
+def _analytics_line(s: "_core.AnalyticsStatus") -> str:
+    lag = "?" if s.lag is None else f"{s.lag:,}"
+    return (
+        f"ticks {s.ticks:,}  windows {s.windows:,}  alerts {s.alerts:,}  late {s.late:,}  "
+        f"rejected {s.rejected:,}  lag {lag}  errors {s.errors}  [{s.state}]"
+    )
+
+
 def _bundled() -> str:
     from stockstream import BUNDLED_CSV
 
@@ -198,6 +243,15 @@ def _property_option(p: argparse.ArgumentParser, client: str) -> None:
         metavar="KEY=VALUE",
         help=f"librdkafka {client} property, e.g. -X security.protocol=SASL_SSL (repeatable)",
     )
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=int, help="stop after N messages")
+    p.add_argument("--duration", type=float, help="stop after N seconds")
+    p.add_argument(
+        "--stop-at-end", action="store_true", help="stop once the topic is read to its end"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no status line")
 
 
 def _aws_options(p: argparse.ArgumentParser) -> None:
@@ -260,14 +314,33 @@ def parser() -> argparse.ArgumentParser:
     sk.add_argument("--kafka-metadata", action="store_true", help="add _kafka_* columns")
     _aws_options(sk)
     _catalog_options(sk, default=None)
-    sk.add_argument("--limit", type=int, help="stop after N messages")
-    sk.add_argument("--duration", type=float, help="stop after N seconds")
-    sk.add_argument(
-        "--stop-at-end", action="store_true", help="stop once the topic is read to its end"
-    )
-    sk.add_argument("-q", "--quiet", action="store_true", help="no status line")
+    _run_options(sk)
     _property_option(sk, "consumer")
     sk.set_defaults(func=cmd_sink)
+
+    a = sub.add_parser("analyze", help="windows, indicators and alerts on a topic, on event time")
+    a.add_argument("-b", "--bootstrap-servers", help=f"host:port list (or ${BOOTSTRAP_ENV})")
+    a.add_argument("-t", "--topic", default="stock-market")
+    a.add_argument("-g", "--group-id", default="stockstream-analytics")
+    a.add_argument("--window", help="window length, e.g. 1m, 5m, 1d")
+    a.add_argument("--slide", help="hop between window starts (default: tumbling)")
+    a.add_argument(
+        "--indicator", action="append", help="sma_20, ema_12, sma_5m, volatility_20 (repeatable)"
+    )
+    a.add_argument(
+        "--alert",
+        action="append",
+        help='"price crosses 15000", "sma_5 crosses sma_20", "move 2%%" (repeatable)',
+    )
+    a.add_argument("--allowed-lateness", default="0s", help="e.g. 30s")
+    a.add_argument("--idle-timeout", type=float, default=10.0, help="seconds of quiet")
+    a.add_argument("--windows-topic", help="produce closed windows here")
+    a.add_argument("--indicators-topic", help="produce per-tick indicators here")
+    a.add_argument("--alerts-topic", help="produce alerts here")
+    a.add_argument("--late-topic", help="produce late ticks here")
+    _run_options(a)
+    _property_option(a, "client")
+    a.set_defaults(func=cmd_analyze)
 
     c = sub.add_parser("crawl", help="find tables, partitions and columns; update the catalog")
     c.add_argument("lake", nargs="?", default="lake", help="directory or s3://bucket/prefix")

@@ -295,7 +295,9 @@ impl Spec {
         out: &mut dyn FnMut(Output),
     ) {
         while sym.bars.front().is_some_and(|b| b.start + w.size <= until) {
-            let Some(open) = sym.bars.pop_front() else { break };
+            let Some(open) = sym.bars.pop_front() else {
+                break;
+            };
             let bar = open.close(symbol, w.size);
             for rule in &self.rules {
                 if let RuleKind::Move(pct) = rule.kind {
@@ -341,8 +343,12 @@ impl Spec {
                 missing.push(start);
                 start -= w.slide;
             }
-            sym.bars
-                .extend(missing.into_iter().rev().map(|s| OpenBar::new(s, tick.price)));
+            sym.bars.extend(
+                missing
+                    .into_iter()
+                    .rev()
+                    .map(|s| OpenBar::new(s, tick.price)),
+            );
             for bar in sym.bars.iter_mut() {
                 bar.add(tick.price, tick.volume);
             }
@@ -442,7 +448,12 @@ mod tests {
         let outs = feed(
             &spec,
             &mut st,
-            &[(10 * 1_000_000, 1.0), (70_000_000, 3.0), (50_000_000, 2.0), (200_000_000, 4.0)],
+            &[
+                (10 * 1_000_000, 1.0),
+                (70_000_000, 3.0),
+                (50_000_000, 2.0),
+                (200_000_000, 4.0),
+            ],
         );
         assert_eq!(bars(&outs), [(0, 1.0, 2.0, 2), (1, 3.0, 3.0, 1)]);
         assert!(!outs.iter().any(|o| matches!(o, Output::Late(_))));
@@ -471,11 +482,7 @@ mod tests {
     fn alerts_fire_on_crossings_and_moves() {
         let spec = spec("1m", None, 0, &["price crosses 2", "move 50%"]);
         let mut st = PartitionState::new(0, 0);
-        let mut outs = feed(
-            &spec,
-            &mut st,
-            &[(0, 1.0), (1, 2.5), (2, 1.5), (MIN, 1.0)],
-        );
+        let mut outs = feed(&spec, &mut st, &[(0, 1.0), (1, 2.5), (2, 1.5), (MIN, 1.0)]);
         spec.flush(&mut st, &mut |o| outs.push(o));
         let alerts: Vec<(&str, &str)> = outs
             .iter()

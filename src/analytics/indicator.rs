@@ -10,15 +10,30 @@ use super::spec::{IndicatorKind, Span};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum IndicatorState {
     /// `rolling_mean(n)`: null until n ticks.
-    SmaTicks { n: usize, prices: VecDeque<f64>, sum: f64 },
+    SmaTicks {
+        n: usize,
+        prices: VecDeque<f64>,
+        sum: f64,
+    },
     /// `rolling_mean_by(time, span)`: the ticks in (t - span, t].
-    SmaSpan { span: i64, ticks: VecDeque<(i64, f64)>, sum: f64 },
+    SmaSpan {
+        span: i64,
+        ticks: VecDeque<(i64, f64)>,
+        sum: f64,
+    },
     /// `ewm_mean(span=n, adjust=False)`.
     EmaTicks { alpha: f64, value: Option<f64> },
     /// `ewm_mean_by(time, half_life=span)`.
-    EmaSpan { half_life: i64, last: Option<(i64, f64)> },
+    EmaSpan {
+        half_life: i64,
+        last: Option<(i64, f64)>,
+    },
     /// `pct_change().rolling_std(n)`: null until n returns.
-    Volatility { n: usize, returns: VecDeque<f64>, last_price: Option<f64> },
+    Volatility {
+        n: usize,
+        returns: VecDeque<f64>,
+        last_price: Option<f64>,
+    },
 }
 
 impl IndicatorState {

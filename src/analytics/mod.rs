@@ -27,8 +27,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::producer::{BaseProducer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
@@ -182,7 +182,8 @@ impl Emitter {
         if let Some((kinds, callback)) = &mut self.callback {
             if kinds.contains(&kind) {
                 if let Err(e) = callback(&output, &self.names) {
-                    self.status.error(format!("the {} callback failed: {e}", kind.name()));
+                    self.status
+                        .error(format!("the {} callback failed: {e}", kind.name()));
                 }
             }
         }
@@ -199,7 +200,10 @@ impl Emitter {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((e, _)) => {
-                    self.producer.context().failed.fetch_add(1, Ordering::Relaxed);
+                    self.producer
+                        .context()
+                        .failed
+                        .fetch_add(1, Ordering::Relaxed);
                     self.status
                         .error(format!("cannot produce to {topic:?}: {e}"));
                     return;
@@ -464,6 +468,7 @@ impl Analytics {
     /// Makes the outputs so far durable, saves the changed partitions' state, then commits
     /// the offsets that state covers.
     fn checkpoint(&mut self) -> Result<()> {
+        self.work.update_gauges();
         let tpl = self.work.save_state()?;
         if tpl.count() > 0 {
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
@@ -477,7 +482,6 @@ impl Analytics {
 }
 
 impl Work {
-
     /// One message: decoded, then handed to its partition's state.
     fn take(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
         self.at_end.remove(&partition);
@@ -523,8 +527,6 @@ impl Work {
         for p in self.seen.drain() {
             self.last_seen.insert(p, now);
         }
-        let mut watermarks = Vec::with_capacity(self.states.len());
-        let (mut buffered, mut open) = (0, 0);
         for (p, state) in self.states.iter_mut() {
             let quiet = self
                 .last_seen
@@ -535,13 +537,19 @@ impl Work {
                 self.config.spec.flush(state, &mut |o| emitter.emit(o));
                 self.dirty.insert(*p);
             }
-            buffered += state.buffered() as u64;
-            open += state.open_windows() as u64;
-            if let Some(wm) = state.watermark() {
-                watermarks.push((*p, wm));
-            }
         }
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        let mut watermarks: Vec<(i32, i64)> = self
+            .states
+            .iter()
+            .filter_map(|(p, s)| s.watermark().map(|wm| (*p, wm)))
+            .collect();
         watermarks.sort_unstable();
+        let buffered = self.states.values().map(|s| s.buffered() as u64).sum();
+        let open = self.states.values().map(|s| s.open_windows() as u64).sum();
         self.status.buffered.store(buffered, Ordering::Relaxed);
         self.status.open_windows.store(open, Ordering::Relaxed);
         self.status.set_watermarks(watermarks);
@@ -630,8 +638,11 @@ impl Work {
             };
             let body = serde_json::to_vec(state)
                 .map_err(|e| Error::Io(format!("cannot encode the state of partition {p}: {e}")))?;
-            self.emitter
-                .send(&self.config.state_topic, self.snapshot_key(p).as_bytes(), &body);
+            self.emitter.send(
+                &self.config.state_topic,
+                self.snapshot_key(p).as_bytes(),
+                &body,
+            );
             tpl.add_partition_offset(&self.config.topic, p, Offset::Offset(state.next_offset))
                 .map_err(|e| Error::Kafka(format!("bad offset: {e}")))?;
         }
@@ -651,27 +662,48 @@ impl Work {
 }
 
 /// Creates topics that do not exist yet, with the broker's default partitions; compacted
-/// ones keep only the latest record per key. The embedded cluster creates them on first use.
+/// ones keep only the latest record per key. The embedded cluster, whose admin API cannot
+/// create topics, creates them on first use instead.
 fn create_topics(kafka: &KafkaConfig, topics: &[(&str, bool)], timeout: Duration) -> Result<()> {
     let producer: BaseProducer = kafka
         .client_config(&[])
         .create()
         .map_err(|e| kafka.creation_error(e))?;
-    if crate::embedded::is_embedded(&kafka.bootstrap_servers) {
-        for (name, _) in topics {
-            // A producer's metadata request creates the topic.
+    let existing = producer
+        .client()
+        .fetch_metadata(None, timeout)
+        .map_err(|e| Error::Kafka(format!("cannot list topics: {e}")))?;
+    let missing: Vec<(&str, bool)> = topics
+        .iter()
+        .filter(|(name, _)| {
+            !existing
+                .topics()
+                .iter()
+                .any(|t| t.name() == *name && t.error().is_none())
+        })
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let auto_create = || -> Result<()> {
+        for (name, _) in &missing {
+            // A producer's metadata request for a topic creates it where brokers allow.
             producer
                 .client()
                 .fetch_metadata(Some(name), timeout)
                 .map_err(|e| Error::Kafka(format!("cannot create topic {name:?}: {e}")))?;
         }
-        return Ok(());
+        Ok(())
+    };
+    if crate::embedded::is_embedded(&kafka.bootstrap_servers) {
+        return auto_create();
     }
     let admin: AdminClient<DefaultClientContext> = kafka
         .client_config(&[])
         .create()
         .map_err(|e| kafka.creation_error(e))?;
-    let new: Vec<NewTopic> = topics
+    let new: Vec<NewTopic> = missing
         .iter()
         .map(|(name, compact)| {
             let partitions = if *compact { 1 } else { -1 };
@@ -683,15 +715,26 @@ fn create_topics(kafka: &KafkaConfig, topics: &[(&str, bool)], timeout: Duration
             }
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(timeout));
-    let results = crate::aws::runtime("kafka-admin")?
-        .block_on(admin.create_topics(&new, &options))
-        .map_err(|e| Error::Kafka(format!("cannot create topics: {e}")))?;
+    let wait = Some(timeout.min(Duration::from_secs(5)));
+    let options = AdminOptions::new()
+        .operation_timeout(wait)
+        .request_timeout(wait);
+    let results =
+        match crate::aws::runtime("kafka-admin")?.block_on(admin.create_topics(&new, &options)) {
+            Ok(results) => results,
+            // An embedded cluster in another process does not answer CreateTopics.
+            Err(KafkaError::AdminOp(
+                RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut,
+            )) => return auto_create(),
+            Err(e) => return Err(Error::Kafka(format!("cannot create topics: {e}"))),
+        };
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(Error::Kafka(format!("cannot create topic {name:?}: {code}")))
+                return Err(Error::Kafka(format!(
+                    "cannot create topic {name:?}: {code}"
+                )))
             }
         }
     }

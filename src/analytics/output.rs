@@ -243,7 +243,11 @@ impl Kind {
 }
 
 /// Outputs of one kind as a frame: one column per field, times as UTC datetimes.
-pub fn frame(kind: Kind, outputs: &[Output], indicator_names: &[String]) -> PolarsResult<DataFrame> {
+pub fn frame(
+    kind: Kind,
+    outputs: &[Output],
+    indicator_names: &[String],
+) -> PolarsResult<DataFrame> {
     let example = kind.example(indicator_names.len());
     let rows: Vec<Vec<(&str, Value)>> = outputs
         .iter()

@@ -16,7 +16,7 @@ const MICROS_PER_UNIT: [(&str, i64); 7] = [
     ("w", 7 * 86_400_000_000),
 ];
 
-/// Parses `"500ms"`, `"30s"`, `"1m"`, `"1h30m"`, `"1d"` to microseconds (positive).
+/// Parses `"500ms"`, `"30s"`, `"1m"`, `"1h30m"`, `"1d"`, `"0s"` to microseconds.
 pub fn parse_duration(text: &str) -> Result<i64> {
     let bad = || {
         Error::Config(format!(
@@ -48,9 +48,6 @@ pub fn parse_duration(text: &str) -> Result<i64> {
             .ok_or_else(bad)?;
         rest = &rest[unit_len..];
     }
-    if total <= 0 {
-        return Err(bad());
-    }
     Ok(total)
 }
 
@@ -64,9 +61,14 @@ pub enum Span {
 impl Span {
     fn parse(text: &str) -> Result<Self> {
         match text.parse::<usize>() {
-            Ok(0) => Err(Error::Config(format!("{text:?}: a tick count must be positive"))),
+            Ok(0) => Err(Error::Config(format!(
+                "{text:?}: a tick count must be positive"
+            ))),
             Ok(n) => Ok(Span::Ticks(n)),
-            Err(_) => parse_duration(text).map(Span::Micros),
+            Err(_) => match parse_duration(text)? {
+                0 => Err(Error::Config(format!("{text:?}: a span must be positive"))),
+                micros => Ok(Span::Micros(micros)),
+            },
         }
     }
 }
@@ -121,6 +123,11 @@ pub struct WindowSpec {
 impl WindowSpec {
     pub fn new(size: i64, slide: Option<i64>) -> Result<Self> {
         let slide = slide.unwrap_or(size);
+        if size <= 0 || slide <= 0 {
+            return Err(Error::Config(
+                "the window and its slide must be positive durations".into(),
+            ));
+        }
         if slide > size {
             return Err(Error::Config(
                 "the window slide may not be longer than the window: gaps would drop ticks".into(),
@@ -251,7 +258,9 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), 60_000_000);
         assert_eq!(parse_duration("1h30m").unwrap(), 5_400_000_000);
         assert_eq!(parse_duration("250ms").unwrap(), 250_000);
-        for bad in ["", "1", "m", "1y", "-1s", "0s", "1.5m"] {
+        assert_eq!(parse_duration("0s").unwrap(), 0);
+        assert!(WindowSpec::new(0, None).is_err());
+        for bad in ["", "1", "m", "1y", "-1s", "1.5m"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
@@ -270,7 +279,14 @@ mod tests {
             Indicator::parse("volatility_20").unwrap().kind,
             IndicatorKind::Volatility(20)
         );
-        for bad in ["sma", "sma_0", "wma_3", "volatility_1m", "volatility_1"] {
+        for bad in [
+            "sma",
+            "sma_0",
+            "ema_0s",
+            "wma_3",
+            "volatility_1m",
+            "volatility_1",
+        ] {
             assert!(Indicator::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -279,12 +295,20 @@ mod tests {
     fn rules() {
         let r = Rule::parse("price  crosses 15000 for NYA, IXIC").unwrap();
         assert_eq!(r.text, "price crosses 15000 for NYA,IXIC");
-        assert_eq!(r.kind, RuleKind::Crosses(Operand::Price, Operand::Level(15000.0)));
+        assert_eq!(
+            r.kind,
+            RuleKind::Crosses(Operand::Price, Operand::Level(15000.0))
+        );
         assert!(r.applies_to("IXIC") && !r.applies_to("HSI"));
         let r = Rule::parse("sma_5 crosses ema_20").unwrap();
         assert_eq!(r.indicators(), ["sma_5", "ema_20"]);
         assert_eq!(Rule::parse("move > 2%").unwrap().kind, RuleKind::Move(2.0));
-        for bad in ["price above 3", "15000 crosses price", "move -2%", "sma_x crosses 3"] {
+        for bad in [
+            "price above 3",
+            "15000 crosses price",
+            "move -2%",
+            "sma_x crosses 3",
+        ] {
             assert!(Rule::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -36,9 +36,8 @@ impl TickFields {
             other => return Err(wrong(&self.symbol, other, "a symbol string")),
         };
         let time = match record.get(&self.time) {
-            Some(Scalar::Str(s)) => {
-                parse_micros(s).ok_or_else(|| format!("{:?} is not a date or time: {s:?}", self.time))?
-            }
+            Some(Scalar::Str(s)) => parse_micros(s)
+                .ok_or_else(|| format!("{:?} is not a date or time: {s:?}", self.time))?,
             // Numbers are Unix epoch milliseconds, as Kafka timestamps are.
             Some(Scalar::Int(ms)) => ms.saturating_mul(1000),
             other => return Err(wrong(&self.time, other, "a date/time string")),
@@ -97,10 +96,22 @@ mod tests {
         let f = TickFields::default();
         let cases: [(&[u8], &str); 5] = [
             (b"nope", "not valid JSON"),
-            (br#"{"Date":"2021-01-01","Close":1,"Volume":1}"#, "no \"Index\" field"),
-            (br#"{"Index":"A","Date":"soon","Close":1,"Volume":1}"#, "not a date"),
-            (br#"{"Index":"A","Date":"2021-01-01","Close":"x","Volume":1}"#, "\"Close\" is a string"),
-            (br#"{"Index":"A","Date":"2021-01-01","Close":1}"#, "no \"Volume\""),
+            (
+                br#"{"Date":"2021-01-01","Close":1,"Volume":1}"#,
+                "no \"Index\" field",
+            ),
+            (
+                br#"{"Index":"A","Date":"soon","Close":1,"Volume":1}"#,
+                "not a date",
+            ),
+            (
+                br#"{"Index":"A","Date":"2021-01-01","Close":"x","Volume":1}"#,
+                "\"Close\" is a string",
+            ),
+            (
+                br#"{"Index":"A","Date":"2021-01-01","Close":1}"#,
+                "no \"Volume\"",
+            ),
         ];
         for (input, expected) in cases {
             let err = f.decode(Some(input), 0).unwrap_err();

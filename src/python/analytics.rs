@@ -181,8 +181,8 @@ impl PyAnalyticsStatus {
 ///         ``callback_kinds`` (default windows and alerts); exceptions are counted as errors.
 ///     keep: how many recent outputs of each kind ``windows()`` etc. return (10,000).
 ///     symbol_field, time_field, price_field, volume_field: the input fields (the
-///         tutorial's ``Index``, ``Date``, ``Close``, ``Volume``); volume_field=None if
-///         ticks carry no volume.
+///         tutorial's ``Index``, ``Date``, ``Close``, ``Volume``); ``volume_field=""`` if
+///         ticks carry no volume (VWAP is then empty).
 ///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
 ///     **config: any librdkafka property (``session_timeout_ms=6000``, SASL/SSL…).
 ///
@@ -205,11 +205,16 @@ fn event_duration(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
         return Ok(parse_duration(&value.extract::<String>()?)?);
     }
     let secs: f64 = value.extract().map_err(|_| {
-        Error::Config(format!("{name} must be a duration such as \"1m\" or a number of seconds"))
+        Error::Config(format!(
+            "{name} must be a duration such as \"1m\" or a number of seconds"
+        ))
     })?;
     let micros = (secs * 1e6).round();
     if !(micros >= 0.0 && micros < i64::MAX as f64) {
-        return Err(Error::Config(format!("{name} must be a non-negative duration, got {secs}")).into());
+        return Err(Error::Config(format!(
+            "{name} must be a non-negative duration, got {secs}"
+        ))
+        .into());
     }
     Ok(micros as i64)
 }
@@ -287,7 +292,7 @@ impl PyAnalytics {
         windows_topic=None, indicators_topic=None, alerts_topic=None, late_topic=None,
         state_topic=None, checkpoint_interval=2.0, callback=None, callback_kinds=None,
         keep=10_000, symbol_field="Index", time_field="Date", price_field="Close",
-        volume_field=Some("Volume".to_string()), connect_timeout=10.0, **config
+        volume_field="Volume", connect_timeout=10.0, **config
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -313,7 +318,7 @@ impl PyAnalytics {
         symbol_field: &str,
         time_field: &str,
         price_field: &str,
-        volume_field: Option<String>,
+        volume_field: &str,
         connect_timeout: f64,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -347,7 +352,7 @@ impl PyAnalytics {
             symbol: symbol_field.to_string(),
             time: time_field.to_string(),
             price: price_field.to_string(),
-            volume: volume_field,
+            volume: (!volume_field.is_empty()).then(|| volume_field.to_string()),
         };
         cfg.idle_timeout = seconds("idle_timeout", idle_timeout)?;
         cfg.checkpoint_interval = seconds("checkpoint_interval", checkpoint_interval)?;

@@ -1,0 +1,414 @@
+"""Real-time analytics against real brokers, checked with an independent Polars computation.
+
+Every expected value below comes from Polars (``group_by_dynamic``, ``rolling_*``,
+``ewm_mean*``) over the same ticks the test produced, never from stockstream itself.
+"""
+
+import json
+import random
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta
+
+import polars as pl
+import pytest
+from confluent_kafka import Producer as CkProducer
+from polars.testing import assert_frame_equal
+
+import stockstream as ss
+
+SYMBOLS = ["NYA", "IXIC", "N225"]
+BASE = datetime(2021, 3, 1, 9, 30)
+FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def make_ticks(n_per_symbol=300, step=7, seed=1):
+    """Ticks of three symbols every ``step`` seconds (jittered, distinct times), time-sorted."""
+    rng = random.Random(seed)
+    ticks = []
+    for k, symbol in enumerate(SYMBOLS):
+        price = 100.0 * (k + 1)
+        for i in range(n_per_symbol):
+            price *= 1 + rng.gauss(0, 0.004)
+            t = BASE + timedelta(seconds=i * step + k + rng.random() * 0.5)
+            ticks.append(
+                {
+                    "Index": symbol,
+                    "Date": t.strftime(FORMAT) + f".{t.microsecond:06d}",
+                    "Close": round(price, 4),
+                    "Volume": rng.randint(1, 1000),
+                }
+            )
+    ticks.sort(key=lambda r: r["Date"])
+    return ticks
+
+
+def shuffle_in_blocks(ticks, block, seed=2):
+    """Out of order, but never by more than ``block`` neighbours."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(0, len(ticks), block):
+        chunk = ticks[i : i + block]
+        rng.shuffle(chunk)
+        out.extend(chunk)
+    return out
+
+
+def produce(bootstrap, topic, records):
+    """Each record as JSON keyed by symbol (bytes are sent as they are)."""
+    p = CkProducer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    for r in records:
+        value = r if isinstance(r, bytes) else json.dumps(r).encode()
+        key = b"BAD" if isinstance(r, bytes) else r["Index"].encode()
+        p.produce(topic, value, key=key)
+    assert p.flush(30) == 0
+
+
+def frame_of(ticks):
+    return pl.DataFrame(ticks).with_columns(
+        pl.col("Date").str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us"),
+        pl.col("Close").cast(pl.Float64),
+        pl.col("Volume").cast(pl.Float64),
+    )
+
+
+def expected_windows(ticks, every="1m", period=None):
+    df = frame_of(ticks).sort("Index", "Date")
+    bars = (
+        df.group_by_dynamic(
+            "Date", every=every, period=period or every, group_by="Index", closed="left"
+        )
+        .agg(
+            open=pl.col("Close").first(),
+            high=pl.col("Close").max(),
+            low=pl.col("Close").min(),
+            close=pl.col("Close").last(),
+            volume=pl.col("Volume").sum(),
+            vwap=(pl.col("Close") * pl.col("Volume")).sum() / pl.col("Volume").sum(),
+            count=pl.len().cast(pl.Int64),
+        )
+        .rename({"Index": "symbol", "Date": "window_start"})
+    )
+    return bars.with_columns(change_pct=(pl.col("close") / pl.col("open") - 1) * 100)
+
+
+def windows_of(frame):
+    return frame.drop("window_end").sort("symbol", "window_start")
+
+
+def analytics(bootstrap, topic, **options):
+    options.setdefault("idle_timeout", 0.5)
+    options.setdefault("keep", 100_000)
+    return ss.Analytics(bootstrap, topic, f"a-{uuid.uuid4().hex[:8]}", **options)
+
+
+@pytest.fixture
+def fresh_topic(broker):
+    name = f"an-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(name, 4)
+    return name
+
+
+def test_out_of_order_windows_and_indicators_match_polars(kafka, topic):
+    ticks = make_ticks()
+    produce(kafka.bootstrap_servers, topic, shuffle_in_blocks(ticks, 6))
+    a = analytics(
+        kafka.bootstrap_servers,
+        topic,
+        window="1m",
+        allowed_lateness="30s",
+        indicators=["sma_20", "ema_10", "sma_5m", "ema_2m", "volatility_20"],
+    )
+    status = a.run(stop_at_end=True)
+    assert (status.ticks, status.late, status.rejected) == (len(ticks), 0, 0)
+
+    got = windows_of(a.windows())
+    assert_frame_equal(got, expected_windows(ticks).sort("symbol", "window_start"), rel_tol=1e-9)
+    assert status.windows == got.height
+
+    df = frame_of(ticks).sort("Index", "Date")
+    price = pl.col("Close")
+    want = df.select(
+        symbol=pl.col("Index"),
+        time=pl.col("Date"),
+        price=price,
+        sma_20=price.rolling_mean(20).over("Index"),
+        ema_10=price.ewm_mean(span=10, adjust=False).over("Index"),
+        sma_5m=price.rolling_mean_by("Date", "5m").over("Index"),
+        ema_2m=price.ewm_mean_by("Date", half_life="2m").over("Index"),
+        volatility_20=price.pct_change().rolling_std(20).over("Index"),
+    )
+    got = a.indicators().sort("symbol", "time")
+    assert_frame_equal(got, want, rel_tol=1e-9)
+
+
+def test_hopping_windows_match_polars(kafka, topic):
+    ticks = make_ticks(n_per_symbol=120)
+    produce(kafka.bootstrap_servers, topic, ticks)
+    a = analytics(kafka.bootstrap_servers, topic, window="1m", slide="20s")
+    a.run(stop_at_end=True)
+    got = windows_of(a.windows())
+    want = expected_windows(ticks, every="20s", period="1m")
+    # Polars starts at the first tick's 20 s boundary; stockstream also emits the two
+    # windows that began before it and already hold that tick.
+    first = frame_of(ticks).group_by("Index").agg(pl.col("Date").min().dt.truncate("20s"))
+    got = (
+        got.join(first, left_on="symbol", right_on="Index")
+        .filter(pl.col("window_start") >= pl.col("Date"))
+        .drop("Date")
+    )
+    assert got.height > 0
+    assert_frame_equal(got, want.sort("symbol", "window_start"), rel_tol=1e-9)
+
+
+def test_late_ticks_go_to_the_side_output_and_change_nothing(kafka, topic):
+    ticks = make_ticks(n_per_symbol=100)
+    # Ten minutes behind the end of the stream: far beyond the 10 s allowed lateness.
+    late = [dict(t, Close=1e9) for t in ticks[:5]]
+    late_topic = f"{topic}-late"
+    produce(kafka.bootstrap_servers, topic, ticks + late)
+    a = analytics(
+        kafka.bootstrap_servers,
+        topic,
+        window="1m",
+        allowed_lateness="10s",
+        late_topic=late_topic,
+    )
+    status = a.run(stop_at_end=True)
+    assert status.late == 5
+    assert status.ticks == len(ticks) + 5
+    assert_frame_equal(
+        windows_of(a.windows()), expected_windows(ticks).sort("symbol", "window_start")
+    )
+    side = a.late().sort("time")
+    assert side["price"].to_list() == [1e9] * 5
+    assert side["time"].to_list() == frame_of(late).sort("Date")["Date"].to_list()
+    assert (side["time"] < side["watermark"]).all()
+    records = [json.loads(v) for v in ss.read_topic(kafka.bootstrap_servers, late_topic)["value"]]
+    assert sorted(r["offset"] for r in records) == sorted(side["offset"].to_list())
+
+
+def test_idle_timeout_emits_the_last_window_of_a_quiet_stream(kafka, topic):
+    # One minute of ticks, then nothing: no later tick will ever move the watermark on.
+    ticks = [t for t in make_ticks(n_per_symbol=8) if t["Date"] < "2021-03-01 09:31"]
+    produce(kafka.bootstrap_servers, topic, ticks)
+    patient = analytics(kafka.bootstrap_servers, topic, window="1m", idle_timeout=60)
+    patient.start()
+    time.sleep(4)
+    assert patient.status().open_windows == len(SYMBOLS)
+    assert patient.windows().height == 0
+    patient.stop()
+
+    quick = analytics(kafka.bootstrap_servers, topic, window="1m", idle_timeout=1)
+    quick.start()
+    deadline = time.monotonic() + 20
+    while quick.windows().height < len(SYMBOLS) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert quick.running, "the windows came from the idle timeout, not from stopping"
+    quick.stop()
+    assert_frame_equal(
+        windows_of(quick.windows()), expected_windows(ticks).sort("symbol", "window_start")
+    )
+
+
+def test_restart_resumes_open_windows_without_repeats(broker, fresh_topic):
+    ticks = make_ticks(n_per_symbol=200)
+    produce(broker.bootstrap_servers, fresh_topic, ticks)
+    out = f"{fresh_topic}-bars"
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    options = dict(window="1m", indicators=["sma_5"], windows_topic=out, idle_timeout=0.5)
+
+    first = ss.Analytics(broker.bootstrap_servers, fresh_topic, group, **options)
+    s1 = first.run(limit=len(ticks) // 2)
+    assert s1.consumed == len(ticks) // 2 and s1.open_windows > 0
+    del first
+    second = ss.Analytics(broker.bootstrap_servers, fresh_topic, group, **options)
+    s2 = second.run(stop_at_end=True)
+    # The second member starts where the first checkpointed, with its open windows.
+    assert s1.consumed + s2.consumed == len(ticks)
+    assert s1.windows > 0 and s2.windows > 0
+
+    landed = ss.read_topic(broker.bootstrap_servers, out)
+    bars = pl.DataFrame([json.loads(v) for v in landed["value"]]).with_columns(
+        pl.col("window_start").str.to_datetime(time_unit="us"),
+        pl.col("count").cast(pl.Int64),
+    )
+    assert landed["key"].to_list() == bars["symbol"].to_list()
+    assert bars.height == s1.windows + s2.windows
+    assert_frame_equal(
+        windows_of(bars), expected_windows(ticks).sort("symbol", "window_start"), rel_tol=1e-9
+    )
+
+
+def test_crash_loses_no_window_and_repeats_only_identical_ones(kafka, topic, tmp_path):
+    ticks = make_ticks(n_per_symbol=400)
+    produce(kafka.bootstrap_servers, topic, ticks)
+    out, group = f"{topic}-bars", f"g-{uuid.uuid4().hex[:8]}"
+    options = dict(window="1m", windows_topic=out, checkpoint_interval=0.2)
+    # A process that dies mid-stream, at its 60th window (os._exit: no final checkpoint,
+    # no clean leave; windows produced but not yet flushed are lost with it).
+    script = tmp_path / "crash.py"
+    script.write_text(
+        "import os, stockstream as ss\n"
+        "seen = []\n"
+        "def die_at_60(kind, record):\n"
+        "    seen.append(record)\n"
+        "    if len(seen) == 60: os._exit(9)\n"
+        f"a = ss.Analytics({kafka.bootstrap_servers!r}, {topic!r}, {group!r}, "
+        f"callback=die_at_60, **{options!r})\n"
+        "a.run()\n"
+    )
+    # The embedded broker lives in this process; the crashing member connects to it.
+    proc = subprocess.run([sys.executable, str(script)], timeout=60)
+    assert proc.returncode == 9
+    survivor = ss.Analytics(kafka.bootstrap_servers, topic, group, idle_timeout=0.5, **options)
+    survivor.run(stop_at_end=True)
+    bars = pl.DataFrame(
+        [json.loads(v) for v in ss.read_topic(kafka.bootstrap_servers, out)["value"]]
+    ).with_columns(
+        pl.col("window_start").str.to_datetime(time_unit="us"), pl.col("count").cast(pl.Int64)
+    )
+    unique = bars.unique(maintain_order=True)
+    # Repeats are whole, identical records, from after the last checkpoint only.
+    assert unique.select("symbol", "window_start").is_duplicated().sum() == 0
+    assert_frame_equal(
+        windows_of(unique), expected_windows(ticks).sort("symbol", "window_start"), rel_tol=1e-9
+    )
+
+
+def test_alerts_match_an_independent_computation(kafka, topic):
+    ticks = make_ticks(n_per_symbol=300)
+    produce(kafka.bootstrap_servers, topic, ticks)
+    rules = ["price crosses 200 for IXIC", "sma_5 crosses sma_20", "move 0.5%"]
+    seen = []
+    a = analytics(
+        kafka.bootstrap_servers,
+        topic,
+        window="1m",
+        alerts=rules,
+        alerts_topic=f"{topic}-alerts",
+        callback=lambda kind, record: seen.append((kind, record)),
+    )
+    a.run(stop_at_end=True)
+    got = a.alerts()
+
+    df = frame_of(ticks).sort("Index", "Date")
+    side = lambda diff: (diff >= 0).cast(pl.Int8)  # noqa: E731
+    flips = lambda d: d.filter(side(pl.col("d")).diff().over("Index").fill_null(0) != 0)  # noqa: E731
+    price_cross = flips(df.filter(pl.col("Index") == "IXIC").with_columns(d=pl.col("Close") - 200))
+    sma = df.with_columns(
+        fast=pl.col("Close").rolling_mean(5).over("Index"),
+        slow=pl.col("Close").rolling_mean(20).over("Index"),
+    ).drop_nulls("slow")
+    ma_cross = flips(sma.with_columns(d=pl.col("fast") - pl.col("slow")))
+    bars = expected_windows(ticks)
+    moves = bars.filter(pl.col("change_pct").abs() >= 0.5)
+
+    def times(rule):
+        return sorted(got.filter(pl.col("rule") == rule)["time"].to_list())
+
+    assert price_cross.height > 0 and ma_cross.height > 0 and moves.height > 0
+    assert times(rules[0]) == sorted(price_cross["Date"].to_list())
+    assert times(rules[1]) == sorted(ma_cross["Date"].to_list())
+    assert times(rules[2]) == sorted(
+        moves.select(pl.col("window_start") + pl.duration(minutes=1))["window_start"].to_list()
+    )
+    # The callback saw every alert and window, as plain records.
+    kinds = [k for k, _ in seen]
+    assert kinds.count("alert") == got.height and kinds.count("window") == bars.height
+    alert = next(r for k, r in seen if k == "alert")
+    assert set(alert) == {"symbol", "rule", "time", "value", "direction"}
+
+
+def test_bad_records_are_skipped_and_counted(kafka, topic):
+    ticks = make_ticks(n_per_symbol=50)
+    bad = [
+        b"not json",
+        json.dumps({"Index": "NYA", "Date": "2021-03-01 09:30:01", "Volume": 1}).encode(),
+        json.dumps({"Index": "NYA", "Date": "soon", "Close": 1, "Volume": 1}).encode(),
+        json.dumps(
+            {"Index": "NYA", "Date": "2021-03-01 09:30:01", "Close": "1", "Volume": 1}
+        ).encode(),
+    ]
+    produce(kafka.bootstrap_servers, topic, ticks[:10] + bad + ticks[10:])
+    a = analytics(kafka.bootstrap_servers, topic, window="1m")
+    status = a.run(stop_at_end=True)
+    assert status.rejected == len(bad)
+    assert status.ticks == len(ticks)
+    assert f"{topic}[" in status.last_rejected and '"Close" is a string' in status.last_rejected
+    assert_frame_equal(
+        windows_of(a.windows()), expected_windows(ticks).sort("symbol", "window_start")
+    )
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(window="1x"), "duration"),
+        (dict(window="1m", slide="2m"), "slide"),
+        (dict(indicators=["wma_3"]), "indicator"),
+        (dict(alerts=["price above 3"]), "alert rule"),
+        (dict(alerts=["move 2%"]), "needs a window"),
+        (dict(callback=print, callback_kinds=["bars"]), "callback kind"),
+    ],
+)
+def test_bad_options_are_config_errors(kafka, topic, options, message):
+    with pytest.raises(ss.ConfigError, match=message):
+        ss.Analytics(kafka.bootstrap_servers, topic, **options)
+
+
+def test_missing_topic_and_unreachable_broker(kafka):
+    with pytest.raises(ss.NotFoundError, match="does not exist"):
+        ss.Analytics(kafka.bootstrap_servers, "no-such-topic", window="1m")
+    with pytest.raises(ss.KafkaError, match="cannot reach Kafka"):
+        ss.Analytics("127.0.0.1:1", "t", window="1m", connect_timeout=1)
+
+
+def test_windows_topic_lands_in_the_lake_and_queries(kafka, topic, tmp_path):
+    ticks = make_ticks(n_per_symbol=100)
+    produce(kafka.bootstrap_servers, topic, ticks)
+    bars_topic = f"{topic}-bars"
+    a = analytics(kafka.bootstrap_servers, topic, window="1m", windows_topic=bars_topic)
+    a.run(stop_at_end=True)
+    lake = tmp_path / "lake"
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers,
+        bars_topic,
+        f"s-{uuid.uuid4().hex[:8]}",
+        str(lake),
+        table="bars",
+        symbol_field="symbol",
+        time_field="window_start",
+        columns={"open": "float", "close": "float", "volume": "float", "count": "int"},
+        catalog="local",
+    )
+    sink.run(stop_at_end=True)
+    got = ss.Lake(str(lake)).sql(
+        "SELECT symbol, count(*) AS n, sum(volume) AS volume FROM bars GROUP BY symbol ORDER BY symbol"
+    )
+    want = (
+        expected_windows(ticks)
+        .group_by("symbol")
+        .agg(n=pl.len().cast(got["n"].dtype), volume=pl.col("volume").sum())
+        .sort("symbol")
+    )
+    assert_frame_equal(got, want)
+
+
+def test_cli_prints_alerts(kafka, topic):
+    ticks = make_ticks(n_per_symbol=100)
+    produce(kafka.bootstrap_servers, topic, ticks)
+    out = subprocess.run(
+        [sys.executable, "-m", "stockstream", "analyze", "-b", kafka.bootstrap_servers,
+         "-t", topic, "-g", f"cli-{uuid.uuid4().hex[:6]}", "--window", "1m",
+         "--alert", "price crosses 200 for IXIC", "--idle-timeout", "0.5", "--stop-at-end", "-q"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    alerts = [line for line in out.stdout.splitlines() if "price crosses 200" in line]
+    df = frame_of(ticks).filter(pl.col("Index") == "IXIC").sort("Date")
+    crossings = ((df["Close"] >= 200).cast(pl.Int8).diff().fill_null(0) != 0).sum()
+    assert len(alerts) == crossings > 0
+    assert "AnalyticsStatus(state=stopped" in out.stdout
