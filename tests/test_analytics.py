@@ -386,7 +386,8 @@ def test_windows_topic_lands_in_the_lake_and_queries(kafka, topic, tmp_path):
     )
     sink.run(stop_at_end=True)
     got = ss.Lake(str(lake)).sql(
-        "SELECT symbol, count(*) AS n, sum(volume) AS volume FROM bars GROUP BY symbol ORDER BY symbol"
+        "SELECT symbol, count(*) AS n, sum(volume) AS volume FROM bars"
+        " GROUP BY symbol ORDER BY symbol"
     )
     want = (
         expected_windows(ticks)
