@@ -398,18 +398,35 @@ def test_windows_topic_lands_in_the_lake_and_queries(kafka, topic, tmp_path):
     assert_frame_equal(got, want)
 
 
-def test_cli_prints_alerts(kafka, topic):
+def test_cli_prints_alerts_and_its_windows_land_with_the_sink(kafka, topic, tmp_path):
     ticks = make_ticks(n_per_symbol=100)
     produce(kafka.bootstrap_servers, topic, ticks)
-    out = subprocess.run(
-        [sys.executable, "-m", "stockstream", "analyze", "-b", kafka.bootstrap_servers,
-         "-t", topic, "-g", f"cli-{uuid.uuid4().hex[:6]}", "--window", "1m",
-         "--alert", "price crosses 200 for IXIC", "--idle-timeout", "0.5", "--stop-at-end", "-q"],
-        capture_output=True, text=True, timeout=60,
+    b, bars = kafka.bootstrap_servers, f"{topic}-bars"
+
+    def cli(*args):
+        out = subprocess.run(
+            [sys.executable, "-m", "stockstream", *args, "-b", b, "-q"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    stdout = cli(
+        "analyze", "-t", topic, "-g", f"cli-{uuid.uuid4().hex[:6]}", "--window", "1m",
+        "--alert", "price crosses 200 for IXIC", "--windows-topic", bars,
+        "--idle-timeout", "0.5", "--stop-at-end",
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    alerts = [line for line in out.stdout.splitlines() if "price crosses 200" in line]
+    alerts = [line for line in stdout.splitlines() if "price crosses 200" in line]
     df = frame_of(ticks).filter(pl.col("Index") == "IXIC").sort("Date")
     crossings = ((df["Close"] >= 200).cast(pl.Int8).diff().fill_null(0) != 0).sum()
     assert len(alerts) == crossings > 0
-    assert "AnalyticsStatus(state=stopped" in out.stdout
+    assert "AnalyticsStatus(state=stopped" in stdout
+
+    cli(
+        "sink", "lake", "-t", bars, "-g", f"cli-{uuid.uuid4().hex[:6]}", "--symbol-field",
+        "symbol", "--time-field", "window_start", "--column", "count=int", "--catalog", "local",
+        "--stop-at-end", "--flush-idle", "0.5",
+    )  # fmt: skip
+    table = bars.replace("-", "_")  # made Athena-safe by the catalog
+    got = ss.Lake(str(tmp_path / "lake")).sql(f'SELECT sum("count") AS n FROM {table}')
+    assert got["n"].item() == len(ticks)

@@ -70,6 +70,20 @@ def test_status_and_stop_cover_every_background_pipeline(ip, kafka, topic, tmp_p
     assert "no background pipelines" in shown.outputs[0].data["text/html"]
 
 
+def test_status_and_stop_cover_a_background_analytics_job(ip, kafka, topic):
+    analytics = ss.Analytics(kafka.bootstrap_servers, topic, f"g-{uuid.uuid4().hex[:6]}")
+    analytics.start()
+    assert ss.running_pipelines() == [analytics]
+    with capture_output() as shown:
+        ip.run_line_magic("stockstream", "status")
+    assert "Analytics" in shown.outputs[0].data["text/html"]
+
+    with capture_output() as shown:
+        ip.run_line_magic("stockstream", "stop")
+    assert not analytics.running and ss.running_pipelines() == []
+    assert "stopped" in shown.outputs[0].data["text/html"]
+
+
 def test_an_interrupted_cell_stops_only_its_own_work(kafka, topic, tmp_path, sigint_raises):
     sink = ss.LakeSink(kafka.bootstrap_servers, topic, f"g-{uuid.uuid4().hex[:6]}", str(tmp_path))
     sink.start()

@@ -15,14 +15,15 @@ from stockstream.progress import TerminalProgress
 BOOTSTRAP_ENV = "STOCKSTREAM_BOOTSTRAP_SERVERS"
 
 
+def _pair(text: str, option: str) -> tuple:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"stockstream: {option} expects key=value, got {text!r}")
+    return key, value
+
+
 def _properties(pairs: list) -> dict:
-    props = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"stockstream: -X expects key=value, got {pair!r}")
-        props[key] = value
-    return props
+    return dict(_pair(p, "-X") for p in pairs)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -48,7 +49,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
     """Produce ticks from a CSV file or the synthetic generator, with a progress line."""
     producer = _core.Producer(_bootstrap(args), args.topic, **_properties(args.property))
     if args.synthetic:
-        source = _core.TickSource.synthetic(args.synthetic, seed=args.seed)
+        source = _core.TickSource.synthetic(
+            args.synthetic, seed=args.seed, start=args.start, interval=args.interval
+        )
     else:
         source = _core.TickSource.csv(args.file or _bundled(), args.mode, seed=args.seed)
     progress = TerminalProgress()
@@ -87,6 +90,9 @@ def cmd_sink(args: argparse.Namespace) -> int:
         flush_age=args.flush_age,
         flush_idle=args.flush_idle,
         kafka_metadata=args.kafka_metadata,
+        symbol_field=args.symbol_field,
+        time_field=args.time_field,
+        columns=dict(_pair(c, "--column") for c in args.column) or None,
         endpoint_url=args.endpoint_url,
         region=args.region,
         aws_profile=args.profile,
@@ -289,6 +295,10 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("-t", "--topic", default="stock-market")
     pr.add_argument("--mode", choices=["replay", "sample"], default="replay")
     pr.add_argument("--synthetic", type=int, metavar="SYMBOLS", help="synthetic ticks instead")
+    pr.add_argument("--start", default="2021-01-04", help="first synthetic event time")
+    pr.add_argument(
+        "--interval", type=float, default=86400.0, help="seconds of event time between ticks"
+    )
     pr.add_argument("--rate", type=float, help="messages per second (1 = the tutorial)")
     pr.add_argument("--speedup", type=float, help="replay event time N times faster")
     pr.add_argument("--limit", type=int, help="stop after N messages")
@@ -312,6 +322,15 @@ def parser() -> argparse.ArgumentParser:
     sk.add_argument("--flush-age", type=float, help="seconds before a buffer is landed")
     sk.add_argument("--flush-idle", type=float, help="seconds of quiet before it is landed")
     sk.add_argument("--kafka-metadata", action="store_true", help="add _kafka_* columns")
+    sk.add_argument("--symbol-field", default="Index", help="the field holding the symbol")
+    sk.add_argument("--time-field", default="Date", help="the field holding the event time")
+    sk.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="NAME=TYPE",
+        help="declared column type: string, float, int or bool (repeatable)",
+    )
     _aws_options(sk)
     _catalog_options(sk, default=None)
     _run_options(sk)

@@ -8,7 +8,7 @@ DataFrame in the notebook's namespace)::
 
 ``%stockstream`` manages the kernel's background pipelines and the default lake::
 
-    %stockstream status            # every running sink and producer, with its counters
+    %stockstream status            # every running sink, analytics job and producer
     %stockstream stop              # stop them all (sinks land and commit what they hold)
     %stockstream lake s3://bucket/raw --database stock_market --catalog glue
 """
@@ -29,8 +29,8 @@ LAKE_OPTIONS = ("database", "catalog", "endpoint_url", "region", "aws_profile")
 
 
 def describe(pipeline: Any) -> Any:
-    """Return what ``%stockstream status`` shows: a sink's status, a producer's report."""
-    if isinstance(pipeline, _core.LakeSink):
+    """Return what ``%stockstream status`` shows: a sink's or analytics' status, a send's report."""
+    if isinstance(pipeline, (_core.LakeSink, _core.Analytics)):
         return pipeline.status()
     report = pipeline.last_report
     return report if report is not None else f"{pipeline!r}: sending, no report yet"

@@ -1,7 +1,7 @@
 //! The event-time core, one Kafka partition at a time, with no Kafka in it.
 //!
 //! Ticks wait in a reorder buffer until the partition's watermark (the latest event time
-//! seen, minus the allowed lateness) passes them, and are then released in event-time
+//! seen, minus the allowed lateness) reaches them, and are then released in event-time
 //! order. Windows, indicators and alerts therefore see every symbol's ticks sorted, and a
 //! window closes once the watermark reaches its end. A tick behind the watermark when it
 //! arrives is late: it goes to the side output and changes nothing. Everything here is
@@ -239,8 +239,19 @@ impl Spec {
         }
         let max_time = st.max_time.map_or(tick.time, |m| m.max(tick.time));
         st.max_time = Some(max_time);
+        let watermark = max_time.saturating_sub(self.lateness);
+        let watermark = st.watermark.map_or(watermark, |wm| wm.max(watermark));
+        if st.pending.is_empty() && tick.time <= watermark {
+            // In order with nothing waiting (the usual case): no need to queue it.
+            st.watermark = Some(watermark);
+            self.release(st, tick, out);
+            if st.next_close.is_some_and(|c| c <= watermark) {
+                self.close_windows(st, watermark, out);
+            }
+            return;
+        }
         st.pending.push(Reverse(tick));
-        self.advance(st, max_time.saturating_sub(self.lateness), out);
+        self.advance(st, watermark, out);
     }
 
     /// The partition went quiet: release every buffered tick and close every open window,
@@ -257,12 +268,13 @@ impl Spec {
         self.advance(st, target, out);
     }
 
+    /// Moves the watermark up to `watermark` (never back) and releases the ticks at or
+    /// before it: a tick at the watermark itself is not late, so nothing can still come
+    /// before it.
     fn advance(&self, st: &mut PartitionState, watermark: i64, out: &mut dyn FnMut(Output)) {
-        if st.watermark.is_some_and(|wm| wm >= watermark) {
-            return;
-        }
+        let watermark = st.watermark.map_or(watermark, |wm| wm.max(watermark));
         st.watermark = Some(watermark);
-        while st.pending.peek().is_some_and(|t| t.0.time < watermark) {
+        while st.pending.peek().is_some_and(|t| t.0.time <= watermark) {
             if let Some(Reverse(tick)) = st.pending.pop() {
                 self.release(st, tick, out);
             }

@@ -396,6 +396,7 @@ impl Analytics {
     pub fn run(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()> {
         self.work.status.set_state("running");
         let result = self.run_loop(limits, stop).and_then(|()| self.checkpoint());
+        self.measure_lag();
         self.work.status.set_state(match &result {
             Ok(()) => "stopped",
             Err(_) => "failed",
@@ -447,6 +448,23 @@ impl Analytics {
                 Some(Err(e)) => self.work.status.error(format!("Kafka: {e}")),
             }
         }
+    }
+
+    /// Lag right now, from the brokers' end offsets: statistics arrive only once a second,
+    /// so after a short run they still describe its start.
+    fn measure_lag(&self) {
+        let topic = &self.work.config.topic;
+        let mut lag = 0;
+        for (p, state) in &self.work.states {
+            match self
+                .consumer
+                .fetch_watermarks(topic, *p, Duration::from_secs(2))
+            {
+                Ok((_, high)) => lag += (high - state.next_offset).max(0),
+                Err(_) => return,
+            }
+        }
+        self.work.status.lag.store(lag, Ordering::Relaxed);
     }
 
     fn read_to_end(&self) -> bool {

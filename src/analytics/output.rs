@@ -91,11 +91,30 @@ impl Kind {
     }
 }
 
-/// An event time (microseconds since the epoch, UTC) as `2021-03-01T09:30:00[.fff]`.
+/// An event time (microseconds since the epoch, UTC) as `2021-03-01T09:30:00[.ffffff]`.
 pub fn iso(micros: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string())
-        .unwrap_or_else(|| micros.to_string())
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let Some(t) = chrono::DateTime::from_timestamp_micros(micros) else {
+        return micros.to_string();
+    };
+    // By hand: chrono's `format` parses its pattern on every call, once per output.
+    let mut out = String::with_capacity(26);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let fraction = micros.rem_euclid(1_000_000);
+    if fraction != 0 {
+        let _ = write!(out, ".{fraction:06}");
+    }
+    out
 }
 
 /// A field value of an output record, as Python and Polars see it.

@@ -1,5 +1,6 @@
-//! The background pipelines of this interpreter (sinks started with `start()`, producers
-//! inside an awaitable send), so a notebook kernel can list them and stop them all.
+//! The background pipelines of this interpreter (sinks and analytics jobs started with
+//! `start()`, producers inside an awaitable send), so a notebook kernel can list them and
+//! stop them all.
 
 use std::sync::Mutex;
 
@@ -15,8 +16,9 @@ pub fn track(pipeline: &Bound<'_, PyAny>) {
     }
 }
 
-/// The pipelines running in the background now: sinks started with ``start()`` and
-/// producers inside ``send_async`` / ``send_csv_async``, oldest first. Each has ``stop()``.
+/// The pipelines running in the background now: sinks and analytics jobs started with
+/// ``start()``, and producers inside ``send_async`` / ``send_csv_async``, oldest first.
+/// Each has ``stop()``.
 #[pyfunction]
 pub fn running_pipelines(py: Python<'_>) -> Vec<Py<PyAny>> {
     let mut tracked = TRACKED.lock().unwrap_or_else(|e| e.into_inner());
