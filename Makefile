@@ -73,6 +73,8 @@ bench: build-release
 	$(PY) benches/producer.py
 	$(PY) benches/sink.py
 	$(PY) benches/query.py
+	$(PY) -m pip install -q -r benches/requirements.txt
+	$(PY) benches/analytics.py
 
 wheel: sysdeps venv
 	CARGO_TARGET_DIR=$(EXT_TARGET) maturin build --release --out dist

@@ -40,7 +40,7 @@ pub use tick::TickFields;
 
 use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
 use crate::error::{Error, Result};
-use crate::sink::{committed_lag, is_partition_eof, RunLimits, CONSUMER_DEFAULTS};
+use crate::sink::{committed_lag, end_offset, is_partition_eof, RunLimits, CONSUMER_DEFAULTS};
 
 const TICK: Duration = Duration::from_millis(100);
 
@@ -219,12 +219,20 @@ struct Context {
     status: Arc<AnalyticsStatus>,
     assigned: Mutex<Vec<i32>>,
     revoked: Mutex<Vec<i32>>,
+    /// Each partition's end offset, from the latest statistics.
+    ends: Mutex<HashMap<i32, i64>>,
 }
 
 impl ClientContext for Context {
     fn stats(&self, stats: Statistics) {
         if let Some(lag) = committed_lag(&stats, &self.topic) {
             self.status.lag.store(lag, Ordering::Relaxed);
+        }
+        if let Some(topic) = stats.topics.get(&self.topic) {
+            let mut ends = lock(&self.ends);
+            for p in topic.partitions.values().filter(|p| p.partition >= 0) {
+                ends.insert(p.partition, end_offset(p));
+            }
         }
     }
 
@@ -300,34 +308,20 @@ impl Analytics {
             status: status.clone(),
             assigned: Mutex::new(Vec::new()),
             revoked: Mutex::new(Vec::new()),
+            ends: Mutex::new(HashMap::new()),
         };
         let defaults = CONSUMER_DEFAULTS.map(|(k, v)| match k {
             "client.id" => (k, "stockstream-analytics"),
             _ => (k, v),
         });
-        let mut client = kafka.client_config(&defaults);
-        client.set("group.id", &config.group_id);
-        let consumer: BaseConsumer<Context> = client
-            .create_with_context(context)
-            .map_err(|e| kafka.creation_error(e))?;
-        let meta = consumer
-            .fetch_metadata(Some(&config.topic), connect_timeout)
-            .map_err(|e| {
-                Error::Kafka(format!(
-                    "cannot reach Kafka at {}: {e}",
-                    kafka.bootstrap_servers
-                ))
-            })?;
-        let known = meta
-            .topics()
-            .iter()
-            .any(|t| t.name() == config.topic && t.error().is_none() && !t.partitions().is_empty());
-        if !known {
-            return Err(Error::NotFound(format!(
-                "topic {:?} does not exist on {}: create it, or start the producer first",
-                config.topic, kafka.bootstrap_servers
-            )));
-        }
+        let consumer = crate::topic::subscribe(
+            kafka,
+            &defaults,
+            &config.group_id,
+            &config.topic,
+            context,
+            connect_timeout,
+        )?;
         let mut wanted: Vec<(&str, bool)> = config
             .topics
             .iter()
@@ -343,9 +337,6 @@ impl Analytics {
                 failed: AtomicU64::new(0),
             })
             .map_err(|e| kafka.creation_error(e))?;
-        consumer
-            .subscribe(&[&config.topic])
-            .map_err(|e| Error::Kafka(format!("cannot subscribe to {:?}: {e}", config.topic)))?;
         let emitter = Emitter {
             producer,
             topics: config.topics.clone(),
@@ -450,20 +441,19 @@ impl Analytics {
         }
     }
 
-    /// Lag right now, from the brokers' end offsets: statistics arrive only once a second,
-    /// so after a short run they still describe its start.
+    /// Lag as of the run's end: statistics arrive once a second, so after a short run their
+    /// lag still describes its start. The partitions' end offsets they reported stand.
     fn measure_lag(&self) {
-        let topic = &self.work.config.topic;
-        let mut lag = 0;
-        for (p, state) in &self.work.states {
-            match self
-                .consumer
-                .fetch_watermarks(topic, *p, Duration::from_secs(2))
-            {
-                Ok((_, high)) => lag += (high - state.next_offset).max(0),
-                Err(_) => return,
-            }
-        }
+        let ends = lock(&self.consumer.context().ends);
+        let lag = self
+            .work
+            .states
+            .iter()
+            .map(|(p, state)| {
+                ends.get(p)
+                    .map_or(0, |end| (end - state.next_offset).max(0))
+            })
+            .sum();
         self.work.status.lag.store(lag, Ordering::Relaxed);
     }
 

@@ -70,11 +70,7 @@ pub(crate) fn committed_lag(stats: &Statistics, topic: &str) -> Option<i64> {
             .values()
             .filter(|p| p.partition >= 0 && p.fetch_state == "active")
             .map(|p| {
-                let end = if p.ls_offset >= 0 {
-                    p.ls_offset
-                } else {
-                    p.hi_offset
-                };
+                let end = end_offset(p);
                 let start = if p.committed_offset >= 0 {
                     p.committed_offset
                 } else {
@@ -84,6 +80,16 @@ pub(crate) fn committed_lag(stats: &Statistics, topic: &str) -> Option<i64> {
             })
             .sum(),
     )
+}
+
+/// A partition's end offset in a statistics report: the last stable offset when known
+/// (it excludes open transactions), else the high watermark.
+pub(crate) fn end_offset(p: &rdkafka::statistics::Partition) -> i64 {
+    if p.ls_offset >= 0 {
+        p.ls_offset
+    } else {
+        p.hi_offset
+    }
 }
 
 /// Reaching the end of a partition is news, not an error; the loops handle it.
@@ -165,32 +171,14 @@ impl Sink {
             status: status.clone(),
             revoked: Mutex::new(Vec::new()),
         };
-        let mut client = kafka.client_config(&CONSUMER_DEFAULTS);
-        client.set("group.id", &config.group_id);
-        let consumer: BaseConsumer<SinkContext> = client
-            .create_with_context(context)
-            .map_err(|e| kafka.creation_error(e))?;
-        let meta = consumer
-            .fetch_metadata(Some(&config.topic), connect_timeout)
-            .map_err(|e| {
-                Error::Kafka(format!(
-                    "cannot reach Kafka at {}: {e}",
-                    kafka.bootstrap_servers
-                ))
-            })?;
-        let known = meta
-            .topics()
-            .iter()
-            .any(|t| t.name() == config.topic && t.error().is_none() && !t.partitions().is_empty());
-        if !known {
-            return Err(Error::NotFound(format!(
-                "topic {:?} does not exist on {}: create it, or start the producer first",
-                config.topic, kafka.bootstrap_servers
-            )));
-        }
-        consumer
-            .subscribe(&[&config.topic])
-            .map_err(|e| Error::Kafka(format!("cannot subscribe to {:?}: {e}", config.topic)))?;
+        let consumer = crate::topic::subscribe(
+            kafka,
+            &CONSUMER_DEFAULTS,
+            &config.group_id,
+            &config.topic,
+            context,
+            connect_timeout,
+        )?;
         let layout = Layout {
             table: config.table.clone(),
             topic: config.topic.clone(),
