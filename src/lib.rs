@@ -31,6 +31,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<python::analytics::PyAnalyticsStatus>()?;
     m.add_class::<python::lake::PyLake>()?;
     m.add_class::<python::lake::PyCrawlReport>()?;
+    m.add_class::<python::lake::PyCompactReport>()?;
+    m.add_class::<python::lake::PyTailInfo>()?;
     m.add_function(wrap_pyfunction!(python::lake::crawl, m)?)?;
     m.add_function(wrap_pyfunction!(python::pipelines::running_pipelines, m)?)?;
     m.add_function(wrap_pyfunction!(python::source::read_ticks, m)?)?;

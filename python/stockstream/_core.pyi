@@ -242,8 +242,10 @@ class LakeSink:
         region: str | None = None,
         aws_profile: str | None = None,
         s3_part_size: int | None = None,
-        catalog: str | None = None,
+        catalog: str | None = "local",
         database: str = "stock_market",
+        compact_every: float | None = None,
+        compact_grace: float = 3600.0,
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> LakeSink: ...
@@ -390,6 +392,51 @@ class CrawlReport:
     def _repr_html_(self) -> str: ...
 
 @final
+class CompactReport:
+    """What a compaction did."""
+
+    @property
+    def partitions(self) -> list[tuple[str, str]]: ...
+    @property
+    def objects_merged(self) -> int: ...
+    @property
+    def objects_written(self) -> int: ...
+    @property
+    def objects_carried(self) -> int: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def bytes_written(self) -> int: ...
+    @property
+    def folders_deleted(self) -> int: ...
+    @property
+    def objects_deleted(self) -> int: ...
+    @property
+    def raced(self) -> int: ...
+    @property
+    def elapsed(self) -> float: ...
+    def _repr_html_(self) -> str: ...
+
+@final
+class TailInfo:
+    """What the last query read from a table's Kafka tail (records not landed yet)."""
+
+    @property
+    def table(self) -> str: ...
+    @property
+    def live(self) -> bool: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def records(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def truncated(self) -> bool: ...
+    @property
+    def offsets(self) -> dict[int, tuple[int, int]]: ...
+
+@final
 class Lake:
     """A lake and its catalog, for SQL."""
 
@@ -408,10 +455,24 @@ class Lake:
         query: str,
         *,
         engine: str = "polars",
+        live: bool | None = None,
+        tail_records: int = 1_000_000,
+        tail_bytes: int = 268_435_456,
+        tail_timeout: float = 5.0,
         workgroup: str | None = None,
         output: str | None = None,
         timeout: float = 300.0,
     ) -> polars.DataFrame: ...
+    @property
+    def last_query(self) -> list[TailInfo]: ...
+    def compact(
+        self,
+        table: str | None = None,
+        *,
+        target_bytes: int = 134_217_728,
+        min_objects: int = 2,
+        grace: float = 3600.0,
+    ) -> CompactReport: ...
     def tables(self) -> polars.DataFrame: ...
     def files(self, table: str | None = None) -> polars.DataFrame: ...
     def crawl(self, table: str | None = None, *, on_error: str = "skip") -> CrawlReport: ...

@@ -96,8 +96,9 @@ def cmd_sink(args: argparse.Namespace) -> int:
         endpoint_url=args.endpoint_url,
         region=args.region,
         aws_profile=args.profile,
-        catalog=args.catalog,
+        catalog=None if args.catalog == "none" else args.catalog,
         database=args.database,
+        compact_every=args.compact_every,
         **_properties(args.property),
     )
     return _run_until_stopped(sink, args, _status_line)
@@ -204,9 +205,42 @@ def cmd_query(args: argparse.Namespace) -> int:
         region=args.region,
         aws_profile=args.profile,
     )
-    frame = lake.sql(args.sql, engine=args.engine, workgroup=args.workgroup, output=args.output)
+    frame = lake.sql(
+        args.sql,
+        engine=args.engine,
+        live=args.live,
+        workgroup=args.workgroup,
+        output=args.output,
+    )
     with pl.Config(tbl_rows=args.rows, tbl_cols=-1, tbl_width_chars=200):
         print(frame)
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Compact a lake's small objects and print what changed."""
+    lake = _core.Lake(
+        args.lake,
+        database=args.database,
+        catalog=args.catalog,
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        aws_profile=args.profile,
+    )
+    report = lake.compact(
+        args.table,
+        target_bytes=args.target_bytes,
+        min_objects=args.min_objects,
+        grace=args.grace,
+    )
+    for table, path in report.partitions:
+        print(f"compacted: {table} {path or '(unpartitioned)'}")
+    print(
+        f"{report.objects_merged} objects merged into {report.objects_written} "
+        f"({report.bytes_read} → {report.bytes_written} bytes), {report.objects_carried} "
+        f"carried; {report.folders_deleted} old folders deleted ({report.objects_deleted} "
+        f"objects); {report.raced} lost to another compaction; {report.elapsed:.2f} s"
+    )
     return 0
 
 
@@ -266,13 +300,14 @@ def _aws_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="AWS profile name")
 
 
-def _catalog_options(p: argparse.ArgumentParser, default: Optional[str] = "local") -> None:
+def _catalog_options(p: argparse.ArgumentParser, none: bool = False) -> None:
     p.add_argument("--database", default="stock_market", help="catalog database")
     p.add_argument(
         "--catalog",
-        choices=["local", "glue"],
-        default=default,
-        help="local: JSON in the lake's _catalog/; glue: AWS Glue Data Catalog",
+        choices=["local", "glue", "none"] if none else ["local", "glue"],
+        default="local",
+        help="local: JSON in the lake's _catalog/; glue: AWS Glue Data Catalog"
+        + ("; none: register nothing" if none else ""),
     )
 
 
@@ -315,7 +350,13 @@ def parser() -> argparse.ArgumentParser:
     sk.add_argument("--format", choices=["parquet", "ndjson"], default="parquet")
     sk.add_argument("--table", help="lake folder to write (default: the topic name)")
     sk.add_argument(
-        "--partition-by", default="date", help="comma list of symbol,year,month,date,hour"
+        "--partition-by",
+        default="auto",
+        help="auto (chosen from the data), or a comma list of symbol,year,month,date,hour; "
+        "symbol,auto adds symbol folders",
+    )
+    sk.add_argument(
+        "--compact-every", type=float, metavar="SECONDS", help="compact the table this often"
     )
     sk.add_argument("--flush-records", type=int, help="records per partition buffer")
     sk.add_argument("--flush-bytes", type=int, help="message bytes per partition buffer")
@@ -332,7 +373,7 @@ def parser() -> argparse.ArgumentParser:
         help="declared column type: string, float, int or bool (repeatable)",
     )
     _aws_options(sk)
-    _catalog_options(sk, default=None)
+    _catalog_options(sk, none=True)
     _run_options(sk)
     _property_option(sk, "consumer")
     sk.set_defaults(func=cmd_sink)
@@ -376,9 +417,34 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--workgroup", help="Athena workgroup")
     q.add_argument("--output", help="Athena result location, s3://bucket/prefix/")
     q.add_argument("--rows", type=int, default=25, help="rows to print")
+    q.add_argument(
+        "--live",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also read what the source topic holds beyond the lake (default: when reachable)",
+    )
     _catalog_options(q)
     _aws_options(q)
     q.set_defaults(func=cmd_query)
+
+    m = sub.add_parser("compact", help="merge small objects; switch partitions in the catalog")
+    m.add_argument("lake", nargs="?", default="lake", help="directory or s3://bucket/prefix")
+    m.add_argument("--table", help="compact only this table")
+    m.add_argument(
+        "--target-bytes", type=int, default=128 << 20, help="size of merged objects (128 MiB)"
+    )
+    m.add_argument(
+        "--min-objects", type=int, default=2, help="compact folders with at least this many"
+    )
+    m.add_argument(
+        "--grace",
+        type=float,
+        default=3600.0,
+        help="seconds before replaced folders are deleted (by a later run)",
+    )
+    _catalog_options(m)
+    _aws_options(m)
+    m.set_defaults(func=cmd_compact)
 
     d = sub.add_parser("demo", help="embedded broker + bundled data, end to end")
     d.add_argument(

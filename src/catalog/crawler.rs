@@ -4,7 +4,7 @@
 //! type conflict is reported with the files involved. What was read is remembered in
 //! `_catalog/<database>/_crawler/<table>.json`, so the next crawl reads only new objects.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,7 @@ use super::{table_name, Catalog, Column, HiveType, Table};
 use crate::error::{Error, Result};
 use crate::lake::{ObjectMeta, ObjectStore};
 use crate::parallel;
-use crate::sink::{unescape, Format};
+use crate::lake::{is_hidden, partition_of, Format, ObjectName};
 
 /// What to do with an object that cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,9 +144,11 @@ pub fn crawl(
     for (folder, objects) in folders {
         let name = table_name(&folder);
         let state = CrawlState::load(store, &options.database, &name)?;
-        let (fresh, unchanged): (Vec<_>, Vec<_>) = objects
-            .into_iter()
-            .partition(|o| state.objects.get(&o.key) != Some(&o.size));
+        let header = catalog.header(&options.database, &name)?;
+        let (fresh, unchanged): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| {
+            state.objects.get(&o.key) != Some(&o.size)
+                && !header.as_ref().is_some_and(|t| landed_by_sink(t, &o.key))
+        });
         report.objects_unchanged += unchanged.len();
         if fresh.is_empty() {
             continue;
@@ -178,123 +180,112 @@ pub fn crawl(
     Ok(report)
 }
 
-/// Registers objects the sink has just written (their columns known from memory), so a
-/// query sees new partitions without a crawl.
-pub fn register(
-    store: &dyn ObjectStore,
-    catalog: &dyn Catalog,
-    database: &str,
-    folder: &str,
-    found: Vec<Found>,
-) -> Result<CrawlReport> {
-    let mut report = CrawlReport::default();
-    let state = CrawlState::load(store, database, &table_name(folder))?;
-    record(store, catalog, database, folder, state, found, &mut report)?;
-    Ok(report)
-}
-
-/// The `key=value` folder levels of `key` below `folder`.
-pub fn partition_of(folder: &str, key: &str) -> Vec<(String, String)> {
-    let inner = key[folder.len()..].trim_start_matches('/');
-    let dirs = inner.rsplit_once('/').map_or("", |(d, _)| d);
-    dirs.split('/')
-        .filter(|d| !d.is_empty())
-        .map(|d| match d.split_once('=') {
-            Some((k, v)) => (k.to_string(), unescape(v)),
-            None => (String::new(), d.to_string()),
-        })
-        .collect()
-}
-
-/// Catalog files, quarantine, and temporary or marker files are not data.
-pub fn is_hidden(key: &str) -> bool {
-    key.split('/')
-        .any(|part| part.starts_with('_') || part.starts_with('.'))
-}
-
-/// Merges `found` into the folder's table and saves the table and the crawl state.
+/// Merges `found` into the folder's table and saves the table and the crawl state. The
+/// table is updated in one conditional step, so a sink registering partitions meanwhile
+/// loses nothing.
 fn record(
     store: &dyn ObjectStore,
     catalog: &dyn Catalog,
     database: &str,
     folder: &str,
-    mut state: CrawlState,
+    state: CrawlState,
     found: Vec<Found>,
     report: &mut CrawlReport,
 ) -> Result<()> {
     let name = table_name(folder);
-    let existing = catalog.table(database, &name)?;
-    let created = existing.is_none();
-    let mut table = match existing {
-        Some(table) => table,
-        None => match new_table(database, folder, &found) {
+    let start = report.clone();
+    let mut final_state = state.clone();
+    catalog.update(database, &name, &mut |existing| {
+        // Applied afresh to each version of the table read.
+        *report = start.clone();
+        let mut state = state.clone();
+        let created = existing.is_none();
+        let mut table = match existing.take() {
             Some(table) => table,
-            // Nothing readable yet: report why, and create the table once something is.
-            None => {
-                for object in found {
-                    if let Err(e) = object.columns {
-                        report.skipped.push((store.url(&object.key), e.to_string()));
+            None => match new_table(database, folder, &found) {
+                Some(table) => table,
+                // Nothing readable yet: report why, and create the table once something is.
+                None => {
+                    for object in &found {
+                        if let Err(e) = &object.columns {
+                            report.skipped.push((store.url(&object.key), e.to_string()));
+                        }
                     }
+                    final_state = state;
+                    return Ok(false);
                 }
-                return Ok(());
-            }
-        },
-    };
-    let before = table.clone();
-    let mut new_partitions = Vec::new();
-    for object in found {
-        let url = store.url(&object.key);
-        let columns = match object.columns {
-            Ok(columns) => columns,
-            // A corrupt object stays out until it is rewritten (its size changes); one that
-            // could not be fetched is tried again by the next crawl.
-            Err(e @ Error::Schema(_)) => {
-                state.objects.insert(object.key.clone(), object.size);
-                state.unreadable.insert(object.key.clone(), e.to_string());
-                report.skipped.push((url, e.to_string()));
-                continue;
-            }
-            Err(e) => {
-                report.skipped.push((url, e.to_string()));
-                continue;
-            }
+            },
         };
-        state.objects.insert(object.key.clone(), object.size);
-        state.unreadable.remove(&object.key);
-        report.objects_read += 1;
-        if let Err(why) = fits(&table, &object.key, &object.partition) {
-            report.skipped.push((url, why));
-            continue;
+        let before = table.clone();
+        for object in &found {
+            let url = store.url(&object.key);
+            let columns = match &object.columns {
+                Ok(columns) => columns,
+                // A corrupt object stays out until it is rewritten (its size changes); one
+                // that could not be fetched is tried again by the next crawl.
+                Err(e @ Error::Schema(_)) => {
+                    state.objects.insert(object.key.clone(), object.size);
+                    state.unreadable.insert(object.key.clone(), e.to_string());
+                    report.skipped.push((url, e.to_string()));
+                    continue;
+                }
+                Err(e) => {
+                    report.skipped.push((url, e.to_string()));
+                    continue;
+                }
+            };
+            state.objects.insert(object.key.clone(), object.size);
+            state.unreadable.remove(&object.key);
+            report.objects_read += 1;
+            if let Err(why) = fits(&table, &object.key, &object.partition) {
+                report.skipped.push((url, why));
+                continue;
+            }
+            for (column, kind) in columns {
+                merge_column(
+                    &mut table,
+                    &mut state,
+                    report,
+                    &object.key,
+                    &url,
+                    column.clone(),
+                    *kind,
+                    store,
+                );
+            }
+            let values: Vec<String> = object.partition.iter().map(|(_, v)| v.clone()).collect();
+            if table.partitions.insert(values.clone()) {
+                report
+                    .partitions_added
+                    .push((name.clone(), table.partition_path(&values)));
+            }
         }
-        for (column, kind) in columns {
-            merge_column(
-                &mut table,
-                &mut state,
-                report,
-                &object.key,
-                &url,
-                column,
-                kind,
-                store,
-            );
+        let changed = table != before || created;
+        if changed {
+            if created {
+                report.tables_created.push(name.clone());
+            } else {
+                report.tables_updated.push(name.clone());
+            }
         }
-        let values: Vec<String> = object.partition.into_iter().map(|(_, v)| v).collect();
-        if table.partitions.insert(values.clone()) {
-            report
-                .partitions_added
-                .push((name.clone(), table.partition_path(&values)));
-            new_partitions.push(values);
-        }
-    }
-    if table != before || created {
-        catalog.save(&table, &new_partitions)?;
-        if created {
-            report.tables_created.push(name.clone());
-        } else {
-            report.tables_updated.push(name.clone());
-        }
-    }
-    state.save(store, database, &name)
+        final_state = state;
+        *existing = Some(table);
+        Ok(changed)
+    })?;
+    final_state.save(store, database, &name)
+}
+
+/// Whether a sink registered `key` when it landed it (its columns are in the catalog).
+fn landed_by_sink(table: &Table, key: &str) -> bool {
+    let Some(source) = &table.source else {
+        return false;
+    };
+    ObjectName::parse(key, &source.topic).is_some_and(|n| {
+        table
+            .landed
+            .get(&n.partition)
+            .is_some_and(|l| n.first_offset < l.next)
+    })
 }
 
 /// A table for a folder seen for the first time: its partition keys come from the first
@@ -319,15 +310,13 @@ fn new_table(database: &str, folder: &str, found: &[Found]) -> Option<Table> {
             }
         })
         .collect();
-    Some(Table {
-        database: database.to_string(),
-        name: table_name(folder),
-        location: folder.to_string(),
+    Some(Table::new(
+        database,
+        &table_name(folder),
+        folder,
         format,
-        columns: Vec::new(),
         partition_keys,
-        partitions: BTreeSet::new(),
-    })
+    ))
 }
 
 /// Why an object cannot belong to `table`, if it cannot.
@@ -406,32 +395,5 @@ fn merge_column(
                 });
             }
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partitions_come_from_key_value_folders() {
-        assert_eq!(
-            partition_of("ticks", "ticks/symbol=NYA/month=2021-01/part-0.parquet"),
-            vec![
-                ("symbol".to_string(), "NYA".to_string()),
-                ("month".to_string(), "2021-01".to_string())
-            ]
-        );
-        assert!(partition_of("ticks", "ticks/part-0.parquet").is_empty());
-        assert_eq!(partition_of("t", "t/symbol=%5EGSPC/x.json")[0].1, "^GSPC");
-        assert_eq!(partition_of("t", "t/raw/x.json")[0].0, "");
-    }
-
-    #[test]
-    fn hidden_objects_are_not_data() {
-        assert!(is_hidden("_rejected/t/part-0.json"));
-        assert!(is_hidden("t/date=2021-01-04/.part-0.parquet.12.0.tmp"));
-        assert!(is_hidden("t/_SUCCESS"));
-        assert!(!is_hidden("t/date=2021-01-04/part-0.parquet"));
     }
 }

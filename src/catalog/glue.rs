@@ -5,18 +5,27 @@
 use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_glue::types::{
-    Column as GlueColumn, DatabaseInput, PartitionInput, SerDeInfo, StorageDescriptor, TableInput,
+    BatchUpdatePartitionRequestEntry, Column as GlueColumn, DatabaseInput, PartitionInput,
+    PartitionValueList, SerDeInfo, StorageDescriptor, TableInput,
 };
 use aws_sdk_glue::Client;
 use tokio::runtime::Runtime;
 
-use super::{Catalog, Column, HiveType, Table};
+use super::registry::{apply_landing, landed_columns};
+use super::{table_name, Catalog, Column, HiveType, Table};
 use crate::aws::{self, AwsOptions};
 use crate::error::{Error, Result};
-use crate::sink::Format;
+use crate::lake::{path_values, Format, Landing, ObjectStore, Registered};
 
 /// Table parameter naming the folder keys of partition columns renamed for Glue.
 const FOLDERS_PARAMETER: &str = "stockstream.partition_folders";
+/// Table parameters holding what stockstream records beside Glue's own fields (JSON).
+const SOURCE_PARAMETER: &str = "stockstream.source";
+const LANDED_PARAMETER: &str = "stockstream.landed";
+const RETIRED_PARAMETER: &str = "stockstream.retired";
+const PARTITIONING_PARAMETER: &str = "stockstream.partitioning";
+/// Glue accepts at most this many partitions per batch_get_partition call.
+const GET_BATCH: usize = 1000;
 /// Glue accepts at most this many partitions per batch_create_partition call.
 const PARTITION_BATCH: usize = 100;
 
@@ -108,22 +117,100 @@ impl GlueCatalog {
         }
     }
 
+    fn partition_input(&self, table: &Table, values: &[String]) -> PartitionInput {
+        let location = format!(
+            "{}{}/",
+            self.root,
+            table.folder(&table.partition_path(values))
+        );
+        PartitionInput::builder()
+            .set_values(Some(values.to_vec()))
+            .storage_descriptor(storage_descriptor(table, location, false))
+            .build()
+    }
+
+    /// Points moved partitions at their new folders, in batches Athena reads whole.
+    async fn move_partitions(&self, table: &Table, partitions: &[Vec<String>]) -> Result<()> {
+        for batch in partitions.chunks(PARTITION_BATCH) {
+            let entries = batch
+                .iter()
+                .map(|values| {
+                    BatchUpdatePartitionRequestEntry::builder()
+                        .set_partition_value_list(Some(values.clone()))
+                        .partition_input(self.partition_input(table, values))
+                        .build()
+                        .map_err(|e| Error::Io(format!("bad Glue partition update: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = self
+                .client
+                .batch_update_partition()
+                .database_name(&table.database)
+                .table_name(&table.name)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| self.failed(&format!("batch_update_partition {}", table.name), &e))?;
+            if let Some(e) = out.errors().first() {
+                return Err(Error::Io(format!(
+                    "AWS Glue refused to move partition {:?} of {}.{}: {}",
+                    e.partition_value_list(),
+                    table.database,
+                    table.name,
+                    e.error_detail()
+                        .and_then(|d| d.error_message())
+                        .unwrap_or("unknown error")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The folders (below the lake root) of those of `partitions` that exist.
+    async fn partition_folders(
+        &self,
+        table: &Table,
+        partitions: &[Vec<String>],
+    ) -> Result<HashMap<Vec<String>, String>> {
+        let mut out = HashMap::new();
+        for batch in partitions.chunks(GET_BATCH) {
+            let values = batch
+                .iter()
+                .map(|v| {
+                    PartitionValueList::builder()
+                        .set_values(Some(v.clone()))
+                        .build()
+                        .map_err(|e| Error::Io(format!("bad Glue partition values: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let got = self
+                .client
+                .batch_get_partition()
+                .database_name(&table.database)
+                .table_name(&table.name)
+                .set_partitions_to_get(Some(values))
+                .send()
+                .await
+                .map_err(|e| self.failed(&format!("batch_get_partition {}", table.name), &e))?;
+            for p in got.partitions() {
+                let folder = p
+                    .storage_descriptor()
+                    .and_then(|sd| sd.location())
+                    .and_then(|l| l.strip_prefix(self.root.as_str()))
+                    .map(|l| l.trim_end_matches('/').to_string());
+                if let Some(folder) = folder {
+                    out.insert(p.values().to_vec(), folder);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn add_partitions(&self, table: &Table, partitions: &[Vec<String>]) -> Result<()> {
         for batch in partitions.chunks(PARTITION_BATCH) {
             let inputs = batch
                 .iter()
-                .map(|values| {
-                    let location = format!(
-                        "{}{}/{}/",
-                        self.root,
-                        table.location,
-                        table.partition_path(values)
-                    );
-                    PartitionInput::builder()
-                        .set_values(Some(values.clone()))
-                        .storage_descriptor(storage_descriptor(table, location, false))
-                        .build()
-                })
+                .map(|values| self.partition_input(table, values))
                 .collect();
             let out = self
                 .client
@@ -162,7 +249,12 @@ impl GlueCatalog {
         Ok(())
     }
 
-    async fn partitions(&self, database: &str, name: &str) -> Result<BTreeSet<Vec<String>>> {
+    /// Every partition of a table, and the folder of each.
+    async fn partitions(
+        &self,
+        database: &str,
+        name: &str,
+    ) -> Result<Vec<(Vec<String>, Option<String>)>> {
         let mut pages = self
             .client
             .get_partitions()
@@ -170,10 +262,17 @@ impl GlueCatalog {
             .table_name(name)
             .into_paginator()
             .send();
-        let mut out = BTreeSet::new();
+        let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.failed(&format!("get_partitions {name}"), &e))?;
-            out.extend(page.partitions().iter().map(|p| p.values().to_vec()));
+            out.extend(page.partitions().iter().map(|p| {
+                let folder = p
+                    .storage_descriptor()
+                    .and_then(|sd| sd.location())
+                    .and_then(|l| l.strip_prefix(self.root.as_str()))
+                    .map(|l| l.trim_end_matches('/').to_string());
+                (p.values().to_vec(), folder)
+            }));
         }
         Ok(out)
     }
@@ -183,6 +282,7 @@ impl GlueCatalog {
         &self,
         database: &str,
         glue: &aws_sdk_glue::types::Table,
+        with_partitions: bool,
     ) -> Result<Option<Table>> {
         let Some(sd) = glue.storage_descriptor() else {
             return Ok(None);
@@ -212,15 +312,47 @@ impl GlueCatalog {
         for (key, folder) in partition_keys.iter_mut().zip(folders) {
             key.name = folder;
         }
-        Ok(Some(Table {
-            database: database.to_string(),
-            name: glue.name().to_string(),
-            location: location.trim_end_matches('/').to_string(),
-            format,
-            columns: columns(sd.columns(), &what)?,
-            partition_keys,
-            partitions: self.partitions(database, glue.name()).await?,
-        }))
+        let parameter = |name: &str| glue.parameters().and_then(|p| p.get(name));
+        let json = |name: &str| -> Result<Option<serde_json::Value>> {
+            parameter(name)
+                .map(|v| {
+                    serde_json::from_str(v).map_err(|e| {
+                        Error::Schema(format!("Glue table {what}: parameter {name} is not valid: {e}"))
+                    })
+                })
+                .transpose()
+        };
+        let decode = |name: &str| -> Result<serde_json::Value> {
+            Ok(json(name)?.unwrap_or(serde_json::Value::Null))
+        };
+        let mut table = Table::new(database, glue.name(), "", format, partition_keys);
+        // The table's own folder: its location, unless compaction moved an unpartitioned
+        // table's objects to a versioned folder below it.
+        let location = location.trim_end_matches('/').to_string();
+        table.source = serde_json::from_value(decode(SOURCE_PARAMETER)?).unwrap_or(None);
+        table.landed = serde_json::from_value(decode(LANDED_PARAMETER)?).unwrap_or_default();
+        table.retired = serde_json::from_value(decode(RETIRED_PARAMETER)?).unwrap_or_default();
+        table.partitioning = parameter(PARTITIONING_PARAMETER).cloned();
+        table.location = match &table.source {
+            Some(_) if table.partition_keys.is_empty() => {
+                base_folder(&location).unwrap_or(location.clone())
+            }
+            _ => location.clone(),
+        };
+        if table.location != location {
+            table.locations.insert(String::new(), location);
+        }
+        table.columns = columns(sd.columns(), &what)?;
+        if with_partitions {
+            for (values, folder) in self.partitions(database, glue.name()).await? {
+                let path = table.partition_path(&values);
+                if let Some(folder) = folder.filter(|f| *f != table.folder(&path)) {
+                    table.locations.insert(path, folder);
+                }
+                table.partitions.insert(values);
+            }
+        }
+        Ok(Some(table))
     }
 }
 
@@ -301,6 +433,34 @@ fn storage_descriptor(table: &Table, location: String, with_columns: bool) -> St
     sd.build()
 }
 
+impl GlueCatalog {
+    fn get(&self, database: &str, name: &str, with_partitions: bool) -> Result<Option<Table>> {
+        self.runtime.block_on(async {
+            let got = self
+                .client
+                .get_table()
+                .database_name(database)
+                .name(name)
+                .send()
+                .await;
+            match got {
+                Ok(out) => match out.table() {
+                    Some(glue) => self.read_table(database, glue, with_partitions).await,
+                    None => Ok(None),
+                },
+                Err(e) if aws::error_code(&e) == Some("EntityNotFoundException") => Ok(None),
+                Err(e) => Err(self.failed(&format!("get_table {database}.{name}"), &e)),
+            }
+        })
+    }
+}
+
+/// The table folder of a versioned folder (`t/_v…` → `t`).
+fn base_folder(folder: &str) -> Option<String> {
+    let (base, last) = folder.rsplit_once('/')?;
+    last.starts_with("_v").then(|| base.to_string())
+}
+
 fn table_input(table: &Table, root: &str) -> Result<TableInput> {
     let folders: Vec<&str> = table
         .partition_keys
@@ -318,6 +478,20 @@ fn table_input(table: &Table, root: &str) -> Result<TableInput> {
         ),
         (FOLDERS_PARAMETER.to_string(), folders.join(",")),
     ]);
+    let mut parameters = parameters;
+    let mut record = |name: &str, value: serde_json::Value| {
+        parameters.insert(name.to_string(), value.to_string());
+    };
+    if let Some(source) = &table.source {
+        record(SOURCE_PARAMETER, serde_json::json!(source));
+        record(LANDED_PARAMETER, serde_json::json!(table.landed));
+    }
+    if !table.retired.is_empty() {
+        record(RETIRED_PARAMETER, serde_json::json!(table.retired));
+    }
+    if let Some(p) = &table.partitioning {
+        parameters.insert(PARTITIONING_PARAMETER.to_string(), p.clone());
+    }
     TableInput::builder()
         .name(&table.name)
         .description("Written by stockstream; partitions registered as they land")
@@ -332,7 +506,7 @@ fn table_input(table: &Table, root: &str) -> Result<TableInput> {
         ))
         .storage_descriptor(storage_descriptor(
             table,
-            format!("{root}{}/", table.location),
+            format!("{root}{}/", table.folder("")),
             true,
         ))
         .build()
@@ -360,7 +534,7 @@ impl Catalog for GlueCatalog {
                     Err(e) => return Err(self.failed(&format!("get_tables {database}"), &e)),
                 };
                 for glue in page.table_list() {
-                    if let Some(table) = self.read_table(database, glue).await? {
+                    if let Some(table) = self.read_table(database, glue, true).await? {
                         out.push(table);
                     }
                 }
@@ -370,23 +544,96 @@ impl Catalog for GlueCatalog {
     }
 
     fn table(&self, database: &str, name: &str) -> Result<Option<Table>> {
+        self.get(database, name, true)
+    }
+
+    fn header(&self, database: &str, name: &str) -> Result<Option<Table>> {
+        self.get(database, name, false)
+    }
+
+    fn update(
+        &self,
+        database: &str,
+        name: &str,
+        change: &mut dyn FnMut(&mut Option<Table>) -> Result<bool>,
+    ) -> Result<Option<Table>> {
+        // Glue has no conditional write of a table with its partitions: the change is
+        // applied to what was read, and the partitions it adds or moves are written after.
+        let before = self.table(database, name)?;
+        let mut after = before.clone();
+        if !change(&mut after)? {
+            return Ok(after);
+        }
+        let Some(table) = &after else {
+            return Ok(None);
+        };
+        let old = before.unwrap_or_else(|| {
+            Table::new(database, name, &table.location, table.format, Vec::new())
+        });
+        let added: Vec<Vec<String>> = table.partitions.difference(&old.partitions).cloned().collect();
+        let moved: Vec<Vec<String>> = table
+            .partitions
+            .intersection(&old.partitions)
+            .filter(|v| {
+                let path = table.partition_path(v);
+                table.folder(&path) != old.folder(&path)
+            })
+            .cloned()
+            .collect();
         self.runtime.block_on(async {
-            let got = self
-                .client
-                .get_table()
-                .database_name(database)
-                .name(name)
-                .send()
-                .await;
-            match got {
-                Ok(out) => match out.table() {
-                    Some(glue) => self.read_table(database, glue).await,
-                    None => Ok(None),
-                },
-                Err(e) if aws::error_code(&e) == Some("EntityNotFoundException") => Ok(None),
-                Err(e) => Err(self.failed(&format!("get_table {database}.{name}"), &e)),
+            self.ensure_database(database).await?;
+            self.add_partitions(table, &added).await?;
+            self.move_partitions(table, &moved).await?;
+            self.put_table(table).await
+        })?;
+        Ok(after)
+    }
+
+    /// Costs the same whatever the table's size: the partitions the landing touched are
+    /// looked up (to learn whether compaction moved them), missing ones created, and the
+    /// table's columns and landed offsets updated.
+    fn register_landing(
+        &self,
+        database: &str,
+        store: &dyn ObjectStore,
+        landing: &Landing,
+    ) -> Result<Registered> {
+        let columns = landed_columns(store, landing)?;
+        let name = table_name(landing.table);
+        let Some(mut table) = self.header(database, &name)? else {
+            return Err(Error::NotFound(format!(
+                "table {name} is not in AWS Glue database {database} (declare it first)"
+            )));
+        };
+        let touched: Vec<Vec<String>> = landing
+            .objects
+            .iter()
+            .map(|o| path_values(&o.path))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let existing = if table.partition_keys.is_empty() {
+            HashMap::new()
+        } else {
+            self.runtime
+                .block_on(self.partition_folders(&table, &touched))?
+        };
+        for (values, folder) in &existing {
+            let path = table.partition_path(values);
+            if *folder != table.folder(&path) {
+                table.locations.insert(path, folder.clone());
             }
-        })
+            table.partitions.insert(values.clone());
+        }
+        let added = match apply_landing(&mut table, landing, &columns) {
+            Ok(added) => added,
+            Err(moved) => return Ok(moved),
+        };
+        self.runtime.block_on(async {
+            self.add_partitions(&table, &added).await?;
+            self.put_table(&table).await
+        })?;
+        Ok(Registered::Done)
     }
 
     fn save(&self, table: &Table, new_partitions: &[Vec<String>]) -> Result<()> {

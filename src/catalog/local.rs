@@ -11,6 +11,9 @@ use crate::lake::{ByteRange, ObjectStore};
 /// The folder below the lake root holding catalog files; readers skip `_`-folders.
 pub const CATALOG_DIR: &str = "_catalog";
 
+/// Writers racing for one table (sink members, a compaction) retry this often.
+const UPDATE_ATTEMPTS: usize = 100;
+
 /// A catalog stored as JSON objects in the lake.
 pub struct LocalCatalog {
     store: Arc<dyn ObjectStore>,
@@ -36,12 +39,27 @@ pub fn read_json<T: serde::de::DeserializeOwned>(
         Err(Error::NotFound(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
-    serde_json::from_slice(&body).map(Some).map_err(|e| {
+    parse_json(store, key, &body).map(Some)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    key: &str,
+    body: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| {
         Error::Schema(format!(
             "catalog file {} is not valid: {e} (fix or delete it and crawl again)",
             store.url(key)
         ))
     })
+}
+
+fn json_body<T: serde::Serialize>(store: &dyn ObjectStore, key: &str, value: &T) -> Result<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::Io(format!("cannot encode {}: {e}", store.url(key))))?;
+    body.push(b'\n');
+    Ok(body)
 }
 
 /// Writes a JSON object of the catalog folder, indented for people to read.
@@ -50,10 +68,7 @@ pub fn write_json<T: serde::Serialize>(
     key: &str,
     value: &T,
 ) -> Result<()> {
-    let mut body = serde_json::to_vec_pretty(value)
-        .map_err(|e| Error::Io(format!("cannot encode {}: {e}", store.url(key))))?;
-    body.push(b'\n');
-    store.put(key, &body)
+    store.put(key, &json_body(store, key, value)?)
 }
 
 impl Catalog for LocalCatalog {
@@ -88,5 +103,34 @@ impl Catalog for LocalCatalog {
             &Self::key(&table.database, &table.name),
             table,
         )
+    }
+
+    fn update(
+        &self,
+        database: &str,
+        name: &str,
+        change: &mut dyn FnMut(&mut Option<Table>) -> Result<bool>,
+    ) -> Result<Option<Table>> {
+        let key = Self::key(database, name);
+        let store = self.store.as_ref();
+        for _ in 0..UPDATE_ATTEMPTS {
+            let (mut table, tag) = match store.read_tagged(&key)? {
+                Some((body, tag)) => (Some(parse_json::<Table>(store, &key, &body)?), Some(tag)),
+                None => (None, None),
+            };
+            if !change(&mut table)? {
+                return Ok(table);
+            }
+            let Some(written) = &table else {
+                return Ok(None);
+            };
+            if store.put_if(&key, &json_body(store, &key, written)?, tag.as_deref())? {
+                return Ok(table);
+            }
+        }
+        Err(Error::Io(format!(
+            "{} kept changing under {UPDATE_ATTEMPTS} attempts to update it",
+            store.url(&key)
+        )))
     }
 }

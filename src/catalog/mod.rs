@@ -3,29 +3,34 @@
 //! the sink can register partitions as it lands them. Two backends share one interface: a
 //! catalog kept as JSON in the lake itself, and AWS Glue (which Athena, Trino and Spark read).
 
+mod compact;
 mod crawler;
 mod glue;
 mod local;
+mod registry;
 mod schema;
 
-use std::collections::BTreeSet;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use polars::prelude::{Field, Schema};
 use serde::{Deserialize, Serialize};
 
-pub use crawler::{
-    crawl, is_hidden, partition_of, register, Conflict, CrawlOptions, CrawlReport, CrawlState,
-    Found, OnError,
-};
+pub use compact::{compact, CompactOptions, CompactReport};
+pub use crawler::{crawl, Conflict, CrawlOptions, CrawlReport, CrawlState, OnError};
 pub use glue::GlueCatalog;
 pub use local::LocalCatalog;
+pub use registry::{partition_column, CatalogRegistry};
+use registry::{apply_landing, landed_columns};
 pub use schema::{body_schema, object_schema, HiveType};
 
 use crate::aws::AwsOptions;
 use crate::error::{Error, Result};
-use crate::lake::{LakeUrl, ObjectStore};
-use crate::sink::{escape, Format};
+use crate::lake::{
+    escape, table_folder, Format, Landing, LakeUrl, ObjectName, ObjectStore, Registered,
+    TableSource,
+};
 
 /// The database tables are registered in unless another is named (the tutorial's).
 pub const DEFAULT_DATABASE: &str = "stock_market";
@@ -53,6 +58,38 @@ pub struct Table {
     /// Registered partitions, one value per key; objects in other folders are not part of
     /// the table until crawled or registered (as with Glue and Athena).
     pub partitions: BTreeSet<Vec<String>>,
+    /// How the partition keys were chosen (`auto: …` with the density seen, or `given`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitioning: Option<String>,
+    /// Partitions moved by compaction: partition path → folder below the lake root.
+    /// The others are in their default folder, `location/path`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub locations: BTreeMap<String, String>,
+    /// Folders replaced by compaction, deleted once their grace period has passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Retired>,
+    /// The topic a sink lands here, for live queries of what is not landed yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<TableSource>,
+    /// Per Kafka partition of the source, the last landed offset range.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub landed: BTreeMap<i32, LandedRange>,
+}
+
+/// The last offset range a sink landed from one Kafka partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandedRange {
+    /// Ranges before this offset are committed in Kafka and never rewritten.
+    pub first: i64,
+    /// Records before this offset are in registered objects; later ones only in Kafka.
+    pub next: i64,
+}
+
+/// A folder compaction replaced, and when (Unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retired {
+    pub folder: String,
+    pub at_ms: i64,
 }
 
 impl Table {
@@ -64,6 +101,53 @@ impl Table {
             .map(|(k, v)| format!("{}={}", k.name, escape(v)))
             .collect::<Vec<_>>()
             .join("/")
+    }
+
+    /// A table with no partitions registered yet.
+    pub fn new(
+        database: &str,
+        name: &str,
+        location: &str,
+        format: Format,
+        partition_keys: Vec<Column>,
+    ) -> Self {
+        Table {
+            database: database.to_string(),
+            name: name.to_string(),
+            location: location.to_string(),
+            format,
+            columns: Vec::new(),
+            partition_keys,
+            partitions: BTreeSet::new(),
+            partitioning: None,
+            locations: BTreeMap::new(),
+            retired: Vec::new(),
+            source: None,
+            landed: BTreeMap::new(),
+        }
+    }
+
+    /// The folder (below the lake root) holding a partition's objects now.
+    pub fn folder(&self, path: &str) -> String {
+        self.locations
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| table_folder(&self.location, path))
+    }
+
+    /// Whether a query reads `key`: an object a sink has written but not yet registered
+    /// (named at or beyond its partition's landed offset) is left to the topic's tail.
+    pub fn visible(&self, key: &str) -> bool {
+        let Some(source) = &self.source else {
+            return true;
+        };
+        match ObjectName::parse(key, &source.topic) {
+            Some(name) => self
+                .landed
+                .get(&name.partition)
+                .is_none_or(|l| name.first_offset < l.next),
+            None => true,
+        }
     }
 
     /// The columns stored in the objects, as Polars types.
@@ -129,6 +213,53 @@ pub trait Catalog: Send + Sync {
     /// Creates the table or replaces its definition, and registers `new_partitions`
     /// (already included in `table.partitions`).
     fn save(&self, table: &Table, new_partitions: &[Vec<String>]) -> Result<()>;
+
+    /// The table's definition; its partitions may be left out where reading them costs
+    /// more than the definition (Glue).
+    fn header(&self, database: &str, name: &str) -> Result<Option<Table>> {
+        self.table(database, name)
+    }
+
+    /// Reads the table, lets `change` modify (or create) it, and writes it back in one
+    /// step, unless `change` returns false. If another writer changed the table in
+    /// between, the change is applied again to the new version, so no writer's change is
+    /// lost. Returns the table as written (or as read, if unchanged).
+    fn update(
+        &self,
+        database: &str,
+        name: &str,
+        change: &mut dyn FnMut(&mut Option<Table>) -> Result<bool>,
+    ) -> Result<Option<Table>>;
+
+    /// Registers a sink's landing: its partitions, new columns and offset range.
+    fn register_landing(
+        &self,
+        database: &str,
+        store: &dyn ObjectStore,
+        landing: &Landing,
+    ) -> Result<Registered> {
+        let columns = landed_columns(store, landing)?;
+        let mut outcome = Registered::Done;
+        self.update(database, &table_name(landing.table), &mut |table| {
+            let Some(table) = table else {
+                return Err(Error::NotFound(format!(
+                    "table {} is not in the catalog (declare it first)",
+                    landing.table
+                )));
+            };
+            match apply_landing(table, landing, &columns) {
+                Ok(_) => {
+                    outcome = Registered::Done;
+                    Ok(true)
+                }
+                Err(moved) => {
+                    outcome = moved;
+                    Ok(false)
+                }
+            }
+        })?;
+        Ok(outcome)
+    }
 }
 
 /// Which catalog backend to use.
@@ -196,13 +327,12 @@ mod tests {
 
     #[test]
     fn partition_paths_follow_the_keys() {
-        let table = Table {
-            database: DEFAULT_DATABASE.into(),
-            name: "t".into(),
-            location: "t".into(),
-            format: Format::Parquet,
-            columns: vec![],
-            partition_keys: vec![
+        let table = Table::new(
+            DEFAULT_DATABASE,
+            "t",
+            "t",
+            Format::Parquet,
+            vec![
                 Column {
                     name: "symbol".into(),
                     kind: HiveType::String,
@@ -212,8 +342,7 @@ mod tests {
                     kind: HiveType::String,
                 },
             ],
-            partitions: BTreeSet::new(),
-        };
+        );
         assert_eq!(
             table.partition_path(&["NYA".into(), "2021-01".into()]),
             "symbol=NYA/month=2021-01"

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::lake::{ByteRange, ObjectStore};
-use crate::sink::Format;
+use crate::lake::Format;
 
 /// A column type in the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

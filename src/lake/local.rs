@@ -5,6 +5,7 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use polars::prelude::cloud::CloudOptions;
 
@@ -13,6 +14,20 @@ use crate::error::{Error, Result};
 
 /// Distinguishes temporary files of concurrent writers within one process.
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// How long a conditional write waits for another writer's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// A lock held longer than this was left by a writer that died.
+const STALE_LOCK: Duration = Duration::from_secs(30);
+
+/// A digest of a local object's bytes: its version tag for conditional writes.
+fn tag(body: &[u8]) -> String {
+    // FNV-1a: stable across processes and builds, which a conditional write needs.
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{:x}-{hash:016x}", body.len())
+}
 
 /// A directory holding the lake's objects as plain files.
 #[derive(Debug)]
@@ -31,6 +46,51 @@ impl LocalStore {
             )));
         }
         Ok(LocalStore { root })
+    }
+
+    /// Holds `<key>.lock` (created exclusively) while `f` runs: the compare and the swap of
+    /// a conditional write happen under it. A lock older than `STALE_LOCK` belonged to a
+    /// writer that died mid-swap and is broken.
+    fn locked<T>(&self, key: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let path = self.root.join(key);
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = dir.join(format!(
+            ".{}.lock",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("object")
+        ));
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&lock)
+            {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let stale = fs::metadata(&lock)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > STALE_LOCK);
+                    if stale {
+                        let _ = fs::remove_file(&lock);
+                    } else if Instant::now() > deadline {
+                        return Err(Error::Io(format!(
+                            "{} is locked by another writer (remove {} if no writer is running)",
+                            path.display(),
+                            lock.display()
+                        )));
+                    } else {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                Err(e) => return Err(Error::io(&lock, e)),
+            }
+        }
+        let result = f();
+        let _ = fs::remove_file(&lock);
+        result
     }
 
     fn write_synced(path: &Path, body: &[u8]) -> std::io::Result<()> {
@@ -130,6 +190,39 @@ impl ObjectStore for LocalStore {
         read().map_err(|e| Error::io(&path, e))
     }
 
+    fn read_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        match self.read(key, ByteRange::All) {
+            Ok(body) => {
+                let t = tag(&body);
+                Ok(Some((body, t)))
+            }
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn put_if(&self, key: &str, body: &[u8], expected: Option<&str>) -> Result<bool> {
+        self.locked(key, || {
+            let current = self.read_tagged(key)?.map(|(_, t)| t);
+            if current.as_deref() != expected {
+                return Ok(false);
+            }
+            self.put(key, body).map(|()| true)
+        })
+    }
+
+    fn delete(&self, keys: &[String]) -> Result<()> {
+        for key in keys {
+            let path = self.root.join(key);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Ok(())
+    }
+
     fn cloud_options(&self) -> Result<Option<CloudOptions>> {
         Ok(None)
     }
@@ -152,6 +245,22 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+    }
+
+    #[test]
+    fn conditional_writes_refuse_a_stale_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().to_path_buf()).unwrap();
+        assert!(store.put_if("c/t.json", b"one", None).unwrap());
+        assert!(!store.put_if("c/t.json", b"two", None).unwrap());
+        let (body, tag) = store.read_tagged("c/t.json").unwrap().unwrap();
+        assert_eq!(body, b"one");
+        assert!(store.put_if("c/t.json", b"two", Some(&tag)).unwrap());
+        assert!(!store.put_if("c/t.json", b"three", Some(&tag)).unwrap());
+        assert_eq!(store.read("c/t.json", ByteRange::All).unwrap(), b"two");
+        store.delete(&["c/t.json".into(), "c/missing".into()]).unwrap();
+        assert!(store.read_tagged("c/t.json").unwrap().is_none());
+        assert!(store.list("").unwrap().is_empty(), "no lock file is left");
     }
 
     #[test]

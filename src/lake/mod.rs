@@ -1,13 +1,21 @@
-//! Where the lake's objects live: a local directory or an S3 bucket (any S3-compatible
-//! endpoint), behind one small trait so the sink does not care which.
+//! The lake: where its objects live (a local directory or an S3 bucket, any S3-compatible
+//! endpoint, behind one small trait so writers do not care which) and how they are laid
+//! out (formats, Hive folders, object names), shared by the sink, the catalog and queries.
 
+pub mod layout;
 mod local;
+pub mod registry;
 mod s3;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use layout::{
+    escape, is_hidden, partition_of, path_values, table_folder, unescape, Format, Layout, ObjectName,
+    PartitionKey,
+};
 pub use local::LocalStore;
+pub use registry::{Landing, LandedObject, Registered, Registry, TableSource};
 pub use s3::S3Store;
 
 use polars::prelude::cloud::CloudOptions;
@@ -46,6 +54,19 @@ pub trait ObjectStore: Send + Sync {
 
     /// The bytes of `key`, or part of them; `NotFound` if there is no such object.
     fn read(&self, key: &str, range: ByteRange) -> Result<Vec<u8>>;
+
+    /// The bytes of `key` and a tag of this version of them (an S3 ETag, a digest of a
+    /// local file), for [`ObjectStore::put_if`]; `None` if there is no such object.
+    fn read_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>>;
+
+    /// Writes `body` at `key` only if the object is still the version tagged `expected`
+    /// (`None`: only if there is no object). `Ok(false)` if another writer got there first:
+    /// read again and retry. This is what keeps concurrent catalog writers from losing
+    /// each other's changes.
+    fn put_if(&self, key: &str, body: &[u8], expected: Option<&str>) -> Result<bool>;
+
+    /// Deletes objects; keys that do not exist are no error.
+    fn delete(&self, keys: &[String]) -> Result<()>;
 
     /// How Polars reaches the objects: credentials and endpoint resolved now, or `None`
     /// for local files.

@@ -3,7 +3,7 @@
 use aws_config::SdkConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use polars::prelude::cloud::{AmazonS3ConfigKey, CloudOptions};
 use tokio::runtime::Runtime;
@@ -234,44 +234,41 @@ impl ObjectStore for S3Store {
     }
 
     fn read(&self, key: &str, range: ByteRange) -> Result<Vec<u8>> {
-        let full = self.full_key(key);
-        let header = match range {
-            ByteRange::All => None,
-            ByteRange::Head(n) => Some(format!("bytes=0-{}", n.max(1) - 1)),
-            ByteRange::Tail(n) => Some(format!("bytes=-{}", n.max(1))),
+        self.get(key, range).map(|(body, _)| body)
+    }
+
+    fn read_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        match self.get(key, ByteRange::All) {
+            Ok((body, tag)) => Ok(Some((body, tag))),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn put_if(&self, key: &str, body: &[u8], expected: Option<&str>) -> Result<bool> {
+        let key = self.full_key(key);
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(ByteStream::from(body.to_vec()));
+        let request = match expected {
+            Some(tag) => request.if_match(tag),
+            None => request.if_none_match("*"),
         };
-        self.runtime.block_on(async {
-            let got = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .set_range(header)
-                .send()
-                .await;
-            let output = match got {
-                Ok(output) => output,
-                // A range of an empty object cannot be satisfied: the object is just empty.
-                Err(e) if aws::error_code(&e) == Some("InvalidRange") => return Ok(Vec::new()),
-                Err(e) if aws::error_code(&e) == Some("NoSuchKey") => {
-                    return Err(Error::NotFound(format!(
-                        "s3://{}/{full} does not exist",
-                        self.bucket
-                    )))
-                }
-                Err(e) => {
-                    return Err(aws::request_failed(
-                        &self.options,
-                        &format!("reading s3://{}/{full}", self.bucket),
-                        &e,
-                    ))
-                }
-            };
-            let body = output.body.collect().await.map_err(|e| {
-                Error::Io(format!("reading s3://{}/{full} failed: {e}", self.bucket))
-            })?;
-            Ok(body.into_bytes().to_vec())
-        })
+        match self.runtime.block_on(request.send()) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    aws::error_code(&e),
+                    Some("PreconditionFailed" | "ConditionalRequestConflict")
+                ) || matches!(e.raw_response().map(|r| r.status().as_u16()), Some(412 | 409)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.failed(&key, &e)),
+        }
     }
 
     fn cloud_options(&self) -> Result<Option<CloudOptions>> {
@@ -303,4 +300,95 @@ impl ObjectStore for S3Store {
         }
         Ok(Some(CloudOptions::default().with_aws(config)))
     }
+
+    fn delete(&self, keys: &[String]) -> Result<()> {
+        // DeleteObjects takes at most 1,000 keys a request.
+        for chunk in keys.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(self.full_key(k))
+                        .build()
+                        .map_err(|e| Error::Io(format!("bad key {k:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| Error::Io(format!("bad delete request: {e}")))?;
+            let out = self
+                .runtime
+                .block_on(
+                    self.client
+                        .delete_objects()
+                        .bucket(&self.bucket)
+                        .delete(delete)
+                        .send(),
+                )
+                .map_err(|e| {
+                    aws::request_failed(
+                        &self.options,
+                        &format!("deleting objects in s3://{}", self.bucket),
+                        &e,
+                    )
+                })?;
+            if let Some(err) = out.errors().first() {
+                return Err(Error::Io(format!(
+                    "deleting s3://{}/{} failed: {}",
+                    self.bucket,
+                    err.key().unwrap_or("?"),
+                    err.message().unwrap_or("unknown error")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl S3Store {
+    /// An object's bytes (or part of them) and its ETag.
+    fn get(&self, key: &str, range: ByteRange) -> Result<(Vec<u8>, String)> {
+        let full = self.full_key(key);
+        let header = match range {
+            ByteRange::All => None,
+            ByteRange::Head(n) => Some(format!("bytes=0-{}", n.max(1) - 1)),
+            ByteRange::Tail(n) => Some(format!("bytes=-{}", n.max(1))),
+        };
+        self.runtime.block_on(async {
+            let got = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .set_range(header)
+                .send()
+                .await;
+            let output = match got {
+                Ok(output) => output,
+                // A range of an empty object cannot be satisfied: the object is just empty.
+                Err(e) if aws::error_code(&e) == Some("InvalidRange") => return Ok((Vec::new(), String::new())),
+                Err(e) if aws::error_code(&e) == Some("NoSuchKey") => {
+                    return Err(Error::NotFound(format!(
+                        "s3://{}/{full} does not exist",
+                        self.bucket
+                    )))
+                }
+                Err(e) => {
+                    return Err(aws::request_failed(
+                        &self.options,
+                        &format!("reading s3://{}/{full}", self.bucket),
+                        &e,
+                    ))
+                }
+            };
+            let tag = output.e_tag().unwrap_or_default().to_string();
+            let body = output.body.collect().await.map_err(|e| {
+                Error::Io(format!("reading s3://{}/{full} failed: {e}", self.bucket))
+            })?;
+            Ok((body.into_bytes().to_vec(), tag))
+        })
+    }
+
 }

@@ -6,9 +6,9 @@ use pyo3_polars::PyDataFrame;
 
 use super::{html_table, repr_of, seconds};
 use crate::aws::AwsOptions;
-use crate::catalog::{CatalogKind, CrawlReport, OnError, Table};
+use crate::catalog::{CatalogKind, CompactOptions, CompactReport, CrawlReport, OnError, Table};
 use crate::error::{Error, Result};
-use crate::query::{AthenaOptions, Lake};
+use crate::query::{AthenaOptions, Lake, TailBounds, TailInfo};
 
 /// What a crawl changed in the catalog.
 ///
@@ -117,6 +117,141 @@ impl PyCrawlReport {
     }
 }
 
+/// What a compaction did.
+///
+/// Attributes:
+///     partitions: ``(table, partition path)`` of each partition moved to a new folder
+///         (``""`` for an unpartitioned table).
+///     objects_merged, objects_written: small objects merged, and the objects they became.
+///     objects_carried: registered objects a sink may still rewrite, copied unmerged.
+///     bytes_read, bytes_written: of the merged objects.
+///     folders_deleted, objects_deleted: replaced folders whose grace period was over.
+///     raced: partitions another compaction moved first (this one's work was discarded).
+///     elapsed: seconds.
+#[pyclass(
+    name = "CompactReport",
+    module = "stockstream._core",
+    frozen,
+    get_all,
+    skip_from_py_object
+)]
+#[derive(Clone)]
+pub struct PyCompactReport {
+    partitions: Vec<(String, String)>,
+    objects_merged: usize,
+    objects_written: usize,
+    objects_carried: usize,
+    bytes_read: u64,
+    bytes_written: u64,
+    folders_deleted: usize,
+    objects_deleted: usize,
+    raced: usize,
+    elapsed: f64,
+}
+
+impl From<CompactReport> for PyCompactReport {
+    fn from(r: CompactReport) -> Self {
+        PyCompactReport {
+            partitions: r.partitions,
+            objects_merged: r.objects_merged,
+            objects_written: r.objects_written,
+            objects_carried: r.objects_carried,
+            bytes_read: r.bytes_read,
+            bytes_written: r.bytes_written,
+            folders_deleted: r.folders_deleted,
+            objects_deleted: r.objects_deleted,
+            raced: r.raced,
+            elapsed: r.elapsed.as_secs_f64(),
+        }
+    }
+}
+
+impl PyCompactReport {
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("partitions", self.partitions.len().to_string()),
+            ("objects_merged", self.objects_merged.to_string()),
+            ("objects_written", self.objects_written.to_string()),
+            ("objects_carried", self.objects_carried.to_string()),
+            ("bytes_written", self.bytes_written.to_string()),
+            ("folders_deleted", self.folders_deleted.to_string()),
+            ("objects_deleted", self.objects_deleted.to_string()),
+            ("raced", self.raced.to_string()),
+            ("elapsed", format!("{:.3}", self.elapsed)),
+        ]
+    }
+}
+
+#[pymethods]
+impl PyCompactReport {
+    fn __repr__(&self) -> String {
+        repr_of("CompactReport", &self.fields())
+    }
+
+    /// An HTML table, for notebooks.
+    fn _repr_html_(&self) -> String {
+        html_table("CompactReport", &self.fields())
+    }
+}
+
+/// What the last query read from a table's Kafka tail (records not landed yet).
+///
+/// Attributes:
+///     table: the table.
+///     live: the tail was read; when False, ``reason`` says why (no sink feeds the table,
+///         the broker does not answer, ``live=False``).
+///     records, bytes: messages read from the tail.
+///     truncated: a bound (``tail_records``, ``tail_bytes``, ``tail_timeout``) stopped the
+///         read early, so the result misses the newest records.
+///     offsets: per Kafka partition, the offsets read, ``[from, to)``.
+#[pyclass(
+    name = "TailInfo",
+    module = "stockstream._core",
+    frozen,
+    get_all,
+    skip_from_py_object
+)]
+#[derive(Clone)]
+pub struct PyTailInfo {
+    table: String,
+    live: bool,
+    reason: Option<String>,
+    records: usize,
+    bytes: usize,
+    truncated: bool,
+    offsets: std::collections::BTreeMap<i32, (i64, i64)>,
+}
+
+impl From<TailInfo> for PyTailInfo {
+    fn from(t: TailInfo) -> Self {
+        PyTailInfo {
+            table: t.table,
+            live: t.live,
+            reason: t.reason,
+            records: t.records,
+            bytes: t.bytes,
+            truncated: t.truncated,
+            offsets: t.offsets,
+        }
+    }
+}
+
+#[pymethods]
+impl PyTailInfo {
+    fn __repr__(&self) -> String {
+        let mut fields = vec![
+            ("table", self.table.clone()),
+            ("live", self.live.to_string()),
+            ("records", self.records.to_string()),
+            ("truncated", self.truncated.to_string()),
+        ];
+        if let Some(r) = &self.reason {
+            fields.push(("reason", r.clone()));
+        }
+        repr_of("TailInfo", &fields)
+    }
+}
+
 fn aws_options(
     endpoint_url: Option<String>,
     region: Option<String>,
@@ -152,6 +287,7 @@ fn aws_options(
 #[pyclass(name = "Lake", module = "stockstream._core", frozen)]
 pub struct PyLake {
     lake: Lake,
+    last: std::sync::Mutex<Vec<PyTailInfo>>,
 }
 
 #[pymethods]
@@ -173,7 +309,10 @@ impl PyLake {
         let kind = CatalogKind::parse(catalog)?;
         let aws = aws_options(endpoint_url, region, aws_profile);
         let lake = py.detach(|| Lake::open(lake, kind, database, &aws))?;
-        Ok(PyLake { lake })
+        Ok(PyLake {
+            lake,
+            last: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// Runs a SQL query and returns its result.
@@ -183,6 +322,12 @@ impl PyLake {
     ///         ``SELECT "Index", avg("Close") FROM stock_market GROUP BY 1``.
     ///     engine: ``"polars"`` (default: runs here, over the objects) or ``"athena"`` (runs
     ///         in AWS Athena against the Glue database of the same name).
+    ///     live: for tables a sink feeds, also read the records their topic holds beyond
+    ///         what is landed, so a query is fresh to the second without small objects.
+    ///         ``None`` (default): when the broker answers; ``True``: raise if it does not;
+    ///         ``False``: the lake only. ``last_query`` tells what was read.
+    ///     tail_records, tail_bytes, tail_timeout: bounds of one table's tail read (1,000,000
+    ///         records, 256 MiB, 5 s); a truncated tail warns and is flagged in ``last_query``.
     ///     workgroup, output: Athena's workgroup and ``s3://`` result location.
     ///     timeout: seconds an Athena query may run before it is cancelled.
     ///
@@ -191,19 +336,63 @@ impl PyLake {
     ///
     /// Raises:
     ///     QueryError: a SQL syntax error, or an unknown table or column (named).
+    ///     KafkaError: with ``live=True``, a table's broker does not answer.
     ///     StockstreamError: an object cannot be read (named).
-    #[pyo3(signature = (query, *, engine="polars", workgroup=None, output=None, timeout=300.0))]
+    #[pyo3(signature = (
+        query, *, engine="polars", live=None, tail_records=1_000_000, tail_bytes=268_435_456,
+        tail_timeout=5.0, workgroup=None, output=None, timeout=300.0
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn sql(
         &self,
         py: Python<'_>,
         query: &str,
         engine: &str,
+        live: Option<bool>,
+        tail_records: usize,
+        tail_bytes: usize,
+        tail_timeout: f64,
         workgroup: Option<String>,
         output: Option<String>,
         timeout: f64,
     ) -> PyResult<PyDataFrame> {
         let frame = match engine.to_ascii_lowercase().as_str() {
-            "polars" | "local" => py.detach(|| self.lake.sql(query))?,
+            "polars" | "local" => {
+                let bounds = TailBounds {
+                    records: tail_records,
+                    bytes: tail_bytes,
+                    timeout: seconds("tail_timeout", tail_timeout)?,
+                };
+                let bounds = (live != Some(false)).then_some(&bounds);
+                let (frame, tails) = py.detach(|| self.lake.sql_live(query, bounds))?;
+                let tails: Vec<PyTailInfo> = tails.into_iter().map(PyTailInfo::from).collect();
+                if live == Some(true) {
+                    if let Some(t) = tails.iter().find(|t| !t.live) {
+                        return Err(Error::Kafka(format!(
+                            "live query of table {}: {}",
+                            t.table,
+                            t.reason.as_deref().unwrap_or("the tail cannot be read")
+                        ))
+                        .into());
+                    }
+                }
+                for t in tails.iter().filter(|t| t.truncated) {
+                    PyErr::warn(
+                        py,
+                        &py.get_type::<pyo3::exceptions::PyUserWarning>(),
+                        &std::ffi::CString::new(format!(
+                            "the live tail of table {} was cut at {} records / {} bytes: the \
+                             result misses the newest records (raise tail_records, tail_bytes or \
+                             tail_timeout)",
+                            t.table, t.records, t.bytes
+                        ))
+                        .unwrap_or_default(),
+                        1,
+                    )?;
+                }
+                *self.last.lock().unwrap_or_else(|e| e.into_inner()) = tails;
+                frame
+            }
             "athena" => {
                 let options = AthenaOptions {
                     workgroup,
@@ -220,6 +409,41 @@ impl PyLake {
             }
         };
         Ok(PyDataFrame(frame))
+    }
+
+    /// What the last ``sql`` call read from each table's Kafka tail (a list of ``TailInfo``).
+    #[getter]
+    fn last_query(&self) -> Vec<PyTailInfo> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Compacts the lake's tables (or ``table``): the small objects of each partition
+    /// folder that no sink can rewrite any more are merged into objects of about
+    /// ``target_bytes``, written to a new versioned folder of the partition
+    /// (``date=…/_v<version>/``), and the partition's location is switched in the catalog in
+    /// one step (Glue ``BatchUpdatePartition``, which Athena reads). The old folder is
+    /// deleted by a compaction run ``grace`` seconds later or more. Queries and sinks go
+    /// on meanwhile; nothing is lost or read twice.
+    ///
+    /// Returns:
+    ///     CompactReport: what was merged, moved and deleted.
+    #[pyo3(signature = (table=None, *, target_bytes=134_217_728, min_objects=2, grace=3600.0))]
+    fn compact(
+        &self,
+        py: Python<'_>,
+        table: Option<String>,
+        target_bytes: u64,
+        min_objects: usize,
+        grace: f64,
+    ) -> PyResult<PyCompactReport> {
+        let options = CompactOptions {
+            table,
+            target_bytes,
+            min_objects,
+            grace: seconds("grace", grace)?,
+            ..CompactOptions::default()
+        };
+        Ok(py.detach(|| self.lake.compact(options))?.into())
     }
 
     /// The catalog's tables: name, format, location, columns, partition keys and the
@@ -289,6 +513,8 @@ fn tables_frame(lake: &Lake, tables: &[Table]) -> Result<DataFrame> {
         "columns" => text(&|t| describe(&t.columns)),
         "partition_keys" => text(&|t| describe(&t.partition_keys)),
         "partitions" => tables.iter().map(|t| t.partitions.len() as u64).collect::<Vec<_>>(),
+        "partitioning" => text(&|t| t.partitioning.clone().unwrap_or_default()),
+        "source" => text(&|t| t.source.as_ref().map_or(String::new(), |s| s.topic.clone())),
     )
     .map_err(|e| Error::Io(format!("cannot list tables: {e}")))
 }

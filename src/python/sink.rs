@@ -17,7 +17,9 @@ use crate::aws::AwsOptions;
 use crate::catalog::{self, CatalogKind};
 use crate::error::Result;
 use crate::lake;
-use crate::sink::{ColumnType, Format, PartitionKey, RollPolicy, Sink, SinkConfig, SinkStatus};
+use crate::catalog::{CatalogRegistry, CompactOptions};
+use crate::lake::Format;
+use crate::sink::{ColumnType, Partitioning, RollPolicy, Sink, SinkConfig, SinkStatus};
 
 /// A snapshot of a sink's counters.
 ///
@@ -164,9 +166,9 @@ pub struct PyLakeSink {
     describe: String,
 }
 
-fn partition_keys(value: &Bound<'_, PyAny>) -> PyResult<Vec<PartitionKey>> {
+fn partitioning(value: &Bound<'_, PyAny>) -> PyResult<Partitioning> {
     if value.is_none() {
-        return Ok(Vec::new());
+        return Ok(Partitioning::Keys(Vec::new()));
     }
     let names: Vec<String> = if value.is_instance_of::<PyString>() {
         value
@@ -178,10 +180,7 @@ fn partition_keys(value: &Bound<'_, PyAny>) -> PyResult<Vec<PartitionKey>> {
     } else {
         value.extract()?
     };
-    Ok(names
-        .iter()
-        .map(|n| PartitionKey::parse(n))
-        .collect::<Result<_>>()?)
+    Ok(Partitioning::parse(&names)?)
 }
 
 impl PyLakeSink {
@@ -198,7 +197,8 @@ impl PyLakeSink {
         table=None, partition_by=None, flush_records=None, flush_bytes=None, flush_age=None,
         flush_idle=None, buffer_bytes=None, symbol_field="Index", time_field="Date", columns=None,
         kafka_metadata=false, endpoint_url=None, region=None, aws_profile=None, s3_part_size=None,
-        catalog=None, database="stock_market", connect_timeout=10.0,
+        catalog=Some("local"), database="stock_market", compact_every=None, compact_grace=3600.0,
+        connect_timeout=10.0,
         **config
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -226,6 +226,8 @@ impl PyLakeSink {
         s3_part_size: Option<usize>,
         catalog: Option<&str>,
         database: &str,
+        compact_every: Option<f64>,
+        compact_grace: f64,
         connect_timeout: f64,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -241,7 +243,19 @@ impl PyLakeSink {
             cfg.table = table;
         }
         if let Some(keys) = partition_by {
-            cfg.partition_by = partition_keys(keys)?;
+            cfg.partition_by = partitioning(keys)?;
+        }
+        let compact_every = compact_every
+            .map(|s| seconds("compact_every", s))
+            .transpose()?;
+        let compact_grace = seconds("compact_grace", compact_grace)?;
+        if compact_every.is_some() && catalog.is_none() {
+            return Err(crate::error::Error::Config(
+                "compact_every needs a catalog (catalog=\"local\" or \"glue\"): compaction \
+                 switches partition locations there"
+                    .into(),
+            )
+            .into());
         }
         let defaults = RollPolicy::default();
         cfg.roll = RollPolicy {
@@ -282,9 +296,36 @@ impl PyLakeSink {
             let registry = catalog
                 .map(|kind| catalog::open(kind, store.clone(), lake, &s3))
                 .transpose()?;
-            let sink = Sink::new(&kafka, cfg, store, connect_timeout)?;
-            Ok(match registry {
-                Some(registry) => sink.register_in(registry, database),
+            let table = cfg.table.clone();
+            let sink = Sink::new(&kafka, cfg, store.clone(), connect_timeout)?;
+            let Some(registry) = registry else {
+                return Ok(sink);
+            };
+            let sink = sink.register_in(Arc::new(CatalogRegistry::new(
+                registry.clone(),
+                store.clone(),
+                database,
+            )))?;
+            Ok(match compact_every {
+                Some(every) => {
+                    let options = CompactOptions {
+                        database: database.to_string(),
+                        table: Some(table),
+                        grace: compact_grace,
+                        ..CompactOptions::default()
+                    };
+                    sink.maintain_every(
+                        every,
+                        Box::new(move || {
+                            match catalog::compact(store.as_ref(), registry.as_ref(), &options) {
+                                Ok(r) => Ok(r.objects_merged),
+                                // Not landed yet: nothing to compact.
+                                Err(crate::error::Error::NotFound(_)) => Ok(0),
+                                Err(e) => Err(e),
+                            }
+                        }),
+                    )
+                }
                 None => sink,
             })
         })?;

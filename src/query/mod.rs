@@ -3,6 +3,7 @@
 //! and column projection, by Polars SQL. Athena is the other engine, for tables in Glue.
 
 mod athena;
+pub mod tail;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -12,15 +13,16 @@ use polars::prelude::*;
 use polars::sql::{extract_table_identifiers, SQLContext};
 
 pub use athena::AthenaOptions;
+pub use tail::{TailBounds, TailInfo};
 
 use crate::aws::AwsOptions;
 use crate::catalog::{
-    self, is_hidden, Catalog, CatalogKind, CrawlOptions, CrawlReport, CrawlState, Table,
+    self, Catalog, CatalogKind, CompactOptions, CompactReport, CrawlOptions, CrawlReport,
+    CrawlState, Table,
 };
 use crate::error::{Error, Result};
-use crate::lake::{self, LakeUrl, ObjectMeta, ObjectStore};
+use crate::lake::{self, is_hidden, Format, LakeUrl, ObjectMeta, ObjectStore};
 use crate::parallel;
-use crate::sink::Format;
 
 /// Polars' own chunk size for JSON-lines scans.
 const NDJSON_CHUNK: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1 << 18).unwrap();
@@ -88,16 +90,42 @@ impl Lake {
         self.catalog.tables(&self.database)
     }
 
+    /// Compacts the lake's tables (or one) in this lake's catalog.
+    pub fn compact(&self, mut options: CompactOptions) -> Result<CompactReport> {
+        options.database = self.database.clone();
+        catalog::compact(self.store.as_ref(), self.catalog.as_ref(), &options)
+    }
+
     /// Runs `query` with Polars SQL over the catalog's tables.
     pub fn sql(&self, query: &str) -> Result<DataFrame> {
+        self.sql_live(query, None).map(|(frame, _)| frame)
+    }
+
+    /// Runs `query`; with `live` bounds, tables fed by a sink also read the records their
+    /// topic holds beyond what is landed (see `tail`), reported per table.
+    pub fn sql_live(
+        &self,
+        query: &str,
+        live: Option<&TailBounds>,
+    ) -> Result<(DataFrame, Vec<TailInfo>)> {
         let names = extract_table_identifiers(query, false, true).map_err(sql_error)?;
         let mut context = SQLContext::new();
         let mut missing = Vec::new();
         let mut tables = Vec::new();
+        let mut tails = Vec::new();
         for name in &names {
             match self.catalog.table(&self.database, name)? {
                 Some(table) => {
-                    context.register(name, self.scan(&table)?);
+                    let mut scan = self.scan(&table)?;
+                    if let Some(bounds) = live {
+                        let (tail, info) = tail::read(&table, bounds);
+                        if let Some(tail) = tail {
+                            scan = concat([scan, tail], UnionArgs::default())
+                                .map_err(sql_error)?;
+                        }
+                        tails.push(info);
+                    }
+                    context.register(name, scan);
                     tables.push(table);
                 }
                 None => missing.push(name.clone()),
@@ -110,6 +138,7 @@ impl Lake {
             .and_then(|lf| lf.collect_with_engine(Engine::Streaming))
             // One plan, one sink: several results come only from collecting several plans.
             .map(|r| r.unwrap_single());
+        let result = result.map(|frame| (frame, tails));
         result.map_err(|e| match e {
             PolarsError::SQLInterface(_) | PolarsError::SQLSyntax(_) if !missing.is_empty() => {
                 self.unknown_tables(&missing, e)
@@ -142,25 +171,26 @@ impl Lake {
         Error::Io(message)
     }
 
-    /// The objects a query of `table` reads: those in its registered partitions, less those
-    /// the crawler found unreadable. Listing happens now, so new objects of known
+    /// The objects a query of `table` reads: those in the current folders of its
+    /// registered partitions, less those the crawler found unreadable and those a sink has
+    /// written but not registered yet. Listing happens now, so new objects of known
     /// partitions are seen at once (as Athena sees them).
     pub fn objects(&self, table: &Table) -> Result<Vec<ObjectMeta>> {
         let state = CrawlState::load(self.store.as_ref(), &self.database, &table.name)?;
         let prefix = format!("{}/", table.location);
-        let partitions: HashSet<String> = table
+        let folders: HashSet<String> = table
             .partitions
             .iter()
-            .map(|values| table.partition_path(values))
+            .map(|values| table.folder(&table.partition_path(values)))
             .collect();
         let mut objects = self.store.list(&prefix)?;
         objects.retain(|o| {
-            let inner = &o.key[prefix.len()..];
-            let folder = inner.rsplit_once('/').map_or("", |(d, _)| d);
-            !is_hidden(inner)
-                && Format::of(&o.key) == Some(table.format)
-                && partitions.contains(folder)
+            let (folder, name) = o.key.rsplit_once('/').unwrap_or(("", &o.key));
+            !is_hidden(name)
+                && Format::of(name) == Some(table.format)
+                && folders.contains(folder)
                 && !state.unreadable.contains_key(&o.key)
+                && table.visible(&o.key)
         });
         Ok(objects)
     }
@@ -177,6 +207,9 @@ impl Lake {
         if files.is_empty() {
             return Ok(DataFrame::empty_with_schema(&schema).lazy());
         }
+        // Hive columns come where Polars puts them: fix the order so that a live tail
+        // (built in this order) can be appended.
+        let order: Vec<Expr> = schema.iter_names().map(|n| col(n.clone())).collect();
         let hive_start = self.store.url(&table.location).len() + 1;
         let args = UnifiedScanArgs {
             schema: Some(Arc::new(table.file_schema())),
@@ -234,7 +267,7 @@ impl Lake {
                 cached_ir: Default::default(),
             },
         };
-        Ok(LazyFrame::from(plan))
+        Ok(LazyFrame::from(plan).select(order))
     }
 
     /// Runs `query` on Athena against this lake's Glue database; the result as a frame.

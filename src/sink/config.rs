@@ -1,95 +1,45 @@
-//! What a lake sink does: its file format, layout, rolling policy and record schema.
+//! What a lake sink does: its layout, rolling policy and record schema.
 
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::lake::{Format, PartitionKey};
 
-/// The file format of the lake's data objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// Parquet with zstd compression and typed columns.
-    Parquet,
-    /// One newline-terminated JSON object per line.
-    Ndjson,
+/// How a table's folders are chosen when the sink first lands it; afterwards every
+/// writer follows the scheme recorded in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partitioning {
+    /// Chosen from the event-time density of the first records landed (`symbol=` first
+    /// if `symbol`).
+    Auto { symbol: bool },
+    /// These folder levels, in order (none: one folder).
+    Keys(Vec<PartitionKey>),
 }
 
-impl Format {
-    pub fn parse(text: &str) -> Result<Self> {
-        match text.to_ascii_lowercase().as_str() {
-            "parquet" => Ok(Format::Parquet),
-            "ndjson" | "jsonl" | "json" => Ok(Format::Ndjson),
-            other => Err(Error::Config(format!(
-                "format {other:?} is not supported: use \"parquet\" or \"ndjson\""
-            ))),
-        }
-    }
-
-    /// The object name suffix.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Parquet => "parquet",
-            Format::Ndjson => "json",
-        }
-    }
-
-    /// The format of an object, from its name.
-    pub fn of(key: &str) -> Option<Self> {
-        if key.ends_with(".parquet") {
-            Some(Format::Parquet)
-        } else if [".json", ".ndjson", ".jsonl"]
+impl Partitioning {
+    /// From a list such as `["auto"]`, `["symbol", "auto"]`, `["year"]` or `[]`.
+    pub fn parse(names: &[String]) -> Result<Self> {
+        let auto = names
             .iter()
-            .any(|e| key.ends_with(e))
-        {
-            Some(Format::Ndjson)
-        } else {
-            None
+            .filter(|n| n.trim().eq_ignore_ascii_case("auto"))
+            .count();
+        let keys = names
+            .iter()
+            .filter(|n| !n.trim().eq_ignore_ascii_case("auto"))
+            .map(|n| PartitionKey::parse(n))
+            .collect::<Result<Vec<_>>>()?;
+        if auto == 0 {
+            return Ok(Partitioning::Keys(keys));
         }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Parquet => "parquet",
-            Format::Ndjson => "ndjson",
+        if auto > 1 || keys.iter().any(|k| *k != PartitionKey::Symbol) {
+            return Err(Error::Config(format!(
+                "partition_by {names:?}: \"auto\" chooses the time folders itself; it can only \
+                 be combined with \"symbol\""
+            )));
         }
-    }
-}
-
-/// One level of the lake's Hive-style folders (`key=value/`), taken from each record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartitionKey {
-    Symbol,
-    Year,
-    Month,
-    Date,
-    Hour,
-}
-
-impl PartitionKey {
-    pub fn parse(text: &str) -> Result<Self> {
-        Ok(match text.trim().to_ascii_lowercase().as_str() {
-            "symbol" => PartitionKey::Symbol,
-            "year" => PartitionKey::Year,
-            "month" => PartitionKey::Month,
-            "date" | "day" => PartitionKey::Date,
-            "hour" => PartitionKey::Hour,
-            other => {
-                return Err(Error::Config(format!(
-                "partition key {other:?} is not supported: use symbol, year, month, date or hour"
-            )))
-            }
+        Ok(Partitioning::Auto {
+            symbol: !keys.is_empty(),
         })
-    }
-
-    /// The folder key, as Hive, Athena and Polars will name the partition column.
-    pub fn name(self) -> &'static str {
-        match self {
-            PartitionKey::Symbol => "symbol",
-            PartitionKey::Year => "year",
-            PartitionKey::Month => "month",
-            PartitionKey::Date => "date",
-            PartitionKey::Hour => "hour",
-        }
     }
 }
 
@@ -115,6 +65,18 @@ impl ColumnType {
                 )))
             }
         })
+    }
+}
+
+impl ColumnType {
+    /// The name `parse` reads back.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Float => "float",
+            ColumnType::Int => "int",
+            ColumnType::Bool => "bool",
+        }
     }
 }
 
@@ -181,7 +143,7 @@ pub struct SinkConfig {
     /// The lake folder (table) the topic lands in; the topic name by default.
     pub table: String,
     pub format: Format,
-    pub partition_by: Vec<PartitionKey>,
+    pub partition_by: Partitioning,
     pub roll: RollPolicy,
     /// The field holding the symbol (`Index` in the tutorial's data).
     pub symbol_field: String,
@@ -194,14 +156,15 @@ pub struct SinkConfig {
 }
 
 impl SinkConfig {
-    /// A configuration with the defaults: Parquet, `date=` folders, the tutorial's columns.
+    /// A configuration with the defaults: Parquet, folders chosen from the data, the
+    /// tutorial's columns.
     pub fn new(topic: &str, group_id: &str) -> Self {
         SinkConfig {
             topic: topic.to_string(),
             group_id: group_id.to_string(),
             table: topic.to_string(),
             format: Format::Parquet,
-            partition_by: vec![PartitionKey::Date],
+            partition_by: Partitioning::Auto { symbol: false },
             roll: RollPolicy::default(),
             symbol_field: "Index".into(),
             time_field: "Date".into(),

@@ -3,7 +3,7 @@
 use polars::prelude::*;
 
 use super::batch::{Batch, Values};
-use super::config::Format;
+use crate::lake::Format;
 use crate::error::{Error, Result};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -19,6 +19,17 @@ pub fn encode(batch: &Batch, format: Format) -> Result<Vec<u8>> {
 /// Parquet with zstd, column statistics, and types every engine reads: strings, int64,
 /// float64, booleans, dates, and timestamps in microseconds.
 fn parquet(batch: &Batch) -> Result<Vec<u8>> {
+    let mut frame = frame(batch)?;
+    let mut out = Vec::new();
+    ParquetWriter::new(&mut out)
+        .with_compression(ParquetCompression::Zstd(None))
+        .finish(&mut frame)
+        .map_err(encode_error)?;
+    Ok(out)
+}
+
+/// The batch's rows as a frame, with the columns and types its Parquet object would have.
+pub fn frame(batch: &Batch) -> Result<DataFrame> {
     let mut columns: Vec<Column> = batch.columns.iter().map(column).collect();
     if let Some(meta) = &batch.meta {
         columns.push(
@@ -36,13 +47,7 @@ fn parquet(batch: &Batch) -> Result<Vec<u8>> {
             .into_column(),
         );
     }
-    let mut frame = DataFrame::new(batch.rows, columns).map_err(encode_error)?;
-    let mut out = Vec::new();
-    ParquetWriter::new(&mut out)
-        .with_compression(ParquetCompression::Zstd(None))
-        .finish(&mut frame)
-        .map_err(encode_error)?;
-    Ok(out)
+    DataFrame::new(batch.rows, columns).map_err(encode_error)
 }
 
 fn column(col: &super::batch::Column) -> Column {

@@ -7,12 +7,12 @@
 mod batch;
 pub mod config;
 mod encode;
-mod layout;
+mod partitioning;
 mod range;
 pub(crate) mod record;
 mod status;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,16 +23,17 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-pub use config::{ColumnType, Format, PartitionKey, RollPolicy, SinkConfig};
-use layout::Layout;
-pub use layout::{escape, unescape};
-use range::{Message, PendingRange};
+pub use config::{ColumnType, Partitioning, RollPolicy, SinkConfig};
+pub use partitioning::FOLDER_RECORDS;
+use partitioning::Density;
+use range::{Message, Object, PendingRange};
 pub use status::SinkStatus;
 
-use crate::catalog::{self, body_schema, Catalog, Found};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
-use crate::lake::ObjectStore;
+use crate::lake::{
+    LandedObject, Landing, Layout, ObjectStore, PartitionKey, Registered, Registry, TableSource,
+};
 
 /// Consumer defaults: offsets are committed by the sink itself, after the lake write.
 pub(crate) const CONSUMER_DEFAULTS: [(&str, &str); 7] = [
@@ -145,14 +146,29 @@ pub struct Sink {
     consumer: BaseConsumer<SinkContext>,
     store: Arc<dyn ObjectStore>,
     config: SinkConfig,
-    layout: Layout,
+    /// `None` until the first landing decides the folders of a new table.
+    layout: Option<Layout>,
+    /// Whether the layout is recorded for the table (by this sink or an earlier writer).
+    declared: bool,
     ranges: HashMap<i32, PendingRange>,
     /// Partitions read to their end (cleared by the next message).
     at_end: HashSet<i32>,
     buffered_bytes: usize,
     status: Arc<SinkStatus>,
-    /// Where landed partitions are registered, and in which database.
-    catalog: Option<(Arc<dyn Catalog>, String)>,
+    /// Where landings are registered (the catalog), so queries see them at once.
+    registry: Option<Arc<dyn Registry>>,
+    source: TableSource,
+    /// Partitions compaction moved: partition path → folder.
+    locations: BTreeMap<String, String>,
+    topic_partitions: usize,
+    maintenance: Option<Maintenance>,
+}
+
+/// Work the sink's loop runs now and then between landings (compaction of its table).
+struct Maintenance {
+    every: Duration,
+    last: Instant,
+    run: Box<dyn FnMut() -> Result<usize> + Send>,
 }
 
 impl Sink {
@@ -179,11 +195,26 @@ impl Sink {
             context,
             connect_timeout,
         )?;
-        let layout = Layout {
-            table: config.table.clone(),
+        let topic_partitions = consumer
+            .fetch_metadata(Some(&config.topic), connect_timeout)
+            .map(|m| crate::topic::partition_ids(&m).len())
+            .unwrap_or(1);
+        let source = TableSource {
+            bootstrap_servers: kafka.bootstrap_servers.clone(),
             topic: config.topic.clone(),
-            keys: config.partition_by.clone(),
-            format: config.format,
+            group_id: config.group_id.clone(),
+            symbol_field: config.symbol_field.clone(),
+            time_field: config.time_field.clone(),
+            columns: config
+                .columns
+                .iter()
+                .map(|(n, t)| (n.clone(), t.name().to_string()))
+                .collect(),
+            kafka_metadata: config.kafka_metadata,
+        };
+        let layout = match &config.partition_by {
+            Partitioning::Keys(keys) => Some(layout_of(&config, keys.clone())),
+            Partitioning::Auto { .. } => None,
         };
         status.set_state("ready");
         Ok(Sink {
@@ -191,18 +222,55 @@ impl Sink {
             store,
             config,
             layout,
+            declared: false,
             ranges: HashMap::new(),
             at_end: HashSet::new(),
             buffered_bytes: 0,
             status,
-            catalog: None,
+            registry: None,
+            source,
+            locations: BTreeMap::new(),
+            topic_partitions,
+            maintenance: None,
         })
     }
 
-    /// Registers each landed object's partition and columns in `catalog` (before its
-    /// offsets are committed), so queries see new data without a crawl.
-    pub fn register_in(mut self, catalog: Arc<dyn Catalog>, database: &str) -> Self {
-        self.catalog = Some((catalog, database.to_string()));
+    /// Registers each landing (its partitions, columns and offsets) in `registry` before
+    /// its offsets are committed, so queries see new data without a crawl. A table the
+    /// registry already knows keeps its recorded folders; asking for others is an error.
+    pub fn register_in(mut self, registry: Arc<dyn Registry>) -> Result<Self> {
+        if let Some(recorded) = registry.scheme(&self.config.table)? {
+            let keys = recorded_keys(&self.config.table, &recorded)?;
+            if let Partitioning::Keys(asked) = &self.config.partition_by {
+                if *asked != keys {
+                    return Err(Error::Config(format!(
+                        "table {:?} is partitioned by {recorded:?} (recorded when it was first \
+                         landed), not {:?}: use partition_by=\"auto\" to follow it, or land into \
+                         another table",
+                        self.config.table,
+                        asked.iter().map(|k| k.name()).collect::<Vec<_>>()
+                    )));
+                }
+            }
+            self.layout = Some(layout_of(&self.config, keys));
+            self.locations = registry.locations(&self.config.table)?;
+        }
+        self.registry = Some(registry);
+        Ok(self)
+    }
+
+    /// Runs `work` every `every` between landings, on the sink's own thread (compaction of
+    /// what it has landed). Its failures are counted as errors; the sink goes on.
+    pub fn maintain_every(
+        mut self,
+        every: Duration,
+        work: Box<dyn FnMut() -> Result<usize> + Send>,
+    ) -> Self {
+        self.maintenance = Some(Maintenance {
+            every,
+            last: Instant::now(),
+            run: work,
+        });
         self
     }
 
@@ -246,6 +314,14 @@ impl Sink {
                     if !self.land_due(stop)? {
                         return Ok(false);
                     }
+                    if let Some(m) = &mut self.maintenance {
+                        if m.last.elapsed() >= m.every {
+                            if let Err(e) = (m.run)() {
+                                self.status.error(format!("compaction failed: {e}"));
+                            }
+                            m.last = Instant::now();
+                        }
+                    }
                     if limits.stop_at_end && self.read_to_end() {
                         return Ok(true);
                     }
@@ -278,7 +354,12 @@ impl Sink {
                         .ranges
                         .entry(partition)
                         .or_insert_with(|| PendingRange::new(msg.offset));
-                    range.add(&msg, &self.config, &self.layout);
+                    match &self.layout {
+                        Some(layout) => {
+                            range.add(&msg, &self.config, layout);
+                        }
+                        None => range.hold(&msg),
+                    }
                     self.buffered_bytes += size;
                     SinkStatus::add(&self.status.consumed, 1);
                     SinkStatus::add(&self.status.buffered, 1);
@@ -360,27 +441,33 @@ impl Sink {
     /// Returns false if asked to stop while a write was being retried; the range is then
     /// dropped uncommitted and is read again on restart.
     fn land(&mut self, partition: i32, stop: &mut dyn FnMut() -> bool) -> Result<bool> {
+        if !self.ranges.contains_key(&partition) {
+            return Ok(true);
+        }
+        if !self.declared && !self.declare(stop)? {
+            return Ok(false);
+        }
         let Some(range) = self.ranges.remove(&partition) else {
             return Ok(true);
         };
         forget(&self.status, &mut self.buffered_bytes, &range);
-        let objects = range.objects(partition, &self.layout)?;
+        let layout = self.layout.clone().expect("declared above");
+        let locations = &self.locations;
+        let folder_of = |path: &str| {
+            locations
+                .get(path)
+                .cloned()
+                .unwrap_or_else(|| layout.folder(path))
+        };
+        let mut objects = range.objects(partition, &layout, &folder_of)?;
         for object in &objects {
-            let mut outcome = self.store.put(&object.key, &object.body);
-            let mut delay = Duration::from_millis(250);
-            while let Err(e) = outcome {
-                self.status.error(e.to_string());
-                self.status.set_state("retrying");
-                if !sleep_unless_stopped(delay, stop) {
-                    return Ok(false);
-                }
-                delay = (delay * 2).min(RETRY_MAX);
-                outcome = self.store.put(&object.key, &object.body);
+            if !self.put_retrying(&object.key, &object.body, stop) {
+                return Ok(false);
             }
-            SinkStatus::add(&self.status.files, 1);
-            SinkStatus::add(&self.status.bytes, object.body.len() as u64);
         }
-        self.register(&objects);
+        if !self.register(partition, &range, &mut objects, stop)? {
+            return Ok(false);
+        }
         self.status.set_state("running");
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(
@@ -427,36 +514,220 @@ impl Sink {
 }
 
 impl Sink {
-    /// A failed registration is reported, not retried: the objects are in the lake and
-    /// the next crawl finds them.
-    fn register(&self, objects: &[range::Object]) {
-        let Some((catalog, database)) = &self.catalog else {
-            return;
+    /// Writes an object, retrying with backoff until it is durable; false if asked to stop
+    /// meanwhile.
+    fn put_retrying(&self, key: &str, body: &[u8], stop: &mut dyn FnMut() -> bool) -> bool {
+        let mut delay = Duration::from_millis(250);
+        while let Err(e) = self.store.put(key, body) {
+            self.status.error(e.to_string());
+            self.status.set_state("retrying");
+            if !sleep_unless_stopped(delay, stop) {
+                return false;
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+        SinkStatus::add(&self.status.files, 1);
+        SinkStatus::add(&self.status.bytes, body.len() as u64);
+        true
+    }
+
+    /// Decides the folders of a new table from what is buffered (or takes the ones given)
+    /// and records them, unless another writer recorded its own first; then decodes what
+    /// was held. False if asked to stop while the catalog was unreachable.
+    fn declare(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<bool> {
+        let (keys, reason) = match (&self.layout, &self.config.partition_by) {
+            (Some(layout), _) => (layout.keys.clone(), "given".to_string()),
+            (None, Partitioning::Auto { symbol }) => {
+                let mut density = Density {
+                    topic_partitions: self.topic_partitions,
+                    sampled_partitions: self.ranges.values().filter(|r| r.holding()).count(),
+                    ..Density::default()
+                };
+                let mut symbols = HashSet::new();
+                for range in self.ranges.values() {
+                    range.measure(&self.config, &mut density, &mut symbols);
+                }
+                density.symbols = symbols.len();
+                let (time, reason) = partitioning::choose(&density, &self.config.roll, *symbol);
+                let keys = symbol
+                    .then_some(PartitionKey::Symbol)
+                    .into_iter()
+                    .chain(time)
+                    .collect();
+                (keys, reason)
+            }
+            (None, Partitioning::Keys(keys)) => (keys.clone(), "given".to_string()),
         };
-        let table = &self.config.table;
-        let found = objects
-            .iter()
-            .filter(|o| !catalog::is_hidden(&o.key))
-            .map(|o| Found {
-                key: o.key.clone(),
-                size: o.body.len() as u64,
-                partition: catalog::partition_of(table, &o.key),
-                columns: body_schema(self.config.format, &o.body, &self.store.url(&o.key)),
-            })
-            .collect();
-        let registered = catalog::register(
-            self.store.as_ref(),
-            catalog.as_ref(),
-            database,
-            table,
-            found,
-        );
-        if let Err(e) = registered {
-            self.status.error(format!(
-                "registering new objects in the catalog failed: {e}"
-            ));
+        let mut keys = keys;
+        if let Some(registry) = self.registry.clone() {
+            let names: Vec<String> = keys.iter().map(|k| k.name().to_string()).collect();
+            let mut delay = Duration::from_millis(250);
+            let recorded = loop {
+                let declared = registry
+                    .declare(
+                        &self.config.table,
+                        self.config.format,
+                        &names,
+                        &reason,
+                        &self.source,
+                    )
+                    .and_then(|recorded| {
+                        registry
+                            .locations(&self.config.table)
+                            .map(|l| (recorded, l))
+                    });
+                match declared {
+                    Ok(found) => break found,
+                    Err(e @ Error::Config(_)) => return Err(e),
+                    Err(e) => {
+                        self.status
+                            .error(format!("recording table {}: {e}", self.config.table));
+                        self.status.set_state("retrying");
+                        if !sleep_unless_stopped(delay, stop) {
+                            return Ok(false);
+                        }
+                        delay = (delay * 2).min(RETRY_MAX);
+                    }
+                }
+            };
+            // Another member may have recorded the table first: follow it.
+            keys = recorded_keys(&self.config.table, &recorded.0)?;
+            self.locations = recorded.1;
+        }
+        let layout = layout_of(&self.config, keys);
+        for (partition, range) in &mut self.ranges {
+            range.release(*partition, &self.config, &layout);
+        }
+        self.layout = Some(layout);
+        self.declared = true;
+        Ok(true)
+    }
+
+    /// Registers a landed range in the registry, if there is one: its partitions, columns
+    /// and offsets. Objects written into a partition that compaction moved meanwhile are
+    /// rewritten in its new folder first. Retried until it succeeds; false if asked to
+    /// stop meanwhile (nothing is committed then, and the range is landed again).
+    fn register(
+        &mut self,
+        partition: i32,
+        range: &PendingRange,
+        objects: &mut [Object],
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Result<bool> {
+        let Some(registry) = self.registry.clone() else {
+            return Ok(true);
+        };
+        let layout = self.layout.clone().expect("declared before landing");
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let landing = Landing {
+                table: &self.config.table,
+                format: self.config.format,
+                partition,
+                first_offset: range.first_offset,
+                next_offset: range.next_offset,
+                objects: objects
+                    .iter()
+                    .filter_map(|o| {
+                        o.place.as_ref().map(|(path, folder)| LandedObject {
+                            key: o.key.clone(),
+                            path: path.clone(),
+                            folder: folder.clone(),
+                            body: &o.body,
+                        })
+                    })
+                    .collect(),
+            };
+            match registry.register(&landing) {
+                Ok(Registered::Done) => return Ok(true),
+                Ok(Registered::Moved(moved)) => {
+                    for object in objects.iter_mut() {
+                        let Some((path, folder)) = &mut object.place else {
+                            continue;
+                        };
+                        let Some(new_folder) = moved.get(path.as_str()) else {
+                            continue;
+                        };
+                        let key = layout.data_key(new_folder, partition, object.first_offset);
+                        if !self.put_retrying(&key, &object.body, stop) {
+                            return Ok(false);
+                        }
+                        // The old folder is no longer read; the copy written there is garbage.
+                        if let Err(e) = self.store.delete(std::slice::from_ref(&object.key)) {
+                            self.status.error(e.to_string());
+                        }
+                        object.key = key;
+                        *folder = new_folder.clone();
+                    }
+                    self.locations.extend(moved);
+                }
+                Err(e) => {
+                    self.status.error(format!(
+                        "registering {}[{partition}]@{} in the catalog: {e}",
+                        self.config.topic, range.first_offset
+                    ));
+                    self.status.set_state("retrying");
+                    if !sleep_unless_stopped(delay, stop) {
+                        return Ok(false);
+                    }
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
         }
     }
+}
+
+/// Decodes messages of one Kafka partition exactly as a sink configured by `config` would
+/// land them under `layout`: per partition path, a frame of the records it accepts (the
+/// rest it would quarantine). This is how queries read what is not landed yet.
+pub fn decode<'a>(
+    config: &SinkConfig,
+    layout: &Layout,
+    partition: i32,
+    messages: impl IntoIterator<Item = (i64, Option<i64>, Option<&'a [u8]>, Option<&'a [u8]>)>,
+) -> Result<Vec<(String, polars::prelude::DataFrame)>> {
+    let mut config = config.clone();
+    // Frames need the columns, whatever format the objects are in.
+    config.format = crate::lake::Format::Parquet;
+    let mut range: Option<PendingRange> = None;
+    for (offset, timestamp, key, payload) in messages {
+        let msg = Message {
+            partition,
+            offset,
+            timestamp,
+            key,
+            payload,
+        };
+        range
+            .get_or_insert_with(|| PendingRange::new(offset))
+            .add(&msg, &config, layout);
+    }
+    range.map_or(Ok(Vec::new()), |r| r.frames())
+}
+
+/// The layout of `config`'s table with these folder levels.
+fn layout_of(config: &SinkConfig, keys: Vec<PartitionKey>) -> Layout {
+    Layout {
+        table: config.table.clone(),
+        topic: config.topic.clone(),
+        keys,
+        format: config.format,
+    }
+}
+
+/// The folder levels a table's recorded scheme names.
+fn recorded_keys(table: &str, names: &[String]) -> Result<Vec<PartitionKey>> {
+    names
+        .iter()
+        .map(|n| {
+            PartitionKey::parse(n).map_err(|_| {
+                Error::Config(format!(
+                    "table {table:?} is partitioned by folders {names:?}, which a sink cannot \
+                     write: land into another table"
+                ))
+            })
+        })
+        .collect()
 }
 
 fn take_revoked(context: &SinkContext) -> Vec<i32> {

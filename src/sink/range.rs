@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::batch::{Batch, EventTime};
-use super::config::{Format, SinkConfig};
+use super::config::SinkConfig;
 use super::encode::encode;
-use super::layout::Layout;
+use super::partitioning::Density;
 use super::record::{Record, Scalar};
+use crate::lake::{Format, Layout};
 use crate::error::Result;
 use crate::parallel;
 use crate::source::time::parse_event_time;
@@ -26,7 +27,20 @@ pub struct Message<'a> {
 /// A lake object ready to write.
 pub struct Object {
     pub key: String,
+    /// The partition path (`date=2021-01-04`), and the folder written to; `None` for the
+    /// quarantine object.
+    pub place: Option<(String, String)>,
+    /// The Kafka offset of its first record: part of its name.
+    pub first_offset: i64,
     pub body: Vec<u8>,
+}
+
+/// A message kept as it came, while the table's layout is not decided yet.
+struct RawMessage {
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
 }
 
 /// Buffered records of one Kafka partition.
@@ -48,6 +62,8 @@ pub struct PendingRange {
     /// The last record's partition folder and what it was computed from, reused while
     /// records keep landing in it (the common case: a partition's ticks come in time order).
     last_path: Option<(Option<String>, i64, usize)>,
+    /// Messages held until the first landing decides the table's layout.
+    raw: Vec<RawMessage>,
 }
 
 impl PendingRange {
@@ -65,7 +81,71 @@ impl PendingRange {
             folders: HashMap::new(),
             rejected: None,
             last_path: None,
+            raw: Vec::new(),
         }
+    }
+
+    /// Buffers a message as it is, to be decoded once the layout is known.
+    pub fn hold(&mut self, msg: &Message) {
+        self.raw.push(RawMessage {
+            offset: msg.offset,
+            timestamp: msg.timestamp,
+            key: msg.key.map(<[u8]>::to_vec),
+            payload: msg.payload.map(<[u8]>::to_vec),
+        });
+        self.next_offset = msg.offset + 1;
+        self.bytes += msg.payload.map_or(0, <[u8]>::len);
+        self.records += 1;
+    }
+
+    /// Whether messages are held undecoded.
+    pub fn holding(&self) -> bool {
+        !self.raw.is_empty()
+    }
+
+    /// Adds what the held messages say about the stream's density to `d`.
+    pub fn measure(&self, config: &SinkConfig, d: &mut Density, symbols: &mut std::collections::HashSet<String>) {
+        for raw in &self.raw {
+            let Some(record) = raw.payload.as_deref().and_then(|p| Record::parse(p).ok()) else {
+                continue;
+            };
+            let Some(Scalar::Str(time)) = record.get(&config.time_field) else {
+                continue;
+            };
+            let Some((micros, _)) = parse_event_time(time) else {
+                continue;
+            };
+            if let Some(Scalar::Str(symbol)) = record.get(&config.symbol_field) {
+                if !symbols.contains(symbol.as_ref()) {
+                    symbols.insert(symbol.to_string());
+                }
+            }
+            if d.records == 0 {
+                d.min_micros = micros;
+                d.max_micros = micros;
+            }
+            d.min_micros = d.min_micros.min(micros);
+            d.max_micros = d.max_micros.max(micros);
+            d.records += 1;
+        }
+    }
+
+    /// Decodes the held messages with the layout now decided, as if they had just come.
+    pub fn release(&mut self, partition: i32, config: &SinkConfig, layout: &Layout) {
+        let raw = std::mem::take(&mut self.raw);
+        let (records, bytes) = (self.records, self.bytes);
+        for m in &raw {
+            let msg = Message {
+                partition,
+                offset: m.offset,
+                timestamp: m.timestamp,
+                key: m.key.as_deref(),
+                payload: m.payload.as_deref(),
+            };
+            self.add(&msg, config, layout);
+        }
+        self.records = records;
+        self.bytes = bytes;
     }
 
     /// How long no record has been added, as of `now`.
@@ -166,13 +246,21 @@ impl PendingRange {
         batch.push(&record, payload, config, time, msg.offset, msg.timestamp)
     }
 
-    /// The range's objects: one per partition folder, and the quarantine object if any.
-    /// They are encoded in parallel.
-    pub fn objects(&self, partition: i32, layout: &Layout) -> Result<Vec<Object>> {
+    /// The range's objects: one per partition folder (in the folder `folder_of` gives for
+    /// its partition path), and the quarantine object if any. They are encoded in parallel.
+    pub fn objects(
+        &self,
+        partition: i32,
+        layout: &Layout,
+        folder_of: &(dyn Fn(&str) -> String + Sync),
+    ) -> Result<Vec<Object>> {
         let batches: Vec<(&String, &Batch)> = self.parts.iter().map(|(p, b)| (p, b)).collect();
         let mut out = parallel::map(&batches, |(path, batch)| {
+            let folder = folder_of(path);
             Ok(Object {
-                key: layout.data_key(path, partition, batch.first_offset),
+                key: layout.data_key(&folder, partition, batch.first_offset),
+                place: Some((path.to_string(), folder)),
+                first_offset: batch.first_offset,
                 body: encode(batch, layout.format)?,
             })
         })
@@ -181,10 +269,21 @@ impl PendingRange {
         if let Some(batch) = &self.rejected {
             out.push(Object {
                 key: layout.rejected_key(partition, batch.first_offset),
+                place: None,
+                first_offset: batch.first_offset,
                 body: batch.lines.clone(),
             });
         }
         Ok(out)
+    }
+
+    /// The buffered records of each partition path, as frames typed as their objects
+    /// would be (for queries of what is not landed yet). Batches must hold columns.
+    pub fn frames(&self) -> Result<Vec<(String, polars::prelude::DataFrame)>> {
+        self.parts
+            .iter()
+            .map(|(path, batch)| Ok((path.clone(), super::encode::frame(batch)?)))
+            .collect()
     }
 
     /// Records that will land as data (the rest are quarantined).

@@ -1,0 +1,358 @@
+//! Compaction: the many small objects a steady stream rolls into a partition folder (age
+//! and idle rolls) are merged into objects of a target size, written to a new versioned
+//! folder of the partition (`date=2021-01-04/_v<version>/`), and the partition's location
+//! is switched in the catalog in one step, which is what Glue, Athena and `Lake.sql` read.
+//! The old folder is deleted only after a grace period, so queries that listed it before
+//! the switch can finish.
+//!
+//! Only objects that no sink can rewrite are merged: those named below the first offset
+//! of their Kafka partition's last landed range (every earlier range is committed).
+//! Objects that are registered but could still be rewritten by a replay are copied as
+//! they are; objects not registered yet are left to their sink, whose registration is
+//! refused for a moved partition and which then rewrites them in the new folder.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use polars::prelude::*;
+
+use super::{table_name, Catalog, Retired, Table};
+use crate::error::{Error, Result};
+use crate::lake::{is_hidden, table_folder, Format, ObjectMeta, ObjectName, ObjectStore};
+
+/// What to compact and how.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    pub database: String,
+    /// Only this table; every table of the database when `None`.
+    pub table: Option<String>,
+    /// Merged objects are about this size (bytes of the objects merged into each).
+    pub target_bytes: u64,
+    /// A folder is compacted when it holds at least this many objects smaller than the target.
+    pub min_objects: usize,
+    /// Replaced folders are deleted this long after the switch.
+    pub grace: Duration,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        CompactOptions {
+            database: super::DEFAULT_DATABASE.to_string(),
+            table: None,
+            target_bytes: 128 << 20,
+            min_objects: 2,
+            grace: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl CompactOptions {
+    pub fn validate(&self) -> Result<()> {
+        if self.target_bytes == 0 {
+            return Err(Error::Config("target_bytes must be positive".into()));
+        }
+        if self.min_objects < 2 {
+            return Err(Error::Config(
+                "min_objects must be at least 2 (merging one object changes nothing)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default)]
+pub struct CompactReport {
+    /// `(table, partition path)` of each partition moved to a new folder.
+    pub partitions: Vec<(String, String)>,
+    pub objects_merged: usize,
+    pub objects_written: usize,
+    /// Registered objects carried to the new folder unmerged (a sink may still rewrite them).
+    pub objects_carried: usize,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Replaced folders deleted (their grace period over), and their objects.
+    pub folders_deleted: usize,
+    pub objects_deleted: usize,
+    /// Partitions another compaction moved first; their work was discarded.
+    pub raced: usize,
+    pub elapsed: Duration,
+}
+
+/// Compacts the tables of `options.database` (or one of them).
+pub fn compact(
+    store: &dyn ObjectStore,
+    catalog: &dyn Catalog,
+    options: &CompactOptions,
+) -> Result<CompactReport> {
+    options.validate()?;
+    let started = Instant::now();
+    let mut report = CompactReport::default();
+    let tables = match &options.table {
+        Some(name) => {
+            let name = table_name(name);
+            match catalog.table(&options.database, &name)? {
+                Some(t) => vec![t],
+                None => {
+                    return Err(Error::NotFound(format!(
+                        "no table {name:?} in database {:?} of {}",
+                        options.database,
+                        catalog.describe()
+                    )))
+                }
+            }
+        }
+        None => catalog.tables(&options.database)?,
+    };
+    for table in tables {
+        delete_retired(store, catalog, &table, options.grace, &mut report)?;
+        let paths: Vec<String> = if table.partition_keys.is_empty() {
+            vec![String::new()]
+        } else {
+            table
+                .partitions
+                .iter()
+                .map(|v| table.partition_path(v))
+                .collect()
+        };
+        // One listing of the table serves every partition.
+        let mut by_folder: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+        for object in store.list(&format!("{}/", table.location))? {
+            if let Some((folder, _)) = object.key.rsplit_once('/') {
+                by_folder.entry(folder.to_string()).or_default().push(object);
+            }
+        }
+        for path in paths {
+            let folder = table.folder(&path);
+            let objects = by_folder.remove(&folder).unwrap_or_default();
+            compact_partition(store, catalog, &table, &path, objects, options, &mut report)?;
+        }
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Data objects of `table` directly in one folder.
+fn data_objects(table: &Table, objects: Vec<ObjectMeta>) -> Vec<ObjectMeta> {
+    objects
+        .into_iter()
+        .filter(|o| {
+            let name = o.key.rsplit('/').next().unwrap_or_default();
+            !is_hidden(name) && Format::of(name) == Some(table.format)
+        })
+        .collect()
+}
+
+/// Whether no sink can rewrite `key` any more: it holds only committed records, or it is
+/// not a sink's object at all (a merged object, or one another writer made).
+fn settled(table: &Table, key: &str) -> bool {
+    let Some(source) = &table.source else {
+        return true;
+    };
+    match ObjectName::parse(key, &source.topic) {
+        Some(name) => table
+            .landed
+            .get(&name.partition)
+            .is_some_and(|l| name.first_offset < l.first),
+        None => true,
+    }
+}
+
+fn compact_partition(
+    store: &dyn ObjectStore,
+    catalog: &dyn Catalog,
+    table: &Table,
+    path: &str,
+    objects: Vec<ObjectMeta>,
+    options: &CompactOptions,
+    report: &mut CompactReport,
+) -> Result<()> {
+    let old_folder = table.folder(path);
+    let mut objects = data_objects(table, objects);
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    let small: Vec<&ObjectMeta> = objects
+        .iter()
+        .filter(|o| o.size < options.target_bytes && settled(table, &o.key))
+        .collect();
+    if small.len() < options.min_objects {
+        return Ok(());
+    }
+    let version = version_name();
+    let new_folder = format!("{}/_v{version}", table_folder(&table.location, path));
+    let merged: BTreeSet<&str> = small.iter().map(|o| o.key.as_str()).collect();
+    let mut written = Vec::new();
+    let mut bins: Vec<Vec<&ObjectMeta>> = vec![Vec::new()];
+    let mut bin_bytes = 0u64;
+    for object in &small {
+        if bin_bytes > 0 && bin_bytes + object.size > options.target_bytes {
+            bins.push(Vec::new());
+            bin_bytes = 0;
+        }
+        bin_bytes += object.size;
+        bins.last_mut().expect("one bin at least").push(object);
+    }
+    for (seq, bin) in bins.iter().enumerate() {
+        let body = merge(store, table.format, bin)?;
+        let key = format!("{new_folder}/compacted-{seq:05}.{}", table.format.extension());
+        store.put(&key, &body)?;
+        report.bytes_read += bin.iter().map(|o| o.size).sum::<u64>();
+        report.bytes_written += body.len() as u64;
+        written.push(key);
+    }
+    // Carry what queries see in the old folder and was not merged, then switch, in one
+    // catalog step that re-checks both against the table as it is then.
+    let mut carried: BTreeSet<String> = BTreeSet::new();
+    let mut raced = false;
+    catalog.update(&table.database, &table.name, &mut |current| {
+        let Some(current) = current else {
+            raced = true;
+            return Ok(false);
+        };
+        if current.folder(path) != old_folder {
+            raced = true;
+            return Ok(false);
+        }
+        let now = data_objects(current, store.list(&format!("{old_folder}/"))?);
+        for object in now {
+            let direct = object.key.rsplit_once('/').map(|(f, _)| f) == Some(old_folder.as_str());
+            if !direct || merged.contains(object.key.as_str()) || carried.contains(&object.key) {
+                continue;
+            }
+            if current.visible(&object.key) {
+                let name = object.key.rsplit('/').next().unwrap_or_default();
+                let body = store.read(&object.key, crate::lake::ByteRange::All)?;
+                store.put(&format!("{new_folder}/{name}"), &body)?;
+                carried.insert(object.key.clone());
+            }
+        }
+        if path.is_empty() && current.location == old_folder {
+            current.locations.insert(String::new(), new_folder.clone());
+        } else {
+            current.locations.insert(path.to_string(), new_folder.clone());
+        }
+        current.retired.push(Retired {
+            folder: old_folder.clone(),
+            at_ms: now_ms(),
+        });
+        Ok(true)
+    })?;
+    if raced {
+        // Another compaction switched this partition first: ours is nobody's.
+        let ours: Vec<String> = written
+            .into_iter()
+            .chain(carried.iter().map(|k| {
+                format!("{new_folder}/{}", k.rsplit('/').next().unwrap_or_default())
+            }))
+            .collect();
+        store.delete(&ours)?;
+        report.raced += 1;
+        return Ok(());
+    }
+    report.partitions.push((table.name.clone(), path.to_string()));
+    report.objects_merged += merged.len();
+    report.objects_written += written.len();
+    report.objects_carried += carried.len();
+    Ok(())
+}
+
+/// One object holding the rows of `objects`, in their order.
+fn merge(store: &dyn ObjectStore, format: Format, objects: &[&ObjectMeta]) -> Result<Vec<u8>> {
+    let bodies = crate::parallel::map(objects, |o| store.read(&o.key, crate::lake::ByteRange::All));
+    match format {
+        // JSON lines concatenate as they are.
+        Format::Ndjson => {
+            let mut out = Vec::new();
+            for body in bodies {
+                let body = body?;
+                out.extend_from_slice(&body);
+                if !out.is_empty() && !out.ends_with(b"\n") {
+                    out.push(b'\n');
+                }
+            }
+            Ok(out)
+        }
+        Format::Parquet => {
+            let frames = bodies
+                .into_iter()
+                .zip(objects)
+                .map(|(body, o)| {
+                    ParquetReader::new(Cursor::new(body?))
+                        .finish()
+                        .map(|f| f.lazy())
+                        .map_err(|e| Error::Schema(format!("{} cannot be read: {e}", store.url(&o.key))))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // Objects written before a column appeared lack it: the union has every column.
+            let mut frame = concat(
+                frames,
+                UnionArgs {
+                    diagonal: true,
+                    to_supertypes: true,
+                    ..Default::default()
+                },
+            )
+            .and_then(|lf| lf.collect())
+            .map_err(|e| Error::Io(format!("merging objects failed: {e}")))?;
+            let mut out = Vec::new();
+            ParquetWriter::new(&mut out)
+                .with_compression(ParquetCompression::Zstd(None))
+                .finish(&mut frame)
+                .map_err(|e| Error::Io(format!("writing a merged object failed: {e}")))?;
+            Ok(out)
+        }
+    }
+}
+
+/// Deletes the folders whose grace period is over, then forgets them in the catalog.
+fn delete_retired(
+    store: &dyn ObjectStore,
+    catalog: &dyn Catalog,
+    table: &Table,
+    grace: Duration,
+    report: &mut CompactReport,
+) -> Result<()> {
+    let due_before = now_ms() - grace.as_millis() as i64;
+    let due: Vec<&Retired> = table.retired.iter().filter(|r| r.at_ms <= due_before).collect();
+    if due.is_empty() {
+        return Ok(());
+    }
+    for retired in &due {
+        // Only the folder's own objects: newer versions live in folders below it.
+        let keys: Vec<String> = store
+            .list(&format!("{}/", retired.folder))?
+            .into_iter()
+            .filter(|o| o.key.rsplit_once('/').map(|(f, _)| f) == Some(retired.folder.as_str()))
+            .map(|o| o.key)
+            .collect();
+        report.objects_deleted += keys.len();
+        store.delete(&keys)?;
+        report.folders_deleted += 1;
+    }
+    let done: BTreeSet<String> = due.iter().map(|r| r.folder.clone()).collect();
+    catalog.update(&table.database, &table.name, &mut |current| {
+        let Some(current) = current else {
+            return Ok(false);
+        };
+        let before = current.retired.len();
+        current.retired.retain(|r| !done.contains(&r.folder));
+        Ok(current.retired.len() != before)
+    })?;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A version folder name no other compaction picks: the time, and randomness.
+fn version_name() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let random = std::collections::hash_map::RandomState::new();
+    let salt = std::hash::BuildHasher::hash_one(&random, (nanos, std::process::id()));
+    format!("{}-{:08x}", nanos / 1_000_000, salt as u32)
+}
