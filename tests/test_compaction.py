@@ -41,7 +41,7 @@ def small_objects_lake(kafka, topic, lake, n, **sink):
         **sink
     )
     s.run(stop_at_end=True)
-    return s
+    return n
 
 
 def exact(db, table, n):
@@ -64,12 +64,17 @@ def test_compaction_merges_small_objects_and_old_folders_go_after_the_grace_peri
     before = db.files(table).height
     assert before >= 50, before
     report = db.compact(grace=3600)
-    assert report.objects_merged == before and report.objects_written >= 1
+    # Each Kafka partition's last range could still be rewritten by a replay: carried as
+    # it is; everything else merged.
+    assert report.objects_carried <= 4
+    assert report.objects_merged + report.objects_carried == before
+    assert report.objects_written >= 1
     assert report.partitions and report.folders_deleted == 0
     after = db.files(table)
-    assert after.height == report.objects_written < before
+    assert after.height == report.objects_written + report.objects_carried < before
     assert all("/_v" in url for url in after["url"]), after
-    assert exact(db, table, n)[0]
+    ok, detail = exact(db, table, n)
+    assert ok, detail
     # The old objects stay for readers that listed them before the switch …
     old = [p for p in (lake / topic).glob("date=*/*.parquet")]
     assert len(old) == before
@@ -77,9 +82,10 @@ def test_compaction_merges_small_objects_and_old_folders_go_after_the_grace_peri
     report = db.compact(grace=0)
     assert report.folders_deleted >= 1 and report.objects_deleted == before
     assert not list((lake / topic).glob("date=*/*.parquet"))
-    assert exact(db, table, n)[0]
-    # Compacting again merges nothing new: one object per folder is already the target.
-    assert db.compact(grace=0).objects_merged == 0
+    ok, detail = exact(db, table, n)
+    assert ok, detail
+    # Compacting again merges only what was carried and is now settled, if anything.
+    assert db.compact(grace=0).objects_merged <= 1 + report.objects_carried
 
 
 def test_compaction_while_a_sink_lands_and_queries_run_is_exact_and_monotonic(
@@ -125,6 +131,8 @@ def test_compaction_while_a_sink_lands_and_queries_run_is_exact_and_monotonic(
                 pass
     producing.join()
     sink.stop()
+    # Catch up with what the background run had not read yet, then compact once more.
+    sink.run(stop_at_end=True)
     compactions.append(ss.Lake(str(lake)).compact(grace=0))
     done.set()
     querying.join()
@@ -248,7 +256,7 @@ def test_compaction_on_s3_switches_glue_partition_locations(kafka, topic, s3, bu
     before = db.files(table).height
     assert before > 10
     report = db.compact(grace=0)
-    assert report.objects_merged == before
+    assert report.objects_merged + report.objects_carried == before
     glue = s3.client("glue")
     parts = glue.get_partitions(DatabaseName=database, TableName=table)["Partitions"]
     assert parts and all("/_v" in p["StorageDescriptor"]["Location"] for p in parts), parts

@@ -77,7 +77,7 @@ def test_the_tutorials_daily_dataset_lands_in_few_objects_and_queries_like_duckd
     name = tables[0]["table"]
     urls = files["url"].to_list()
     duck = duckdb.connect()
-    (count,) = duck.sql(f"SELECT count(*) FROM read_parquet({urls})").fetchone()
+    count = duck.sql(f"SELECT count(*) AS n FROM read_parquet({urls})").pl()["n"][0]
     ours = db.sql(f"SELECT count(*) AS n FROM {name}", live=False)
     assert ours["n"][0] == count == rows
     expected = duck.sql(
