@@ -75,6 +75,7 @@ bench: build-release
 	$(PY) benches/query.py
 	$(PY) -m pip install -q -r benches/requirements.txt
 	$(PY) benches/analytics.py
+	$(PY) benches/lake.py
 
 wheel: sysdeps venv
 	CARGO_TARGET_DIR=$(EXT_TARGET) maturin build --release --out dist

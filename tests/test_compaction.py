@@ -37,8 +37,7 @@ def small_objects_lake(kafka, topic, lake, n, **sink):
     """A lake of many small objects: `n` ticks landed 40 records at a time."""
     produce_intraday(kafka, topic, n)
     s = ss.LakeSink(
-        kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by="date", **SMALL,
-        **sink
+        kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by="date", **SMALL, **sink
     )
     s.run(stop_at_end=True)
     return n
@@ -94,7 +93,12 @@ def test_compaction_while_a_sink_lands_and_queries_run_is_exact_and_monotonic(
     lake = tmp_path / "lake"
     table = table_of(topic)
     sink = ss.LakeSink(
-        kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by="date", **SMALL,
+        kafka.bootstrap_servers,
+        topic,
+        group_id(),
+        str(lake),
+        partition_by="date",
+        **SMALL,
         **GROUP,
     )
     sink.start()
@@ -201,9 +205,7 @@ def test_two_compactions_racing_keep_the_table_exact(kafka, topic, tmp_path):
     assert len(on_disk) == files.height
 
 
-def test_a_sink_landing_into_a_compacted_partition_goes_to_its_new_folder(
-    kafka, topic, tmp_path
-):
+def test_a_sink_landing_into_a_compacted_partition_goes_to_its_new_folder(kafka, topic, tmp_path):
     lake = tmp_path / "lake"
     gid = group_id()
     produce_intraday(kafka, topic, 2000)
@@ -228,8 +230,14 @@ def test_the_sink_compacts_in_the_background(kafka, topic, tmp_path):
     lake = tmp_path / "lake"
     produce_intraday(kafka, topic, 3000)
     sink = ss.LakeSink(
-        kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by="date",
-        compact_every=0.5, compact_grace=0, **SMALL,
+        kafka.bootstrap_servers,
+        topic,
+        group_id(),
+        str(lake),
+        partition_by="date",
+        compact_every=0.5,
+        compact_grace=0,
+        **SMALL,
     )
     sink.run(stop_at_end=True)
     # Let one more round run after the last landing.
@@ -248,8 +256,15 @@ def test_compaction_on_s3_switches_glue_partition_locations(kafka, topic, s3, bu
     database = f"db_{uuid.uuid4().hex[:8]}"
     produce_intraday(kafka, topic, 2000)
     ss.LakeSink(
-        kafka.bootstrap_servers, topic, group_id(), lake, partition_by="date", catalog="glue",
-        database=database, **SMALL, **aws,
+        kafka.bootstrap_servers,
+        topic,
+        group_id(),
+        lake,
+        partition_by="date",
+        catalog="glue",
+        database=database,
+        **SMALL,
+        **aws,
     ).run(stop_at_end=True)
     db = ss.Lake(lake, catalog="glue", database=database, **aws)
     table = table_of(topic)

@@ -14,8 +14,22 @@ GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 
 # The tutorial's dataset: 14 world indices, daily bars, each from its own start year to 2021.
 START_YEARS = [1965, 1966, 1971, 1971, 1980, 1986, 1987, 1990, 1991, 1997, 1997, 2000, 2007, 2012]
-INDICES = ["NYA", "IXIC", "HSI", "000001.SS", "GSPTSE", "399001.SZ", "NSEI", "GDAXI", "KS11",
-           "SSMI", "TWII", "J203.JO", "N225", "N100"]
+INDICES = [
+    "NYA",
+    "IXIC",
+    "HSI",
+    "000001.SS",
+    "GSPTSE",
+    "399001.SZ",
+    "NSEI",
+    "GDAXI",
+    "KS11",
+    "SSMI",
+    "TWII",
+    "J203.JO",
+    "N225",
+    "N100",
+]
 
 
 def tutorial_shaped_daily(path):
@@ -86,7 +100,7 @@ def test_the_tutorials_daily_dataset_lands_in_few_objects_and_queries_like_duckd
     ).pl()
     got = db.sql(
         f'SELECT "Index", avg("Close") AS avg_close, min("Date") AS first, count(*) AS n '
-        f'FROM {name} GROUP BY 1 ORDER BY 1'
+        f"FROM {name} GROUP BY 1 ORDER BY 1"
     )
     assert got["Index"].to_list() == expected["Index"].to_list()
     assert got["n"].to_list() == expected["n"].to_list()
@@ -123,9 +137,9 @@ def test_an_intraday_stream_gets_date_folders_and_keeps_them_across_restarts_and
     gid = group_id()
     # Four symbols ticking every second for three hours of event time.
     sent = intraday(kafka, topic, 3 * 3600)
-    ss.LakeSink(
-        kafka.bootstrap_servers, topic, gid, str(lake), time_field="Date", **GROUP
-    ).run(stop_at_end=True)
+    ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), time_field="Date", **GROUP).run(
+        stop_at_end=True
+    )
     table = ss.Lake(str(lake)).tables().to_dicts()[0]
     assert table["partition_keys"] == "date date", table
     assert table["partitioning"].startswith("auto: date"), table

@@ -7,9 +7,9 @@ import time
 import uuid
 
 import pytest
-from conftest import end_offsets
 
 import stockstream as ss
+from conftest import end_offsets
 
 GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 
@@ -39,8 +39,13 @@ def test_live_counts_never_exceed_what_was_delivered_never_go_down_and_end_exact
     ss.Producer(kafka.bootstrap_servers, topic).send(intraday_source(), limit=40)
     # Rolls far longer than the test, so what is sent below stays in the sink's memory.
     sink = ss.LakeSink(
-        kafka.bootstrap_servers, topic, group_id(), str(lake), flush_age=600, flush_idle=600,
-        **GROUP
+        kafka.bootstrap_servers,
+        topic,
+        group_id(),
+        str(lake),
+        flush_age=600,
+        flush_idle=600,
+        **GROUP,
     )
     sink.run(stop_at_end=True)
     sink.start()
@@ -74,16 +79,20 @@ def test_live_counts_never_exceed_what_was_delivered_never_go_down_and_end_exact
     assert db.last_query[0].records == 0
 
 
-def test_queries_hammering_a_table_while_objects_land_never_double_count(
-    kafka, topic, tmp_path
-):
+def test_queries_hammering_a_table_while_objects_land_never_double_count(kafka, topic, tmp_path):
     lake = tmp_path / "lake"
     table = topic.replace("-", "_")
     n = 6000
     ss.Producer(kafka.bootstrap_servers, topic).send(intraday_source(), limit=n)
     sink = ss.LakeSink(
-        kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by="date",
-        flush_records=150, flush_idle=0.05, **GROUP
+        kafka.bootstrap_servers,
+        topic,
+        group_id(),
+        str(lake),
+        partition_by="date",
+        flush_records=150,
+        flush_idle=0.05,
+        **GROUP,
     )
     sink.run(limit=10)
     sink.start()
@@ -122,9 +131,7 @@ def test_without_its_broker_a_table_is_queried_from_the_lake(tmp_path):
     lake = tmp_path / "lake"
     with ss.EmbeddedKafka(partitions=2, topics=["gone"]) as kafka:
         ss.Producer(kafka.bootstrap_servers, "gone").send(intraday_source(), limit=30)
-        ss.LakeSink(kafka.bootstrap_servers, "gone", group_id(), str(lake)).run(
-            stop_at_end=True
-        )
+        ss.LakeSink(kafka.bootstrap_servers, "gone", group_id(), str(lake)).run(stop_at_end=True)
     db = ss.Lake(str(lake))
     started = time.monotonic()
     assert count(db, "gone") == 30

@@ -60,27 +60,36 @@ def run(rate_seconds: float = 3.0, lake: str = "demo-lake") -> None:
         # Each run starts a fresh broker whose offsets restart at 0: start the table afresh too.
         for folder in (TOPIC, "_catalog"):
             shutil.rmtree(Path(lake) / folder, ignore_errors=True)
-        sink = ss.LakeSink(kafka.bootstrap_servers, TOPIC, "demo-sink", lake, partition_by="month")
+        sink = ss.LakeSink(kafka.bootstrap_servers, TOPIC, "demo-sink", lake)
         status = sink.run(stop_at_end=True)
+        db = ss.Lake(lake)
+        table = db.tables().row(0, named=True)
         print(
             f"8. landed the topic in {lake}/{TOPIC}/ exactly once: {status.written:,} records in "
-            f"{status.files} Parquet files (month=YYYY-MM/ folders), {status.rejected} rejected"
+            f"{status.files} Parquet files, {status.rejected} rejected; folders chosen from the "
+            f"data: {table['partitioning']}"
         )
         report = ss.crawl(lake)
         print(
-            f"9. crawled {lake} into its catalog ({lake}/_catalog/, JSON): "
-            f"{len(report.partitions_added)} new partitions, {report.objects_read} objects read"
+            f"9. the sink registered the table in the lake's catalog ({lake}/_catalog/, JSON); "
+            f"a crawl finds {len(report.partitions_added)} new partitions and reads "
+            f"{report.objects_read} objects"
         )
-        db = ss.Lake(lake)
-        print("10. the tutorial's Athena queries, run locally with stockstream SQL:")
+        more = producer.send_csv(ss.BUNDLED_CSV, mode="sample", limit=25)
+        live = db.sql("SELECT count(*) AS n FROM stock_market")["n"][0]
+        print(
+            f"10. {more.delivered} more ticks sent and not landed: SQL counts {live:,} records, "
+            f"{db.last_query[0].records} of them read from Kafka's tail"
+        )
+        print("11. the tutorial's Athena queries, run locally with stockstream SQL:")
         with pl.Config(tbl_rows=20, tbl_cols=12, tbl_width_chars=160):
             for query in (
                 "SELECT * FROM stock_market LIMIT 3",
                 "SELECT count(*) AS records FROM stock_market",
                 'SELECT "Index", round(avg("Close"), 2) AS avg_close, max("High") AS high '
                 'FROM stock_market GROUP BY "Index" ORDER BY avg_close DESC LIMIT 5',
-                "SELECT month, count(*) AS records FROM stock_market "
-                "WHERE month >= '2021-10' GROUP BY month ORDER BY month",
+                "SELECT STRFTIME(\"Date\", '%Y-%m') AS month, count(*) AS records "
+                "FROM stock_market WHERE \"Date\" >= '2021-10-01' GROUP BY 1 ORDER BY 1",
             ):
                 print(f"    {query}")
                 print(db.sql(query))

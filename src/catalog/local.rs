@@ -134,3 +134,37 @@ impl Catalog for LocalCatalog {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::{Format, LocalStore};
+
+    #[test]
+    fn concurrent_updates_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalStore::open(dir.path().to_path_buf()).unwrap());
+        let catalog = LocalCatalog::new(store);
+        std::thread::scope(|scope| {
+            for writer in 0..4 {
+                let catalog = &catalog;
+                scope.spawn(move || {
+                    for i in 0..25 {
+                        catalog
+                            .update("db", "t", &mut |t| {
+                                let table = t.get_or_insert_with(|| {
+                                    Table::new("db", "t", "t", Format::Parquet, Vec::new())
+                                });
+                                table.partitions.insert(vec![format!("{writer}-{i}")]);
+                                Ok(true)
+                            })
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let table = catalog.table("db", "t").unwrap().unwrap();
+        assert_eq!(table.partitions.len(), 100);
+    }
+}

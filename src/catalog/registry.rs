@@ -45,14 +45,20 @@ impl Registry for CatalogRegistry {
         reason: &str,
         source: &TableSource,
     ) -> Result<Vec<String>> {
+        // The common case, a restart: nothing to write, and no partitions to read.
+        if let Some(existing) = self.catalog.header(&self.database, &table_name(table))? {
+            if existing.source.as_ref() == Some(source) {
+                return Ok(existing.partition_keys.into_iter().map(|k| k.name).collect());
+            }
+        }
         let declared = self.catalog.update(&self.database, &table_name(table), &mut |t| {
             match t {
+                // A crawled table, or a sink's from another broker or group: this sink's
+                // topic is where its unlanded records are now.
                 Some(existing) => {
-                    if existing.source.is_none() {
-                        existing.source = Some(source.clone());
-                        return Ok(true);
-                    }
-                    Ok(false)
+                    let changed = existing.source.as_ref() != Some(source);
+                    existing.source = Some(source.clone());
+                    Ok(changed)
                 }
                 None => {
                     let mut new = Table::new(

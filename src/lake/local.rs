@@ -16,9 +16,20 @@ use crate::error::{Error, Result};
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// How long a conditional write waits for another writer's lock.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
-/// A lock held longer than this was left by a writer that died.
-const STALE_LOCK: Duration = Duration::from_secs(30);
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// A lock held longer than this was left by a writer that died (a swap takes milliseconds).
+const STALE_LOCK: Duration = Duration::from_secs(10);
+
+/// Whether the process that took a lock has died (known where `/proc` lists processes).
+fn holder_gone(lock: &Path) -> bool {
+    let Ok(pid) = fs::read_to_string(lock) else {
+        return false;
+    };
+    let Ok(pid) = pid.trim().parse::<u32>() else {
+        return false;
+    };
+    Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
+}
 
 /// A digest of a local object's bytes: its version tag for conditional writes.
 fn tag(body: &[u8]) -> String {
@@ -66,13 +77,17 @@ impl LocalStore {
                 .create_new(true)
                 .open(&lock)
             {
-                Ok(_) => break,
+                Ok(mut file) => {
+                    let _ = write!(file, "{}", std::process::id());
+                    break;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let stale = fs::metadata(&lock)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|age| age > STALE_LOCK);
+                    let stale = holder_gone(&lock)
+                        || fs::metadata(&lock)
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|t| t.elapsed().ok())
+                            .is_some_and(|age| age > STALE_LOCK);
                     if stale {
                         let _ = fs::remove_file(&lock);
                     } else if Instant::now() > deadline {
