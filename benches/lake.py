@@ -30,53 +30,6 @@ import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
-START_YEARS = [1965, 1966, 1971, 1971, 1980, 1986, 1987, 1990, 1991, 1997, 1997, 2000, 2007, 2012]
-INDICES = [
-    "NYA",
-    "IXIC",
-    "HSI",
-    "000001.SS",
-    "GSPTSE",
-    "399001.SZ",
-    "NSEI",
-    "GDAXI",
-    "KS11",
-    "SSMI",
-    "TWII",
-    "J203.JO",
-    "N225",
-    "N100",
-]
-
-
-def tutorial_daily(path: Path) -> int:
-    import polars as pl
-
-    frames = []
-    for i, (symbol, year) in enumerate(zip(INDICES, START_YEARS)):
-        days = pl.date_range(date(year, 1, 1), date(2021, 6, 1), "1d", eager=True)
-        days = days.filter(days.dt.weekday() <= 5)
-        n = days.len()
-        close = pl.Series(range(n), dtype=pl.Float64) * 0.01 + 100.0 * (i + 1)
-        frames.append(
-            pl.DataFrame(
-                {
-                    "Index": [symbol] * n,
-                    "Date": days.dt.strftime("%Y-%m-%d"),
-                    "Open": close - 0.5,
-                    "High": close + 1.0,
-                    "Low": close - 1.0,
-                    "Close": close,
-                    "Adj Close": close,
-                    "Volume": pl.Series(range(n), dtype=pl.Float64) * 1000.0,
-                    "CloseUSD": close * 1.1,
-                }
-            )
-        )
-    frame = pl.concat(frames)
-    frame.write_csv(path)
-    return frame.height
-
 
 def median_seconds(run, repeat):
     times = []
@@ -106,6 +59,7 @@ def queries(name, urls, db, repeat):
 
 def daily(args):
     import polars as pl
+    from datasets import tutorial_daily
 
     import stockstream as ss
 

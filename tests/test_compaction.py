@@ -34,11 +34,10 @@ def produce_intraday(kafka, topic, n, symbols=4, **pace):
 
 
 def small_objects_lake(kafka, topic, lake, n, **sink):
-    """A lake of many small objects: `n` ticks landed 40 records at a time."""
+    """A lake of many small objects: `n` ticks landed 40 records at a time (or as `sink` says)."""
     produce_intraday(kafka, topic, n)
-    s = ss.LakeSink(
-        kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by="date", **SMALL, **sink
-    )
+    options = {"partition_by": "date", **SMALL, **sink}
+    s = ss.LakeSink(kafka.bootstrap_servers, topic, group_id(), str(lake), **options)
     s.run(stop_at_end=True)
     return n
 
@@ -156,21 +155,33 @@ COMPACT = (
 
 def test_a_compaction_killed_at_random_points_loses_and_doubles_nothing(kafka, topic, tmp_path):
     lake = tmp_path / "lake"
-    n = small_objects_lake(kafka, topic, lake, 6000)
+    # 600 objects of 10 records.
+    n = small_objects_lake(kafka, topic, lake, 6000, flush_records=10)
     db = ss.Lake(str(lake))
     table = table_of(topic)
     rng = random.Random(7)
     killed = 0
     for _ in range(8):
-        # Small targets make many merged objects, so a kill lands mid-compaction.
+        # Small targets make a merged object of each small one, so the run takes a while;
+        # it is killed once it has written a random number of them.
         proc = subprocess.Popen([sys.executable, "-c", COMPACT, str(lake), "4096"])
-        time.sleep(rng.uniform(0.05, 0.6))
-        if proc.poll() is None:
-            proc.kill()
-            killed += 1
+        before = set((lake / topic).rglob("_v*"))
+        wanted = rng.randint(1, 400)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            written = sum(
+                len(list(v.glob("*.parquet")))
+                for v in set((lake / topic).rglob("_v*")) - before
+            )
+            if written >= wanted:
+                proc.kill()
+                killed += 1
+                break
         proc.wait()
         ok, detail = exact(db, table, n)
         assert ok, detail
+        if proc.returncode == 0:
+            break
     assert killed >= 1
     subprocess.run([sys.executable, "-c", COMPACT, str(lake), str(128 << 20)], check=True)
     ok, detail = exact(db, table, n)

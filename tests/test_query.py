@@ -16,7 +16,9 @@ DAY = "2021-03-01"
 
 
 def land_bundled(kafka, lake: str, **sink_options) -> int:
-    """The bundled data through Kafka and the sink into `lake`; returns the record count."""
+    """The bundled data through Kafka and the sink into `lake` as `date=` folders (a crawl
+    makes the table unless `catalog=` is given); returns the record count."""
+    sink_options = {"partition_by": "date", "catalog": None, **sink_options}
     topic = f"q-{uuid.uuid4().hex[:8]}"
     kafka.create_topic(topic, 4)
     report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV, mode="replay")

@@ -58,7 +58,13 @@ def test_parquet_round_trip_lands_every_record_once_with_types(broker, fresh_top
     n = produce_bundled(broker.bootstrap_servers, fresh_topic)
     lake = tmp_path / "lake"
     sink = ss.LakeSink(
-        broker.bootstrap_servers, fresh_topic, group_id(), str(lake), kafka_metadata=True, **GROUP
+        broker.bootstrap_servers,
+        fresh_topic,
+        group_id(),
+        str(lake),
+        kafka_metadata=True,
+        partition_by="date",
+        **GROUP,
     )
     status = sink.run(stop_at_end=True, duration=120)
     assert status.written == n and status.rejected == 0

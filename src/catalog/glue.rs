@@ -580,8 +580,14 @@ impl Catalog for GlueCatalog {
             })
             .cloned()
             .collect();
+        let created = old.partition_keys.is_empty() && old.columns.is_empty() && old.source.is_none();
         self.runtime.block_on(async {
             self.ensure_database(database).await?;
+            // Partitions need their table; a table's recorded state (landed offsets, retired
+            // folders) must not get ahead of the partitions it describes.
+            if created {
+                self.put_table(table).await?;
+            }
             self.add_partitions(table, &added).await?;
             self.move_partitions(table, &moved).await?;
             self.put_table(table).await
