@@ -123,9 +123,14 @@ pub fn compact(
                 by_folder.entry(folder.to_string()).or_default().push(object);
             }
         }
+        let mut partitions = Vec::new();
         for path in paths {
             let folder = table.folder(&path);
             let objects = by_folder.remove(&folder).unwrap_or_default();
+            partitions.push((path, objects));
+        }
+        delete_orphans(store, &table, by_folder, options.grace, &mut report)?;
+        for (path, objects) in partitions {
             compact_partition(store, catalog, &table, &path, objects, options, &mut report)?;
         }
     }
@@ -226,11 +231,7 @@ fn compact_partition(
                 carried.insert(object.key.clone());
             }
         }
-        if path.is_empty() && current.location == old_folder {
-            current.locations.insert(String::new(), new_folder.clone());
-        } else {
-            current.locations.insert(path.to_string(), new_folder.clone());
-        }
+        current.locations.insert(path.to_string(), new_folder.clone());
         current.retired.push(Retired {
             folder: old_folder.clone(),
             at_ms: now_ms(),
@@ -302,6 +303,40 @@ fn merge(store: &dyn ObjectStore, format: Format, objects: &[&ObjectMeta]) -> Re
             Ok(out)
         }
     }
+}
+
+/// A versioned folder no partition uses is what a killed or outraced compaction left;
+/// it is deleted once older than this (or the grace period, if longer), so that a
+/// compaction still writing its folder is never disturbed.
+const ORPHAN_AGE: Duration = Duration::from_secs(3600);
+
+/// Deletes the versioned folders no partition points to and no grace period protects.
+fn delete_orphans(
+    store: &dyn ObjectStore,
+    table: &Table,
+    others: BTreeMap<String, Vec<ObjectMeta>>,
+    grace: Duration,
+    report: &mut CompactReport,
+) -> Result<()> {
+    let retired: BTreeSet<&str> = table.retired.iter().map(|r| r.folder.as_str()).collect();
+    let oldest = now_ms() - grace.max(ORPHAN_AGE).as_millis() as i64;
+    for (folder, objects) in others {
+        let Some(version) = folder.rsplit('/').next().and_then(|v| v.strip_prefix("_v")) else {
+            continue;
+        };
+        let made = version
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse::<i64>().ok());
+        if retired.contains(folder.as_str()) || !made.is_some_and(|ms| ms < oldest) {
+            continue;
+        }
+        let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
+        report.objects_deleted += keys.len();
+        report.folders_deleted += 1;
+        store.delete(&keys)?;
+    }
+    Ok(())
 }
 
 /// Deletes the folders whose grace period is over, then forgets them in the catalog.
