@@ -170,8 +170,7 @@ def test_a_compaction_killed_at_random_points_loses_and_doubles_nothing(kafka, t
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
             written = sum(
-                len(list(v.glob("*.parquet")))
-                for v in set((lake / topic).rglob("_v*")) - before
+                len(list(v.glob("*.parquet"))) for v in set((lake / topic).rglob("_v*")) - before
             )
             if written >= wanted:
                 proc.kill()

@@ -11,6 +11,7 @@ __version__: str
 __all__ = [
     "Analytics",
     "AnalyticsStatus",
+    "CompactReport",
     "CrawlReport",
     "EmbeddedKafka",
     "Lake",
@@ -18,6 +19,7 @@ __all__ = [
     "Producer",
     "SendReport",
     "SinkStatus",
+    "TailInfo",
     "TickSource",
     "crawl",
     "read_ticks",
@@ -242,7 +244,7 @@ class LakeSink:
         region: str | None = None,
         aws_profile: str | None = None,
         s3_part_size: int | None = None,
-        catalog: str | None = "local",
+        catalog: str | None = ...,  # "local"
         database: str = "stock_market",
         compact_every: float | None = None,
         compact_grace: float = 3600.0,

@@ -120,7 +120,10 @@ pub fn compact(
         let mut by_folder: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
         for object in store.list(&format!("{}/", table.location))? {
             if let Some((folder, _)) = object.key.rsplit_once('/') {
-                by_folder.entry(folder.to_string()).or_default().push(object);
+                by_folder
+                    .entry(folder.to_string())
+                    .or_default()
+                    .push(object);
             }
         }
         let mut partitions = Vec::new();
@@ -199,7 +202,10 @@ fn compact_partition(
     }
     for (seq, bin) in bins.iter().enumerate() {
         let body = merge(store, table.format, bin)?;
-        let key = format!("{new_folder}/compacted-{seq:05}.{}", table.format.extension());
+        let key = format!(
+            "{new_folder}/compacted-{seq:05}.{}",
+            table.format.extension()
+        );
         store.put(&key, &body)?;
         report.bytes_read += bin.iter().map(|o| o.size).sum::<u64>();
         report.bytes_written += body.len() as u64;
@@ -231,7 +237,9 @@ fn compact_partition(
                 carried.insert(object.key.clone());
             }
         }
-        current.locations.insert(path.to_string(), new_folder.clone());
+        current
+            .locations
+            .insert(path.to_string(), new_folder.clone());
         current.retired.push(Retired {
             folder: old_folder.clone(),
             at_ms: now_ms(),
@@ -242,15 +250,19 @@ fn compact_partition(
         // Another compaction switched this partition first: ours is nobody's.
         let ours: Vec<String> = written
             .into_iter()
-            .chain(carried.iter().map(|k| {
-                format!("{new_folder}/{}", k.rsplit('/').next().unwrap_or_default())
-            }))
+            .chain(
+                carried
+                    .iter()
+                    .map(|k| format!("{new_folder}/{}", k.rsplit('/').next().unwrap_or_default())),
+            )
             .collect();
         store.delete(&ours)?;
         report.raced += 1;
         return Ok(());
     }
-    report.partitions.push((table.name.clone(), path.to_string()));
+    report
+        .partitions
+        .push((table.name.clone(), path.to_string()));
     report.objects_merged += merged.len();
     report.objects_written += written.len();
     report.objects_carried += carried.len();
@@ -281,7 +293,9 @@ fn merge(store: &dyn ObjectStore, format: Format, objects: &[&ObjectMeta]) -> Re
                     ParquetReader::new(Cursor::new(body?))
                         .finish()
                         .map(|f| f.lazy())
-                        .map_err(|e| Error::Schema(format!("{} cannot be read: {e}", store.url(&o.key))))
+                        .map_err(|e| {
+                            Error::Schema(format!("{} cannot be read: {e}", store.url(&o.key)))
+                        })
                 })
                 .collect::<Result<Vec<_>>>()?;
             // Objects written before a column appeared lack it: the union has every column.
@@ -348,7 +362,11 @@ fn delete_retired(
     report: &mut CompactReport,
 ) -> Result<()> {
     let due_before = now_ms() - grace.as_millis() as i64;
-    let due: Vec<&Retired> = table.retired.iter().filter(|r| r.at_ms <= due_before).collect();
+    let due: Vec<&Retired> = table
+        .retired
+        .iter()
+        .filter(|r| r.at_ms <= due_before)
+        .collect();
     if due.is_empty() {
         return Ok(());
     }

@@ -12,9 +12,9 @@ use super::local::{read_json, write_json, CATALOG_DIR};
 use super::schema::object_schema;
 use super::{table_name, Catalog, Column, HiveType, Table};
 use crate::error::{Error, Result};
+use crate::lake::{is_hidden, partition_of, Format, ObjectName};
 use crate::lake::{ObjectMeta, ObjectStore};
 use crate::parallel;
-use crate::lake::{is_hidden, partition_of, Format, ObjectName};
 
 /// What to do with an object that cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

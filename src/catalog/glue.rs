@@ -317,7 +317,9 @@ impl GlueCatalog {
             parameter(name)
                 .map(|v| {
                     serde_json::from_str(v).map_err(|e| {
-                        Error::Schema(format!("Glue table {what}: parameter {name} is not valid: {e}"))
+                        Error::Schema(format!(
+                            "Glue table {what}: parameter {name} is not valid: {e}"
+                        ))
                     })
                 })
                 .transpose()
@@ -570,7 +572,11 @@ impl Catalog for GlueCatalog {
         let old = before.unwrap_or_else(|| {
             Table::new(database, name, &table.location, table.format, Vec::new())
         });
-        let added: Vec<Vec<String>> = table.partitions.difference(&old.partitions).cloned().collect();
+        let added: Vec<Vec<String>> = table
+            .partitions
+            .difference(&old.partitions)
+            .cloned()
+            .collect();
         let moved: Vec<Vec<String>> = table
             .partitions
             .intersection(&old.partitions)
@@ -580,7 +586,8 @@ impl Catalog for GlueCatalog {
             })
             .cloned()
             .collect();
-        let created = old.partition_keys.is_empty() && old.columns.is_empty() && old.source.is_none();
+        let created =
+            old.partition_keys.is_empty() && old.columns.is_empty() && old.source.is_none();
         self.runtime.block_on(async {
             self.ensure_database(database).await?;
             // Partitions need their table; a table's recorded state (landed offsets, retired

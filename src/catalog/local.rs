@@ -55,7 +55,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn json_body<T: serde::Serialize>(store: &dyn ObjectStore, key: &str, value: &T) -> Result<Vec<u8>> {
+fn json_body<T: serde::Serialize>(
+    store: &dyn ObjectStore,
+    key: &str,
+    value: &T,
+) -> Result<Vec<u8>> {
     let mut body = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::Io(format!("cannot encode {}: {e}", store.url(key))))?;
     body.push(b'\n');

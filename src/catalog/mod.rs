@@ -10,7 +10,6 @@ mod local;
 mod registry;
 mod schema;
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -21,14 +20,14 @@ pub use compact::{compact, CompactOptions, CompactReport};
 pub use crawler::{crawl, Conflict, CrawlOptions, CrawlReport, CrawlState, OnError};
 pub use glue::GlueCatalog;
 pub use local::LocalCatalog;
-pub use registry::{partition_column, CatalogRegistry};
 use registry::{apply_landing, landed_columns};
+pub use registry::{partition_column, CatalogRegistry};
 pub use schema::{body_schema, object_schema, HiveType};
 
 use crate::aws::AwsOptions;
 use crate::error::{Error, Result};
 use crate::lake::{
-    escape, table_folder, Format, Landing, LakeUrl, ObjectName, ObjectStore, Registered,
+    escape, table_folder, Format, LakeUrl, Landing, ObjectName, ObjectStore, Registered,
     TableSource,
 };
 

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use super::schema::body_schema;
 use super::{table_name, Catalog, Column, HiveType, LandedRange, Table};
 use crate::error::{Error, Result};
-use crate::lake::{
-    path_values, Format, Landing, ObjectStore, Registered, Registry, TableSource,
-};
+use crate::lake::{path_values, Format, Landing, ObjectStore, Registered, Registry, TableSource};
 
 /// A catalog database seen through the sink's [`Registry`] interface.
 pub struct CatalogRegistry {
@@ -48,33 +46,39 @@ impl Registry for CatalogRegistry {
         // The common case, a restart: nothing to write, and no partitions to read.
         if let Some(existing) = self.catalog.header(&self.database, &table_name(table))? {
             if existing.source.as_ref() == Some(source) {
-                return Ok(existing.partition_keys.into_iter().map(|k| k.name).collect());
+                return Ok(existing
+                    .partition_keys
+                    .into_iter()
+                    .map(|k| k.name)
+                    .collect());
             }
         }
-        let declared = self.catalog.update(&self.database, &table_name(table), &mut |t| {
-            match t {
-                // A crawled table, or a sink's from another broker or group: this sink's
-                // topic is where its unlanded records are now.
-                Some(existing) => {
-                    let changed = existing.source.as_ref() != Some(source);
-                    existing.source = Some(source.clone());
-                    Ok(changed)
+        let declared = self
+            .catalog
+            .update(&self.database, &table_name(table), &mut |t| {
+                match t {
+                    // A crawled table, or a sink's from another broker or group: this sink's
+                    // topic is where its unlanded records are now.
+                    Some(existing) => {
+                        let changed = existing.source.as_ref() != Some(source);
+                        existing.source = Some(source.clone());
+                        Ok(changed)
+                    }
+                    None => {
+                        let mut new = Table::new(
+                            &self.database,
+                            &table_name(table),
+                            table,
+                            format,
+                            keys.iter().map(|k| partition_column(k)).collect(),
+                        );
+                        new.partitioning = Some(reason.to_string());
+                        new.source = Some(source.clone());
+                        *t = Some(new);
+                        Ok(true)
+                    }
                 }
-                None => {
-                    let mut new = Table::new(
-                        &self.database,
-                        &table_name(table),
-                        table,
-                        format,
-                        keys.iter().map(|k| partition_column(k)).collect(),
-                    );
-                    new.partitioning = Some(reason.to_string());
-                    new.source = Some(source.clone());
-                    *t = Some(new);
-                    Ok(true)
-                }
-            }
-        })?;
+            })?;
         let table = declared.ok_or_else(|| Error::Io(format!("table {table} vanished")))?;
         Ok(table.partition_keys.into_iter().map(|k| k.name).collect())
     }
@@ -147,10 +151,13 @@ pub fn apply_landing(
             added.push(values);
         }
     }
-    let range = table.landed.entry(landing.partition).or_insert(LandedRange {
-        first: landing.first_offset,
-        next: landing.next_offset,
-    });
+    let range = table
+        .landed
+        .entry(landing.partition)
+        .or_insert(LandedRange {
+            first: landing.first_offset,
+            next: landing.next_offset,
+        });
     // A replay after a crash may land a shorter range than the one it replaces: what
     // holds now is what was just written.
     *range = LandedRange {

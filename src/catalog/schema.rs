@@ -7,8 +7,8 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::lake::{ByteRange, ObjectStore};
 use crate::lake::Format;
+use crate::lake::{ByteRange, ObjectStore};
 
 /// A column type in the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -96,7 +96,6 @@ impl PartitionKey {
     }
 }
 
-
 /// Folder and object naming for one sink.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -287,7 +286,10 @@ mod tests {
             })
         );
         assert_eq!(ObjectName::parse(&key, "stock"), None);
-        assert_eq!(ObjectName::parse("t/compact-1.parquet", "stock-market"), None);
+        assert_eq!(
+            ObjectName::parse("t/compact-1.parquet", "stock-market"),
+            None
+        );
     }
 
     #[test]

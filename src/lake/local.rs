@@ -68,7 +68,9 @@ impl LocalStore {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let lock = dir.join(format!(
             ".{}.lock",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("object")
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("object")
         ));
         let deadline = Instant::now() + LOCK_WAIT;
         loop {
@@ -273,7 +275,9 @@ mod tests {
         assert!(store.put_if("c/t.json", b"two", Some(&tag)).unwrap());
         assert!(!store.put_if("c/t.json", b"three", Some(&tag)).unwrap());
         assert_eq!(store.read("c/t.json", ByteRange::All).unwrap(), b"two");
-        store.delete(&["c/t.json".into(), "c/missing".into()]).unwrap();
+        store
+            .delete(&["c/t.json".into(), "c/missing".into()])
+            .unwrap();
         assert!(store.read_tagged("c/t.json").unwrap().is_none());
         assert!(store.list("").unwrap().is_empty(), "no lock file is left");
     }

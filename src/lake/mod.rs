@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use layout::{
-    escape, is_hidden, partition_of, path_values, table_folder, unescape, Format, Layout, ObjectName,
-    PartitionKey,
+    escape, is_hidden, partition_of, path_values, table_folder, unescape, Format, Layout,
+    ObjectName, PartitionKey,
 };
 pub use local::LocalStore;
-pub use registry::{Landing, LandedObject, Registered, Registry, TableSource};
+pub use registry::{LandedObject, Landing, Registered, Registry, TableSource};
 pub use s3::S3Store;
 
 use polars::prelude::cloud::CloudOptions;

@@ -263,7 +263,10 @@ impl ObjectStore for S3Store {
                 if matches!(
                     aws::error_code(&e),
                     Some("PreconditionFailed" | "ConditionalRequestConflict")
-                ) || matches!(e.raw_response().map(|r| r.status().as_u16()), Some(412 | 409)) =>
+                ) || matches!(
+                    e.raw_response().map(|r| r.status().as_u16()),
+                    Some(412 | 409)
+                ) =>
             {
                 Ok(false)
             }
@@ -368,7 +371,9 @@ impl S3Store {
             let output = match got {
                 Ok(output) => output,
                 // A range of an empty object cannot be satisfied: the object is just empty.
-                Err(e) if aws::error_code(&e) == Some("InvalidRange") => return Ok((Vec::new(), String::new())),
+                Err(e) if aws::error_code(&e) == Some("InvalidRange") => {
+                    return Ok((Vec::new(), String::new()))
+                }
                 Err(e) if aws::error_code(&e) == Some("NoSuchKey") => {
                     return Err(Error::NotFound(format!(
                         "s3://{}/{full} does not exist",
@@ -390,5 +395,4 @@ impl S3Store {
             Ok((body.into_bytes().to_vec(), tag))
         })
     }
-
 }

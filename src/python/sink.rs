@@ -15,9 +15,9 @@ use super::kafka_config::kafka_config;
 use super::{html_table, repr_of, seconds};
 use crate::aws::AwsOptions;
 use crate::catalog::{self, CatalogKind};
+use crate::catalog::{CatalogRegistry, CompactOptions};
 use crate::error::Result;
 use crate::lake;
-use crate::catalog::{CatalogRegistry, CompactOptions};
 use crate::lake::Format;
 use crate::sink::{ColumnType, Partitioning, RollPolicy, Sink, SinkConfig, SinkStatus};
 

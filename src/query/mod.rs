@@ -120,8 +120,7 @@ impl Lake {
                     if let Some(bounds) = live {
                         let (tail, info) = tail::read(&table, bounds);
                         if let Some(tail) = tail {
-                            scan = concat([scan, tail], UnionArgs::default())
-                                .map_err(sql_error)?;
+                            scan = concat([scan, tail], UnionArgs::default()).map_err(sql_error)?;
                         }
                         tails.push(info);
                     }

@@ -266,10 +266,9 @@ fn read_tail(table: &Table, bounds: &TailBounds, info: &mut TailInfo) -> Result<
     if frames.is_empty() {
         return Ok(None);
     }
-    Ok(Some(
-        concat(frames, UnionArgs::default())
-            .map_err(|e| Error::Io(format!("combining the tail of {}: {e}", table.name)))?,
-    ))
+    Ok(Some(concat(frames, UnionArgs::default()).map_err(|e| {
+        Error::Io(format!("combining the tail of {}: {e}", table.name))
+    })?))
 }
 
 /// A tail frame with exactly the table's columns and types (missing columns null, columns

@@ -3,8 +3,8 @@
 use polars::prelude::*;
 
 use super::batch::{Batch, Values};
-use crate::lake::Format;
 use crate::error::{Error, Result};
+use crate::lake::Format;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 

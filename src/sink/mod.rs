@@ -24,8 +24,8 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 pub use config::{ColumnType, Partitioning, RollPolicy, SinkConfig};
-pub use partitioning::FOLDER_RECORDS;
 use partitioning::Density;
+pub use partitioning::FOLDER_RECORDS;
 use range::{Message, Object, PendingRange};
 pub use status::SinkStatus;
 

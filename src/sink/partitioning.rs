@@ -39,7 +39,11 @@ pub fn choose(d: &Density, roll: &RollPolicy, per_symbol: bool) -> (Option<Parti
     let target = FOLDER_RECORDS.min(roll.records as f64);
     let span = (d.max_micros - d.min_micros) as f64 / 1e6;
     let share = d.topic_partitions.max(1) as f64 / d.sampled_partitions.max(1) as f64;
-    let divisor = if per_symbol { d.symbols.max(1) as f64 } else { 1.0 };
+    let divisor = if per_symbol {
+        d.symbols.max(1) as f64
+    } else {
+        1.0
+    };
     if d.records < 2 || span <= 0.0 {
         return (
             Some(PartitionKey::Date),

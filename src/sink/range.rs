@@ -10,8 +10,8 @@ use super::config::SinkConfig;
 use super::encode::encode;
 use super::partitioning::Density;
 use super::record::{Record, Scalar};
-use crate::lake::{Format, Layout};
 use crate::error::Result;
+use crate::lake::{Format, Layout};
 use crate::parallel;
 use crate::source::time::parse_event_time;
 
@@ -104,7 +104,12 @@ impl PendingRange {
     }
 
     /// Adds what the held messages say about the stream's density to `d`.
-    pub fn measure(&self, config: &SinkConfig, d: &mut Density, symbols: &mut std::collections::HashSet<String>) {
+    pub fn measure(
+        &self,
+        config: &SinkConfig,
+        d: &mut Density,
+        symbols: &mut std::collections::HashSet<String>,
+    ) {
         for raw in &self.raw {
             let Some(record) = raw.payload.as_deref().and_then(|p| Record::parse(p).ok()) else {
                 continue;
