@@ -15,8 +15,9 @@
 4. glue:    a sink registering landings in a Glue table (moto on loopback) that has 10
             partitions, and one that has 10,000: seconds per landing, and what reading all
             the partitions (what each landing did before) costs.
+5. local:   the same with the local catalog (one JSON object per table).
 
-Usage: python benches/lake.py [--only daily,fresh,compact,glue] [--ticks 20] [--repeat 5]
+Usage: python benches/lake.py [--only daily,fresh,compact,glue,local] [--ticks 20] [--repeat 5]
 """
 
 import argparse
@@ -270,14 +271,60 @@ def glue(args):
         server.stop()
 
 
+def local_catalog(args):
+    """The same measurement with the catalog kept as JSON in the lake."""
+    import json
+
+    import stockstream as ss
+
+    landings = 20
+    work = Path(tempfile.mkdtemp(prefix="lake-local-"))
+    print(f"\n## local catalog: a sink registering {landings} landings\n")
+    print("| partitions in the table | s per landing |")
+    print("|---:|---:|")
+    source = ss.TickSource.synthetic(4, start="2021-03-01 09:30:00", interval=1.0)
+    with ss.EmbeddedKafka(partitions=1) as kafka:
+        for size in (10, 10_000):
+            topic = f"t{size}"
+            kafka.create_topic(topic, 1)
+            lake = work / topic
+            ss.Producer(kafka.bootstrap_servers, topic).send(source, limit=40)
+            common = dict(partition_by="date", flush_records=40)
+            ss.LakeSink(kafka.bootstrap_servers, topic, "g", str(lake), **common).run(
+                stop_at_end=True
+            )
+            path = lake / "_catalog" / "stock_market" / f"{topic}.json"
+            table = json.loads(path.read_text())
+            table["partitions"] += [
+                [str(date(1980, 1, 1) + timedelta(days=i))] for i in range(size - 1)
+            ]
+            path.write_text(json.dumps(table, indent=2))
+            ss.Producer(kafka.bootstrap_servers, topic).send(source, limit=40 * landings)
+            began = time.perf_counter()
+            status = ss.LakeSink(kafka.bootstrap_servers, topic, "g", str(lake), **common).run(
+                stop_at_end=True
+            )
+            per = (time.perf_counter() - began) / landings
+            assert status.written == 40 * landings
+            print(f"| {len(table['partitions']):,} | {per:.4f} |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", default="daily,fresh,compact,glue")
+    p.add_argument("--only", default="daily,fresh,compact,glue,local")
     p.add_argument("--ticks", type=int, default=20)
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
     for name in args.only.split(","):
-        {"daily": daily, "fresh": fresh, "compact": compact, "glue": glue}[name](args)
+        sections = {
+            "daily": daily,
+            "fresh": fresh,
+            "compact": compact,
+            "glue": glue,
+            "local": local_catalog,
+        }
+        sections[name](args)
     return 0
 
 

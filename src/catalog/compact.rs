@@ -342,7 +342,7 @@ fn delete_orphans(
             .split('-')
             .next()
             .and_then(|ms| ms.parse::<i64>().ok());
-        if retired.contains(folder.as_str()) || !made.is_some_and(|ms| ms < oldest) {
+        if retired.contains(folder.as_str()) || made.is_none_or(|ms| ms >= oldest) {
             continue;
         }
         let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();

@@ -648,12 +648,4 @@ impl Catalog for GlueCatalog {
         })?;
         Ok(Registered::Done)
     }
-
-    fn save(&self, table: &Table, new_partitions: &[Vec<String>]) -> Result<()> {
-        self.runtime.block_on(async {
-            self.ensure_database(&table.database).await?;
-            self.put_table(table).await?;
-            self.add_partitions(table, new_partitions).await
-        })
-    }
 }

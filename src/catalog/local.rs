@@ -101,14 +101,6 @@ impl Catalog for LocalCatalog {
         read_json(self.store.as_ref(), &Self::key(database, name))
     }
 
-    fn save(&self, table: &Table, _new_partitions: &[Vec<String>]) -> Result<()> {
-        write_json(
-            self.store.as_ref(),
-            &Self::key(&table.database, &table.name),
-            table,
-        )
-    }
-
     fn update(
         &self,
         database: &str,

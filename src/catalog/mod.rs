@@ -209,10 +209,6 @@ pub trait Catalog: Send + Sync {
     /// One table, if it exists.
     fn table(&self, database: &str, name: &str) -> Result<Option<Table>>;
 
-    /// Creates the table or replaces its definition, and registers `new_partitions`
-    /// (already included in `table.partitions`).
-    fn save(&self, table: &Table, new_partitions: &[Vec<String>]) -> Result<()>;
-
     /// The table's definition; its partitions may be left out where reading them costs
     /// more than the definition (Glue).
     fn header(&self, database: &str, name: &str) -> Result<Option<Table>> {

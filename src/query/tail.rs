@@ -52,6 +52,9 @@ pub struct TailInfo {
     pub offsets: BTreeMap<i32, (i64, i64)>,
 }
 
+/// A message as read from the tail: offset, timestamp, key, value.
+type Read = (i64, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// How long a broker has to accept a connection before the query goes on without it.
 const CONNECT_PROBE: Duration = Duration::from_millis(300);
 
@@ -196,8 +199,7 @@ fn read_tail(table: &Table, bounds: &TailBounds, info: &mut TailInfo) -> Result<
         return Ok(None);
     }
     consumer.assign(&assignment).map_err(unreachable)?;
-    let mut messages: BTreeMap<i32, Vec<(i64, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>)>> =
-        BTreeMap::new();
+    let mut messages: BTreeMap<i32, Vec<Read>> = BTreeMap::new();
     let mut open = ends.len();
     while open > 0 {
         if info.records >= bounds.records || info.bytes >= bounds.bytes || left().is_zero() {

@@ -25,7 +25,6 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 pub use config::{ColumnType, Partitioning, RollPolicy, SinkConfig};
 use partitioning::Density;
-pub use partitioning::FOLDER_RECORDS;
 use range::{Message, Object, PendingRange};
 pub use status::SinkStatus;
 
