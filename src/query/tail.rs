@@ -12,7 +12,7 @@ use polars::prelude::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::catalog::Table;
+use crate::catalog::{HiveType, Table};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::lake::{Layout, PartitionKey};
@@ -291,11 +291,29 @@ fn conform(table: &Table, path: &str, frame: DataFrame) -> Result<LazyFrame> {
         .collect();
     let values = crate::lake::path_values(path);
     for (key, value) in table.partition_keys.iter().zip(values) {
-        exprs.push(
-            lit(value)
-                .strict_cast(key.kind.to_polars())
-                .alias(key.name.as_str()),
-        );
+        exprs.push(partition_value(key.kind, &value)?.alias(key.name.as_str()));
     }
     Ok(frame.lazy().select(exprs))
+}
+
+/// A folder's partition value as a literal of the catalog's type (parsed here: Polars
+/// deprecates casting strings to dates).
+fn partition_value(kind: HiveType, value: &str) -> Result<Expr> {
+    let bad = || {
+        Error::Schema(format!(
+            "partition value {value:?} is not a {}",
+            kind.name()
+        ))
+    };
+    Ok(match kind {
+        HiveType::Date => {
+            let day = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| bad())?;
+            let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
+            lit((day - epoch).num_days() as i32).cast(DataType::Date)
+        }
+        HiveType::Int | HiveType::Bigint => {
+            lit(value.parse::<i64>().map_err(|_| bad())?).strict_cast(kind.to_polars())
+        }
+        other => lit(value.to_string()).strict_cast(other.to_polars()),
+    })
 }
