@@ -306,3 +306,17 @@ def test_compaction_options_are_checked(tmp_path):
     with pytest.raises(ss.NotFoundError, match="no table"):
         db.compact("nothing")
     assert pl.DataFrame(db.files()).height == 0
+
+
+def test_stockstream_compact_on_the_command_line(kafka, topic, tmp_path):
+    lake = tmp_path / "lake"
+    n = small_objects_lake(kafka, topic, lake, 1000)
+    out = subprocess.run(
+        [sys.executable, "-m", "stockstream", "compact", str(lake), "--grace", "0"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert f"compacted: {table_of(topic)} date=2021-03-01" in out, out
+    ok, detail = exact(ss.Lake(str(lake)), table_of(topic), n)
+    assert ok, detail

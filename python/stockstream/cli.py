@@ -193,11 +193,9 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_query(args: argparse.Namespace) -> int:
-    """Run SQL over the lake and print the result as a table."""
-    import polars as pl
-
-    lake = _core.Lake(
+def _lake(args: argparse.Namespace) -> "_core.Lake":
+    """Open the lake and catalog that the command's options name."""
+    return _core.Lake(
         args.lake,
         database=args.database,
         catalog=args.catalog,
@@ -205,6 +203,13 @@ def cmd_query(args: argparse.Namespace) -> int:
         region=args.region,
         aws_profile=args.profile,
     )
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """Run SQL over the lake and print the result as a table."""
+    import polars as pl
+
+    lake = _lake(args)
     frame = lake.sql(
         args.sql,
         engine=args.engine,
@@ -219,14 +224,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     """Compact a lake's small objects and print what changed."""
-    lake = _core.Lake(
-        args.lake,
-        database=args.database,
-        catalog=args.catalog,
-        endpoint_url=args.endpoint_url,
-        region=args.region,
-        aws_profile=args.profile,
-    )
+    lake = _lake(args)
     report = lake.compact(
         args.table,
         target_bytes=args.target_bytes,
