@@ -166,6 +166,14 @@ impl GlueCatalog {
         Ok(())
     }
 
+    /// A partition's folder below the lake root, if its location lies in this lake.
+    fn folder_of(&self, p: &aws_sdk_glue::types::Partition) -> Option<String> {
+        p.storage_descriptor()
+            .and_then(|sd| sd.location())
+            .and_then(|l| l.strip_prefix(self.root.as_str()))
+            .map(|l| l.trim_end_matches('/').to_string())
+    }
+
     /// The folders (below the lake root) of those of `partitions` that exist.
     async fn partition_folders(
         &self,
@@ -193,12 +201,7 @@ impl GlueCatalog {
                 .await
                 .map_err(|e| self.failed(&format!("batch_get_partition {}", table.name), &e))?;
             for p in got.partitions() {
-                let folder = p
-                    .storage_descriptor()
-                    .and_then(|sd| sd.location())
-                    .and_then(|l| l.strip_prefix(self.root.as_str()))
-                    .map(|l| l.trim_end_matches('/').to_string());
-                if let Some(folder) = folder {
+                if let Some(folder) = self.folder_of(p) {
                     out.insert(p.values().to_vec(), folder);
                 }
             }
@@ -265,14 +268,11 @@ impl GlueCatalog {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.failed(&format!("get_partitions {name}"), &e))?;
-            out.extend(page.partitions().iter().map(|p| {
-                let folder = p
-                    .storage_descriptor()
-                    .and_then(|sd| sd.location())
-                    .and_then(|l| l.strip_prefix(self.root.as_str()))
-                    .map(|l| l.trim_end_matches('/').to_string());
-                (p.values().to_vec(), folder)
-            }));
+            out.extend(
+                page.partitions()
+                    .iter()
+                    .map(|p| (p.values().to_vec(), self.folder_of(p))),
+            );
         }
         Ok(out)
     }
