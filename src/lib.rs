@@ -7,13 +7,13 @@ pub mod catalog;
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod kafka;
 pub mod lake;
 pub mod parallel;
 pub mod producer;
 pub mod query;
 pub mod sink;
 pub mod source;
-pub mod topic;
 
 mod python;
 

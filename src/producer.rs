@@ -13,8 +13,8 @@ use rdkafka::Message;
 
 use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
 use crate::error::{Error, Result};
+use crate::kafka::partition_ids;
 use crate::source::TickSource;
-use crate::topic::partition_ids;
 
 /// How often progress is reported and the caller asked whether to stop.
 const CONTROL_INTERVAL: Duration = Duration::from_millis(100);

@@ -23,15 +23,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, ThreadedProducer};
+use rdkafka::client::ClientContext;
+use rdkafka::producer::ThreadedProducer;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext};
-use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Message as _, Offset, TopicPartitionList};
+use rdkafka::Message as _;
 
 pub use engine::{PartitionState, Spec, Tick};
 pub use output::{Kind, Output};
@@ -40,9 +35,9 @@ pub use tick::TickFields;
 
 use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
 use crate::error::{Error, Result};
-use crate::sink::{committed_lag, end_offset, is_partition_eof, RunLimits, CONSUMER_DEFAULTS};
-
-const TICK: Duration = Duration::from_millis(100);
+use crate::kafka::{
+    self, create_topics, send_waiting, Change, Fetched, Flow, GroupMember, Pipeline, RunLimits,
+};
 
 /// Everything an analytics job needs besides Kafka.
 pub struct AnalyticsConfig {
@@ -191,84 +186,26 @@ impl Emitter {
 
     /// Sends one record, waiting while librdkafka's queue is full.
     fn send(&self, topic: &str, key: &[u8], payload: &[u8]) {
-        let mut record = BaseRecord::to(topic).key(key).payload(payload);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => {
-                    self.producer
-                        .context()
-                        .failed
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.status
-                        .error(format!("cannot produce to {topic:?}: {e}"));
-                    return;
-                }
-            }
+        let record = BaseRecord::to(topic).key(key).payload(payload);
+        let sent = send_waiting(
+            record,
+            |r| self.producer.send(r),
+            || std::thread::sleep(Duration::from_millis(1)),
+        );
+        if let Err(e) = sent {
+            self.producer
+                .context()
+                .failed
+                .fetch_add(1, Ordering::Relaxed);
+            self.status
+                .error(format!("cannot produce to {topic:?}: {e}"));
         }
     }
-}
-
-/// Rebalance events and statistics, handed from librdkafka's callbacks to the loop.
-struct Context {
-    topic: String,
-    status: Arc<AnalyticsStatus>,
-    assigned: Mutex<Vec<i32>>,
-    revoked: Mutex<Vec<i32>>,
-    /// Each partition's end offset, from the latest statistics.
-    ends: Mutex<HashMap<i32, i64>>,
-}
-
-impl ClientContext for Context {
-    fn stats(&self, stats: Statistics) {
-        if let Some(lag) = committed_lag(&stats, &self.topic) {
-            self.status.lag.store(lag, Ordering::Relaxed);
-        }
-        if let Some(topic) = stats.topics.get(&self.topic) {
-            let mut ends = lock(&self.ends);
-            for p in topic.partitions.values().filter(|p| p.partition >= 0) {
-                ends.insert(p.partition, end_offset(p));
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !is_partition_eof(&error) {
-            self.status.error(format!("Kafka: {error}: {reason}"));
-        }
-    }
-}
-
-impl ConsumerContext for Context {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let partitions = |tpl: &TopicPartitionList| -> Vec<i32> {
-            tpl.elements().iter().map(|e| e.partition()).collect()
-        };
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                lock(&self.revoked).extend(partitions(tpl));
-                self.status.set_assigned(Vec::new());
-            }
-            Rebalance::Assign(tpl) => {
-                lock(&self.assigned).extend(partitions(tpl));
-                self.status.set_assigned(partitions(tpl));
-            }
-            Rebalance::Error(e) => self.status.error(format!("rebalance failed: {e}")),
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A real-time analytics job: one consumer-group member.
 pub struct Analytics {
-    consumer: BaseConsumer<Context>,
+    member: GroupMember,
     work: Work,
 }
 
@@ -284,7 +221,7 @@ struct Work {
     seen: HashSet<i32>,
     /// Partitions whose state changed since the last checkpoint.
     dirty: HashSet<i32>,
-    at_end: HashSet<i32>,
+    last_checkpoint: Instant,
     /// Which partition each symbol was first seen on (a symbol on two partitions is reported).
     homes: HashMap<String, i32>,
     status: Arc<AnalyticsStatus>,
@@ -303,23 +240,12 @@ impl Analytics {
     ) -> Result<Self> {
         config.validate()?;
         let status = Arc::new(AnalyticsStatus::new());
-        let context = Context {
-            topic: config.topic.clone(),
-            status: status.clone(),
-            assigned: Mutex::new(Vec::new()),
-            revoked: Mutex::new(Vec::new()),
-            ends: Mutex::new(HashMap::new()),
-        };
-        let defaults = CONSUMER_DEFAULTS.map(|(k, v)| match k {
-            "client.id" => (k, "stockstream-analytics"),
-            _ => (k, v),
-        });
-        let consumer = crate::topic::subscribe(
+        let member = GroupMember::join(
             kafka,
-            &defaults,
             &config.group_id,
             &config.topic,
-            context,
+            "stockstream-analytics",
+            status.clone(),
             connect_timeout,
         )?;
         let mut wanted: Vec<(&str, bool)> = config
@@ -350,7 +276,7 @@ impl Analytics {
         };
         status.set_state("ready");
         Ok(Analytics {
-            consumer,
+            member,
             work: Work {
                 emitter,
                 kafka: kafka.clone(),
@@ -359,7 +285,7 @@ impl Analytics {
                 last_seen: HashMap::new(),
                 seen: HashSet::new(),
                 dirty: HashSet::new(),
-                at_end: HashSet::new(),
+                last_checkpoint: Instant::now(),
                 homes: HashMap::new(),
                 status,
                 timeout: connect_timeout,
@@ -386,7 +312,9 @@ impl Analytics {
     /// and idle-flushed (its windows emitted).
     pub fn run(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()> {
         self.work.status.set_state("running");
-        let result = self.run_loop(limits, stop).and_then(|()| self.checkpoint());
+        self.work.last_checkpoint = Instant::now();
+        let result = kafka::run(&self.member, &mut self.work, limits, stop)
+            .and_then(|_| self.work.checkpoint(&self.member));
         self.measure_lag();
         self.work.status.set_state(match &result {
             Ok(()) => "stopped",
@@ -395,56 +323,10 @@ impl Analytics {
         result
     }
 
-    fn run_loop(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()> {
-        let started = Instant::now();
-        let mut consumed = 0u64;
-        let mut last_tick = Instant::now();
-        let mut last_checkpoint = Instant::now();
-        let mut since_tick = 256u32;
-        loop {
-            if limits.limit.is_some_and(|l| consumed >= l) {
-                return Ok(());
-            }
-            // Reading the clock per message costs more than the rest of the bookkeeping.
-            since_tick += 1;
-            if since_tick >= 256 {
-                since_tick = 0;
-                if last_tick.elapsed() >= TICK {
-                    last_tick = Instant::now();
-                    if stop() || limits.duration.is_some_and(|d| started.elapsed() >= d) {
-                        return Ok(());
-                    }
-                    self.work.flush_idle();
-                    if last_checkpoint.elapsed() >= self.work.config.checkpoint_interval {
-                        self.checkpoint()?;
-                        last_checkpoint = Instant::now();
-                    }
-                    if limits.stop_at_end && self.read_to_end() {
-                        return Ok(());
-                    }
-                }
-            }
-            let polled = self.consumer.poll(TICK);
-            self.work.apply_rebalance(self.consumer.context())?;
-            match polled {
-                None => since_tick = 256,
-                Some(Ok(m)) => {
-                    consumed += 1;
-                    AnalyticsStatus::add(&self.work.status.consumed, 1);
-                    self.work.take(m.partition(), m.offset(), m.payload());
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    self.work.at_end.insert(p);
-                }
-                Some(Err(e)) => self.work.status.error(format!("Kafka: {e}")),
-            }
-        }
-    }
-
     /// Lag as of the run's end: statistics arrive once a second, so after a short run their
     /// lag still describes its start. The partitions' end offsets they reported stand.
     fn measure_lag(&self) {
-        let ends = lock(&self.consumer.context().ends);
+        let ends = self.member.end_offsets();
         let lag = self
             .work
             .states
@@ -456,43 +338,56 @@ impl Analytics {
             .sum();
         self.work.status.lag.store(lag, Ordering::Relaxed);
     }
+}
 
-    fn read_to_end(&self) -> bool {
-        let Ok(assignment) = self.consumer.assignment() else {
-            return false;
-        };
-        let parts = assignment.elements();
-        !parts.is_empty()
-            && parts.iter().all(|e| {
-                self.work.at_end.contains(&e.partition())
-                    && self
-                        .work
-                        .states
-                        .get(&e.partition())
-                        .is_none_or(|s| !s.holds_open_work())
-            })
+impl Pipeline for Work {
+    fn apply(&mut self, _: &GroupMember, changes: &[Change]) -> Result<()> {
+        self.apply_rebalance(changes)
     }
 
-    /// Makes the outputs so far durable, saves the changed partitions' state, then commits
-    /// the offsets that state covers.
-    fn checkpoint(&mut self) -> Result<()> {
-        self.work.update_gauges();
-        let tpl = self.work.save_state()?;
-        if tpl.count() > 0 {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
-                // The snapshot is saved; its offset wins over the committed one on restore.
-                self.work.status.error(format!("commit failed: {e}"));
-            }
+    fn take(
+        &mut self,
+        _: &GroupMember,
+        messages: &[Fetched<'_>],
+        _: &mut dyn FnMut() -> bool,
+    ) -> Result<Flow> {
+        for m in messages {
+            self.take_one(m.partition(), m.offset(), m.payload());
         }
-        AnalyticsStatus::add(&self.work.status.checkpoints, 1);
-        Ok(())
+        AnalyticsStatus::add(&self.status.consumed, messages.len() as u64);
+        Ok(Flow::Continue)
+    }
+
+    fn tick(&mut self, member: &GroupMember, _: &mut dyn FnMut() -> bool) -> Result<Flow> {
+        self.flush_idle();
+        if self.last_checkpoint.elapsed() >= self.config.checkpoint_interval {
+            self.checkpoint(member)?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn drained(&self) -> bool {
+        self.states.values().all(|s| !s.holds_open_work())
     }
 }
 
 impl Work {
+    /// Makes the outputs so far durable, saves the changed partitions' state, then commits
+    /// the offsets that state covers.
+    fn checkpoint(&mut self, member: &GroupMember) -> Result<()> {
+        self.update_gauges();
+        let offsets = self.save_state()?;
+        if let Err(e) = member.commit(&offsets) {
+            // The snapshot is saved; its offset wins over the committed one on restore.
+            self.status.error(format!("commit failed: {e}"));
+        }
+        AnalyticsStatus::add(&self.status.checkpoints, 1);
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
     /// One message: decoded, then handed to its partition's state.
-    fn take(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
-        self.at_end.remove(&partition);
+    fn take_one(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
         self.seen.insert(partition);
         let state = self
             .states
@@ -565,14 +460,21 @@ impl Work {
 
     /// Revoked partitions' state is dropped (the next owner restores the last checkpoint);
     /// assigned partitions' state is restored from it.
-    fn apply_rebalance(&mut self, context: &Context) -> Result<()> {
-        for p in std::mem::take(&mut *lock(&context.revoked)) {
-            self.states.remove(&p);
-            self.dirty.remove(&p);
-            self.at_end.remove(&p);
-            self.last_seen.remove(&p);
+    fn apply_rebalance(&mut self, changes: &[Change]) -> Result<()> {
+        let mut assigned = Vec::new();
+        for change in changes {
+            match change {
+                Change::Revoked { partitions, .. } => {
+                    for p in partitions {
+                        self.states.remove(p);
+                        self.dirty.remove(p);
+                        self.last_seen.remove(p);
+                        assigned.retain(|a| a != p);
+                    }
+                }
+                Change::Assigned(partitions) => assigned.extend(partitions),
+            }
         }
-        let assigned = std::mem::take(&mut *lock(&context.assigned));
         if assigned.is_empty() {
             return Ok(());
         }
@@ -593,7 +495,7 @@ impl Work {
 
     /// The latest checkpointed state of each of this topic's partitions.
     fn read_snapshots(&self) -> Result<HashMap<i32, PartitionState>> {
-        let frame = crate::topic::read_topic(
+        let frame = crate::kafka::read_topic(
             &self.kafka,
             &self.config.state_topic,
             None,
@@ -628,10 +530,10 @@ impl Work {
 
     /// Makes the outputs so far durable and saves the changed partitions' state; returns
     /// the offsets to commit.
-    fn save_state(&mut self) -> Result<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::new();
+    fn save_state(&mut self) -> Result<Vec<(i32, i64)>> {
+        let mut offsets = Vec::new();
         if self.dirty.is_empty() {
-            return Ok(tpl);
+            return Ok(offsets);
         }
         let flush_timeout = Duration::from_secs(130);
         let producer = &self.emitter.producer;
@@ -651,8 +553,7 @@ impl Work {
                 self.snapshot_key(p).as_bytes(),
                 &body,
             );
-            tpl.add_partition_offset(&self.config.topic, p, Offset::Offset(state.next_offset))
-                .map_err(|e| Error::Kafka(format!("bad offset: {e}")))?;
+            offsets.push((p, state.next_offset));
         }
         producer
             .flush(flush_timeout)
@@ -665,86 +566,6 @@ impl Work {
             )));
         }
         self.dirty.clear();
-        Ok(tpl)
+        Ok(offsets)
     }
-}
-
-/// Creates topics that do not exist yet, with the broker's default partitions; compacted
-/// ones keep only the latest record per key. The embedded cluster, whose admin API cannot
-/// create topics, creates them on first use instead.
-fn create_topics(kafka: &KafkaConfig, topics: &[(&str, bool)], timeout: Duration) -> Result<()> {
-    let producer: BaseProducer = kafka
-        .client_config(&[])
-        .create()
-        .map_err(|e| kafka.creation_error(e))?;
-    let existing = producer
-        .client()
-        .fetch_metadata(None, timeout)
-        .map_err(|e| Error::Kafka(format!("cannot list topics: {e}")))?;
-    let missing: Vec<(&str, bool)> = topics
-        .iter()
-        .filter(|(name, _)| {
-            !existing
-                .topics()
-                .iter()
-                .any(|t| t.name() == *name && t.error().is_none())
-        })
-        .copied()
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let auto_create = || -> Result<()> {
-        for (name, _) in &missing {
-            // A producer's metadata request for a topic creates it where brokers allow.
-            producer
-                .client()
-                .fetch_metadata(Some(name), timeout)
-                .map_err(|e| Error::Kafka(format!("cannot create topic {name:?}: {e}")))?;
-        }
-        Ok(())
-    };
-    if crate::embedded::is_embedded(&kafka.bootstrap_servers) {
-        return auto_create();
-    }
-    let admin: AdminClient<DefaultClientContext> = kafka
-        .client_config(&[])
-        .create()
-        .map_err(|e| kafka.creation_error(e))?;
-    let new: Vec<NewTopic> = missing
-        .iter()
-        .map(|(name, compact)| {
-            let partitions = if *compact { 1 } else { -1 };
-            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
-            if *compact {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
-            }
-        })
-        .collect();
-    let wait = Some(timeout.min(Duration::from_secs(5)));
-    let options = AdminOptions::new()
-        .operation_timeout(wait)
-        .request_timeout(wait);
-    let results =
-        match crate::aws::runtime("kafka-admin")?.block_on(admin.create_topics(&new, &options)) {
-            Ok(results) => results,
-            // An embedded cluster in another process does not answer CreateTopics.
-            Err(KafkaError::AdminOp(
-                RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut,
-            )) => return auto_create(),
-            Err(e) => return Err(Error::Kafka(format!("cannot create topics: {e}"))),
-        };
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(Error::Kafka(format!(
-                    "cannot create topic {name:?}: {code}"
-                )))
-            }
-        }
-    }
-    Ok(())
 }

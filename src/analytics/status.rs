@@ -90,3 +90,17 @@ impl AnalyticsStatus {
             .clone()
     }
 }
+
+impl crate::kafka::Observer for AnalyticsStatus {
+    fn error(&self, message: String) {
+        AnalyticsStatus::error(self, message);
+    }
+
+    fn assigned(&self, partitions: Vec<i32>) {
+        self.set_assigned(partitions);
+    }
+
+    fn lag(&self) -> &AtomicI64 {
+        &self.lag
+    }
+}

@@ -11,7 +11,8 @@ use pyo3::prelude::*;
 use super::seconds;
 use crate::analytics::Analytics;
 use crate::error::{Error, Result};
-use crate::sink::{RunLimits, Sink};
+use crate::kafka::RunLimits;
+use crate::sink::Sink;
 
 /// A job that runs until its limits or a stop request, ending cleanly either way.
 pub trait Job: Send + 'static {

@@ -36,6 +36,6 @@ pub fn read_topic(
 ) -> PyResult<PyDataFrame> {
     let config = kafka_config(bootstrap_servers, config)?;
     let timeout = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::ZERO);
-    let df = py.detach(|| crate::topic::read_topic(&config, topic, limit, timeout))?;
+    let df = py.detach(|| crate::kafka::read_topic(&config, topic, limit, timeout))?;
     Ok(PyDataFrame(df))
 }

@@ -152,7 +152,7 @@ fn read_tail(table: &Table, bounds: &TailBounds, info: &mut TailInfo) -> Result<
     let meta = consumer
         .fetch_metadata(Some(&source.topic), left())
         .map_err(unreachable)?;
-    let partitions = crate::topic::partition_ids(&meta);
+    let partitions = crate::kafka::partition_ids(&meta);
     // Partitions no landing has registered start where the group has committed, else at
     // the start of the log (where the sink starts too).
     let unlanded: Vec<i32> = partitions

@@ -14,14 +14,8 @@ mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::statistics::Statistics;
-use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 pub use config::{ColumnType, Partitioning, RollPolicy, SinkConfig};
 use partitioning::Density;
@@ -30,119 +24,21 @@ pub use status::SinkStatus;
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
+use crate::kafka::{self, Change, Fetched, Flow, GroupMember, Pipeline, RunLimits, TICK};
 use crate::lake::{
     LandedObject, Landing, Layout, ObjectStore, PartitionKey, Registered, Registry, TableSource,
 };
 
-/// Consumer defaults: offsets are committed by the sink itself, after the lake write.
-pub(crate) const CONSUMER_DEFAULTS: [(&str, &str); 7] = [
-    ("enable.auto.commit", "false"),
-    ("enable.auto.offset.store", "false"),
-    ("auto.offset.reset", "earliest"),
-    ("enable.partition.eof", "true"),
-    ("statistics.interval.ms", "1000"),
-    // librdkafka prefetches up to this much; it is most of the sink's memory besides buffers.
-    ("queued.max.messages.kbytes", "32768"),
-    ("client.id", "stockstream-sink"),
-];
-
-/// How often timers (age and idle rolls, stop requests, duration) are checked.
-const TICK: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
-
-/// When a `run` ends (besides being asked to stop).
-#[derive(Debug, Clone, Default)]
-pub struct RunLimits {
-    /// After consuming this many messages.
-    pub limit: Option<u64>,
-    pub duration: Option<Duration>,
-    /// Once every assigned partition has been read to its end and landed.
-    pub stop_at_end: bool,
-}
-
-/// Records in `topic`'s fetched partitions beyond their committed offsets, from a
-/// statistics report.
-pub(crate) fn committed_lag(stats: &Statistics, topic: &str) -> Option<i64> {
-    let topic = stats.topics.get(topic)?;
-    Some(
-        topic
-            .partitions
-            .values()
-            .filter(|p| p.partition >= 0 && p.fetch_state == "active")
-            .map(|p| {
-                let end = end_offset(p);
-                let start = if p.committed_offset >= 0 {
-                    p.committed_offset
-                } else {
-                    p.lo_offset
-                };
-                (end - start.max(0)).max(0)
-            })
-            .sum(),
-    )
-}
-
-/// A partition's end offset in a statistics report: the last stable offset when known
-/// (it excludes open transactions), else the high watermark.
-pub(crate) fn end_offset(p: &rdkafka::statistics::Partition) -> i64 {
-    if p.ls_offset >= 0 {
-        p.ls_offset
-    } else {
-        p.hi_offset
-    }
-}
-
-/// Reaching the end of a partition is news, not an error; the loops handle it.
-pub(crate) fn is_partition_eof(error: &KafkaError) -> bool {
-    matches!(error, KafkaError::PartitionEOF(_))
-        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
-}
-
-/// Rebalance events and statistics, handed from librdkafka's callbacks to the loop.
-struct SinkContext {
-    topic: String,
-    status: Arc<SinkStatus>,
-    revoked: Mutex<Vec<i32>>,
-}
-
-impl ClientContext for SinkContext {
-    /// Lag as the sink means it: records in the assigned partitions not yet landed and
-    /// committed. (librdkafka's own `consumer_lag` counts from the fetch position, which
-    /// runs ahead of what the sink has committed.)
-    fn stats(&self, stats: Statistics) {
-        if let Some(lag) = committed_lag(&stats, &self.topic) {
-            self.status.lag.store(lag, Ordering::Relaxed);
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !is_partition_eof(&error) {
-            self.status.error(format!("Kafka: {error}: {reason}"));
-        }
-    }
-}
-
-impl ConsumerContext for SinkContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            // The loop drops these partitions' buffers before it writes anything else: their
-            // records are replayed from the committed offset by whoever owns them next.
-            Rebalance::Revoke(tpl) => {
-                let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
-                revoked.extend(tpl.elements().iter().map(|e| e.partition()));
-                self.status.set_assigned(Vec::new());
-            }
-            Rebalance::Assign(tpl) => self
-                .status
-                .set_assigned(tpl.elements().iter().map(|e| e.partition()).collect()),
-            Rebalance::Error(e) => self.status.error(format!("rebalance failed: {e}")),
-        }
-    }
-}
 
 /// A Kafka → lake sink: one consumer-group member.
 pub struct Sink {
-    consumer: BaseConsumer<SinkContext>,
+    member: GroupMember,
+    work: Work,
+}
+
+/// Everything but the consumer, so that messages borrowed from it can be processed.
+struct Work {
     store: Arc<dyn ObjectStore>,
     config: SinkConfig,
     /// `None` until the first landing decides the folders of a new table.
@@ -150,8 +46,6 @@ pub struct Sink {
     /// Whether the layout is recorded for the table (by this sink or an earlier writer).
     declared: bool,
     ranges: HashMap<i32, PendingRange>,
-    /// Partitions read to their end (cleared by the next message).
-    at_end: HashSet<i32>,
     buffered_bytes: usize,
     status: Arc<SinkStatus>,
     /// Where landings are registered (the catalog), so queries see them at once.
@@ -181,23 +75,15 @@ impl Sink {
     ) -> Result<Self> {
         config.validate()?;
         let status = Arc::new(SinkStatus::new());
-        let context = SinkContext {
-            topic: config.topic.clone(),
-            status: status.clone(),
-            revoked: Mutex::new(Vec::new()),
-        };
-        let consumer = crate::topic::subscribe(
+        let member = GroupMember::join(
             kafka,
-            &CONSUMER_DEFAULTS,
             &config.group_id,
             &config.topic,
-            context,
+            "stockstream-sink",
+            status.clone(),
             connect_timeout,
         )?;
-        let topic_partitions = consumer
-            .fetch_metadata(Some(&config.topic), connect_timeout)
-            .map(|m| crate::topic::partition_ids(&m).len())
-            .unwrap_or(1);
+        let topic_partitions = member.partition_count(connect_timeout);
         let source = TableSource {
             bootstrap_servers: kafka.bootstrap_servers.clone(),
             topic: config.topic.clone(),
@@ -217,20 +103,21 @@ impl Sink {
         };
         status.set_state("ready");
         Ok(Sink {
-            consumer,
-            store,
-            config,
-            layout,
-            declared: false,
-            ranges: HashMap::new(),
-            at_end: HashSet::new(),
-            buffered_bytes: 0,
-            status,
-            registry: None,
-            source,
-            locations: BTreeMap::new(),
-            topic_partitions,
-            maintenance: None,
+            member,
+            work: Work {
+                store,
+                config,
+                layout,
+                declared: false,
+                ranges: HashMap::new(),
+                buffered_bytes: 0,
+                status,
+                registry: None,
+                source,
+                locations: BTreeMap::new(),
+                topic_partitions,
+                maintenance: None,
+            },
         })
     }
 
@@ -238,23 +125,23 @@ impl Sink {
     /// its offsets are committed, so queries see new data without a crawl. A table the
     /// registry already knows keeps its recorded folders; asking for others is an error.
     pub fn register_in(mut self, registry: Arc<dyn Registry>) -> Result<Self> {
-        if let Some(recorded) = registry.scheme(&self.config.table)? {
-            let keys = recorded_keys(&self.config.table, &recorded)?;
-            if let Partitioning::Keys(asked) = &self.config.partition_by {
+        if let Some(recorded) = registry.scheme(&self.work.config.table)? {
+            let keys = recorded_keys(&self.work.config.table, &recorded)?;
+            if let Partitioning::Keys(asked) = &self.work.config.partition_by {
                 if *asked != keys {
                     return Err(Error::Config(format!(
                         "table {:?} is partitioned by {recorded:?} (recorded when it was first \
                          landed), not {:?}: use partition_by=\"auto\" to follow it, or land into \
                          another table",
-                        self.config.table,
+                        self.work.config.table,
                         asked.iter().map(|k| k.name()).collect::<Vec<_>>()
                     )));
                 }
             }
-            self.layout = Some(layout_of(&self.config, keys));
-            self.locations = registry.locations(&self.config.table)?;
+            self.work.layout = Some(layout_of(&self.work.config, keys));
+            self.work.locations = registry.locations(&self.work.config.table)?;
         }
-        self.registry = Some(registry);
+        self.work.registry = Some(registry);
         Ok(self)
     }
 
@@ -265,7 +152,7 @@ impl Sink {
         every: Duration,
         work: Box<dyn FnMut() -> Result<usize> + Send>,
     ) -> Self {
-        self.maintenance = Some(Maintenance {
+        self.work.maintenance = Some(Maintenance {
             every,
             last: Instant::now(),
             run: work,
@@ -275,126 +162,110 @@ impl Sink {
 
     /// The live counters, shareable with other threads.
     pub fn status(&self) -> Arc<SinkStatus> {
-        self.status.clone()
+        self.work.status.clone()
     }
 
     /// Consumes and lands records until `limits` or `stop` says so, then lands and commits
     /// what is buffered. `stop` is asked every ~100 ms.
     pub fn run(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()> {
-        self.status.set_state("running");
-        let result = self.run_loop(limits, stop);
-        let result = result.and_then(|landed| if landed { self.land_all(stop) } else { Ok(()) });
-        self.status.set_state(match &result {
+        let work = &mut self.work;
+        work.status.set_state("running");
+        let result = kafka::run(&self.member, work, limits, stop).and_then(|flow| match flow {
+            Flow::Continue => work.land_all(&self.member, stop),
+            Flow::Abandon => Ok(()),
+        });
+        work.status.set_state(match &result {
             Ok(()) => "stopped",
             Err(_) => "failed",
         });
         result
     }
+}
 
-    /// Returns whether the buffers should be landed (false: stopped during a write retry).
-    fn run_loop(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<bool> {
-        let started = Instant::now();
-        let mut consumed = 0u64;
-        let mut last_tick = Instant::now();
-        let mut since_tick = 256u32;
-        loop {
-            if limits.limit.is_some_and(|l| consumed >= l) {
-                return Ok(true);
-            }
-            // Reading the clock per message costs more than the rest of the loop's bookkeeping.
-            since_tick += 1;
-            if since_tick >= 256 {
-                since_tick = 0;
-                if last_tick.elapsed() >= TICK {
-                    last_tick = Instant::now();
-                    if stop() || limits.duration.is_some_and(|d| started.elapsed() >= d) {
-                        return Ok(true);
-                    }
-                    if !self.land_due(stop)? {
-                        return Ok(false);
-                    }
-                    if let Some(m) = &mut self.maintenance {
-                        if m.last.elapsed() >= m.every {
-                            if let Err(e) = (m.run)() {
-                                self.status.error(format!("compaction failed: {e}"));
-                            }
-                            m.last = Instant::now();
-                        }
-                    }
-                    if limits.stop_at_end && self.read_to_end() {
-                        return Ok(true);
+impl Pipeline for Work {
+    /// A revoked partition's buffer is dropped before anything else is written: nothing was
+    /// committed for it, so its next owner reads it again.
+    fn apply(&mut self, _: &GroupMember, changes: &[Change]) -> Result<()> {
+        for change in changes {
+            if let Change::Revoked { partitions, .. } = change {
+                for p in partitions {
+                    if let Some(range) = self.ranges.remove(p) {
+                        forget(&self.status, &mut self.buffered_bytes, &range);
                     }
                 }
-            }
-            let polled = self.consumer.poll(TICK);
-            // Before anything else: a revoked partition's buffer must not be written or
-            // extended. Nothing was committed for it, so its next owner reads it again.
-            for p in take_revoked(self.consumer.context()) {
-                self.at_end.remove(&p);
-                if let Some(range) = self.ranges.remove(&p) {
-                    forget(&self.status, &mut self.buffered_bytes, &range);
-                }
-            }
-            match polled {
-                None => since_tick = 256,
-                Some(Ok(m)) => {
-                    consumed += 1;
-                    let partition = m.partition();
-                    self.at_end.remove(&partition);
-                    let msg = Message {
-                        partition,
-                        offset: m.offset(),
-                        timestamp: m.timestamp().to_millis(),
-                        key: m.key(),
-                        payload: m.payload(),
-                    };
-                    let size = msg.payload.map_or(0, <[u8]>::len);
-                    let range = self
-                        .ranges
-                        .entry(partition)
-                        .or_insert_with(|| PendingRange::new(msg.offset));
-                    match &self.layout {
-                        Some(layout) => {
-                            range.add(&msg, &self.config, layout);
-                        }
-                        None => range.hold(&msg),
-                    }
-                    self.buffered_bytes += size;
-                    SinkStatus::add(&self.status.consumed, 1);
-                    SinkStatus::add(&self.status.buffered, 1);
-                    let roll = &self.config.roll;
-                    if range.records >= roll.records || range.bytes >= roll.bytes {
-                        drop(m);
-                        if !self.land(partition, stop)? {
-                            return Ok(false);
-                        }
-                    } else if self.buffered_bytes >= roll.memory {
-                        drop(m);
-                        if !self.land_largest(stop)? {
-                            return Ok(false);
-                        }
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    self.at_end.insert(p);
-                }
-                Some(Err(e)) => self.status.error(format!("Kafka: {e}")),
             }
         }
+        Ok(())
     }
 
-    /// Whether every assigned partition has been read to its end (what is buffered is then
-    /// landed by `run`).
-    fn read_to_end(&self) -> bool {
-        let Ok(assignment) = self.consumer.assignment() else {
-            return false;
-        };
-        let parts = assignment.elements();
-        !parts.is_empty() && parts.iter().all(|e| self.at_end.contains(&e.partition()))
+    fn take(
+        &mut self,
+        member: &GroupMember,
+        messages: &[Fetched<'_>],
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Result<Flow> {
+        SinkStatus::add(&self.status.consumed, messages.len() as u64);
+        for m in messages {
+            let partition = m.partition();
+            let msg = Message {
+                partition,
+                offset: m.offset(),
+                timestamp: m.timestamp(),
+                key: m.key(),
+                payload: m.payload(),
+            };
+            let size = msg.payload.map_or(0, <[u8]>::len);
+            let range = self
+                .ranges
+                .entry(partition)
+                .or_insert_with(|| PendingRange::new(msg.offset));
+            match &self.layout {
+                Some(layout) => {
+                    range.add(&msg, &self.config, layout);
+                }
+                None => range.hold(&msg),
+            }
+            self.buffered_bytes += size;
+            SinkStatus::add(&self.status.buffered, 1);
+            let roll = &self.config.roll;
+            let landed = if range.records >= roll.records || range.bytes >= roll.bytes {
+                self.land(member, partition, stop)?
+            } else if self.buffered_bytes >= roll.memory {
+                self.land_largest(member, stop)?
+            } else {
+                true
+            };
+            if !landed {
+                return Ok(Flow::Abandon);
+            }
+        }
+        Ok(Flow::Continue)
     }
 
+    fn tick(&mut self, member: &GroupMember, stop: &mut dyn FnMut() -> bool) -> Result<Flow> {
+        if !self.land_due(member, stop)? {
+            return Ok(Flow::Abandon);
+        }
+        if let Some(m) = &mut self.maintenance {
+            if m.last.elapsed() >= m.every {
+                if let Err(e) = (m.run)() {
+                    self.status.error(format!("compaction failed: {e}"));
+                }
+                m.last = Instant::now();
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// What is buffered when the run ends is landed by `run`.
+    fn drained(&self) -> bool {
+        true
+    }
+}
+
+impl Work {
     /// Lands ranges that are old enough or whose partition went quiet.
-    fn land_due(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<bool> {
+    fn land_due(&mut self, member: &GroupMember, stop: &mut dyn FnMut() -> bool) -> Result<bool> {
         let roll = &self.config.roll;
         let now = Instant::now();
         let due: Vec<i32> = self
@@ -406,30 +277,34 @@ impl Sink {
             })
             .collect();
         for p in due {
-            if !self.land(p, stop)? {
+            if !self.land(member, p, stop)? {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    fn land_largest(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<bool> {
+    fn land_largest(
+        &mut self,
+        member: &GroupMember,
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Result<bool> {
         match self
             .ranges
             .iter()
             .max_by_key(|(_, r)| r.bytes)
             .map(|(p, _)| *p)
         {
-            Some(p) => self.land(p, stop),
+            Some(p) => self.land(member, p, stop),
             None => Ok(true),
         }
     }
 
-    fn land_all(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<()> {
+    fn land_all(&mut self, member: &GroupMember, stop: &mut dyn FnMut() -> bool) -> Result<()> {
         let mut partitions: Vec<i32> = self.ranges.keys().copied().collect();
         partitions.sort_unstable();
         for p in partitions {
-            if !self.land(p, stop)? {
+            if !self.land(member, p, stop)? {
                 break;
             }
         }
@@ -439,7 +314,12 @@ impl Sink {
     /// Writes one partition's range to the lake, then commits the offset after it.
     /// Returns false if asked to stop while a write was being retried; the range is then
     /// dropped uncommitted and is read again on restart.
-    fn land(&mut self, partition: i32, stop: &mut dyn FnMut() -> bool) -> Result<bool> {
+    fn land(
+        &mut self,
+        member: &GroupMember,
+        partition: i32,
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Result<bool> {
         if !self.ranges.contains_key(&partition) {
             return Ok(true);
         }
@@ -468,14 +348,7 @@ impl Sink {
             return Ok(false);
         }
         self.status.set_state("running");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(
-            &self.config.topic,
-            partition,
-            Offset::Offset(range.next_offset),
-        )
-        .map_err(|e| Error::Kafka(format!("bad offset: {e}")))?;
-        match self.consumer.commit(&tpl, CommitMode::Sync) {
+        match member.commit(&[(partition, range.next_offset)]) {
             Ok(()) => {
                 self.status.committed(partition, range.next_offset);
                 // Until the next statistics report, lag is the last report minus what landed since.
@@ -500,19 +373,14 @@ impl Sink {
                     "commit of {}[{partition}]@{} failed ({e}); re-reading from offset {}",
                     self.config.topic, range.next_offset, range.first_offset
                 ));
-                let _ = self.consumer.seek(
-                    &self.config.topic,
-                    partition,
-                    Offset::Offset(range.first_offset),
-                    Duration::from_secs(5),
-                );
+                let _ = member.seek(partition, range.first_offset);
             }
         }
         Ok(true)
     }
 }
 
-impl Sink {
+impl Work {
     /// Writes an object, retrying with backoff until it is durable; false if asked to stop
     /// meanwhile.
     fn put_retrying(&self, key: &str, body: &[u8], stop: &mut dyn FnMut() -> bool) -> bool {
@@ -727,10 +595,6 @@ fn recorded_keys(table: &str, names: &[String]) -> Result<Vec<PartitionKey>> {
             })
         })
         .collect()
-}
-
-fn take_revoked(context: &SinkContext) -> Vec<i32> {
-    std::mem::take(&mut *context.revoked.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Removes a range from the buffer accounting.

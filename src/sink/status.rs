@@ -91,3 +91,17 @@ impl SinkStatus {
             .clone()
     }
 }
+
+impl crate::kafka::Observer for SinkStatus {
+    fn error(&self, message: String) {
+        SinkStatus::error(self, message);
+    }
+
+    fn assigned(&self, partitions: Vec<i32>) {
+        self.set_assigned(partitions);
+    }
+
+    fn lag(&self) -> &AtomicI64 {
+        &self.lag
+    }
+}

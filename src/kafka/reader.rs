@@ -1,13 +1,14 @@
 //! Reads what a topic holds right now, from the start of each partition to its current
-//! end, without joining a consumer group (like `kcat -C -e`): for demos, notebooks and checks.
+//! end, without joining a consumer group (like `kcat -C -e`): for demos, notebooks,
+//! checks and restoring checkpoints.
 
 use std::time::{Duration, Instant};
 
 use polars::prelude::*;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::metadata::Metadata;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::partition_ids;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 
@@ -16,52 +17,6 @@ const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
     ("enable.auto.commit", "false"),
     ("enable.partition.eof", "false"),
 ];
-
-/// A member of consumer group `group_id` subscribed to `topic`; fails within `timeout` if
-/// Kafka cannot be reached, and at once if the topic does not exist.
-pub fn subscribe<C: ConsumerContext>(
-    kafka: &KafkaConfig,
-    defaults: &[(&str, &str)],
-    group_id: &str,
-    topic: &str,
-    context: C,
-    timeout: Duration,
-) -> Result<BaseConsumer<C>> {
-    let mut client = kafka.client_config(defaults);
-    client.set("group.id", group_id);
-    let consumer: BaseConsumer<C> = client
-        .create_with_context(context)
-        .map_err(|e| kafka.creation_error(e))?;
-    let meta = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
-        Error::Kafka(format!(
-            "cannot reach Kafka at {}: {e}",
-            kafka.bootstrap_servers
-        ))
-    })?;
-    let known = meta
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if !known {
-        return Err(Error::NotFound(format!(
-            "topic {topic:?} does not exist on {}: create it, or start the producer first",
-            kafka.bootstrap_servers
-        )));
-    }
-    consumer
-        .subscribe(&[topic])
-        .map_err(|e| Error::Kafka(format!("cannot subscribe to {topic:?}: {e}")))?;
-    Ok(consumer)
-}
-
-/// The partition ids of the topics in `meta` that exist (no metadata error).
-pub fn partition_ids(meta: &Metadata) -> Vec<i32> {
-    meta.topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect()
-}
 
 /// Every message of `topic` up to the end offsets seen at the start, at most `limit`, as a
 /// frame of `partition, offset, timestamp_ms, key, value`. Fails if the broker is unreachable

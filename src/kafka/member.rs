@@ -1,0 +1,367 @@
+//! A consumer-group member as every pipeline uses one: it joins a group on one topic,
+//! reports rebalances as changes to apply before any later message, hands out messages in
+//! batches, commits offsets the pipeline chooses, and follows lag and end offsets from
+//! librdkafka's statistics.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+
+use super::queue::{FetchQueue, Fetched};
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+
+/// Offsets are committed by the pipeline itself, after its output is durable.
+const DEFAULTS: [(&str, &str); 6] = [
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("enable.partition.eof", "true"),
+    ("statistics.interval.ms", "1000"),
+    // librdkafka prefetches up to this much; it is most of a member's memory besides buffers.
+    ("queued.max.messages.kbytes", "32768"),
+];
+
+/// Where a member reports what happens to it (a pipeline's live status).
+pub trait Observer: Send + Sync {
+    /// A client, fetch or rebalance error (each is retried or recovered by librdkafka).
+    fn error(&self, message: String);
+    /// The partitions now assigned.
+    fn assigned(&self, partitions: Vec<i32>);
+    /// Records in the assigned partitions beyond the committed offsets.
+    fn lag(&self) -> &AtomicI64;
+}
+
+/// A rebalance, to apply before any message polled after it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Assigned(Vec<i32>),
+    /// `lost`: taken away without a clean revoke (session timeout); the new owner may
+    /// already be reading them.
+    Revoked {
+        partitions: Vec<i32>,
+        lost: bool,
+    },
+}
+
+/// What one `poll` brought.
+pub struct Polled<'a> {
+    /// Rebalances since the last poll, oldest first: apply them before `messages`.
+    pub changes: Vec<Change>,
+    /// Messages in fetch order (each partition's in offset order), of assigned partitions.
+    pub messages: Vec<Fetched<'a>>,
+}
+
+/// Rebalances and statistics, handed from librdkafka's callbacks (run inside `poll`).
+struct Context {
+    topic: String,
+    observer: Arc<dyn Observer>,
+    shared: Mutex<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    changes: Vec<Change>,
+    /// Each partition's end offset, from the latest statistics.
+    ends: HashMap<i32, i64>,
+    /// The queue partitions are routed to; `None` once the member is being dropped.
+    queue: Option<Arc<FetchQueue>>,
+}
+
+impl Context {
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ClientContext for Context {
+    /// Lag as a pipeline means it: records not yet processed and committed. (librdkafka's
+    /// own `consumer_lag` counts from the fetch position, which runs ahead of commits.)
+    fn stats(&self, stats: Statistics) {
+        if let Some(lag) = committed_lag(&stats, &self.topic) {
+            self.observer.lag().store(lag, Ordering::Relaxed);
+        }
+        if let Some(topic) = stats.topics.get(&self.topic) {
+            let mut shared = self.shared();
+            for p in topic.partitions.values().filter(|p| p.partition >= 0) {
+                shared.ends.insert(p.partition, end_offset(p));
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_partition_eof(&error) {
+            self.observer.error(format!("Kafka: {error}: {reason}"));
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions = |tpl: &TopicPartitionList| -> Vec<i32> {
+            tpl.elements().iter().map(|e| e.partition()).collect()
+        };
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let lost = consumer.assignment_lost();
+                self.shared().changes.push(Change::Revoked {
+                    partitions: partitions(tpl),
+                    lost,
+                });
+                self.observer.assigned(Vec::new());
+            }
+            Rebalance::Assign(tpl) => {
+                let assigned = partitions(tpl);
+                let mut shared = self.shared();
+                if let Some(queue) = &shared.queue {
+                    for e in tpl.elements() {
+                        if !queue.route(e.topic(), e.partition()) {
+                            self.observer.error(format!(
+                                "cannot route {}[{}] to the batch queue",
+                                e.topic(),
+                                e.partition()
+                            ));
+                        }
+                    }
+                }
+                shared.changes.push(Change::Assigned(assigned.clone()));
+                drop(shared);
+                self.observer.assigned(assigned);
+            }
+            Rebalance::Error(e) => self.observer.error(format!("rebalance failed: {e}")),
+        }
+    }
+}
+
+/// One member of a consumer group on one topic.
+pub struct GroupMember {
+    // Dropped before the consumer: the queue belongs to its client.
+    queue: Arc<FetchQueue>,
+    consumer: BaseConsumer<Context>,
+    topic: String,
+    /// Partitions read to their end (until their next message).
+    at_end: RefCell<HashSet<i32>>,
+}
+
+impl GroupMember {
+    /// Joins `group_id` on `topic` (as `client_id`, with `kafka`'s properties over the
+    /// defaults); fails within `timeout` if Kafka cannot be reached, and at once if the
+    /// topic does not exist.
+    pub fn join(
+        kafka: &KafkaConfig,
+        group_id: &str,
+        topic: &str,
+        client_id: &str,
+        observer: Arc<dyn Observer>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let mut defaults = DEFAULTS.to_vec();
+        defaults.push(("client.id", client_id));
+        let mut client = kafka.client_config(&defaults);
+        client.set("group.id", group_id);
+        let context = Context {
+            topic: topic.to_string(),
+            observer,
+            shared: Mutex::new(Shared::default()),
+        };
+        let consumer: BaseConsumer<Context> = client
+            .create_with_context(context)
+            .map_err(|e| kafka.creation_error(e))?;
+        let queue = FetchQueue::new(consumer.client().native_ptr())
+            .map(Arc::new)
+            .ok_or_else(|| Error::Kafka("cannot create a consumer queue".into()))?;
+        consumer.context().shared().queue = Some(queue.clone());
+        super::require_topic(consumer.client(), kafka, topic, timeout)?;
+        consumer
+            .subscribe(&[topic])
+            .map_err(|e| Error::Kafka(format!("cannot subscribe to {topic:?}: {e}")))?;
+        Ok(GroupMember {
+            queue,
+            consumer,
+            topic: topic.to_string(),
+            at_end: RefCell::new(HashSet::new()),
+        })
+    }
+
+    /// The topic's partition count (1 if the broker does not say within `timeout`).
+    pub fn partition_count(&self, timeout: Duration) -> usize {
+        self.consumer
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map(|m| super::partition_ids(&m).len())
+            .unwrap_or(1)
+    }
+
+    /// Serves rebalances and statistics, then takes up to `max` messages, waiting at most
+    /// `timeout` for the first. End-of-partition notices are recorded (see
+    /// [`Self::read_to_end`]); fetch errors go to the observer.
+    pub fn poll(&self, max: usize, timeout: Duration) -> Polled<'_> {
+        let mut stray: HashMap<i32, i64> = HashMap::new();
+        // Rebalance callbacks run in here; a message can only show up on this queue if it
+        // was fetched before its partition was routed (it is then older than the rest).
+        while let Some(event) = self.consumer.poll(Duration::ZERO) {
+            match event {
+                Ok(m) => {
+                    let first = stray.entry(m.partition()).or_insert(m.offset());
+                    *first = (*first).min(m.offset());
+                }
+                Err(e) => self.notice(&e),
+            }
+        }
+        for (partition, offset) in stray {
+            // Read it again from the batch queue, in order with what follows.
+            let _ = self.consumer.seek(
+                &self.topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(5),
+            );
+        }
+        let changes = std::mem::take(&mut self.consumer.context().shared().changes);
+        if !changes.is_empty() {
+            let mut at_end = self.at_end.borrow_mut();
+            for change in &changes {
+                if let Change::Revoked { partitions, .. } = change {
+                    for p in partitions {
+                        at_end.remove(p);
+                    }
+                }
+            }
+        }
+        let mut fetched = Vec::new();
+        // After a rebalance, hand the changes over at once rather than wait for messages.
+        let wait = if changes.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
+        self.queue.take(max, wait, &mut fetched);
+        let mut messages = Vec::with_capacity(fetched.len());
+        let mut at_end = self.at_end.borrow_mut();
+        for m in fetched {
+            match m.error() {
+                None => {
+                    at_end.remove(&m.partition());
+                    messages.push(m);
+                }
+                Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF) => {
+                    at_end.insert(m.partition());
+                }
+                Some(code) => self.consumer.context().observer.error(format!(
+                    "Kafka: fetching {}[{}]: {code:?}: {}",
+                    self.topic,
+                    m.partition(),
+                    m.error_text()
+                )),
+            }
+        }
+        Polled { changes, messages }
+    }
+
+    fn notice(&self, error: &KafkaError) {
+        match error {
+            KafkaError::PartitionEOF(p) => {
+                self.at_end.borrow_mut().insert(*p);
+            }
+            e => self
+                .consumer
+                .context()
+                .observer
+                .error(format!("Kafka: {e}")),
+        }
+    }
+
+    /// Whether every assigned partition has been read to its end.
+    pub fn read_to_end(&self) -> bool {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return false;
+        };
+        let parts = assignment.elements();
+        let at_end = self.at_end.borrow();
+        !parts.is_empty() && parts.iter().all(|e| at_end.contains(&e.partition()))
+    }
+
+    /// Commits `offsets` (partition, next offset to read) and waits for the broker's answer.
+    pub fn commit(&self, offsets: &[(i32, i64)]) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for &(partition, offset) in offsets {
+            tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset))
+                .map_err(|e| Error::Kafka(format!("bad offset: {e}")))?;
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| Error::Kafka(e.to_string()))
+    }
+
+    /// Reads `partition` again from `offset`.
+    pub fn seek(&self, partition: i32, offset: i64) -> Result<()> {
+        self.consumer
+            .seek(
+                &self.topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(5),
+            )
+            .map_err(|e| Error::Kafka(e.to_string()))
+    }
+
+    /// Each partition's end offset, as of the latest statistics.
+    pub fn end_offsets(&self) -> HashMap<i32, i64> {
+        self.consumer.context().shared().ends.clone()
+    }
+}
+
+impl Drop for GroupMember {
+    fn drop(&mut self) {
+        // Closing the consumer serves a last revoke; nothing may be routed any more.
+        self.consumer.context().shared().queue = None;
+    }
+}
+
+/// Records in `topic`'s fetched partitions beyond their committed offsets, from a
+/// statistics report.
+fn committed_lag(stats: &Statistics, topic: &str) -> Option<i64> {
+    let topic = stats.topics.get(topic)?;
+    Some(
+        topic
+            .partitions
+            .values()
+            .filter(|p| p.partition >= 0 && p.fetch_state == "active")
+            .map(|p| {
+                let start = if p.committed_offset >= 0 {
+                    p.committed_offset
+                } else {
+                    p.lo_offset
+                };
+                (end_offset(p) - start.max(0)).max(0)
+            })
+            .sum(),
+    )
+}
+
+/// A partition's end offset in a statistics report: the last stable offset when known
+/// (it excludes open transactions), else the high watermark.
+fn end_offset(p: &rdkafka::statistics::Partition) -> i64 {
+    if p.ls_offset >= 0 {
+        p.ls_offset
+    } else {
+        p.hi_offset
+    }
+}
+
+/// Reaching the end of a partition is news, not an error.
+fn is_partition_eof(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+}

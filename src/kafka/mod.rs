@@ -1,0 +1,61 @@
+//! Everything stockstream does with Kafka clients besides producing ticks: a consumer-group
+//! member that hands out messages in batches (the sink and analytics both run on it), the
+//! topic reader, output-topic creation, and sending that waits for queue space.
+
+mod admin;
+mod member;
+mod queue;
+mod reader;
+mod run;
+mod send;
+
+use std::time::Duration;
+
+use rdkafka::client::{Client, ClientContext};
+use rdkafka::metadata::Metadata;
+
+pub use admin::create_topics;
+pub use member::{Change, GroupMember, Observer, Polled};
+pub use queue::Fetched;
+pub use reader::read_topic;
+pub use run::{run, Flow, Pipeline, RunLimits, TICK};
+pub use send::send_waiting;
+
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+
+/// The partition ids of the topics in `meta` that exist (no metadata error).
+pub fn partition_ids(meta: &Metadata) -> Vec<i32> {
+    meta.topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
+}
+
+/// Fails within `timeout` if Kafka cannot be reached, and at once if `topic` does not exist.
+fn require_topic<C: ClientContext>(
+    client: &Client<C>,
+    kafka: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let meta = client.fetch_metadata(Some(topic), timeout).map_err(|e| {
+        Error::Kafka(format!(
+            "cannot reach Kafka at {}: {e}",
+            kafka.bootstrap_servers
+        ))
+    })?;
+    let known = meta
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if known {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!(
+            "topic {topic:?} does not exist on {}: create it, or start the producer first",
+            kafka.bootstrap_servers
+        )))
+    }
+}
