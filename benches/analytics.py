@@ -242,15 +242,19 @@ def main():
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--symbols", type=int, default=100)
     p.add_argument("--only", choices=sorted(CONTENDERS), action="append")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import broker
+
+    broker.add_option(p)
     a = p.parse_args()
+
+    from producer import held
 
     import stockstream as ss
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from producer import held
-
-    topic = "ticks"
-    with ss.EmbeddedKafka(partitions=PARTITIONS, topics=[topic]) as kafka:
+    topic = f"ticks-{uuid.uuid4().hex[:6]}"
+    print(broker.describe(a.broker), flush=True)
+    with broker.open_broker(a.broker, PARTITIONS, [topic]) as kafka:
         b = kafka.bootstrap_servers
         source = ss.TickSource.synthetic(a.symbols, seed=1, start="2021-01-04", interval=1.0)
         report = ss.Producer(b, topic).send(source, limit=a.rows)

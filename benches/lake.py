@@ -31,6 +31,12 @@ import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+import broker  # noqa: E402
+
+# Topic names unique to this run, so a long-lived broker can serve several runs.
+RUN = uuid.uuid4().hex[:6]
+
 
 def median_seconds(run, repeat):
     times = []
@@ -70,8 +76,9 @@ def daily(args):
     print(f"\n## daily: {n:,} rows of 14 indices' daily bars\n")
     print("| layout | objects | landing s | query | stockstream s | DuckDB s |")
     print("|---|---:|---:|---|---:|---:|")
-    with ss.EmbeddedKafka(partitions=4, topics=["daily"]) as kafka:
-        report = ss.Producer(kafka.bootstrap_servers, "daily").send_csv(csv)
+    topic = f"daily-{RUN}"
+    with broker.open_broker(args.broker, 4, [topic]) as kafka:
+        report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(csv)
         assert report.delivered == n and report.dropped_by_broker == 0
         for label, extra in [
             ("auto (default)", {}),
@@ -80,7 +87,12 @@ def daily(args):
             lake = work / label.split()[0].strip("=")
             began = time.perf_counter()
             status = ss.LakeSink(
-                kafka.bootstrap_servers, "daily", f"g-{uuid.uuid4().hex[:6]}", str(lake), **extra
+                kafka.bootstrap_servers,
+                topic,
+                f"g-{uuid.uuid4().hex[:6]}",
+                str(lake),
+                table="daily",
+                **extra,
             ).run(stop_at_end=True)
             landing = time.perf_counter() - began
             assert status.written == n
@@ -102,11 +114,12 @@ def fresh(args):
     lake = work / "lake"
     print(f"\n## fresh: one tick a second, {args.ticks} ticks, sink defaults\n")
     source = ss.TickSource.synthetic(4, start="2021-03-01 09:30:00", interval=1.0)
-    with ss.EmbeddedKafka(partitions=4, topics=["live"]) as kafka:
-        producer = ss.Producer(kafka.bootstrap_servers, "live", linger_ms=0)
+    topic = f"live-{RUN}"
+    with broker.open_broker(args.broker, 4, [topic]) as kafka:
+        producer = ss.Producer(kafka.bootstrap_servers, topic, linger_ms=0)
         # The table is declared by the sink's first landing (its first minute, at this pace).
         producer.send(source, limit=8)
-        sink = ss.LakeSink(kafka.bootstrap_servers, "live", "fresh", str(lake))
+        sink = ss.LakeSink(kafka.bootstrap_servers, topic, "fresh", str(lake), table="live")
         sink.run(stop_at_end=True)
         sink.start()
         db = ss.Lake(str(lake))
@@ -147,13 +160,14 @@ def compact(args):
     n = symbols * seconds
     print(f"\n## compact: six hours of one-second ticks, {symbols} symbols ({n:,} ticks)\n")
     source = ss.TickSource.synthetic(symbols, start="2021-03-01 00:00:00", interval=1.0)
-    with ss.EmbeddedKafka(partitions=16, topics=["day"]) as kafka:
-        report = ss.Producer(kafka.bootstrap_servers, "day").send(source, limit=n)
+    topic = f"day-{RUN}"
+    with broker.open_broker(args.broker, 16, [topic]) as kafka:
+        report = ss.Producer(kafka.bootstrap_servers, topic).send(source, limit=n)
         assert report.delivered == n and report.dropped_by_broker == 0
         # A minute of a symbol's ticks per object: what 60 s age rolls make of this stream.
         began = time.perf_counter()
         status = ss.LakeSink(
-            kafka.bootstrap_servers, "day", "compact", str(lake), flush_records=60
+            kafka.bootstrap_servers, topic, "compact", str(lake), table="day", flush_records=60
         ).run(stop_at_end=True)
         landing = time.perf_counter() - began
         assert status.written == n
@@ -221,9 +235,9 @@ def glue(args):
     print("|---:|---:|---:|")
     source = ss.TickSource.synthetic(4, start="2021-03-01 09:30:00", interval=1.0)
     try:
-        with ss.EmbeddedKafka(partitions=1) as kafka:
+        with broker.open_broker(args.broker, 1) as kafka:
             for size in (10, 10_000):
-                topic = f"t{size}"
+                name, topic = f"t{size}", f"t{size}-{RUN}"
                 kafka.create_topic(topic, 1)
                 db_name = f"bench_{size}"
                 ss.Producer(kafka.bootstrap_servers, topic).send(source, limit=40)
@@ -233,11 +247,12 @@ def glue(args):
                     database=db_name,
                     endpoint_url=endpoint,
                     flush_records=40,
+                    table=name,
                 )
                 ss.LakeSink(
-                    kafka.bootstrap_servers, topic, "g", f"s3://lake/{topic}-lake", **common
+                    kafka.bootstrap_servers, topic, "g", f"s3://lake/{name}-lake", **common
                 ).run(stop_at_end=True)
-                table = gl.get_table(DatabaseName=db_name, Name=topic)["Table"]
+                table = gl.get_table(DatabaseName=db_name, Name=name)["Table"]
                 sd = table["StorageDescriptor"]
                 # Days long before the ticks': partitions the sink never touches. A new group
                 # below: the embedded broker makes a rejoining member wait out the old one's
@@ -253,19 +268,19 @@ def glue(args):
                 for i in range(0, len(inputs), 100):
                     gl.batch_create_partition(
                         DatabaseName=db_name,
-                        TableName=topic,
+                        TableName=name,
                         PartitionInputList=inputs[i : i + 100],
                     )
                 ss.Producer(kafka.bootstrap_servers, topic).send(source, limit=40 * landings)
                 began = time.perf_counter()
                 status = ss.LakeSink(
-                    kafka.bootstrap_servers, topic, "g2", f"s3://lake/{topic}-lake", **common
+                    kafka.bootstrap_servers, topic, "g2", f"s3://lake/{name}-lake", **common
                 ).run(stop_at_end=True)
                 per = (time.perf_counter() - began) / (landings + 1)
                 assert status.written == 40 * (landings + 1)
                 began = time.perf_counter()
                 pages = gl.get_paginator("get_partitions").paginate(
-                    DatabaseName=db_name, TableName=topic
+                    DatabaseName=db_name, TableName=name
                 )
                 total = sum(len(p["Partitions"]) for p in pages)
                 read_all = time.perf_counter() - began
@@ -286,17 +301,17 @@ def local_catalog(args):
     print("| partitions in the table | s per landing |")
     print("|---:|---:|")
     source = ss.TickSource.synthetic(4, start="2021-03-01 09:30:00", interval=1.0)
-    with ss.EmbeddedKafka(partitions=1) as kafka:
+    with broker.open_broker(args.broker, 1) as kafka:
         for size in (10, 10_000):
-            topic = f"t{size}"
+            name, topic = f"t{size}", f"t{size}-{RUN}"
             kafka.create_topic(topic, 1)
-            lake = work / topic
+            lake = work / name
             ss.Producer(kafka.bootstrap_servers, topic).send(source, limit=40)
-            common = dict(partition_by="date", flush_records=40)
+            common = dict(partition_by="date", flush_records=40, table=name)
             ss.LakeSink(kafka.bootstrap_servers, topic, "g", str(lake), **common).run(
                 stop_at_end=True
             )
-            path = lake / "_catalog" / "stock_market" / f"{topic}.json"
+            path = lake / "_catalog" / "stock_market" / f"{name}.json"
             table = json.loads(path.read_text())
             table["partitions"] += [
                 [str(date(1980, 1, 1) + timedelta(days=i))] for i in range(size - 1)
@@ -318,7 +333,9 @@ def main():
     p.add_argument("--only", default="daily,fresh,compact,glue,local")
     p.add_argument("--ticks", type=int, default=20)
     p.add_argument("--repeat", type=int, default=5)
+    broker.add_option(p)
     args = p.parse_args()
+    print(broker.describe(args.broker))
     for name in args.only.split(","):
         sections = {
             "daily": daily,

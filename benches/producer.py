@@ -18,11 +18,16 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
+
+import broker
 
 import stockstream as ss
 
 PARTITIONS = 32
+# Topic names unique to this run, so a long-lived broker can serve several runs.
+RUN = uuid.uuid4().hex[:6]
 SYMBOLS = 200
 # The same durable, batched, compressed settings for every librdkafka-based contender.
 COMMON = {
@@ -99,6 +104,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--tutorial-rows", type=int, default=3000)
+    broker.add_option(ap)
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="stockstream-bench-"))
@@ -115,11 +121,12 @@ def main():
             f.write(k + b"\t" + v + b"\n")
 
     results = []
-    with ss.EmbeddedKafka(partitions=PARTITIONS) as kafka:
+    print(broker.describe(args.broker), flush=True)
+    with broker.open_broker(args.broker, PARTITIONS) as kafka:
         bs = kafka.bootstrap_servers
 
         def run(name, fn, *fn_args):
-            topic = name.split()[0].replace("(", "").lower() + f"-{len(results)}"
+            topic = name.split()[0].replace("(", "").lower() + f"-{len(results)}-{RUN}"
             kafka.create_topic(topic, PARTITIONS)
             n, seconds = fn(bs, topic, *fn_args)
             assert held(bs, topic) == n, f"{name}: broker holds {held(bs, topic)} of {n}"
@@ -167,7 +174,7 @@ def main():
         print(f"| {name} | {n:,} | {s:.2f} | {n / s:,.0f} | {n / s / conf:.2f}× |")
     print(
         f"\ncpu: {os.cpu_count()} cores; rows: {args.rows:,}; symbols: {SYMBOLS}; "
-        f"partitions: {PARTITIONS}; settings: {COMMON}"
+        f"partitions: {PARTITIONS}; {broker.describe(args.broker)}; settings: {COMMON}"
     )
 
 

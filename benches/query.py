@@ -27,14 +27,18 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import broker  # noqa: E402
 
 ROUND = 1_000_000
 PARTITIONS = 32
 SYMBOLS = 500
 
 
-def build_lake(lake: Path, rows: int) -> None:
+def build_lake(lake: Path, rows: int, address: str | None) -> None:
     import stockstream as ss
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -43,12 +47,13 @@ def build_lake(lake: Path, rows: int) -> None:
     shutil.rmtree(lake, ignore_errors=True)
     source = ss.TickSource.synthetic(SYMBOLS, seed=7, interval=60.0)
     began = time.perf_counter()
-    with ss.EmbeddedKafka(partitions=PARTITIONS) as kafka:
+    run = uuid.uuid4().hex[:6]
+    with broker.open_broker(address, PARTITIONS) as kafka:
         b = kafka.bootstrap_servers
         landed, round_ = 0, 0
         while landed < rows:
             # A topic per round: the broker's bounded retention never drops what it must hold.
-            topic = f"ticks-{round_}"
+            topic = f"ticks-{round_}-{run}"
             kafka.create_topic(topic, PARTITIONS)
             n = min(ROUND, rows - landed)
             t0 = time.perf_counter()
@@ -109,7 +114,9 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=20_000)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--lake", type=Path, default=Path(tempfile.gettempdir()) / "stockstream-query")
+    broker.add_option(p)
     a = p.parse_args()
+    print(broker.describe(a.broker))
 
     import polars as pl
 
@@ -121,7 +128,7 @@ def main() -> None:
     except ss.StockstreamError:
         held_rows = 0
     if held_rows != a.rows:
-        build_lake(lake, a.rows)
+        build_lake(lake, a.rows, a.broker)
     objects = sorted((lake / "ticks").rglob("*.parquet"))
     size = sum(f.stat().st_size for f in objects)
     first = ss.Lake(str(lake)).sql("SELECT min(date) AS d FROM ticks")["d"][0]

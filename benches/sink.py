@@ -256,15 +256,17 @@ def main():
     )
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--tutorial-seconds", type=float, default=10.0)
+    sys.path.insert(0, str(Path(__file__).parent))
+    import broker
+
+    broker.add_option(p)
     a = p.parse_args()
 
     import boto3
     from moto.server import ThreadedMotoServer
+    from producer import held
 
     import stockstream as ss
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from producer import held
 
     os.environ.update(AWS)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -276,9 +278,10 @@ def main():
     moto.start()
     endpoint = f"http://127.0.0.1:{port}"
     s3 = boto3.client("s3", endpoint_url=endpoint)
-    topic = "ticks"
+    topic = f"ticks-{uuid.uuid4().hex[:6]}"
+    print(broker.describe(a.broker), flush=True)
     try:
-        with ss.EmbeddedKafka(partitions=PARTITIONS, topics=[topic]) as kafka:
+        with broker.open_broker(a.broker, PARTITIONS, [topic]) as kafka:
             b = kafka.bootstrap_servers
             source = ss.TickSource.synthetic(SYMBOLS, seed=1)
             report = ss.Producer(b, topic).send(source, limit=a.rows)

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
 use rdkafka::Message;
@@ -14,7 +14,8 @@ use rdkafka::Message;
 use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
 use crate::error::{Error, Result};
 use crate::kafka::partition_ids;
-use crate::source::TickSource;
+use crate::kafka::send_waiting;
+use crate::source::{Chunk, TickSource, TickTable};
 
 /// How often progress is reported and the caller asked whether to stop.
 const CONTROL_INTERVAL: Duration = Duration::from_millis(100);
@@ -270,44 +271,62 @@ impl Producer {
         };
         let mut pacer = Pacer::new(options);
         let mut pre_epoch = 0u64;
-        let mut value = Vec::with_capacity(512);
+        let event_time = source.event_time();
 
-        'send: while let Some(chunk) = source.next_chunk()? {
-            let event_time = source.event_time();
-            for &row in &chunk.rows {
-                let row = row as usize;
-                if options.limit.is_some_and(|l| report.sent >= l) {
-                    break 'send;
-                }
-                let due = pacer.due(run.start, report.sent, chunk.table.time_us(row));
-                if (pacer.active() || report.sent % 1024 == 0)
-                    && run.wait_until(due, &mut report, &snapshot)
-                {
-                    break 'send;
-                }
-                value.clear();
-                chunk.table.encode(row, &mut value);
-                let key = chunk.table.symbol(row);
-                let mut record = BaseRecord::to(&self.topic)
-                    .key(key)
-                    .payload(value.as_slice());
-                if event_time {
-                    match chunk.table.time_us(row).div_euclid(1000) {
-                        // Kafka timestamps cannot be before 1970 (-1 means "none"): such rows
-                        // carry the send time instead.
-                        ms if ms < 0 => pre_epoch += 1,
-                        ms => record = record.timestamp(ms),
+        // Chunks are encoded on a second thread while the previous one is being sent.
+        let sent = std::thread::scope(|scope| -> Result<()> {
+            let (ready, encoded) = std::sync::mpsc::sync_channel::<Result<Encoded>>(2);
+            scope.spawn(move || loop {
+                // A failed send means the send loop stopped early and wants no more.
+                match source.next_chunk() {
+                    Ok(Some(chunk)) => {
+                        if ready.send(Ok(Encoded::new(chunk))).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
                     }
                 }
-                self.enqueue(record);
-                report.sent += 1;
-                // Serving delivery reports per message costs more than the send itself.
-                if report.sent % 512 == 0 {
-                    self.inner.poll(Duration::ZERO);
+            });
+            'send: for chunk in encoded {
+                let chunk = chunk?;
+                for (i, &row) in chunk.rows.iter().enumerate() {
+                    let row = row as usize;
+                    if options.limit.is_some_and(|l| report.sent >= l) {
+                        break 'send;
+                    }
+                    let due = pacer.due(run.start, report.sent, chunk.table.time_us(row));
+                    if (pacer.active() || report.sent % 1024 == 0)
+                        && run.wait_until(due, &mut report, &snapshot)
+                    {
+                        break 'send;
+                    }
+                    let value = chunk.value(i);
+                    let key = chunk.table.symbol(row);
+                    let mut record = BaseRecord::to(&self.topic).key(key).payload(value);
+                    if event_time {
+                        match chunk.table.time_us(row).div_euclid(1000) {
+                            // Kafka timestamps cannot be before 1970 (-1 means "none"): such
+                            // rows carry the send time instead.
+                            ms if ms < 0 => pre_epoch += 1,
+                            ms => record = record.timestamp(ms),
+                        }
+                    }
+                    self.enqueue(record);
+                    report.sent += 1;
+                    // Serving delivery reports per message costs more than the send itself.
+                    if report.sent % 512 == 0 {
+                        self.inner.poll(Duration::ZERO);
+                    }
+                    report.bytes += (value.len() + key.len()) as u64;
                 }
-                report.bytes += (value.len() + key.len()) as u64;
             }
-        }
+            Ok(())
+        });
+        sent?;
         self.await_acks(self.delivery_timeout)?;
         snapshot(&mut report);
         report.interrupted = run.interrupted();
@@ -323,19 +342,16 @@ impl Producer {
     }
 
     /// Hands one record to librdkafka, waiting for queue space rather than dropping it.
-    fn enqueue(&self, mut record: BaseRecord<'_, str, [u8]>) {
-        loop {
-            match self.inner.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    self.inner.poll(Duration::from_millis(1));
-                }
-                Err((err, _)) => {
-                    self.deliveries.fail(err.to_string());
-                    break;
-                }
-            }
+    fn enqueue(&self, record: BaseRecord<'_, str, [u8]>) {
+        let sent = send_waiting(
+            record,
+            |r| self.inner.send(r),
+            || {
+                self.inner.poll(Duration::from_millis(1));
+            },
+        );
+        if let Err(err) = sent {
+            self.deliveries.fail(err.to_string());
         }
     }
 
@@ -385,6 +401,38 @@ impl Producer {
             )));
         }
         Ok(())
+    }
+}
+
+/// A chunk of rows with their JSON values encoded one after another.
+struct Encoded {
+    table: Arc<TickTable>,
+    rows: Vec<u32>,
+    values: Vec<u8>,
+    /// Where each row's value ends in `values`.
+    ends: Vec<usize>,
+}
+
+impl Encoded {
+    fn new(chunk: Chunk) -> Self {
+        let mut values = Vec::with_capacity(chunk.rows.len() * 160);
+        let mut ends = Vec::with_capacity(chunk.rows.len());
+        for &row in &chunk.rows {
+            chunk.table.encode(row as usize, &mut values);
+            ends.push(values.len());
+        }
+        Encoded {
+            table: chunk.table,
+            rows: chunk.rows,
+            values,
+            ends,
+        }
+    }
+
+    /// The value of the `i`-th row.
+    fn value(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.values[start..self.ends[i]]
     }
 }
 

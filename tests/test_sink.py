@@ -323,3 +323,50 @@ def test_two_sinks_in_one_group_split_the_partitions(broker, fresh_topic, tmp_pa
     assert all(f.written > 0 for f in final), final
     df = read_local_parquet(lake, fresh_topic)
     assert_exactly_once(df, end_offsets_of(broker.bootstrap_servers, fresh_topic))
+
+
+def test_a_partition_revoked_mid_stream_is_neither_landed_nor_committed_by_its_old_owner(
+    kafka, topic, tmp_path
+):
+    lake = tmp_path / "lake"
+    gid = group_id()
+    config = dict(kafka_metadata=True, flush_records=300, flush_idle=30, **GROUP)
+    first = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), **config)
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    n = 30_000
+    feeding = threading.Thread(
+        target=lambda: producer.send(ss.TickSource.synthetic(40, seed=3), rate=3000, limit=n)
+    )
+    first.start()
+    feeding.start()
+    second = None
+    try:
+        deadline = time.monotonic() + 60
+        while first.status().written == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Joining takes partitions from a member that holds buffered, unlanded records of them.
+        second = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), **config)
+        second.start()
+        feeding.join()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (
+            len(first.status().assigned) == 2
+            and len(second.status().assigned) == 2
+            and first.status().written + second.status().written >= n
+        ):
+            time.sleep(0.2)
+        kept, moved = (set(s.status().assigned) for s in (first, second))
+    finally:
+        feeding.join()
+        final = [s.stop() for s in (first, second) if s is not None]
+    assert len(final) == 2 and all(f.written > 0 for f in final), final
+    assert len(moved) == 2 and len(kept) == 2 and moved.isdisjoint(kept), (kept, moved)
+    ends = end_offsets_of(kafka.bootstrap_servers, topic)
+    assert sum(ends.values()) == n
+    df = read_local_parquet(lake, topic)
+    assert_exactly_once(df, ends)
+    # Each member committed only its own partitions' ends; the first one's commits of the
+    # moved partitions stopped before the second one's began.
+    for p in moved:
+        assert dict(final[1].committed)[p] == ends[p]
+        assert dict(final[0].committed).get(p, 0) < ends[p]

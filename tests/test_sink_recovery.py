@@ -2,11 +2,14 @@
 
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+
+import polars as pl
 
 import stockstream as ss
 from conftest import S3Server, end_offsets
@@ -160,3 +163,112 @@ def test_stop_during_an_outage_returns_promptly_without_committing(kafka, topic,
     assert time.monotonic() - began < 15
     # Asked to stop while S3 is down: nothing committed, so a restart re-reads everything.
     assert status.written == 0 and status.committed == {}
+
+
+class StallingProxy:
+    """A TCP proxy to a local server that can stall: while stalled it keeps every connection
+    open and takes what clients send, but forwards and answers nothing, like a server that
+    stopped mid-request (a frozen process, a dead load balancer)."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.stalled = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while data := src.recv(65536):
+                while self.stalled.is_set():
+                    time.sleep(0.05)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self._listener.close()
+
+
+def test_writes_stalled_mid_request_go_to_retrying_and_recover_and_stop_promptly(
+    kafka, topic, aws_env
+):
+    server, bucket = private_s3("stall")
+    proxy = StallingProxy(server.port)
+    # Symbol folders: each range lands as several objects, written concurrently.
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers,
+        topic,
+        f"stall-{uuid.uuid4().hex[:6]}",
+        f"s3://{bucket}",
+        endpoint_url=f"http://127.0.0.1:{proxy.port}",
+        partition_by="symbol",
+        catalog=None,
+        kafka_metadata=True,
+        flush_records=400,
+        flush_idle=0.5,
+    )
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    n = 4000
+    sink.start()
+    try:
+        producer.send(ss.TickSource.synthetic(20, seed=5), limit=n // 2)
+        deadline = time.monotonic() + 30
+        while sink.status().written == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sink.status().written > 0
+        proxy.stalled.set()
+        producer.send(ss.TickSource.synthetic(20, seed=6), limit=n // 2)
+        deadline = time.monotonic() + 60
+        while sink.status().state != "retrying" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        during = sink.status()
+        assert during.state == "retrying" and "time" in during.last_error, during
+        proxy.stalled.clear()
+        deadline = time.monotonic() + 60
+        while sink.status().written < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sink.status().written == n
+        # Stalled again with writes in flight: stop() does not wait for them.
+        proxy.stalled.set()
+        producer.send(ss.TickSource.synthetic(20, seed=7), limit=1000)
+        time.sleep(2)
+        began = time.monotonic()
+        final = sink.stop()
+        assert time.monotonic() - began < 5
+    finally:
+        proxy.stalled.clear()
+        sink.stop()
+        proxy.close()
+    assert final.written == n, final
+    try:
+        df = read_s3_parquet(server.client(), bucket, f"{topic}/")
+    finally:
+        server.stop()
+    # Everything committed is in the lake once; what was abandoned at stop() was not committed.
+    committed = dict(final.committed)
+    df = df.filter(
+        pl.col("_kafka_offset")
+        < pl.col("_kafka_partition").replace_strict(committed, default=0, return_dtype=pl.Int64)
+    )
+    assert_exactly_once(df, committed)

@@ -110,7 +110,7 @@ pub struct Recent {
 }
 
 impl Recent {
-    fn push(&mut self, output: &Output) {
+    fn push(&mut self, output: Output) {
         if self.keep == 0 {
             return;
         }
@@ -118,7 +118,7 @@ impl Recent {
         if queue.len() == self.keep {
             queue.pop_front();
         }
-        queue.push_back(output.clone());
+        queue.push_back(output);
     }
 
     /// The kept outputs of `kind`, oldest first.
@@ -157,6 +157,8 @@ struct Emitter {
     status: Arc<AnalyticsStatus>,
     recent: Arc<Mutex<Recent>>,
     callback: Option<(Vec<Kind>, Callback)>,
+    /// The JSON of the output being sent (kept to reuse its storage).
+    payload: Vec<u8>,
 }
 
 impl Emitter {
@@ -167,13 +169,12 @@ impl Emitter {
             AnalyticsStatus::add(&self.status.late, 1);
         }
         if let Some(topic) = &self.topics[kind.index()] {
-            let payload = output.to_json(&self.names);
+            let mut payload = std::mem::take(&mut self.payload);
+            payload.clear();
+            output.write_json(&self.names, &mut payload);
             self.send(topic, output.symbol().as_bytes(), &payload);
+            self.payload = payload;
         }
-        self.recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(&output);
         if let Some((kinds, callback)) = &mut self.callback {
             if kinds.contains(&kind) {
                 if let Err(e) = callback(&output, &self.names) {
@@ -182,6 +183,10 @@ impl Emitter {
                 }
             }
         }
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(output);
     }
 
     /// Sends one record, waiting while librdkafka's queue is full.
@@ -273,6 +278,7 @@ impl Analytics {
                 by_kind: Default::default(),
             })),
             callback,
+            payload: Vec::new(),
         };
         status.set_state("ready");
         Ok(Analytics {

@@ -2,7 +2,8 @@
 //! late ticks. Each becomes one JSON record keyed by its symbol, with ISO 8601 times.
 
 use polars::prelude::{Column, DataFrame, DataType, PolarsResult, TimeUnit};
-use serde::ser::{SerializeMap, Serializer};
+
+use crate::source::json::write_str;
 
 /// One closed window of one symbol.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,13 +94,19 @@ impl Kind {
 
 /// An event time (microseconds since the epoch, UTC) as `2021-03-01T09:30:00[.ffffff]`.
 pub fn iso(micros: i64) -> String {
+    let mut out = String::with_capacity(26);
+    write_iso(&mut out, micros);
+    out
+}
+
+/// Appends [`iso`]`(micros)` to `out`.
+fn write_iso(out: &mut impl std::fmt::Write, micros: i64) {
     use chrono::{Datelike, Timelike};
-    use std::fmt::Write;
     let Some(t) = chrono::DateTime::from_timestamp_micros(micros) else {
-        return micros.to_string();
+        let _ = write!(out, "{micros}");
+        return;
     };
     // By hand: chrono's `format` parses its pattern on every call, once per output.
-    let mut out = String::with_capacity(26);
     let _ = write!(
         out,
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
@@ -114,7 +121,16 @@ pub fn iso(micros: i64) -> String {
     if fraction != 0 {
         let _ = write!(out, ".{fraction:06}");
     }
-    out
+}
+
+/// Lets [`write_iso`] append to a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 /// A field value of an output record, as Python and Polars see it.
@@ -196,24 +212,30 @@ impl Output {
     }
 
     /// The record as one JSON object (non-finite numbers become null, as JSON has none).
-    pub fn to_json(&self, indicator_names: &[String]) -> Vec<u8> {
-        let fields = self.fields(indicator_names);
-        let mut out = Vec::with_capacity(64 + 24 * fields.len());
-        let mut ser = serde_json::Serializer::new(&mut out);
-        let mut write = || -> serde_json::Result<()> {
-            let mut map = ser.serialize_map(Some(fields.len()))?;
-            for (name, value) in &fields {
-                match value {
-                    Value::Str(s) => map.serialize_entry(name, s)?,
-                    Value::Time(t) => map.serialize_entry(name, &iso(*t))?,
-                    Value::Float(v) => map.serialize_entry(name, &v.filter(|v| v.is_finite()))?,
-                    Value::Int(v) => map.serialize_entry(name, v)?,
-                }
+    /// Appends this output as one JSON object to `out`; non-finite numbers are null.
+    pub fn write_json(&self, indicator_names: &[String], out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (name, value)) in self.fields(indicator_names).iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
-            map.end()
-        };
-        write().expect("serialising to memory cannot fail");
-        out
+            write_str(out, name);
+            out.push(b':');
+            match value {
+                Value::Str(s) => write_str(out, s),
+                Value::Time(t) => {
+                    out.push(b'"');
+                    write_iso(&mut Bytes(out), *t);
+                    out.push(b'"');
+                }
+                Value::Float(Some(v)) if v.is_finite() => {
+                    out.extend_from_slice(ryu::Buffer::new().format_finite(*v).as_bytes())
+                }
+                Value::Float(_) => out.extend_from_slice(b"null"),
+                Value::Int(v) => out.extend_from_slice(itoa::Buffer::new().format(*v).as_bytes()),
+            }
+        }
+        out.push(b'}');
     }
 }
 
@@ -336,7 +358,8 @@ mod tests {
             price: 1.5,
             values: vec![None, Some(2.0)],
         });
-        let json = out.to_json(&["sma_2".into(), "ema_2".into()]);
+        let mut json = Vec::new();
+        out.write_json(&["sma_2".into(), "ema_2".into()], &mut json);
         assert_eq!(
             String::from_utf8(json).unwrap(),
             r#"{"symbol":"NYA","time":"1970-01-01T00:01:30","price":1.5,"sma_2":null,"ema_2":2.0}"#

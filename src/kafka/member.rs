@@ -365,3 +365,77 @@ fn is_partition_eof(error: &KafkaError) -> bool {
     matches!(error, KafkaError::PartitionEOF(_))
         || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::*;
+    use crate::embedded::EmbeddedKafka;
+
+    #[derive(Default)]
+    struct Seen {
+        errors: AtomicU64,
+        lag: AtomicI64,
+    }
+
+    impl Observer for Seen {
+        fn error(&self, _: String) {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        fn assigned(&self, _: Vec<i32>) {}
+        fn lag(&self) -> &AtomicI64 {
+            &self.lag
+        }
+    }
+
+    #[test]
+    fn hands_out_every_message_in_batches_in_offset_order_after_the_assignment() {
+        let kafka = EmbeddedKafka::start(1, 2).unwrap();
+        kafka.create_topic("t", Some(2)).unwrap();
+        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
+        let producer: BaseProducer = config.client_config(&[]).create().unwrap();
+        for i in 0..5000 {
+            let key = format!("k{}", i % 7);
+            let value = i.to_string();
+            producer
+                .send(BaseRecord::to("t").key(&key).payload(&value))
+                .unwrap();
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+
+        let seen = Arc::new(Seen::default());
+        let member = GroupMember::join(
+            &config,
+            "g",
+            "t",
+            "test",
+            seen.clone(),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let (mut changes, mut largest, mut next) = (Vec::new(), 0, HashMap::new());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !member.read_to_end() && std::time::Instant::now() < deadline {
+            let polled = member.poll(1000, Duration::from_millis(100));
+            assert!(polled.messages.len() <= 1000);
+            changes.extend(polled.changes);
+            largest = largest.max(polled.messages.len());
+            for m in &polled.messages {
+                assert!(!changes.is_empty(), "a message came before the assignment");
+                let expected = next.entry(m.partition()).or_insert(0i64);
+                assert_eq!(m.offset(), *expected, "partition {}", m.partition());
+                *expected += 1;
+                assert!(m.payload().is_some() && m.key().is_some() && m.timestamp().is_some());
+            }
+        }
+        assert_eq!(changes, [Change::Assigned(vec![0, 1])]);
+        assert_eq!(next.values().sum::<i64>(), 5000);
+        assert!(largest > 1, "messages came one per poll");
+        member.commit(&[(0, next[&0]), (1, next[&1])]).unwrap();
+        assert_eq!(seen.errors.load(Ordering::Relaxed), 0);
+    }
+}

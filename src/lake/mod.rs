@@ -46,6 +46,20 @@ pub trait ObjectStore: Send + Sync {
     /// object already there. When this returns `Ok` the object is durable.
     fn put(&self, key: &str, body: &[u8]) -> Result<()>;
 
+    /// Writes every `(key, body)`, several at once; each write's result, in order. `stop`
+    /// is asked about every 100 ms while writes are under way; writes still running a
+    /// moment after it said to stop are abandoned (their objects may or may not exist)
+    /// and the result is `None`. Local writes are not abandoned.
+    fn put_all(
+        &self,
+        objects: &[(&str, &[u8])],
+        _stop: &mut dyn FnMut() -> bool,
+    ) -> Option<Vec<Result<()>>> {
+        Some(crate::parallel::map(objects, |(key, body)| {
+            self.put(key, body)
+        }))
+    }
+
     /// The URL of `key` in this lake, for messages, reports and readers (Polars).
     fn url(&self, key: &str) -> String;
 

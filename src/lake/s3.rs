@@ -6,6 +6,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use polars::prelude::cloud::{AmazonS3ConfigKey, CloudOptions};
+use std::time::{Duration, Instant};
+
 use tokio::runtime::Runtime;
 
 use super::{ByteRange, ObjectMeta, ObjectStore};
@@ -88,6 +90,63 @@ impl S3Store {
         }
     }
 
+    /// What a write needs, cloneable into concurrent tasks.
+    fn writer(&self) -> Writer {
+        Writer {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            part_size: self.part_size,
+        }
+    }
+
+    fn failed<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+        &self,
+        key: &str,
+        err: &SdkError<E, R>,
+    ) -> Error {
+        failed(&self.bucket, key, err)
+    }
+}
+
+/// Writes objects to one bucket.
+#[derive(Clone)]
+struct Writer {
+    client: Client,
+    bucket: String,
+    part_size: usize,
+}
+
+impl Writer {
+    /// Writes `body` at the full key `key`, giving up after a deadline that grows with the
+    /// body: a server that stops answering mid-request must not hold a writer for ever
+    /// (the SDK's read timeout does not cover a stalled upload, and it retries).
+    async fn put(&self, key: &str, body: &[u8]) -> Result<()> {
+        let deadline = put_deadline(body.len());
+        let write = async {
+            if body.len() > self.part_size {
+                return self.put_multipart(key, body).await;
+            }
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .body(ByteStream::from(body.to_vec()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.failed(key, &e))
+        };
+        tokio::time::timeout(deadline, write)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Io(format!(
+                    "writing s3://{}/{key} timed out after {} s",
+                    self.bucket,
+                    deadline.as_secs()
+                )))
+            })
+    }
+
     async fn put_multipart(&self, key: &str, body: &[u8]) -> Result<()> {
         let created = self
             .client
@@ -166,31 +225,89 @@ impl S3Store {
         key: &str,
         err: &SdkError<E, R>,
     ) -> Error {
-        Error::Io(format!(
-            "writing s3://{}/{key} failed: {}",
-            self.bucket,
-            describe(err)
-        ))
+        failed(&self.bucket, key, err)
     }
 }
+
+fn failed<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    bucket: &str,
+    key: &str,
+    err: &SdkError<E, R>,
+) -> Error {
+    Error::Io(format!(
+        "writing s3://{bucket}/{key} failed: {}",
+        describe(err)
+    ))
+}
+
+/// How long one object's write may take: 15 s, plus a second per MiB.
+fn put_deadline(bytes: usize) -> Duration {
+    Duration::from_secs(15 + (bytes >> 20) as u64)
+}
+
+/// Objects written at once by `put_all`.
+const IN_FLIGHT: usize = 8;
+/// How long writes under way may still finish once the writer is asked to stop.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 impl ObjectStore for S3Store {
     fn put(&self, key: &str, body: &[u8]) -> Result<()> {
         let key = self.full_key(key);
+        self.runtime.block_on(self.writer().put(&key, body))
+    }
+
+    /// Up to [`IN_FLIGHT`] writes at once, as tasks of the store's runtime; dropping them
+    /// (asked to stop) cancels their requests.
+    fn put_all(
+        &self,
+        objects: &[(&str, &[u8])],
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Option<Vec<Result<()>>> {
+        let mut results: Vec<Option<Result<()>>> = objects.iter().map(|_| None).collect();
+        let mut queued = objects.iter().enumerate();
         self.runtime.block_on(async {
-            if body.len() > self.part_size {
-                return self.put_multipart(&key, body).await;
+            let mut running = tokio::task::JoinSet::new();
+            let mut tasks = std::collections::HashMap::new();
+            let mut stop_asked: Option<Instant> = None;
+            loop {
+                while running.len() < IN_FLIGHT {
+                    let Some((i, (key, body))) = queued.next() else {
+                        break;
+                    };
+                    let (writer, key, body) = (self.writer(), self.full_key(key), body.to_vec());
+                    let task = running.spawn(async move { writer.put(&key, &body).await });
+                    tasks.insert(task.id(), i);
+                }
+                let finished = tokio::select! {
+                    finished = running.join_next_with_id() => finished,
+                    () = tokio::time::sleep(crate::kafka::TICK) => {
+                        if stop_asked.is_none() && stop() {
+                            stop_asked = Some(Instant::now());
+                        }
+                        if stop_asked.is_some_and(|t| t.elapsed() >= STOP_GRACE) {
+                            return None;
+                        }
+                        continue;
+                    }
+                };
+                let Some(finished) = finished else {
+                    return Some(());
+                };
+                let (id, result) = match finished {
+                    Ok((id, result)) => (id, result),
+                    Err(e) => (e.id(), Err(Error::Io(format!("a write failed: {e}")))),
+                };
+                if let Some(i) = tasks.remove(&id) {
+                    results[i] = Some(result);
+                }
             }
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .body(ByteStream::from(body.to_vec()))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.failed(&key, &e))
-        })
+        })?;
+        Some(
+            results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(Error::Io("a write was lost".into()))))
+                .collect(),
+        )
     }
 
     fn url(&self, key: &str) -> String {

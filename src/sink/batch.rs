@@ -64,6 +64,8 @@ pub struct Batch {
     pub meta: Option<KafkaMeta>,
     /// Counts `push` calls, to spot a field name used twice in one record.
     stamp: u64,
+    /// Each field's column in the record being added (kept to reuse its storage).
+    found: Vec<Option<usize>>,
 }
 
 impl Batch {
@@ -76,6 +78,7 @@ impl Batch {
             lines: Vec::new(),
             store_columns,
             stamp: 0,
+            found: Vec::new(),
             meta: meta_partition.map(|partition| KafkaMeta {
                 partition,
                 ..KafkaMeta::default()
@@ -97,7 +100,8 @@ impl Batch {
         // Settle every field's column before changing anything, so a refused record leaves
         // no trace. A column matched twice means the record repeats a field name.
         self.stamp += 1;
-        let mut found = Vec::with_capacity(record.fields.len());
+        let mut found = std::mem::take(&mut self.found);
+        found.clear();
         let mut new_names: Vec<&str> = Vec::new();
         for (i, (name, value)) in record.fields.iter().enumerate() {
             let index = self.column_index(i, name);
@@ -111,12 +115,17 @@ impl Batch {
                 }
             };
             if repeated {
+                self.found = found;
                 return Err(format!("field {name:?} appears twice"));
             }
             if i != time.field {
-                match index {
-                    Some(c) => self.columns[c].accepts(value)?,
-                    None => accepts_new(name, declared_type(declared, name), value)?,
+                let fits = match index {
+                    Some(c) => self.columns[c].accepts(value),
+                    None => accepts_new(name, declared_type(declared, name), value),
+                };
+                if let Err(e) = fits {
+                    self.found = found;
+                    return Err(e);
                 }
             }
             found.push(index);
@@ -154,6 +163,7 @@ impl Batch {
                 col.push(value, self.store_columns);
             }
         }
+        self.found = found;
         let rows = self.rows + 1;
         if self.store_columns {
             for col in &mut self.columns {

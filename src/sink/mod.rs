@@ -339,10 +339,12 @@ impl Work {
                 .unwrap_or_else(|| layout.folder(path))
         };
         let mut objects = range.objects(partition, &layout, &folder_of)?;
-        for object in &objects {
-            if !self.put_retrying(&object.key, &object.body, stop) {
-                return Ok(false);
-            }
+        let writes: Vec<(&str, &[u8])> = objects
+            .iter()
+            .map(|o| (o.key.as_str(), o.body.as_slice()))
+            .collect();
+        if !self.write_all(&writes, stop) {
+            return Ok(false);
         }
         if !self.register(partition, &range, &mut objects, stop)? {
             return Ok(false);
@@ -381,21 +383,38 @@ impl Work {
 }
 
 impl Work {
-    /// Writes an object, retrying with backoff until it is durable; false if asked to stop
-    /// meanwhile.
-    fn put_retrying(&self, key: &str, body: &[u8], stop: &mut dyn FnMut() -> bool) -> bool {
+    /// Writes objects, several at once, retrying the failed ones with backoff until all
+    /// are durable; false if asked to stop meanwhile.
+    fn write_all(&self, objects: &[(&str, &[u8])], stop: &mut dyn FnMut() -> bool) -> bool {
+        let mut pending: Vec<(&str, &[u8])> = objects.to_vec();
         let mut delay = Duration::from_millis(250);
-        while let Err(e) = self.store.put(key, body) {
-            self.status.error(e.to_string());
+        loop {
+            let Some(results) = self.store.put_all(&pending, stop) else {
+                return false;
+            };
+            let mut failed = Vec::new();
+            for (object, result) in pending.iter().zip(results) {
+                match result {
+                    Ok(()) => {
+                        SinkStatus::add(&self.status.files, 1);
+                        SinkStatus::add(&self.status.bytes, object.1.len() as u64);
+                    }
+                    Err(e) => {
+                        self.status.error(e.to_string());
+                        failed.push(*object);
+                    }
+                }
+            }
+            if failed.is_empty() {
+                return true;
+            }
+            pending = failed;
             self.status.set_state("retrying");
             if !sleep_unless_stopped(delay, stop) {
                 return false;
             }
             delay = (delay * 2).min(RETRY_MAX);
         }
-        SinkStatus::add(&self.status.files, 1);
-        SinkStatus::add(&self.status.bytes, body.len() as u64);
-        true
     }
 
     /// Decides the folders of a new table from what is buffered (or takes the ones given)
@@ -516,7 +535,7 @@ impl Work {
                             continue;
                         };
                         let key = layout.data_key(new_folder, partition, object.first_offset);
-                        if !self.put_retrying(&key, &object.body, stop) {
+                        if !self.write_all(&[(&key, &object.body)], stop) {
                             return Ok(false);
                         }
                         // The old folder is no longer read; the copy written there is garbage.

@@ -1,10 +1,12 @@
-//! Decoding one Kafka message into its fields, without building a JSON tree: keys and
-//! strings borrow from the message whenever they contain no escapes.
+//! Decoding one Kafka message into its fields, without building a JSON tree and without
+//! a heap allocation per message: keys and strings borrow from the message whenever they
+//! contain no escapes, and the list of fields reuses the storage of the previous record.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 /// One JSON value, as far as a lake column is concerned.
@@ -32,10 +34,40 @@ impl Scalar<'_> {
     }
 }
 
+type Fields<'a> = Vec<(Cow<'a, str>, Scalar<'a>)>;
+
+thread_local! {
+    /// The field list of the last record dropped on this thread, emptied, for the next one.
+    static SPARE: RefCell<Fields<'static>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The same storage, emptied and retyped for borrows of another message. (Collecting an
+/// emptied vector's iterator into one of the same layout keeps its allocation.)
+fn recycle<'b>(mut fields: Fields<'_>) -> Fields<'b> {
+    fields.clear();
+    fields
+        .into_iter()
+        .map(|_| unreachable!("emptied"))
+        .collect()
+}
+
 /// A message's top-level fields, in their order in the message.
 #[derive(Debug, Default)]
 pub struct Record<'a> {
-    pub fields: Vec<(Cow<'a, str>, Scalar<'a>)>,
+    pub fields: Fields<'a>,
+}
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        let fields = recycle(std::mem::take(&mut self.fields));
+        SPARE.with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut() {
+                if fields.capacity() > spare.capacity() {
+                    *spare = fields;
+                }
+            }
+        });
+    }
 }
 
 impl<'a> Record<'a> {
@@ -43,7 +75,19 @@ impl<'a> Record<'a> {
     /// names are caught when the record is added to a batch.)
     pub fn parse(bytes: &'a [u8]) -> Result<Self, String> {
         let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))?;
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))
+        let spare = SPARE.with(|spare| {
+            spare
+                .try_borrow_mut()
+                .map(|mut s| recycle(std::mem::take(&mut *s)))
+                .unwrap_or_default()
+        });
+        let mut record = Record { fields: spare };
+        let mut de = serde_json::Deserializer::from_str(text);
+        FieldsInto(&mut record.fields)
+            .deserialize(&mut de)
+            .and_then(|()| de.end())
+            .map_err(|e| format!("not valid JSON: {e}"))?;
+        Ok(record)
     }
 
     /// The value of field `name`, if present.
@@ -57,24 +101,30 @@ impl<'a> Record<'a> {
     }
 }
 
-impl<'de> Deserialize<'de> for Record<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct RecordVisitor;
-        impl<'de> Visitor<'de> for RecordVisitor {
-            type Value = Record<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record<'de>, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
-                while let Some(Text(key)) = map.next_key()? {
-                    let value: Scalar = map.next_value()?;
-                    fields.push((key, value));
-                }
-                Ok(Record { fields })
-            }
+/// Deserializes a JSON object's fields into an existing list.
+struct FieldsInto<'r, 'de>(&'r mut Fields<'de>);
+
+impl<'de> DeserializeSeed<'de> for FieldsInto<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldsInto<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Text(key)) = map.next_key()? {
+            let value: Scalar = map.next_value()?;
+            self.0.push((key, value));
         }
-        d.deserialize_map(RecordVisitor)
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! order) or a synthetic generator. Every source hands out chunks of rows of a
 //! [`TickTable`], so the producer has one code path for all of them.
 
-mod json;
+pub(crate) mod json;
 mod rng;
 mod schema;
 mod synthetic;

@@ -1,0 +1,113 @@
+"""Where a benchmark's topics live, chosen by its ``--broker`` option:
+
+- not given: the embedded broker inside the benchmark's own process (it shares the 2 cores
+  and the process with the contender measured there);
+- ``process``: the embedded broker in a child process of its own;
+- ``HOST:PORT``: a broker already running elsewhere (Tansu, a real cluster), whose admin API
+  creates the topics.
+
+Every benchmark prints which one it used, so runs can be compared side by side.
+"""
+
+import multiprocessing
+from contextlib import contextmanager
+
+
+def add_option(parser):
+    """Adds ``--broker`` to an argparse parser."""
+    parser.add_argument(
+        "--broker",
+        metavar="HOST:PORT|process",
+        help="run against this broker (default: the embedded one in this process; "
+        "'process': the embedded one in a child process)",
+    )
+
+
+def describe(address):
+    """How a run's broker is named in reports."""
+    if not address:
+        return "embedded broker in the benchmark's process"
+    if address == "process":
+        return "embedded broker in a child process"
+    return f"broker at {address}"
+
+
+def _serve(conn, partitions):
+    import stockstream as ss
+
+    with ss.EmbeddedKafka(partitions=partitions) as kafka:
+        conn.send(kafka.bootstrap_servers)
+        while (request := conn.recv()) is not None:
+            name, count = request
+            try:
+                kafka.create_topic(name, count)
+                conn.send(None)
+            except Exception as e:  # noqa: BLE001 - reported to the parent
+                conn.send(str(e))
+
+
+class ChildBroker:
+    """The embedded broker in a child process; topics are created by asking it."""
+
+    def __init__(self, partitions):
+        self._conn, child = multiprocessing.Pipe()
+        self._proc = multiprocessing.get_context("spawn").Process(
+            target=_serve, args=(child, partitions), daemon=True
+        )
+        self._proc.start()
+        self.bootstrap_servers = self._conn.recv()
+
+    def create_topic(self, name, partitions=None):
+        self._conn.send((name, partitions))
+        error = self._conn.recv()
+        if error:
+            raise RuntimeError(error)
+
+    def close(self):
+        self._conn.send(None)
+        self._proc.join(10)
+
+
+class RemoteBroker:
+    """A running broker; topics are created with the Kafka admin API."""
+
+    def __init__(self, address, partitions):
+        self.bootstrap_servers = address
+        self.partitions = partitions
+
+    def create_topic(self, name, partitions=None):
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        futures = admin.create_topics([NewTopic(name, partitions or self.partitions, 1)])
+        try:
+            futures[name].result(30)
+        except Exception as e:
+            raise SystemExit(
+                f"cannot create topic {name!r} on {self.bootstrap_servers} ({e}); "
+                "an embedded broker of another process cannot create topics for clients: "
+                "use --broker process for it"
+            ) from e
+
+    def close(self):
+        pass
+
+
+@contextmanager
+def open_broker(address, partitions, topics=()):
+    """The broker `address` names (see the module's doc), with `topics` created."""
+    if not address:
+        import stockstream as ss
+
+        with ss.EmbeddedKafka(partitions=partitions) as kafka:
+            for t in topics:
+                kafka.create_topic(t, partitions)
+            yield kafka
+        return
+    broker = ChildBroker(partitions) if address == "process" else RemoteBroker(address, partitions)
+    try:
+        for t in topics:
+            broker.create_topic(t, partitions)
+        yield broker
+    finally:
+        broker.close()
