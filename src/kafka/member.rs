@@ -21,7 +21,7 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 
 /// Offsets are committed by the pipeline itself, after its output is durable.
-const DEFAULTS: [(&str, &str); 6] = [
+const DEFAULTS: [(&str, &str); 8] = [
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
@@ -29,6 +29,12 @@ const DEFAULTS: [(&str, &str); 6] = [
     ("statistics.interval.ms", "1000"),
     // librdkafka prefetches up to this much; it is most of a member's memory besides buffers.
     ("queued.max.messages.kbytes", "32768"),
+    // Once the prefetch queue is full, fetching pauses this long (1 s by default): a
+    // pipeline that drains the queue in a fraction of that would sit idle for the rest.
+    ("fetch.queue.backoff.ms", "10"),
+    // How long a broker holds a fetch that finds nothing new: it is also how long reaching
+    // the end of a partition takes to notice (500 ms by default).
+    ("fetch.wait.max.ms", "100"),
 ];
 
 /// Where a member reports what happens to it (a pipeline's live status).

@@ -115,13 +115,13 @@ impl LocalStore {
         file.write_all(body)?;
         file.sync_all()
     }
-}
 
-impl ObjectStore for LocalStore {
-    fn put(&self, key: &str, body: &[u8]) -> Result<()> {
+    /// Writes `body` under a temporary name, syncs it and renames it to `key`; returns the
+    /// folder, whose entry must still be synced for the rename to be durable.
+    fn place(&self, key: &str, body: &[u8]) -> Result<PathBuf> {
         let path = self.root.join(key);
-        let dir = path.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -137,10 +137,56 @@ impl ObjectStore for LocalStore {
             let _ = fs::remove_file(&temp);
             return Err(Error::io(&path, e));
         }
+        Ok(dir)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Files written or folders synced at once: syncs mostly wait for the disk, and the
+/// file system commits concurrent syncs together.
+const IO_THREADS: usize = 32;
+
+impl ObjectStore for LocalStore {
+    fn put(&self, key: &str, body: &[u8]) -> Result<()> {
         // The rename is durable only once the directory entry is.
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(dir, e))
+        sync_dir(&self.place(key, body)?)
+    }
+
+    /// Files are written and synced several at once, then each folder is synced once for
+    /// all the files renamed into it.
+    fn put_all(
+        &self,
+        objects: &[(&str, &[u8])],
+        _stop: &mut dyn FnMut() -> bool,
+    ) -> Option<Vec<Result<()>>> {
+        let placed =
+            crate::parallel::map_on(IO_THREADS, objects, |(key, body)| self.place(key, body));
+        let mut dirs: Vec<PathBuf> = placed.iter().flatten().cloned().collect();
+        dirs.sort_unstable();
+        dirs.dedup();
+        let synced = crate::parallel::map_on(IO_THREADS, &dirs, |dir| sync_dir(dir));
+        let failed: Vec<(PathBuf, String)> = dirs
+            .into_iter()
+            .zip(synced)
+            .filter_map(|(dir, r)| r.err().map(|e| (dir, e.to_string())))
+            .collect();
+        Some(
+            placed
+                .into_iter()
+                .map(|r| {
+                    let dir = r?;
+                    match failed.iter().find(|(d, _)| *d == dir) {
+                        Some((_, e)) => Err(Error::Io(e.clone())),
+                        None => Ok(()),
+                    }
+                })
+                .collect(),
+        )
     }
 
     fn url(&self, key: &str) -> String {

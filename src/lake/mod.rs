@@ -49,16 +49,12 @@ pub trait ObjectStore: Send + Sync {
     /// Writes every `(key, body)`, several at once; each write's result, in order. `stop`
     /// is asked about every 100 ms while writes are under way; writes still running a
     /// moment after it said to stop are abandoned (their objects may or may not exist)
-    /// and the result is `None`. Local writes are not abandoned.
+    /// and the result is `None`.
     fn put_all(
         &self,
         objects: &[(&str, &[u8])],
-        _stop: &mut dyn FnMut() -> bool,
-    ) -> Option<Vec<Result<()>>> {
-        Some(crate::parallel::map(objects, |(key, body)| {
-            self.put(key, body)
-        }))
-    }
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Option<Vec<Result<()>>>;
 
     /// The URL of `key` in this lake, for messages, reports and readers (Polars).
     fn url(&self, key: &str) -> String;

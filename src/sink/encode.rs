@@ -1,5 +1,7 @@
 //! Turns a batch into the bytes of one lake object.
 
+use std::borrow::Cow;
+
 use polars::prelude::*;
 
 use super::batch::{Batch, Values};
@@ -8,11 +10,11 @@ use crate::lake::Format;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// The object body for `batch` in `format`.
-pub fn encode(batch: &Batch, format: Format) -> Result<Vec<u8>> {
+/// The object body for `batch` in `format` (NDJSON: the batch's own lines, not a copy).
+pub fn encode(batch: &Batch, format: Format) -> Result<Cow<'_, [u8]>> {
     match format {
-        Format::Ndjson => Ok(batch.lines.clone()),
-        Format::Parquet => parquet(batch),
+        Format::Ndjson => Ok(Cow::Borrowed(&batch.lines)),
+        Format::Parquet => parquet(batch).map(Cow::Owned),
     }
 }
 
@@ -21,8 +23,10 @@ pub fn encode(batch: &Batch, format: Format) -> Result<Vec<u8>> {
 fn parquet(batch: &Batch) -> Result<Vec<u8>> {
     let mut frame = frame(batch)?;
     let mut out = Vec::new();
+    // Objects are encoded in parallel already; Polars' own threads would only add hand-offs.
     ParquetWriter::new(&mut out)
         .with_compression(ParquetCompression::Zstd(None))
+        .set_parallel(false)
         .finish(&mut frame)
         .map_err(encode_error)?;
     Ok(out)

@@ -229,7 +229,7 @@ impl Pipeline for Work {
             SinkStatus::add(&self.status.buffered, 1);
             let roll = &self.config.roll;
             let landed = if range.records >= roll.records || range.bytes >= roll.bytes {
-                self.land(member, partition, stop)?
+                self.land(member, &[partition], stop)?
             } else if self.buffered_bytes >= roll.memory {
                 self.land_largest(member, stop)?
             } else {
@@ -276,12 +276,7 @@ impl Work {
                 (now - r.opened >= roll.age || quiet >= roll.idle).then_some(*p)
             })
             .collect();
-        for p in due {
-            if !self.land(member, p, stop)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        self.land(member, &due, stop)
     }
 
     fn land_largest(
@@ -295,7 +290,7 @@ impl Work {
             .max_by_key(|(_, r)| r.bytes)
             .map(|(p, _)| *p)
         {
-            Some(p) => self.land(member, p, stop),
+            Some(p) => self.land(member, &[p], stop),
             None => Ok(true),
         }
     }
@@ -303,33 +298,32 @@ impl Work {
     fn land_all(&mut self, member: &GroupMember, stop: &mut dyn FnMut() -> bool) -> Result<()> {
         let mut partitions: Vec<i32> = self.ranges.keys().copied().collect();
         partitions.sort_unstable();
-        for p in partitions {
-            if !self.land(member, p, stop)? {
-                break;
-            }
-        }
-        Ok(())
+        self.land(member, &partitions, stop).map(|_| ())
     }
 
-    /// Writes one partition's range to the lake, then commits the offset after it.
-    /// Returns false if asked to stop while a write was being retried; the range is then
-    /// dropped uncommitted and is read again on restart.
+    /// Writes the ranges of `partitions` to the lake (all their objects at once), then
+    /// commits the offsets after them in one request. Returns false if asked to stop while
+    /// a write was being retried; the ranges are then dropped uncommitted and read again
+    /// on restart.
     fn land(
         &mut self,
         member: &GroupMember,
-        partition: i32,
+        partitions: &[i32],
         stop: &mut dyn FnMut() -> bool,
     ) -> Result<bool> {
-        if !self.ranges.contains_key(&partition) {
+        if !partitions.iter().any(|p| self.ranges.contains_key(p)) {
             return Ok(true);
         }
         if !self.declared && !self.declare(stop)? {
             return Ok(false);
         }
-        let Some(range) = self.ranges.remove(&partition) else {
-            return Ok(true);
-        };
-        forget(&self.status, &mut self.buffered_bytes, &range);
+        let ranges: Vec<(i32, PendingRange)> = partitions
+            .iter()
+            .filter_map(|p| self.ranges.remove(p).map(|r| (*p, r)))
+            .collect();
+        for (_, range) in &ranges {
+            forget(&self.status, &mut self.buffered_bytes, range);
+        }
         let layout = self.layout.clone().expect("declared above");
         let locations = &self.locations;
         let folder_of = |path: &str| {
@@ -338,44 +332,56 @@ impl Work {
                 .cloned()
                 .unwrap_or_else(|| layout.folder(path))
         };
-        let mut objects = range.objects(partition, &layout, &folder_of)?;
+        let mut objects =
+            crate::parallel::map(&ranges, |(p, range)| range.objects(*p, &layout, &folder_of))
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?;
         let writes: Vec<(&str, &[u8])> = objects
             .iter()
-            .map(|o| (o.key.as_str(), o.body.as_slice()))
+            .flatten()
+            .map(|o| (o.key.as_str(), o.body.as_ref()))
             .collect();
         if !self.write_all(&writes, stop) {
             return Ok(false);
         }
-        if !self.register(partition, &range, &mut objects, stop)? {
-            return Ok(false);
+        for ((partition, range), objects) in ranges.iter().zip(&mut objects) {
+            if !self.register(*partition, range, objects, stop)? {
+                return Ok(false);
+            }
         }
         self.status.set_state("running");
-        match member.commit(&[(partition, range.next_offset)]) {
+        let offsets: Vec<(i32, i64)> = ranges.iter().map(|(p, r)| (*p, r.next_offset)).collect();
+        match member.commit(&offsets) {
             Ok(()) => {
-                self.status.committed(partition, range.next_offset);
-                // Until the next statistics report, lag is the last report minus what landed since.
-                let landed = range.next_offset - range.first_offset;
-                let _ = self
-                    .status
-                    .lag
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lag| {
-                        (lag >= 0).then(|| (lag - landed).max(0))
-                    });
-                SinkStatus::add(&self.status.written, range.accepted() as u64);
-                SinkStatus::add(
-                    &self.status.rejected,
-                    (range.records - range.accepted()) as u64,
-                );
+                for (partition, range) in &ranges {
+                    self.status.committed(*partition, range.next_offset);
+                    // Until the next statistics report, lag is the last report minus what
+                    // landed since.
+                    let landed = range.next_offset - range.first_offset;
+                    let _ =
+                        self.status
+                            .lag
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lag| {
+                                (lag >= 0).then(|| (lag - landed).max(0))
+                            });
+                    SinkStatus::add(&self.status.written, range.accepted() as u64);
+                    SinkStatus::add(
+                        &self.status.rejected,
+                        (range.records - range.accepted()) as u64,
+                    );
+                }
             }
             Err(e) => {
-                // The objects are written but their offsets are not committed. Read the range
-                // again, so that its objects are rewritten under the same names, before any
-                // later range of this partition is written.
-                self.status.error(format!(
-                    "commit of {}[{partition}]@{} failed ({e}); re-reading from offset {}",
-                    self.config.topic, range.next_offset, range.first_offset
-                ));
-                let _ = member.seek(partition, range.first_offset);
+                // The objects are written but their offsets are not committed. Read the
+                // ranges again, so that their objects are rewritten under the same names,
+                // before any later range of these partitions is written.
+                for (partition, range) in &ranges {
+                    self.status.error(format!(
+                        "commit of {}[{partition}]@{} failed ({e}); re-reading from offset {}",
+                        self.config.topic, range.next_offset, range.first_offset
+                    ));
+                    let _ = member.seek(*partition, range.first_offset);
+                }
             }
         }
         Ok(true)
@@ -497,7 +503,7 @@ impl Work {
         &mut self,
         partition: i32,
         range: &PendingRange,
-        objects: &mut [Object],
+        objects: &mut [Object<'_>],
         stop: &mut dyn FnMut() -> bool,
     ) -> Result<bool> {
         let Some(registry) = self.registry.clone() else {

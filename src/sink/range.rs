@@ -2,6 +2,7 @@
 //! range that becomes one object per partition folder (plus one quarantine object) and is
 //! committed as a whole.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -25,14 +26,15 @@ pub struct Message<'a> {
 }
 
 /// A lake object ready to write.
-pub struct Object {
+pub struct Object<'r> {
     pub key: String,
     /// The partition path (`date=2021-01-04`), and the folder written to; `None` for the
     /// quarantine object.
     pub place: Option<(String, String)>,
     /// The Kafka offset of its first record: part of its name.
     pub first_offset: i64,
-    pub body: Vec<u8>,
+    /// Encoded, or borrowed from the range (JSON lines).
+    pub body: Cow<'r, [u8]>,
 }
 
 /// A message kept as it came, while the table's layout is not decided yet.
@@ -258,7 +260,7 @@ impl PendingRange {
         partition: i32,
         layout: &Layout,
         folder_of: &(dyn Fn(&str) -> String + Sync),
-    ) -> Result<Vec<Object>> {
+    ) -> Result<Vec<Object<'_>>> {
         let batches: Vec<(&String, &Batch)> = self.parts.iter().map(|(p, b)| (p, b)).collect();
         let mut out = parallel::map(&batches, |(path, batch)| {
             let folder = folder_of(path);
@@ -276,7 +278,7 @@ impl PendingRange {
                 key: layout.rejected_key(partition, batch.first_offset),
                 place: None,
                 first_offset: batch.first_offset,
-                body: batch.lines.clone(),
+                body: Cow::Borrowed(&batch.lines),
             });
         }
         Ok(out)
