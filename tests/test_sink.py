@@ -330,7 +330,7 @@ def test_a_partition_revoked_mid_stream_is_neither_landed_nor_committed_by_its_o
 ):
     lake = tmp_path / "lake"
     gid = group_id()
-    config = dict(kafka_metadata=True, flush_records=300, flush_idle=30, **GROUP)
+    config = dict(kafka_metadata=True, flush_records=300, flush_idle=3, **GROUP)
     first = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), **config)
     producer = ss.Producer(kafka.bootstrap_servers, topic)
     n = 30_000

@@ -310,7 +310,8 @@ impl GroupMember {
             .map_err(|e| Error::Kafka(e.to_string()))
     }
 
-    /// Reads `partition` again from `offset`.
+    /// Reads `partition` again from `offset`. Messages fetched from the old position and
+    /// not yet polled are dropped; those of a batch already handed out are not.
     pub fn seek(&self, partition: i32, offset: i64) -> Result<()> {
         self.consumer
             .seek(

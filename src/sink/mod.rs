@@ -46,6 +46,8 @@ struct Work {
     /// Whether the layout is recorded for the table (by this sink or an earlier writer).
     declared: bool,
     ranges: HashMap<i32, PendingRange>,
+    /// Partitions sought back while the current batch was being taken.
+    rewound: HashSet<i32>,
     buffered_bytes: usize,
     status: Arc<SinkStatus>,
     /// Where landings are registered (the catalog), so queries see them at once.
@@ -110,6 +112,7 @@ impl Sink {
                 layout,
                 declared: false,
                 ranges: HashMap::new(),
+                rewound: HashSet::new(),
                 buffered_bytes: 0,
                 status,
                 registry: None,
@@ -205,8 +208,13 @@ impl Pipeline for Work {
         stop: &mut dyn FnMut() -> bool,
     ) -> Result<Flow> {
         SinkStatus::add(&self.status.consumed, messages.len() as u64);
+        self.rewound.clear();
         for m in messages {
             let partition = m.partition();
+            // A failed commit sought back: the rest of the batch comes again from there.
+            if self.rewound.contains(&partition) {
+                continue;
+            }
             let msg = Message {
                 partition,
                 offset: m.offset(),
@@ -381,6 +389,7 @@ impl Work {
                         self.config.topic, range.next_offset, range.first_offset
                     ));
                     let _ = member.seek(*partition, range.first_offset);
+                    self.rewound.insert(*partition);
                 }
             }
         }
