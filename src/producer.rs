@@ -114,7 +114,6 @@ impl Control for Unattended {
 
 #[derive(Default)]
 struct Deliveries {
-    delivered: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
     last_client_error: Mutex<Option<String>>,
@@ -139,11 +138,8 @@ impl ProducerContext for Context {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        match result {
-            Ok(_) => {
-                self.0.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((err, msg)) => self.0.fail(format!("partition {}: {err}", msg.partition())),
+        if let Err((err, msg)) = result {
+            self.0.fail(format!("partition {}: {err}", msg.partition()));
         }
     }
 }
@@ -248,7 +244,6 @@ impl Producer {
         options.validate()?;
         self.stop.store(false, Ordering::Relaxed);
         let before = self.watermarks();
-        let delivered0 = self.deliveries.delivered.load(Ordering::Relaxed);
         let failed0 = self.deliveries.failed.load(Ordering::Relaxed);
         *self.deliveries.first_error.lock().unwrap() = None;
 
@@ -258,8 +253,10 @@ impl Producer {
             ..Default::default()
         };
         let snapshot = |report: &mut SendReport| {
-            report.delivered = self.deliveries.delivered.load(Ordering::Relaxed) - delivered0;
             report.failed = self.deliveries.failed.load(Ordering::Relaxed) - failed0;
+            // What is neither failed nor in flight (or awaiting its report) was acknowledged.
+            let in_flight = self.inner.in_flight_count().max(0) as u64;
+            report.delivered = report.sent.saturating_sub(report.failed + in_flight);
             report.elapsed = start.elapsed();
         };
         let mut run = Run {
@@ -276,21 +273,26 @@ impl Producer {
         // Chunks are encoded on a second thread while the previous one is being sent.
         let sent = std::thread::scope(|scope| -> Result<()> {
             let (ready, encoded) = std::sync::mpsc::sync_channel::<Result<Encoded>>(2);
-            scope.spawn(move || loop {
-                // A failed send means the send loop stopped early and wants no more.
-                match source.next_chunk() {
-                    Ok(Some(chunk)) => {
-                        if ready.send(Ok(Encoded::new(chunk))).is_err() {
+            let encoder = std::thread::Builder::new()
+                .name("stockstream-encode".into())
+                .spawn_scoped(scope, move || loop {
+                    // A failed send means the send loop stopped early and wants no more.
+                    match source.next_chunk() {
+                        Ok(Some(chunk)) => {
+                            if ready.send(Ok(Encoded::new(chunk))).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => return,
+                        Err(e) => {
+                            let _ = ready.send(Err(e));
                             return;
                         }
                     }
-                    Ok(None) => return,
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                        return;
-                    }
-                }
-            });
+                });
+            if let Err(e) = encoder {
+                return Err(Error::Io(format!("cannot start the encoding thread: {e}")));
+            }
             'send: for chunk in encoded {
                 let chunk = chunk?;
                 for (i, &row) in chunk.rows.iter().enumerate() {
@@ -319,7 +321,7 @@ impl Producer {
                     report.sent += 1;
                     // Serving delivery reports per message costs more than the send itself.
                     if report.sent % 512 == 0 {
-                        self.inner.poll(Duration::ZERO);
+                        crate::kafka::serve_reports(&self.inner);
                     }
                     report.bytes += (value.len() + key.len()) as u64;
                 }
@@ -378,7 +380,7 @@ impl Producer {
     /// Waits for librdkafka to settle every queued message, naming the broker and topic
     /// and how many are left if it does not within `timeout`.
     fn await_acks(&self, timeout: Duration) -> Result<()> {
-        self.inner.flush(timeout).map_err(|e| {
+        crate::kafka::flush(&self.inner, timeout).map_err(|e| {
             Error::Kafka(format!(
                 "flushing to topic {:?} on {}: {e}; {} messages still unacknowledged",
                 self.topic,

@@ -19,7 +19,7 @@ pub use member::{Change, GroupMember, Observer, Polled};
 pub use queue::Fetched;
 pub use reader::read_topic;
 pub use run::{run, Flow, Pipeline, RunLimits, TICK};
-pub use send::send_waiting;
+pub use send::{flush, send_waiting, serve_reports};
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
