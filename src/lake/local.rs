@@ -311,6 +311,29 @@ mod tests {
     }
 
     #[test]
+    fn put_all_writes_every_object_and_reports_each_failure_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("lake")).unwrap();
+        // A file where a folder must go: writes below it fail, the others land.
+        fs::write(dir.path().join("lake/blocked"), b"x").unwrap();
+        let bodies: Vec<(String, Vec<u8>)> = (0..40)
+            .map(|i| (format!("t/m={}/o{i}.json", i % 3), vec![i as u8; 100]))
+            .chain([("blocked/o.json".to_string(), b"no".to_vec())])
+            .collect();
+        let objects: Vec<(&str, &[u8])> = bodies
+            .iter()
+            .map(|(k, b)| (k.as_str(), b.as_slice()))
+            .collect();
+        let results = store.put_all(&objects, &mut || false).unwrap();
+        assert_eq!(results.len(), 41);
+        assert!(results[..40].iter().all(|r| r.is_ok()));
+        assert!(results[40].as_ref().unwrap_err().to_string().contains("blocked"));
+        for (key, body) in &bodies[..40] {
+            assert_eq!(&fs::read(dir.path().join("lake").join(key)).unwrap(), body);
+        }
+    }
+
+    #[test]
     fn conditional_writes_refuse_a_stale_version() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path().to_path_buf()).unwrap();
