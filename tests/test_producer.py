@@ -120,6 +120,18 @@ def test_delivery_failures_are_raised_with_the_counts(topic):
         producer.flush(5)
 
 
+def test_messages_left_unacknowledged_count_as_failed_in_the_delivery_error():
+    # message.timeout.ms=0 never times a message out: without a report, the send gives up
+    # after its margin and counts what is left as failed, rather than raising another error.
+    with ss.EmbeddedKafka(topics=["silent"]) as lonely:
+        producer = ss.Producer(lonely.bootstrap_servers, "silent", message_timeout_ms=0)
+        lonely.stop()
+        with pytest.raises(ss.DeliveryError) as err:
+            producer.send(ss.TickSource.synthetic(3), limit=20)
+    assert err.value.report.failed == 20 and err.value.report.delivered == 0
+    assert "unacknowledged" in str(err.value)
+
+
 def test_report_warns_when_the_embedded_broker_drops_records(kafka):
     kafka.create_topic("tiny", 1)
     producer = ss.Producer(kafka.bootstrap_servers, "tiny", compression_type="none")

@@ -114,6 +114,27 @@ def test_a_second_run_of_the_same_group_writes_nothing_new(kafka, topic, tmp_pat
     assert {p: p.stat().st_mtime_ns for p in local_files(lake, topic)} == before
 
 
+def test_a_finished_run_leaves_its_group_so_the_next_member_is_not_kept_waiting(kafka, tmp_path):
+    # No session settings: on the embedded broker the defaults must rejoin quickly. The
+    # first sink stays alive, as it would in a notebook after its cell finished.
+    gid = group_id()
+    first_topic, second_topic = (f"leave-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    for t in (first_topic, second_topic):
+        kafka.create_topic(t, 2)
+        ss.Producer(kafka.bootstrap_servers, t).send(ss.TickSource.synthetic(2), limit=100)
+    first = ss.LakeSink(kafka.bootstrap_servers, first_topic, gid, str(tmp_path / "a"))
+    assert first.run(stop_at_end=True, duration=60).written == 100
+    assert first.status().assigned == []
+    second = ss.LakeSink(kafka.bootstrap_servers, second_topic, gid, str(tmp_path / "b"))
+    # Kafka's default session timeout is 45 s: a member that had to wait it out would
+    # still be waiting when this run's 30 s are over.
+    assert second.run(stop_at_end=True, duration=30).written == 100
+    # The same sink runs again: it rejoins and finds everything committed (the counts
+    # are the sink's totals, so they stay as they were).
+    again = second.run(stop_at_end=True, duration=30)
+    assert (again.consumed, again.written) == (100, 100)
+
+
 def test_ndjson_files_hold_one_newline_terminated_object_per_record(kafka, topic, tmp_path):
     from conftest import csv_rows
 

@@ -36,7 +36,8 @@ pub use tick::TickFields;
 use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
 use crate::error::{Error, Result};
 use crate::kafka::{
-    self, create_topics, send_waiting, Change, Fetched, Flow, GroupMember, Pipeline, RunLimits,
+    self, create_topics, send_waiting, Change, Fetched, Flow, GroupMember, Membership, Pipeline,
+    RunLimits,
 };
 
 /// Everything an analytics job needs besides Kafka.
@@ -210,7 +211,7 @@ impl Emitter {
 
 /// A real-time analytics job: one consumer-group member.
 pub struct Analytics {
-    member: GroupMember,
+    membership: Membership,
     work: Work,
 }
 
@@ -245,7 +246,7 @@ impl Analytics {
     ) -> Result<Self> {
         config.validate()?;
         let status = Arc::new(AnalyticsStatus::new());
-        let member = GroupMember::join(
+        let membership = Membership::join(
             kafka,
             &config.group_id,
             &config.topic,
@@ -282,7 +283,7 @@ impl Analytics {
         };
         status.set_state("ready");
         Ok(Analytics {
-            member,
+            membership,
             work: Work {
                 emitter,
                 kafka: kafka.clone(),
@@ -319,30 +320,17 @@ impl Analytics {
     pub fn run(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()> {
         self.work.status.set_state("running");
         self.work.last_checkpoint = Instant::now();
-        let result = kafka::run(&self.member, &mut self.work, limits, stop)
-            .and_then(|_| self.work.checkpoint(&self.member));
-        self.measure_lag();
+        let result = self.membership.session(&mut self.work, |member, work| {
+            kafka::run(member, work, limits, stop)?;
+            work.checkpoint(member)?;
+            work.measure_lag(member);
+            Ok(())
+        });
         self.work.status.set_state(match &result {
             Ok(()) => "stopped",
             Err(_) => "failed",
         });
         result
-    }
-
-    /// Lag as of the run's end: statistics arrive once a second, so after a short run their
-    /// lag still describes its start. The partitions' end offsets they reported stand.
-    fn measure_lag(&self) {
-        let ends = self.member.end_offsets();
-        let lag = self
-            .work
-            .states
-            .iter()
-            .map(|(p, state)| {
-                ends.get(p)
-                    .map_or(0, |end| (end - state.next_offset).max(0))
-            })
-            .sum();
-        self.work.status.lag.store(lag, Ordering::Relaxed);
     }
 }
 
@@ -378,6 +366,21 @@ impl Pipeline for Work {
 }
 
 impl Work {
+    /// Lag as of the run's end: statistics arrive once a second, so after a short run their
+    /// lag still describes its start. The partitions' end offsets they reported stand.
+    fn measure_lag(&self, member: &GroupMember) {
+        let ends = member.end_offsets();
+        let lag = self
+            .states
+            .iter()
+            .map(|(p, state)| {
+                ends.get(p)
+                    .map_or(0, |end| (end - state.next_offset).max(0))
+            })
+            .sum();
+        self.status.lag.store(lag, Ordering::Relaxed);
+    }
+
     /// Makes the outputs so far durable, saves the changed partitions' state, then commits
     /// the offsets that state covers.
     fn checkpoint(&mut self, member: &GroupMember) -> Result<()> {

@@ -17,6 +17,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use super::queue::{FetchQueue, Fetched};
+use super::run::Pipeline;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 
@@ -35,6 +36,15 @@ const DEFAULTS: [(&str, &str); 8] = [
     // How long a broker holds a fetch that finds nothing new: it is also how long reaching
     // the end of a partition takes to notice (500 ms by default).
     ("fetch.wait.max.ms", "100"),
+];
+
+/// Group timings on the embedded broker. Its coordinator, once a member leaves (or stops
+/// heartbeating), holds the group in a rebalance for the session timeout less a second,
+/// even with no member left to wait for: with Kafka's 45 s default a re-run notebook cell
+/// would wait that long for its partitions. Real clusters keep librdkafka's defaults.
+const EMBEDDED_DEFAULTS: [(&str, &str); 2] = [
+    ("session.timeout.ms", "4000"),
+    ("heartbeat.interval.ms", "500"),
 ];
 
 /// Where a member reports what happens to it (a pipeline's live status).
@@ -172,6 +182,9 @@ impl GroupMember {
     ) -> Result<Self> {
         let mut defaults = DEFAULTS.to_vec();
         defaults.push(("client.id", client_id));
+        if crate::embedded::is_embedded(&kafka.bootstrap_servers) {
+            defaults.extend(EMBEDDED_DEFAULTS);
+        }
         let mut client = kafka.client_config(&defaults);
         client.set("group.id", group_id);
         let context = Context {
@@ -326,6 +339,89 @@ impl GroupMember {
     /// Each partition's end offset, as of the latest statistics.
     pub fn end_offsets(&self) -> HashMap<i32, i64> {
         self.consumer.context().shared().ends.clone()
+    }
+
+    /// The partitions assigned now.
+    fn assigned(&self) -> Vec<i32> {
+        self.consumer
+            .assignment()
+            .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A pipeline's place in its group, held only while it runs: a stopped pipeline (a
+/// finished notebook cell, a sink after `stop()`) leaves the group, so the others, or the
+/// next run, get its partitions at once rather than after a rebalance timeout.
+pub struct Membership {
+    kafka: KafkaConfig,
+    group_id: String,
+    topic: String,
+    client_id: &'static str,
+    observer: Arc<dyn Observer>,
+    timeout: Duration,
+    member: Option<GroupMember>,
+}
+
+impl Membership {
+    /// Joins at once (see [`GroupMember::join`]), so that a bad broker or topic fails here
+    /// and the first run finds its partitions assigned or on their way.
+    pub fn join(
+        kafka: &KafkaConfig,
+        group_id: &str,
+        topic: &str,
+        client_id: &'static str,
+        observer: Arc<dyn Observer>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let member =
+            GroupMember::join(kafka, group_id, topic, client_id, observer.clone(), timeout)?;
+        Ok(Membership {
+            kafka: kafka.clone(),
+            group_id: group_id.to_string(),
+            topic: topic.to_string(),
+            client_id,
+            observer,
+            timeout,
+            member: Some(member),
+        })
+    }
+
+    /// The member, joining the group again if an earlier run left it.
+    pub fn member(&mut self) -> Result<&GroupMember> {
+        let member = match self.member.take() {
+            Some(member) => member,
+            None => GroupMember::join(
+                &self.kafka,
+                &self.group_id,
+                &self.topic,
+                self.client_id,
+                self.observer.clone(),
+                self.timeout,
+            )?,
+        };
+        Ok(self.member.insert(member))
+    }
+
+    /// Runs `body` as a member, then leaves the group, after telling `pipeline` that every
+    /// partition it held is revoked (its per-partition state is the next owner's now).
+    pub fn session<P: Pipeline, T>(
+        &mut self,
+        pipeline: &mut P,
+        body: impl FnOnce(&GroupMember, &mut P) -> Result<T>,
+    ) -> Result<T> {
+        let member = self.member()?;
+        let result = body(member, pipeline);
+        let revoked = Change::Revoked {
+            partitions: member.assigned(),
+            lost: false,
+        };
+        let released = pipeline.apply(member, &[revoked]);
+        // Dropping the consumer closes it: it leaves the group.
+        self.member = None;
+        self.observer.assigned(Vec::new());
+        let value = result?;
+        released.map(|()| value)
     }
 }
 

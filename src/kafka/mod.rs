@@ -15,7 +15,7 @@ use rdkafka::client::{Client, ClientContext};
 use rdkafka::metadata::Metadata;
 
 pub use admin::create_topics;
-pub use member::{Change, GroupMember, Observer, Polled};
+pub use member::{Change, GroupMember, Membership, Observer, Polled};
 pub use queue::Fetched;
 pub use reader::read_topic;
 pub use run::{run, Flow, Pipeline, RunLimits, TICK};

@@ -327,7 +327,11 @@ mod tests {
         let results = store.put_all(&objects, &mut || false).unwrap();
         assert_eq!(results.len(), 41);
         assert!(results[..40].iter().all(|r| r.is_ok()));
-        assert!(results[40].as_ref().unwrap_err().to_string().contains("blocked"));
+        assert!(results[40]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("blocked"));
         for (key, body) in &bodies[..40] {
             assert_eq!(&fs::read(dir.path().join("lake").join(key)).unwrap(), body);
         }

@@ -24,7 +24,9 @@ pub use status::SinkStatus;
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
-use crate::kafka::{self, Change, Fetched, Flow, GroupMember, Pipeline, RunLimits, TICK};
+use crate::kafka::{
+    self, Change, Fetched, Flow, GroupMember, Membership, Pipeline, RunLimits, TICK,
+};
 use crate::lake::{
     LandedObject, Landing, Layout, ObjectStore, PartitionKey, Registered, Registry, TableSource,
 };
@@ -33,7 +35,7 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// A Kafka → lake sink: one consumer-group member.
 pub struct Sink {
-    member: GroupMember,
+    membership: Membership,
     work: Work,
 }
 
@@ -77,7 +79,7 @@ impl Sink {
     ) -> Result<Self> {
         config.validate()?;
         let status = Arc::new(SinkStatus::new());
-        let member = GroupMember::join(
+        let mut membership = Membership::join(
             kafka,
             &config.group_id,
             &config.topic,
@@ -85,7 +87,7 @@ impl Sink {
             status.clone(),
             connect_timeout,
         )?;
-        let topic_partitions = member.partition_count(connect_timeout);
+        let topic_partitions = membership.member()?.partition_count(connect_timeout);
         let source = TableSource {
             bootstrap_servers: kafka.bootstrap_servers.clone(),
             topic: config.topic.clone(),
@@ -105,7 +107,7 @@ impl Sink {
         };
         status.set_state("ready");
         Ok(Sink {
-            member,
+            membership,
             work: Work {
                 store,
                 config,
@@ -171,13 +173,14 @@ impl Sink {
     /// Consumes and lands records until `limits` or `stop` says so, then lands and commits
     /// what is buffered. `stop` is asked every ~100 ms.
     pub fn run(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()> {
-        let work = &mut self.work;
-        work.status.set_state("running");
-        let result = kafka::run(&self.member, work, limits, stop).and_then(|flow| match flow {
-            Flow::Continue => work.land_all(&self.member, stop),
-            Flow::Abandon => Ok(()),
+        self.work.status.set_state("running");
+        let result = self.membership.session(&mut self.work, |member, work| {
+            match kafka::run(member, work, limits, stop)? {
+                Flow::Continue => work.land_all(member, stop),
+                Flow::Abandon => Ok(()),
+            }
         });
-        work.status.set_state(match &result {
+        self.work.status.set_state(match &result {
             Ok(()) => "stopped",
             Err(_) => "failed",
         });
