@@ -24,12 +24,17 @@ pub const PRODUCER_DEFAULTS: [(&str, &str); 10] = [
 ];
 
 /// Settings that mark credentials: their values never appear in errors or reprs.
-const SECRET_KEYS: [&str; 4] = [
+const SECRET_KEYS: [&str; 6] = [
     "password",
     "secret",
+    "token",
+    "passphrase",
+    "private.key",
+    // sasl.oauthbearer.config carries client secrets inline.
     "sasl.oauthbearer.config",
-    "ssl.key.pem",
 ];
+/// Properties whose value is key material or a keystore, by their ending.
+const SECRET_ENDINGS: [&str; 3] = [".pem", ".key", ".jks"];
 
 /// Where a Kafka client connects and which librdkafka properties it overrides.
 #[derive(Clone, Default)]
@@ -85,7 +90,8 @@ impl KafkaConfig {
 
 /// Whether a property holds a credential.
 pub fn is_secret(key: &str) -> bool {
-    SECRET_KEYS.iter().any(|s| key.contains(s))
+    let key = key.to_ascii_lowercase().replace('_', ".");
+    SECRET_KEYS.iter().any(|s| key.contains(s)) || SECRET_ENDINGS.iter().any(|e| key.ends_with(e))
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -124,6 +130,32 @@ mod tests {
             !shown.contains("hunter2") && shown.contains("***"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn credentials_are_recognised_by_pattern_not_by_a_list() {
+        for key in [
+            "sasl.password",
+            "ssl.key.password",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "sasl.oauthbearer.assertion.private.key.pem",
+            "ssl.key.pem",
+            "ssl.keystore.password",
+            "some.vendor.token",
+            "ssl_certificate_pem",
+            "client.jks",
+        ] {
+            assert!(is_secret(key), "{key}");
+        }
+        for key in [
+            "bootstrap.servers",
+            "ssl.key.location",
+            "sasl.username",
+            "linger.ms",
+        ] {
+            assert!(!is_secret(key), "{key}");
+        }
     }
 
     #[test]

@@ -36,9 +36,10 @@ pub struct SendOptions {
 impl SendOptions {
     fn validate(&self) -> Result<()> {
         for (name, v) in [("rate", self.rate), ("speedup", self.speedup)] {
-            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+            if v.is_some_and(|v| !(PACE_MIN..=PACE_MAX).contains(&v)) {
                 return Err(Error::Config(format!(
-                    "{name} must be a positive number, got {v:?}"
+                    "{name} must be between {PACE_MIN:e} and {PACE_MAX:e}, got {}",
+                    v.unwrap_or_default()
                 )));
             }
         }
@@ -50,6 +51,11 @@ impl SendOptions {
         Ok(())
     }
 }
+
+/// Bounds of `rate` (messages per second) and `speedup`: beyond them a pause between two
+/// messages would be longer than a clock can hold, or shorter than it can tell.
+const PACE_MIN: f64 = 1e-6;
+const PACE_MAX: f64 = 1e12;
 
 /// What one `send` did. `failed > 0` means some messages were not acknowledged.
 #[derive(Debug, Clone, Default)]
@@ -160,9 +166,7 @@ pub struct Producer {
 impl Producer {
     /// Connects and fetches the topic's metadata, failing within `timeout` when no broker answers.
     pub fn new(config: KafkaConfig, topic: &str, timeout: Duration) -> Result<Self> {
-        if topic.is_empty() {
-            return Err(Error::Config("topic name is empty".into()));
-        }
+        crate::kafka::check_topic("topic", topic)?;
         let deliveries = Arc::new(Deliveries::default());
         let client_config = config.client_config(&PRODUCER_DEFAULTS);
         let message_timeout_ms = client_config
@@ -358,7 +362,7 @@ impl Producer {
     fn enqueue(&self, record: BaseRecord<'_, str, [u8]>) {
         let sent = send_waiting(
             record,
-            |r| self.inner.send(r),
+            |r| self.inner.send(r).map_err(Box::new),
             || {
                 self.inner.poll(Duration::from_millis(1));
             },

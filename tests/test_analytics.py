@@ -242,6 +242,50 @@ def test_restart_resumes_open_windows_without_repeats(broker, fresh_topic):
     )
 
 
+def test_a_tick_from_the_far_future_is_rejected_and_moves_no_watermark(kafka, topic):
+    ticks = make_ticks(n_per_symbol=40)
+    half = len(ticks) // 2
+    poison = {**ticks[half], "Date": "2999-12-31 00:00:00.000000"}
+    produce(kafka.bootstrap_servers, topic, [*ticks[:half], poison, *ticks[half:]])
+    a = analytics(kafka.bootstrap_servers, topic, window="1m")
+    status = a.run(stop_at_end=True)
+    assert (status.ticks, status.late, status.rejected) == (len(ticks), 0, 1)
+    assert "2999-12-31" in status.last_rejected and "max_future" in status.last_rejected
+    assert all(wm < "2999" for wm in status.watermarks.values())
+    # Every window closed as if the poison tick had never come.
+    got = windows_of(a.windows())
+    assert_frame_equal(got, expected_windows(ticks).sort("symbol", "window_start"), rel_tol=1e-9)
+
+
+def test_a_restart_with_another_indicator_keeps_the_old_and_starts_the_new(kafka, topic):
+    ticks = make_ticks(n_per_symbol=60)
+    produce(kafka.bootstrap_servers, topic, ticks)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    options = dict(window="1m", idle_timeout=0.5, keep=100_000)
+    first = ss.Analytics(kafka.bootstrap_servers, topic, group, indicators=["sma_5"], **options)
+    first.run(limit=len(ticks) // 2)
+    second = ss.Analytics(
+        kafka.bootstrap_servers, topic, group, indicators=["sma_5", "ema_20"], **options
+    )
+    status = second.run(stop_at_end=True)
+    assert any("added ['ema_20']" in w for w in status.warnings), status.warnings
+    got = second.indicators().sort("symbol", "time")
+    assert got.height > 0 and got.columns[-2:] == ["sma_5", "ema_20"]
+    # sma_5 carries on from the restored state: equal to one computed over every tick.
+    df = frame_of(ticks).sort("Index", "Date")
+    want = df.select(
+        symbol=pl.col("Index"),
+        time=pl.col("Date"),
+        sma_5=pl.col("Close").rolling_mean(5).over("Index"),
+    )
+    joined = got.join(want, on=["symbol", "time"], suffix="_want")
+    assert joined.height == got.height
+    assert_frame_equal(joined.select("sma_5"), joined.select(sma_5="sma_5_want"), rel_tol=1e-9)
+    # ema_20 started with the second run: each symbol's first value is that tick's price.
+    firsts = got.group_by("symbol").first()
+    assert firsts["ema_20"].to_list() == firsts["price"].to_list()
+
+
 def test_crash_loses_no_window_and_repeats_only_identical_ones(kafka, topic, tmp_path):
     ticks = make_ticks(n_per_symbol=400)
     produce(kafka.bootstrap_servers, topic, ticks)

@@ -65,14 +65,44 @@ def test_invalid_options_are_config_errors(kafka, topic):
     producer = ss.Producer(kafka.bootstrap_servers, topic)
     with pytest.raises(ss.ConfigError, match='unknown mode "shuffle"'):
         producer.send_csv(ss.BUNDLED_CSV, mode="shuffle")
-    with pytest.raises(ss.ConfigError, match="rate must be a positive number"):
-        producer.send_csv(ss.BUNDLED_CSV, rate=-1)
+    for rate in (-1, 0, 1e-20, float("nan"), float("inf"), 1e300):
+        with pytest.raises(ss.ConfigError, match="rate must be between"):
+            producer.send_csv(ss.BUNDLED_CSV, mode="sample", rate=rate)
+    with pytest.raises(ss.ConfigError, match="speedup must be between"):
+        producer.send_csv(ss.BUNDLED_CSV, speedup=1e-300)
     with pytest.raises(ss.ConfigError, match="either rate or speedup"):
         producer.send_csv(ss.BUNDLED_CSV, rate=1, speedup=2)
     with pytest.raises(ss.ConfigError, match="bootstrap_servers is empty"):
         ss.Producer("", topic)
-    with pytest.raises(ss.ConfigError, match="at least one symbol"):
+    with pytest.raises(ss.ConfigError, match="symbols must be between 1 and"):
         ss.TickSource.synthetic(0)
+    with pytest.raises(ss.ConfigError, match="symbols must be between 1 and"):
+        ss.TickSource.synthetic(10**12)
+    with pytest.raises(ss.ConfigError, match="interval must be between"):
+        ss.TickSource.synthetic(3, interval=1e300)
+
+
+def test_topic_names_that_kafka_would_refuse_or_that_escape_a_folder_are_config_errors(
+    kafka, tmp_path
+):
+    for bad in ("a/b", "../up", "x" * 300, "with space"):
+        with pytest.raises(ss.ConfigError, match="not a valid Kafka topic name"):
+            ss.Producer(kafka.bootstrap_servers, bad)
+        with pytest.raises(ss.ConfigError, match="not a valid Kafka topic name"):
+            ss.LakeSink(kafka.bootstrap_servers, bad, "g", str(tmp_path / "lake"))
+        with pytest.raises(ss.ConfigError, match="not a valid Kafka topic name"):
+            ss.Analytics(kafka.bootstrap_servers, "ticks", "g", windows_topic=bad, window="1m")
+    assert not (tmp_path / "lake").exists()
+
+
+def test_a_table_too_large_for_memory_is_refused_before_allocating():
+    with pytest.raises(ss.ConfigError, match="rows must be at most"):
+        ss.synthetic_ticks(10**12, 3)
+
+
+def test_synthetic_ticks_past_the_year_9999_are_an_error_not_an_overflow():
+    with pytest.raises(ss.ConfigError, match="year 9999"):
+        ss.synthetic_ticks(10_000, 1, start="9990-01-01", interval=86400.0 * 365)
 
 
 def test_secrets_do_not_leak_into_errors(kafka, topic):

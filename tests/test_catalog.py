@@ -52,6 +52,21 @@ def test_crawl_finds_tables_partitions_and_columns(lake):
     assert got.schema["date"] == pl.Date
 
 
+def test_symbol_folders_that_look_like_numbers_stay_text(tmp_path):
+    root = tmp_path / "lake"
+    put(root, "hk/symbol=0700/part-hk-0-0.parquet", ticks("0700", 1.5))
+    put(root, "hk/symbol=0005/part-hk-1-0.parquet", ticks("0005", 2.5))
+    report = ss.crawl(str(root))
+    assert report.conflicts == [] and report.skipped == []
+    db = ss.Lake(str(root))
+    assert db.sql("SELECT symbol FROM hk ORDER BY symbol")["symbol"].to_list() == ["0005", "0700"]
+    # A later symbol that is not a number joins the same text column.
+    put(root, "hk/symbol=AAPL/part-hk-2-0.parquet", ticks("AAPL", 3.5))
+    assert ss.crawl(str(root)).skipped == []
+    got = db.sql("SELECT symbol FROM hk ORDER BY symbol")["symbol"].to_list()
+    assert got == ["0005", "0700", "AAPL"]
+
+
 def test_a_second_crawl_reads_only_new_objects(lake):
     ss.crawl(str(lake))
     again = ss.crawl(str(lake))

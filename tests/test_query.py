@@ -201,6 +201,22 @@ def test_sql_errors_name_what_is_wrong(local_lake):
         db.sql("SELECT 1", engine="spark")
 
 
+def test_sql_reads_only_the_lake_not_files_by_path(local_lake, tmp_path):
+    lake, _ = local_lake
+    outside = tmp_path / "outside.csv"
+    outside.write_text("secret\n42\n")
+    db = ss.Lake(str(lake))
+    for query in (
+        f"SELECT * FROM read_csv('{outside}')",
+        f"SELECT * FROM stock_market JOIN read_csv('{outside}') o ON true",
+        f"WITH o AS (SELECT * FROM read_csv('{outside}')) SELECT * FROM o",
+    ):
+        with pytest.raises(ss.QueryError, match="reads outside the lake"):
+            db.sql(query)
+    # A string that merely mentions a table function is data, not a read.
+    assert db.sql(f"SELECT 'read_csv({outside})' AS t FROM stock_market LIMIT 1").height == 1
+
+
 def test_a_missing_local_lake_is_not_created(tmp_path):
     with pytest.raises(ss.NotFoundError, match="does not exist"):
         ss.Lake(str(tmp_path / "nowhere"))

@@ -254,6 +254,39 @@ def test_bad_records_are_quarantined_with_their_offsets(kafka, topic, tmp_path):
     assert all(r["topic"] == topic and r["partition"] == 0 for r in rejected)
 
 
+def test_a_symbol_too_long_for_a_folder_name_is_quarantined_not_retried(kafka, topic, tmp_path):
+    good = {"Index": "NYA", "Date": "2021-01-04", "Close": 2.0}
+    values = [
+        json.dumps(good).encode(),
+        json.dumps({**good, "Index": "X" * 300}).encode(),
+        json.dumps({**good, "Date": "2021-01-05"}).encode(),
+    ]
+    _produce_raw(kafka.bootstrap_servers, topic, values)
+    lake = tmp_path / "lake"
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by="symbol"
+    )
+    status = sink.run(stop_at_end=True, duration=60)
+    assert (status.written, status.rejected, status.errors) == (2, 1, 0)
+    (line,) = [
+        json.loads(line)
+        for f in (lake / "_rejected" / topic).glob("*.json")
+        for line in f.read_text().splitlines()
+    ]
+    assert line["offset"] == 1 and "at most 255" in line["error"]
+
+
+def test_a_field_named_like_a_kafka_metadata_column_is_quarantined(kafka, topic, tmp_path):
+    good = {"Index": "NYA", "Date": "2021-01-04", "Close": 2.0}
+    values = [json.dumps(good).encode(), json.dumps({**good, "_kafka_offset": 99}).encode()]
+    _produce_raw(kafka.bootstrap_servers, topic, values)
+    lake = tmp_path / "lake"
+    sink = ss.LakeSink(kafka.bootstrap_servers, topic, group_id(), str(lake), kafka_metadata=True)
+    status = sink.run(stop_at_end=True, duration=60)
+    assert (status.written, status.rejected, status.errors) == (1, 1, 0)
+    assert read_local_parquet(lake, topic)["_kafka_offset"].to_list() == [0]
+
+
 def test_a_new_column_widens_the_schema_instead_of_failing(kafka, topic, tmp_path):
     base = {"Index": "NYA", "Date": "2021-01-04", "Open": 1.0}
     values = [json.dumps(base).encode(), json.dumps({**base, "Venue": "NYSE"}).encode()]

@@ -310,6 +310,8 @@ class AnalyticsStatus:
     def last_error(self) -> str | None: ...
     @property
     def last_rejected(self) -> str | None: ...
+    @property
+    def warnings(self) -> list[str]: ...
     def _repr_html_(self) -> str: ...
 
 @final
@@ -327,6 +329,7 @@ class Analytics:
         indicators: str | Sequence[str] | None = None,
         alerts: str | Sequence[str] | None = None,
         allowed_lateness: str | float | None = None,
+        max_future: str | float | None = None,
         idle_timeout: float = 10.0,
         windows_topic: str | None = None,
         indicators_topic: str | None = None,

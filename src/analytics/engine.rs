@@ -8,7 +8,7 @@
 //! serialisable, so a partition's state can be checkpointed and restored as one value.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -171,10 +171,23 @@ struct SymbolState {
     sides: Vec<Option<bool>>,
 }
 
+/// What a snapshot was computed for: the parts of a [`Spec`] its state depends on, so that
+/// a job restarted with other settings can tell what it restores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Settings {
+    /// Window size and slide, µs.
+    window: Option<(i64, i64)>,
+    indicators: Vec<String>,
+    rules: Vec<String>,
+}
+
 /// One Kafka partition's event-time state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionState {
     pub partition: i32,
+    /// `None` in snapshots of versions that did not record them.
+    #[serde(default)]
+    settings: Option<Settings>,
     /// The first offset this state has not seen.
     pub next_offset: i64,
     max_time: Option<i64>,
@@ -189,6 +202,7 @@ impl PartitionState {
     pub fn new(partition: i32, next_offset: i64) -> Self {
         PartitionState {
             partition,
+            settings: None,
             next_offset,
             max_time: None,
             watermark: None,
@@ -222,6 +236,98 @@ impl PartitionState {
 }
 
 impl Spec {
+    /// A partition's state before its first tick, recording these settings.
+    pub fn state(&self, partition: i32, next_offset: i64) -> PartitionState {
+        PartitionState {
+            settings: Some(self.settings()),
+            ..PartitionState::new(partition, next_offset)
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            window: self.window.map(|w| (w.size, w.slide)),
+            indicators: self.indicators.iter().map(|i| i.name.clone()).collect(),
+            rules: self.rules.iter().map(|r| r.text.clone()).collect(),
+        }
+    }
+
+    /// Fits restored state to these settings: indicators and rules are matched by name
+    /// (new ones start empty, removed ones are dropped), and open windows of another size
+    /// or slide are dropped (windows start afresh). Returns what changed, if anything.
+    pub fn adopt(&self, st: &mut PartitionState) -> Option<String> {
+        let now = self.settings();
+        let then = st.settings.replace(now.clone());
+        // Older snapshots name nothing: their shape is trusted only if it fits.
+        let then = then.unwrap_or_else(|| {
+            let fits = st.symbols.values().all(|s| {
+                s.indicators.len() == now.indicators.len() && s.sides.len() == now.rules.len()
+            });
+            if fits {
+                now.clone()
+            } else {
+                Settings {
+                    window: now.window,
+                    indicators: Vec::new(),
+                    rules: Vec::new(),
+                }
+            }
+        });
+        if then == now {
+            return None;
+        }
+        for sym in st.symbols.values_mut() {
+            let mut old: HashMap<&str, IndicatorState> = then
+                .indicators
+                .iter()
+                .map(String::as_str)
+                .zip(std::mem::take(&mut sym.indicators))
+                .collect();
+            sym.indicators = self
+                .indicators
+                .iter()
+                .map(|i| {
+                    old.remove(i.name.as_str())
+                        .unwrap_or_else(|| IndicatorState::new(i.kind))
+                })
+                .collect();
+            let old: HashMap<&str, Option<bool>> = then
+                .rules
+                .iter()
+                .map(String::as_str)
+                .zip(std::mem::take(&mut sym.sides))
+                .collect();
+            sym.sides = now
+                .rules
+                .iter()
+                .map(|r| old.get(r.as_str()).copied().flatten())
+                .collect();
+            if then.window != now.window {
+                sym.bars.clear();
+            }
+        }
+        if then.window != now.window {
+            st.next_close = None;
+        }
+        let names = |of: &[String], not_in: &[String]| -> Vec<String> {
+            of.iter().filter(|n| !not_in.contains(n)).cloned().collect()
+        };
+        Some(format!(
+            "partition {}: restored state of other settings: indicators added {:?}, removed {:?}; \
+             rules added {:?}, removed {:?}{}",
+            st.partition,
+            names(&now.indicators, &then.indicators),
+            names(&then.indicators, &now.indicators),
+            names(&now.rules, &then.rules),
+            names(&then.rules, &now.rules),
+            if then.window != now.window {
+                "; the window changed, so open windows start afresh"
+            } else {
+                ""
+            }
+        ))
+    }
+
     /// Takes one tick; everything it makes ready is handed to `out`.
     pub fn add(&self, st: &mut PartitionState, tick: Tick, out: &mut dyn FnMut(Output)) {
         st.next_offset = st.next_offset.max(tick.offset + 1);
@@ -475,6 +581,50 @@ mod tests {
         let mut outs = Vec::new();
         spec.flush(&mut st, &mut |o| outs.push(o));
         assert_eq!(bars(&outs), [(3, 4.0, 4.0, 1)]);
+    }
+
+    fn with_indicators(names: &[&str], window: &str) -> Spec {
+        Spec::new(
+            Some(WindowSpec::new(parse_duration(window).unwrap(), None).unwrap()),
+            names.iter().map(|n| Indicator::parse(n).unwrap()).collect(),
+            Vec::new(),
+            0,
+        )
+        .unwrap()
+    }
+
+    fn last_values(outs: &[Output]) -> Vec<Option<f64>> {
+        outs.iter()
+            .rev()
+            .find_map(|o| match o {
+                Output::Indicators(i) => Some(i.values.clone()),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn state_restored_under_other_indicators_keeps_the_common_ones_and_starts_the_new() {
+        let ticks: Vec<(i64, f64)> = (0..8).map(|i| (i * 1_000_000, 10.0 + i as f64)).collect();
+        let before = with_indicators(&["sma_3"], "1m");
+        let mut st = before.state(0, 0);
+        feed(&before, &mut st, &ticks[..5]);
+        let json = serde_json::to_string(&st).unwrap();
+        let mut restored: PartitionState = serde_json::from_str(&json).unwrap();
+        let after = with_indicators(&["ema_2", "sma_3"], "1m");
+        let change = after.adopt(&mut restored).unwrap();
+        assert!(change.contains("added [\"ema_2\"]"), "{change}");
+        let outs = feed(&after, &mut restored, &ticks[5..6]);
+        // sma_3 goes on over ticks 3..=5; ema_2 starts at the price of its first tick.
+        assert_eq!(last_values(&outs), [Some(15.0), Some(14.0)]);
+        // The same settings again: nothing to migrate.
+        assert!(after.adopt(&mut restored).is_none());
+        let back = with_indicators(&["sma_3"], "2m");
+        let change = back.adopt(&mut restored).unwrap();
+        assert!(change.contains("removed [\"ema_2\"]") && change.contains("afresh"));
+        assert_eq!(restored.open_windows(), 0);
+        let outs = feed(&back, &mut restored, &ticks[6..7]);
+        assert_eq!(last_values(&outs), [Some(15.0)]);
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct AnalyticsConfig {
     pub state_topic: String,
     /// How many recent outputs of each kind are kept for [`Analytics::recent`].
     pub keep: usize,
+    /// Ticks dated more than this ahead of the wall clock (µs) are rejected: one bad
+    /// clock would otherwise push the watermark past every later tick, for good.
+    pub max_future: i64,
 }
 
 impl AnalyticsConfig {
@@ -70,6 +73,7 @@ impl AnalyticsConfig {
             topics: [None, None, None, None],
             state_topic: format!("{group_id}-state"),
             keep: 10_000,
+            max_future: 86_400_000_000,
         }
     }
 
@@ -83,7 +87,10 @@ impl AnalyticsConfig {
                 return Err(Error::Config(format!("{name} is empty")));
             }
         }
+        crate::kafka::check_topic("topic", &self.topic)?;
+        crate::kafka::check_topic("state_topic", &self.state_topic)?;
         for t in self.topics.iter().flatten() {
+            crate::kafka::check_topic("output topic", t)?;
             if *t == self.topic || *t == self.state_topic {
                 return Err(Error::Config(format!(
                     "output topic {t:?} is also the input or state topic"
@@ -195,7 +202,7 @@ impl Emitter {
         let record = BaseRecord::to(topic).key(key).payload(payload);
         let sent = send_waiting(
             record,
-            |r| self.producer.send(r),
+            |r| self.producer.send(r).map_err(Box::new),
             || std::thread::sleep(Duration::from_millis(1)),
         );
         if let Err(e) = sent {
@@ -401,7 +408,7 @@ impl Work {
         let state = self
             .states
             .entry(partition)
-            .or_insert_with(|| PartitionState::new(partition, offset));
+            .or_insert_with(|| self.config.spec.state(partition, offset));
         if offset < state.next_offset {
             // Already part of the restored state (read again after a crash before a commit).
             return;
@@ -413,6 +420,19 @@ impl Work {
                 self.status.reject(format!(
                     "{}[{partition}]@{offset}: {why}",
                     self.config.topic
+                ));
+            }
+            Ok(tick)
+                if tick.time
+                    > crate::source::time::now_micros().saturating_add(self.config.max_future) =>
+            {
+                state.next_offset = offset + 1;
+                self.status.reject(format!(
+                    "{}[{partition}]@{offset}: event time {} is more than {} s ahead of the \
+                     clock (max_future)",
+                    self.config.topic,
+                    output::iso(tick.time),
+                    self.config.max_future / 1_000_000
                 ));
             }
             Ok(tick) => {
@@ -490,7 +510,10 @@ impl Work {
         let mut snapshots = self.read_snapshots()?;
         let now = Instant::now();
         for p in assigned {
-            if let Some(state) = snapshots.remove(&p) {
+            if let Some(mut state) = snapshots.remove(&p) {
+                if let Some(change) = self.config.spec.adopt(&mut state) {
+                    self.status.warn(change);
+                }
                 self.states.insert(p, state);
                 self.last_seen.insert(p, now);
             }

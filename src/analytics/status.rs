@@ -38,7 +38,12 @@ pub struct Detail {
     pub assigned: Vec<i32>,
     /// Event-time watermark by partition, microseconds.
     pub watermarks: Vec<(i32, i64)>,
+    /// Things done differently than asked, or worth knowing (the latest few).
+    pub warnings: Vec<String>,
 }
+
+/// Warnings kept in a status: the latest ones.
+const WARNINGS_KEPT: usize = 20;
 
 impl AnalyticsStatus {
     pub fn new() -> Self {
@@ -67,6 +72,15 @@ impl AnalyticsStatus {
     pub fn error(&self, message: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.with_detail(|d| d.last_error = Some(message));
+    }
+
+    pub fn warn(&self, message: String) {
+        self.with_detail(|d| {
+            if d.warnings.len() == WARNINGS_KEPT {
+                d.warnings.remove(0);
+            }
+            d.warnings.push(message);
+        });
     }
 
     pub fn reject(&self, message: String) {

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::local::{read_json, write_json, CATALOG_DIR};
 use super::schema::object_schema;
-use super::{table_name, Catalog, Column, HiveType, Table};
+use super::{partition_column, table_name, Catalog, Column, HiveType, Table};
 use crate::error::{Error, Result};
-use crate::lake::{is_hidden, partition_of, Format, ObjectName};
+use crate::lake::{is_hidden, partition_of, Format, ObjectName, PartitionKey};
 use crate::lake::{ObjectMeta, ObjectStore};
 use crate::parallel;
 
@@ -289,7 +289,9 @@ fn landed_by_sink(table: &Table, key: &str) -> bool {
 }
 
 /// A table for a folder seen for the first time: its partition keys come from the first
-/// readable object's folders, their types from all the values found.
+/// readable object's folders. The sink's own folder keys get the sink's types (a symbol is
+/// text even when the first ones look like numbers, as `0700` does); others are typed from
+/// all the values found.
 fn new_table(database: &str, folder: &str, found: &[Found]) -> Option<Table> {
     let first = found.iter().find(|f| f.columns.is_ok())?;
     let format = Format::of(&first.key)?;
@@ -298,6 +300,9 @@ fn new_table(database: &str, folder: &str, found: &[Found]) -> Option<Table> {
         .iter()
         .enumerate()
         .map(|(i, key)| {
+            if PartitionKey::parse(key).is_ok_and(|k| k.name() == *key) {
+                return partition_column(key);
+            }
             let values: Vec<&str> = found
                 .iter()
                 .filter(|f| f.partition.len() == keys.len())

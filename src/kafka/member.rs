@@ -5,6 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -411,7 +412,19 @@ impl Membership {
         body: impl FnOnce(&GroupMember, &mut P) -> Result<T>,
     ) -> Result<T> {
         let member = self.member()?;
-        let result = body(member, pipeline);
+        // A bug in a pipeline must not leave a notebook's job "running" for ever: it ends
+        // the run like any error, and the revoke below drops its per-partition state.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| body(member, pipeline)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(Error::Io(format!(
+                    "stopped by an internal error (a bug: please report it): {what}"
+                )))
+            });
         let revoked = Change::Revoked {
             partitions: member.assigned(),
             lost: false,
@@ -540,5 +553,97 @@ mod tests {
         assert!(largest > 1, "messages came one per poll");
         member.commit(&[(0, next[&0]), (1, next[&1])]).unwrap();
         assert_eq!(seen.errors.load(Ordering::Relaxed), 0);
+    }
+
+    /// Counts what it is given; panics on its first message if asked to.
+    struct Counting {
+        panic: bool,
+        messages: usize,
+        held: HashSet<i32>,
+    }
+
+    impl Pipeline for Counting {
+        fn apply(&mut self, _: &GroupMember, changes: &[Change]) -> Result<()> {
+            for change in changes {
+                match change {
+                    Change::Assigned(p) => self.held.extend(p),
+                    Change::Revoked { partitions, .. } => partitions.iter().for_each(|p| {
+                        self.held.remove(p);
+                    }),
+                }
+            }
+            Ok(())
+        }
+        fn take(
+            &mut self,
+            _: &GroupMember,
+            messages: &[Fetched<'_>],
+            _: &mut dyn FnMut() -> bool,
+        ) -> Result<crate::kafka::Flow> {
+            assert!(!self.panic, "poisoned");
+            self.messages += messages.len();
+            Ok(crate::kafka::Flow::Continue)
+        }
+        fn tick(
+            &mut self,
+            _: &GroupMember,
+            _: &mut dyn FnMut() -> bool,
+        ) -> Result<crate::kafka::Flow> {
+            Ok(crate::kafka::Flow::Continue)
+        }
+        fn drained(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_panicking_run_ends_as_an_error_leaves_the_group_and_can_run_again() {
+        let kafka = EmbeddedKafka::start(1, 2).unwrap();
+        kafka.create_topic("t", Some(2)).unwrap();
+        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
+        let producer: BaseProducer = config.client_config(&[]).create().unwrap();
+        for i in 0..10 {
+            let value = i.to_string();
+            producer
+                .send(BaseRecord::<(), _>::to("t").payload(&value))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let timeout = Duration::from_secs(10);
+        let mut membership = Membership::join(
+            &config,
+            "g",
+            "t",
+            "test",
+            Arc::new(Seen::default()),
+            timeout,
+        )
+        .unwrap();
+        let limits = crate::kafka::RunLimits {
+            limit: None,
+            duration: Some(Duration::from_secs(30)),
+            stop_at_end: true,
+        };
+        let mut pipeline = Counting {
+            panic: true,
+            messages: 0,
+            held: HashSet::new(),
+        };
+        let err = membership
+            .session(&mut pipeline, |m, p| {
+                crate::kafka::run(m, p, &limits, &mut || false)
+            })
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("internal error") && err.to_string().contains("poisoned"));
+        assert!(pipeline.held.is_empty(), "the partitions were not revoked");
+        pipeline.panic = false;
+        membership
+            .session(&mut pipeline, |m, p| {
+                crate::kafka::run(m, p, &limits, &mut || false)
+            })
+            .unwrap();
+        assert_eq!(pipeline.messages, 10);
+        assert!(pipeline.held.is_empty());
     }
 }

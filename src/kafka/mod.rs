@@ -24,6 +24,27 @@ pub use send::{flush, send_waiting, serve_reports};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 
+/// Checks `name` (the value of argument `what`) is a name Kafka accepts for a topic: 1 to
+/// 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`. Topic names become lake folders and object
+/// names too, so anything else is refused before it reaches a broker or a path.
+pub fn check_topic(what: &str, name: &str) -> Result<()> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty()
+        || name.len() > 249
+        || name == "."
+        || name == ".."
+        || !name.chars().all(legal)
+    {
+        let shown: String = name.chars().take(60).collect();
+        return Err(Error::Config(format!(
+            "{what} {shown:?}{} is not a valid Kafka topic name: use 1 to 249 letters, digits, \
+             '.', '_' or '-'",
+            if shown.len() < name.len() { "…" } else { "" }
+        )));
+    }
+    Ok(())
+}
+
 /// The partition ids of the topics in `meta` that exist (no metadata error).
 pub fn partition_ids(meta: &Metadata) -> Vec<i32> {
     meta.topics()
@@ -57,5 +78,33 @@ fn require_topic<C: ClientContext>(
             "topic {topic:?} does not exist on {}: create it, or start the producer first",
             kafka.bootstrap_servers
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_are_checked_as_kafka_does() {
+        for good in ["ticks", "stock-market", "a.b_c-1", &"t".repeat(249)] {
+            assert!(check_topic("topic", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            "ticks\n",
+            "é",
+            &"t".repeat(250),
+        ] {
+            let err = check_topic("topic", bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("topic ") && err.contains("not a valid"),
+                "{err}"
+            );
+        }
     }
 }

@@ -10,10 +10,13 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::util::IntoOpaque;
 
 /// Sends `record` with `send`, calling `wait` (serve delivery reports, or sleep) while the
-/// queue is full. Other errors are returned: the record was not handed over.
+/// queue is full. Other errors are returned: the record was not handed over. (`send` boxes
+/// the crate's refusal, which is large, so that the common `Ok` stays small.)
 pub fn send_waiting<'a, K, P, D>(
     mut record: BaseRecord<'a, K, P, D>,
-    mut send: impl FnMut(BaseRecord<'a, K, P, D>) -> Result<(), (KafkaError, BaseRecord<'a, K, P, D>)>,
+    mut send: impl FnMut(
+        BaseRecord<'a, K, P, D>,
+    ) -> Result<(), Box<(KafkaError, BaseRecord<'a, K, P, D>)>>,
     mut wait: impl FnMut(),
 ) -> Result<(), KafkaError>
 where
@@ -24,11 +27,13 @@ where
     loop {
         match send(record) {
             Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                wait();
-            }
-            Err((e, _)) => return Err(e),
+            Err(refused) => match *refused {
+                (KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r) => {
+                    record = r;
+                    wait();
+                }
+                (e, _) => return Err(e),
+            },
         }
     }
 }

@@ -7,6 +7,12 @@ use chrono::{DateTime, Datelike, Timelike};
 
 use crate::error::{Error, Result};
 
+/// Longest file or folder name local file systems take.
+const MAX_NAME_BYTES: usize = 255;
+/// Longest partition path: with a table name and an object name it stays within an S3 key's
+/// 1,024 bytes for any prefix of up to ~250 bytes.
+const MAX_PATH_BYTES: usize = 512;
+
 /// The file format of the lake's data objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -126,6 +132,25 @@ impl Layout {
             })
             .collect();
         parts.join("/")
+    }
+
+    /// Why `path` (from [`Self::partition_path`]) cannot be a folder, if it cannot: a local
+    /// file system takes at most 255 bytes per name, and S3 keys at most 1,024 bytes in all
+    /// (prefix, table and object name included, hence the smaller bound on the path).
+    pub fn unfit_path(path: &str) -> Option<String> {
+        if let Some(long) = path.split('/').find(|c| c.len() > MAX_NAME_BYTES) {
+            let (key, _) = long.split_once('=').unwrap_or((long, ""));
+            return Some(format!(
+                "its folder {key}=… would be {} bytes long; a folder name may have at most {MAX_NAME_BYTES}",
+                long.len()
+            ));
+        }
+        (path.len() > MAX_PATH_BYTES).then(|| {
+            format!(
+                "its folders would be {} bytes long; they may have at most {MAX_PATH_BYTES}",
+                path.len()
+            )
+        })
     }
 
     /// What a record's folder depends on: its symbol (if folders name it) and its hour or

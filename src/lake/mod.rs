@@ -117,7 +117,19 @@ impl LakeUrl {
                 "lake {text:?}: scheme {scheme:?} is not supported (use s3:// or a local directory)"
             )));
         }
-        Ok(LakeUrl::Local(PathBuf::from(path)))
+        Ok(LakeUrl::Local(expand_home(path)))
+    }
+}
+
+/// `~` and `~/dir` as a shell would read them (a folder literally named `~` is never meant).
+fn expand_home(path: &str) -> PathBuf {
+    let home = || std::env::var_os("HOME").filter(|h| !h.is_empty());
+    match path.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => match home() {
+            Some(home) => PathBuf::from(home).join(rest.trim_start_matches('/')),
+            None => PathBuf::from(path),
+        },
+        _ => PathBuf::from(path),
     }
 }
 
@@ -157,6 +169,19 @@ mod tests {
         assert_eq!(
             LakeUrl::parse("lake").unwrap(),
             LakeUrl::Local("lake".into())
+        );
+    }
+
+    #[test]
+    fn a_tilde_means_the_home_directory() {
+        let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+        assert_eq!(
+            LakeUrl::parse("~/lakes/x").unwrap(),
+            LakeUrl::Local(home.join("lakes/x"))
+        );
+        assert_eq!(
+            LakeUrl::parse("~x").unwrap(),
+            LakeUrl::Local(PathBuf::from("~x"))
         );
     }
 

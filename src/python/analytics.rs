@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 ///     assigned: the Kafka partitions this member owns.
 ///     watermarks: event-time watermark by partition (ISO 8601).
 ///     errors: Kafka, delivery, callback and checkpoint errors; last_error: the latest one.
+///     warnings: the latest notices (e.g. state restored from a run with other settings).
 #[pyclass(
     name = "AnalyticsStatus",
     module = "stockstream._core",
@@ -63,6 +64,7 @@ pub struct PyAnalyticsStatus {
     errors: u64,
     last_error: Option<String>,
     last_rejected: Option<String>,
+    warnings: Vec<String>,
 }
 
 impl PyAnalyticsStatus {
@@ -93,6 +95,7 @@ impl PyAnalyticsStatus {
             errors: load(&status.errors),
             last_error: detail.last_error,
             last_rejected: detail.last_rejected,
+            warnings: detail.warnings,
         }
     }
 
@@ -129,6 +132,9 @@ impl PyAnalyticsStatus {
             if let Some(v) = value {
                 rows.push((name, v.clone()));
             }
+        }
+        for warning in &self.warnings {
+            rows.push(("warning", warning.clone()));
         }
         html_table("Analytics", &rows)
     }
@@ -172,6 +178,8 @@ impl PyAnalyticsStatus {
 ///         ``"for NYA,IXIC"``. Indicators a rule names are computed even if not listed.
 ///     allowed_lateness: how far behind the latest event time a tick may arrive and still
 ///         count (``"30s"``; default 0).
+///     max_future: ticks dated further ahead of the wall clock are rejected (counted in
+///         ``rejected``) and never move the watermark (``"1d"`` by default).
 ///     idle_timeout: seconds without messages after which a partition's windows close (10).
 ///     windows_topic, indicators_topic, alerts_topic, late_topic: output topics (JSON),
 ///         created if missing; None: not produced.
@@ -288,7 +296,7 @@ impl PyAnalytics {
     #[new]
     #[pyo3(signature = (
         bootstrap_servers, topic, group_id="stockstream-analytics", *, window=None, slide=None,
-        indicators=None, alerts=None, allowed_lateness=None, idle_timeout=10.0,
+        indicators=None, alerts=None, allowed_lateness=None, max_future=None, idle_timeout=10.0,
         windows_topic=None, indicators_topic=None, alerts_topic=None, late_topic=None,
         state_topic=None, checkpoint_interval=2.0, callback=None, callback_kinds=None,
         keep=10_000, symbol_field="Index", time_field="Date", price_field="Close",
@@ -305,6 +313,7 @@ impl PyAnalytics {
         indicators: Option<&Bound<'_, PyAny>>,
         alerts: Option<&Bound<'_, PyAny>>,
         allowed_lateness: Option<&Bound<'_, PyAny>>,
+        max_future: Option<&Bound<'_, PyAny>>,
         idle_timeout: f64,
         windows_topic: Option<String>,
         indicators_topic: Option<String>,
@@ -354,6 +363,9 @@ impl PyAnalytics {
             price: price_field.to_string(),
             volume: (!volume_field.is_empty()).then(|| volume_field.to_string()),
         };
+        if let Some(ahead) = max_future {
+            cfg.max_future = event_duration("max_future", ahead)?;
+        }
         cfg.idle_timeout = seconds("idle_timeout", idle_timeout)?;
         cfg.checkpoint_interval = seconds("checkpoint_interval", checkpoint_interval)?;
         cfg.topics = [windows_topic, indicators_topic, alerts_topic, late_topic];

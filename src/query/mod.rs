@@ -3,6 +3,7 @@
 //! and column projection, by Polars SQL. Athena is the other engine, for tables in Glue.
 
 mod athena;
+mod reads;
 pub mod tail;
 
 use std::collections::HashSet;
@@ -108,6 +109,7 @@ impl Lake {
         query: &str,
         live: Option<&TailBounds>,
     ) -> Result<(DataFrame, Vec<TailInfo>)> {
+        reads::only_tables(query)?;
         let names = extract_table_identifiers(query, false, true).map_err(sql_error)?;
         let mut context = SQLContext::new();
         let mut missing = Vec::new();

@@ -68,6 +68,9 @@ pub struct Batch {
     found: Vec<Option<usize>>,
 }
 
+/// The columns `kafka_metadata` adds to every record.
+pub const KAFKA_COLUMNS: [&str; 3] = ["_kafka_partition", "_kafka_offset", "_kafka_timestamp"];
+
 impl Batch {
     /// An empty batch. `store_columns` is false for NDJSON, where columns only track types.
     pub fn new(first_offset: i64, store_columns: bool, meta_partition: Option<i32>) -> Self {
@@ -107,6 +110,13 @@ impl Batch {
             let index = self.column_index(i, name);
             let repeated = match index {
                 Some(c) => std::mem::replace(&mut self.columns[c].stamp, self.stamp) == self.stamp,
+                None if self.meta.is_some() && KAFKA_COLUMNS.contains(&name.as_ref()) => {
+                    self.found = found;
+                    return Err(format!(
+                        "field {name:?} has the name of a Kafka metadata column \
+                         (kafka_metadata=True adds it)"
+                    ));
+                }
                 None => {
                     new_names.contains(&name.as_ref()) || {
                         new_names.push(name);

@@ -188,9 +188,15 @@ impl SinkConfig {
                 return Err(Error::Config(format!("{name} is empty")));
             }
         }
-        if self.table.starts_with(['_', '.']) || self.table.contains(['/', '=']) {
+        crate::kafka::check_topic("topic", &self.topic)?;
+        if self.table.starts_with(['_', '.'])
+            || self.table.contains(['/', '\\', '='])
+            || self.table.chars().any(char::is_control)
+            || self.table.len() > 255
+        {
             return Err(Error::Config(format!(
-                "table {:?}: a table name may not start with '_' or '.' or contain '/' or '='",
+                "table {:?}: a table name may not start with '_' or '.', contain '/', '\\', '=' \
+                 or control characters, or be longer than 255 bytes",
                 self.table
             )));
         }

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use polars::prelude::*;
 
-use super::batch::{Batch, Values};
+use super::batch::{Batch, Values, KAFKA_COLUMNS};
 use crate::error::{Error, Result};
 use crate::lake::Format;
 
@@ -37,14 +37,14 @@ pub fn frame(batch: &Batch) -> Result<DataFrame> {
     let mut columns: Vec<Column> = batch.columns.iter().map(column).collect();
     if let Some(meta) = &batch.meta {
         columns.push(
-            Int32Chunked::full("_kafka_partition".into(), meta.partition, batch.rows).into_column(),
+            Int32Chunked::full(KAFKA_COLUMNS[0].into(), meta.partition, batch.rows).into_column(),
         );
         columns.push(
-            Int64Chunked::from_vec("_kafka_offset".into(), meta.offsets.clone()).into_column(),
+            Int64Chunked::from_vec(KAFKA_COLUMNS[1].into(), meta.offsets.clone()).into_column(),
         );
         columns.push(
             Int64Chunked::from_iter_options(
-                "_kafka_timestamp".into(),
+                KAFKA_COLUMNS[2].into(),
                 meta.timestamps.iter().map(|t| t.map(|ms| ms * 1000)),
             )
             .into_datetime(TimeUnit::Microseconds, None)

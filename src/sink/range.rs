@@ -237,6 +237,10 @@ impl PendingRange {
                 let part = match self.folders.get(&path) {
                     Some(&part) => part,
                     None => {
+                        // It could never be written: retrying would stall the partition.
+                        if let Some(why) = Layout::unfit_path(&path) {
+                            return Err(format!("field {:?}: {why}", config.symbol_field));
+                        }
                         let store_columns = config.format == Format::Parquet;
                         let meta = config.kafka_metadata.then_some(msg.partition);
                         let batch = Batch::new(msg.offset, store_columns, meta);

@@ -10,6 +10,13 @@ use super::table::TickTable;
 use crate::error::{Error, Result};
 
 const DAY_US: i64 = 86_400_000_000;
+/// Bounds that keep the generator's memory and clock arithmetic finite: a table of
+/// `MAX_TABLE_ROWS` is ~5 GB, and a century of the longest interval stays within `i64` µs.
+const MAX_SYMBOLS: usize = 1_000_000;
+const MAX_INTERVAL_US: i64 = 366 * DAY_US;
+const MAX_TABLE_ROWS: usize = 30_000_000;
+/// 9999-12-31T00:00:00Z: dates beyond it cannot be written as the tutorial's four-digit years.
+const LAST_US: i64 = 253_402_214_400_000_000;
 /// Seconds of one trading year, to scale annual drift and volatility to one step.
 const TRADING_YEAR_S: f64 = 252.0 * 86_400.0;
 
@@ -63,10 +70,16 @@ pub struct Synthetic {
 impl Synthetic {
     /// A generator; fails on zero symbols or a non-positive interval.
     pub fn new(cfg: &SyntheticConfig) -> Result<Self> {
-        if cfg.symbols == 0 || cfg.interval_us <= 0 {
+        if !(1..=MAX_SYMBOLS).contains(&cfg.symbols) {
             return Err(Error::Config(format!(
-                "synthetic ticks need at least one symbol and a positive interval (got {} symbols, {} µs)",
-                cfg.symbols, cfg.interval_us
+                "symbols must be between 1 and {MAX_SYMBOLS}, got {}",
+                cfg.symbols
+            )));
+        }
+        if !(1..=MAX_INTERVAL_US).contains(&cfg.interval_us) {
+            return Err(Error::Config(format!(
+                "interval must be between 1 µs and a year, got {} µs",
+                cfg.interval_us
             )));
         }
         let mut rng = Rng::new(cfg.seed);
@@ -115,6 +128,12 @@ impl Synthetic {
 
     /// The next `rows` bars as a table, continuing where the previous call stopped.
     pub fn next_table(&mut self, rows: usize) -> Result<TickTable> {
+        if rows > MAX_TABLE_ROWS {
+            return Err(Error::Config(format!(
+                "rows must be at most {MAX_TABLE_ROWS} for one table in memory (got {rows}); \
+                 send more by streaming: Producer.send(TickSource.synthetic(...), limit=...)"
+            )));
+        }
         let mut cols: [Vec<f64>; 7] = Default::default();
         let mut names = Vec::with_capacity(rows);
         let mut dates = Vec::with_capacity(rows);
@@ -149,7 +168,14 @@ impl Synthetic {
             self.next_symbol += 1;
             if self.next_symbol == self.walks.len() {
                 self.next_symbol = 0;
-                self.time_us += self.interval_us;
+                self.time_us = self.time_us.saturating_add(self.interval_us);
+                if self.time_us > LAST_US {
+                    return Err(Error::Config(
+                        "synthetic ticks passed the year 9999 (start + rows × interval); \
+                         use a shorter interval or fewer rows"
+                            .into(),
+                    ));
+                }
                 self.skip_weekend();
                 date_text = format_time(self.time_us, self.interval_us);
             }

@@ -10,6 +10,13 @@ const NAIVE_FORMATS: [&str; 4] = [
     "%Y-%m-%dT%H:%M",
 ];
 
+/// The wall clock, microseconds since the epoch.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// Parses one event time to microseconds since the Unix epoch (UTC), or `None` if the text
 /// is not a date (`2021-06-02`, `06/02/2021`), a date-time, or an RFC 3339 timestamp.
 pub fn parse_micros(text: &str) -> Option<i64> {
