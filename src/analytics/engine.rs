@@ -312,19 +312,27 @@ impl Spec {
         let names = |of: &[String], not_in: &[String]| -> Vec<String> {
             of.iter().filter(|n| !not_in.contains(n)).cloned().collect()
         };
-        Some(format!(
-            "partition {}: restored state of other settings: indicators added {:?}, removed {:?}; \
-             rules added {:?}, removed {:?}{}",
-            st.partition,
-            names(&now.indicators, &then.indicators),
-            names(&then.indicators, &now.indicators),
-            names(&now.rules, &then.rules),
-            names(&then.rules, &now.rules),
-            if then.window != now.window {
-                "; the window changed, so open windows start afresh"
-            } else {
-                ""
+        let mut changes = Vec::new();
+        for (what, list) in [
+            ("indicators added", names(&now.indicators, &then.indicators)),
+            (
+                "indicators removed",
+                names(&then.indicators, &now.indicators),
+            ),
+            ("rules added", names(&now.rules, &then.rules)),
+            ("rules removed", names(&then.rules, &now.rules)),
+        ] {
+            if !list.is_empty() {
+                changes.push(format!("{what} {list:?}"));
             }
+        }
+        if then.window != now.window {
+            changes.push("the window changed, so open windows start afresh".into());
+        }
+        Some(format!(
+            "partition {}: state restored from a run with other settings: {}",
+            st.partition,
+            changes.join("; ")
         ))
     }
 
