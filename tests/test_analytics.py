@@ -257,6 +257,35 @@ def test_a_tick_from_the_far_future_is_rejected_and_moves_no_watermark(kafka, to
     assert_frame_equal(got, expected_windows(ticks).sort("symbol", "window_start"), rel_tol=1e-9)
 
 
+def test_the_state_of_50000_symbols_checkpoints_in_chunks_and_restores(kafka):
+    topic = f"many-{uuid.uuid4().hex[:8]}"
+    kafka.create_topic(topic, 1)
+    symbols = [f"S{i:05d}" for i in range(50_000)]
+    minutes = ["2021-03-01 09:30:10.000000", "2021-03-01 09:31:10.000000"]
+    produce(
+        kafka.bootstrap_servers,
+        topic,
+        [
+            {"Index": s, "Date": m, "Close": 1.0 + i, "Volume": 1}
+            for i, m in enumerate(minutes)
+            for s in symbols
+        ],
+    )
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    options = dict(window="1m", idle_timeout=3600, keep=10)
+    first = ss.Analytics(kafka.bootstrap_servers, topic, group, **options)
+    s1 = first.run(limit=len(symbols))
+    # Every symbol has an open window: nothing emitted yet, all of it in the checkpoint.
+    assert (s1.windows, s1.open_windows, s1.errors) == (0, len(symbols), 0), s1
+    keys = ss.read_topic(kafka.bootstrap_servers, f"{group}-state")["key"]
+    assert keys.str.contains("~").sum() > 1, "the state was not chunked"
+    del first
+    second = ss.Analytics(kafka.bootstrap_servers, topic, group, **{**options, "idle_timeout": 1})
+    s2 = second.run(stop_at_end=True)
+    # Restored: the first minute's windows close with the second minute, then the second's.
+    assert (s2.consumed, s2.windows, s2.errors) == (len(symbols), 2 * len(symbols), 0), s2
+
+
 def test_a_restart_with_another_indicator_keeps_the_old_and_starts_the_new(kafka, topic):
     ticks = make_ticks(n_per_symbol=60)
     produce(kafka.bootstrap_servers, topic, ticks)

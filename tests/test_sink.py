@@ -263,9 +263,7 @@ def test_a_symbol_too_long_for_a_folder_name_is_quarantined_not_retried(kafka, t
     ]
     _produce_raw(kafka.bootstrap_servers, topic, values)
     lake = tmp_path / "lake"
-    sink = ss.LakeSink(
-        kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by="symbol"
-    )
+    sink = ss.LakeSink(kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by="symbol")
     status = sink.run(stop_at_end=True, duration=60)
     assert (status.written, status.rejected, status.errors) == (2, 1, 0)
     (line,) = [
@@ -285,6 +283,30 @@ def test_a_field_named_like_a_kafka_metadata_column_is_quarantined(kafka, topic,
     status = sink.run(stop_at_end=True, duration=60)
     assert (status.written, status.rejected, status.errors) == (1, 1, 0)
     assert read_local_parquet(lake, topic)["_kafka_offset"].to_list() == [0]
+
+
+def test_records_lost_to_retention_before_landing_are_reported_as_a_gap(kafka, tmp_path):
+    from conftest import end_offsets
+
+    topic = f"gap-{uuid.uuid4().hex[:8]}"
+    kafka.create_topic(topic, 1)
+    lake = tmp_path / "lake"
+    gid = group_id()
+    ss.Producer(kafka.bootstrap_servers, topic).send(ss.TickSource.synthetic(3), limit=100)
+    first = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake))
+    assert first.run(stop_at_end=True, duration=60).written == 100
+    # The embedded broker keeps ~5 MiB per partition: this pushes the log start past 100.
+    more = ss.Producer(kafka.bootstrap_servers, topic, compression_type="none")
+    more.send(ss.TickSource.synthetic(3), limit=60_000)
+    ((low, high),) = end_offsets(kafka.bootstrap_servers, topic).values()
+    assert low > 100
+    second = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake))
+    status = second.run(stop_at_end=True, duration=120)
+    assert status.skipped == low - 100 and status.written == high - low
+    (note,) = (lake / "_rejected" / topic).glob("gap-*.json")
+    note = json.loads(note.read_text())
+    assert (note["from_offset"], note["to_offset"]) == (100, low)
+    assert f"offsets 100..{low}" in note["error"] and "retention" in note["error"]
 
 
 def test_a_new_column_widens_the_schema_instead_of_failing(kafka, topic, tmp_path):

@@ -165,6 +165,54 @@ def test_stop_during_an_outage_returns_promptly_without_committing(kafka, topic,
     assert status.written == 0 and status.committed == {}
 
 
+def test_partitions_taken_away_during_an_outage_are_not_written_by_their_old_owner(
+    kafka, topic, aws_env
+):
+    server, bucket = private_s3("handover")
+    gid = f"handover-{uuid.uuid4().hex[:6]}"
+    options = dict(
+        endpoint_url=server.endpoint_url,
+        catalog=None,
+        kafka_metadata=True,
+        flush_records=200,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
+    first = ss.LakeSink(kafka.bootstrap_servers, topic, gid, f"s3://{bucket}", **options)
+    second = ss.LakeSink(kafka.bootstrap_servers, topic, gid, f"s3://{bucket}", **options)
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    n = 4000
+    first.start()
+    try:
+        producer.send(ss.TickSource.synthetic(20, seed=11), limit=n // 2)
+        deadline = time.monotonic() + 30
+        while first.status().written == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.stop()
+        producer.send(ss.TickSource.synthetic(20, seed=12), limit=n // 2)
+        while first.status().state != "retrying" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.status().state == "retrying"
+        # A second member joins while the first is retrying: the rebalance takes some of
+        # the first's partitions, with ranges it could not write yet.
+        second.start()
+        deadline = time.monotonic() + 60
+        while not (first.status().assigned and second.status().assigned):
+            assert time.monotonic() < deadline, (first.status(), second.status())
+            time.sleep(0.1)
+        assert not set(first.status().assigned) & set(second.status().assigned)
+        server.start()
+        while first.status().written + second.status().written < n:
+            assert time.monotonic() < deadline, (first.status(), second.status())
+            time.sleep(0.1)
+    finally:
+        a, b = first.stop(), second.stop()
+    assert a.written + b.written == n, (a, b)
+    df = read_s3_parquet(server.client(), bucket, f"{topic}/")
+    server.stop()
+    assert_exactly_once(df, offsets(kafka.bootstrap_servers, topic))
+
+
 class StallingProxy:
     """A TCP proxy to a local server that can stall: while stalled it keeps every connection
     open and takes what clients send, but forwards and answers nothing, like a server that

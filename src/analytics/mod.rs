@@ -14,6 +14,7 @@
 mod engine;
 mod indicator;
 pub mod output;
+mod snapshot;
 pub mod spec;
 mod status;
 mod tick;
@@ -30,6 +31,7 @@ use rdkafka::Message as _;
 
 pub use engine::{PartitionState, Spec, Tick};
 pub use output::{Kind, Output};
+use snapshot::Chunked;
 pub use status::AnalyticsStatus;
 pub use tick::TickFields;
 
@@ -180,7 +182,7 @@ impl Emitter {
             let mut payload = std::mem::take(&mut self.payload);
             payload.clear();
             output.write_json(&self.names, &mut payload);
-            self.send(topic, output.symbol().as_bytes(), &payload);
+            self.send(topic, output.symbol().as_bytes(), Some(&payload));
             self.payload = payload;
         }
         if let Some((kinds, callback)) = &mut self.callback {
@@ -198,8 +200,12 @@ impl Emitter {
     }
 
     /// Sends one record, waiting while librdkafka's queue is full.
-    fn send(&self, topic: &str, key: &[u8], payload: &[u8]) {
-        let record = BaseRecord::to(topic).key(key).payload(payload);
+    /// Sends `payload` (`None`: a tombstone) to `topic`.
+    fn send(&self, topic: &str, key: &[u8], payload: Option<&[u8]>) {
+        let mut record = BaseRecord::to(topic).key(key);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
         let sent = send_waiting(
             record,
             |r| self.producer.send(r).map_err(Box::new),
@@ -234,6 +240,8 @@ struct Work {
     seen: HashSet<i32>,
     /// Partitions whose state changed since the last checkpoint.
     dirty: HashSet<i32>,
+    /// Partitions whose latest checkpoint is in chunks: those go once a newer one is saved.
+    chunked: HashMap<i32, Chunked>,
     last_checkpoint: Instant,
     /// Which partition each symbol was first seen on (a symbol on two partitions is reported).
     homes: HashMap<String, i32>,
@@ -299,6 +307,7 @@ impl Analytics {
                 last_seen: HashMap::new(),
                 seen: HashSet::new(),
                 dirty: HashSet::new(),
+                chunked: HashMap::new(),
                 last_checkpoint: Instant::now(),
                 homes: HashMap::new(),
                 status,
@@ -493,11 +502,22 @@ impl Work {
         let mut assigned = Vec::new();
         for change in changes {
             match change {
-                Change::Revoked { partitions, .. } => {
+                Change::Revoked { partitions, lost } => {
+                    // Handed over cleanly: save what changed since the last checkpoint, so
+                    // the next owner starts from here instead of emitting it again. (Not
+                    // when lost: the next owner may have moved on already.)
+                    if !lost && partitions.iter().any(|p| self.dirty.contains(p)) {
+                        if let Err(e) = self.save_state() {
+                            self.status.error(format!(
+                                "saving the state of revoked partitions {partitions:?}: {e}"
+                            ));
+                        }
+                    }
                     for p in partitions {
                         self.states.remove(p);
                         self.dirty.remove(p);
                         self.last_seen.remove(p);
+                        self.chunked.remove(p);
                         assigned.retain(|a| a != p);
                     }
                 }
@@ -510,7 +530,10 @@ impl Work {
         let mut snapshots = self.read_snapshots()?;
         let now = Instant::now();
         for p in assigned {
-            if let Some(mut state) = snapshots.remove(&p) {
+            if let Some((mut state, chunked)) = snapshots.remove(&p) {
+                if let Some(chunked) = chunked {
+                    self.chunked.insert(p, chunked);
+                }
                 if let Some(change) = self.config.spec.adopt(&mut state) {
                     self.status.warn(change);
                 }
@@ -526,7 +549,7 @@ impl Work {
     }
 
     /// The latest checkpointed state of each of this topic's partitions.
-    fn read_snapshots(&self) -> Result<HashMap<i32, PartitionState>> {
+    fn read_snapshots(&self) -> Result<HashMap<i32, (PartitionState, Option<Chunked>)>> {
         let frame = crate::kafka::read_topic(
             &self.kafka,
             &self.config.state_topic,
@@ -541,12 +564,20 @@ impl Work {
             Ok(column.iter().map(|v| v.map(str::to_string)).collect())
         };
         let prefix = format!("{}:", self.config.topic);
+        let partition_of = |key: &str| key.strip_prefix(&prefix).and_then(|p| p.parse().ok());
+        let (keys, values) = (text("key")?, text("value")?);
+        let messages = keys
+            .iter()
+            .zip(&values)
+            .filter_map(|(k, v)| Some((k.as_deref()?, v.as_deref())));
+        let saved = snapshot::load(
+            messages,
+            |key| partition_of(key).is_some(),
+            &self.config.state_topic,
+        )?;
         let mut latest = HashMap::new();
-        for (key, value) in text("key")?.into_iter().zip(text("value")?) {
-            let (Some(key), Some(value)) = (key, value) else {
-                continue;
-            };
-            let Some(partition) = key.strip_prefix(&prefix).and_then(|p| p.parse().ok()) else {
+        for (key, (value, chunked)) in saved {
+            let Some(partition) = partition_of(&key) else {
                 continue;
             };
             let state: PartitionState = serde_json::from_str(&value).map_err(|e| {
@@ -555,7 +586,7 @@ impl Work {
                     self.config.state_topic
                 ))
             })?;
-            latest.insert(partition, state);
+            latest.insert(partition, (state, chunked));
         }
         Ok(latest)
     }
@@ -574,22 +605,53 @@ impl Work {
             .map_err(|e| Error::Kafka(format!("outputs could not be delivered: {e}")))?;
         let mut partitions: Vec<i32> = self.dirty.iter().copied().collect();
         partitions.sort_unstable();
+        let generation = crate::source::time::now_micros() as u64;
+        let (mut headers, mut stale, mut chunked) = (Vec::new(), Vec::new(), false);
         for &p in &partitions {
             let Some(state) = self.states.get(&p) else {
                 continue;
             };
             let body = serde_json::to_vec(state)
                 .map_err(|e| Error::Io(format!("cannot encode the state of partition {p}: {e}")))?;
-            self.emitter.send(
-                &self.config.state_topic,
-                self.snapshot_key(p).as_bytes(),
-                &body,
-            );
+            let key = self.snapshot_key(p);
+            let saved = snapshot::save(&key, body, generation);
+            for (k, v) in &saved.chunks {
+                self.emitter
+                    .send(&self.config.state_topic, k.as_bytes(), v.as_deref());
+            }
+            chunked |= !saved.chunks.is_empty();
+            headers.push(saved.header);
+            let previous = match saved.chunked {
+                Some(now) => self.chunked.insert(p, now),
+                None => self.chunked.remove(&p),
+            };
+            if let Some(old) = previous {
+                stale.extend(snapshot::forget(&key, old));
+            }
             offsets.push((p, state.next_offset));
         }
-        producer
-            .flush(flush_timeout)
-            .map_err(|e| Error::Kafka(format!("the checkpoint could not be saved: {e}")))?;
+        let flush = |what: &str| {
+            producer
+                .flush(flush_timeout)
+                .map_err(|e| Error::Kafka(format!("{what} could not be saved: {e}")))
+        };
+        // Chunks are durable before the headers that point to them, and old chunks are
+        // deleted only after: a crash at any point leaves one whole checkpoint.
+        if chunked {
+            flush("the checkpoint's chunks")?;
+        }
+        for (k, v) in &headers {
+            self.emitter
+                .send(&self.config.state_topic, k.as_bytes(), v.as_deref());
+        }
+        flush("the checkpoint")?;
+        if !stale.is_empty() {
+            for (k, v) in &stale {
+                self.emitter
+                    .send(&self.config.state_topic, k.as_bytes(), v.as_deref());
+            }
+            flush("the deletion of an older checkpoint")?;
+        }
         let failed = producer.context().failed.swap(0, Ordering::Relaxed);
         if failed > 0 {
             // Nothing is committed, so a restart replays from the previous checkpoint.

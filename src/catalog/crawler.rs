@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::local::{read_json, write_json, CATALOG_DIR};
+use super::local::{read_json, update_json, CATALOG_DIR};
 use super::schema::object_schema;
 use super::{partition_column, table_name, Catalog, Column, HiveType, Table};
 use crate::error::{Error, Result};
@@ -67,8 +67,26 @@ impl CrawlState {
         Ok(read_json(store, &Self::key(database, table))?.unwrap_or_default())
     }
 
+    /// Saves what this crawl learnt, merged with what another crawl (or a sink, through
+    /// the catalog) saved meanwhile: neither loses the other's objects.
     fn save(&self, store: &dyn ObjectStore, database: &str, table: &str) -> Result<()> {
-        write_json(store, &Self::key(database, table), self)
+        update_json(store, &Self::key(database, table), &mut |current| {
+            let mut merged: CrawlState = current.take().unwrap_or_default();
+            for key in self.objects.keys() {
+                merged.unreadable.remove(key);
+            }
+            merged.objects.extend(self.objects.clone());
+            merged.unreadable.extend(self.unreadable.clone());
+            for (column, source) in &self.column_sources {
+                merged
+                    .column_sources
+                    .entry(column.clone())
+                    .or_insert_with(|| source.clone());
+            }
+            *current = Some(merged);
+            Ok(true)
+        })
+        .map(|_| ())
     }
 }
 
@@ -400,5 +418,32 @@ fn merge_column(
                 });
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::lake::LocalStore;
+
+    #[test]
+    fn crawl_states_saved_from_stale_reads_keep_each_others_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalStore::open(dir.path().to_path_buf()).unwrap());
+        let mut a = CrawlState::load(store.as_ref(), "db", "t").unwrap();
+        let mut b = CrawlState::load(store.as_ref(), "db", "t").unwrap();
+        a.objects.insert("t/a.parquet".into(), 1);
+        a.unreadable.insert("t/c.parquet".into(), "corrupt".into());
+        b.objects.insert("t/b.parquet".into(), 2);
+        b.objects.insert("t/c.parquet".into(), 3);
+        a.save(store.as_ref(), "db", "t").unwrap();
+        b.save(store.as_ref(), "db", "t").unwrap();
+        let both = CrawlState::load(store.as_ref(), "db", "t").unwrap();
+        assert_eq!(both.objects.len(), 3);
+        // b read c (rewritten, size 3) after a found it unreadable.
+        assert!(both.unreadable.is_empty());
     }
 }

@@ -66,15 +66,6 @@ fn json_body<T: serde::Serialize>(
     Ok(body)
 }
 
-/// Writes a JSON object of the catalog folder, indented for people to read.
-pub fn write_json<T: serde::Serialize>(
-    store: &dyn ObjectStore,
-    key: &str,
-    value: &T,
-) -> Result<()> {
-    store.put(key, &json_body(store, key, value)?)
-}
-
 impl Catalog for LocalCatalog {
     fn describe(&self) -> String {
         format!("the catalog in {}", self.store.url(CATALOG_DIR))
@@ -107,28 +98,37 @@ impl Catalog for LocalCatalog {
         name: &str,
         change: &mut dyn FnMut(&mut Option<Table>) -> Result<bool>,
     ) -> Result<Option<Table>> {
-        let key = Self::key(database, name);
-        let store = self.store.as_ref();
-        for _ in 0..UPDATE_ATTEMPTS {
-            let (mut table, tag) = match store.read_tagged(&key)? {
-                Some((body, tag)) => (Some(parse_json::<Table>(store, &key, &body)?), Some(tag)),
-                None => (None, None),
-            };
-            if !change(&mut table)? {
-                return Ok(table);
-            }
-            let Some(written) = &table else {
-                return Ok(None);
-            };
-            if store.put_if(&key, &json_body(store, &key, written)?, tag.as_deref())? {
-                return Ok(table);
-            }
-        }
-        Err(Error::Io(format!(
-            "{} kept changing under {UPDATE_ATTEMPTS} attempts to update it",
-            store.url(&key)
-        )))
+        update_json(self.store.as_ref(), &Self::key(database, name), change)
     }
+}
+
+/// Changes the JSON object at `key` in one conditional step: `change` is applied to the
+/// version read (`None`: no object) and says whether to write; if another writer got
+/// there first it is applied again to theirs. Returns the value as written or left.
+pub fn update_json<T: serde::Serialize + serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    key: &str,
+    change: &mut dyn FnMut(&mut Option<T>) -> Result<bool>,
+) -> Result<Option<T>> {
+    for _ in 0..UPDATE_ATTEMPTS {
+        let (mut value, tag) = match store.read_tagged(key)? {
+            Some((body, tag)) => (Some(parse_json::<T>(store, key, &body)?), Some(tag)),
+            None => (None, None),
+        };
+        if !change(&mut value)? {
+            return Ok(value);
+        }
+        let Some(written) = &value else {
+            return Ok(None);
+        };
+        if store.put_if(key, &json_body(store, key, written)?, tag.as_deref())? {
+            return Ok(value);
+        }
+    }
+    Err(Error::Io(format!(
+        "{} kept changing under {UPDATE_ATTEMPTS} attempts to update it",
+        store.url(key)
+    )))
 }
 
 #[cfg(test)]

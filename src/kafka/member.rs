@@ -224,6 +224,41 @@ impl GroupMember {
     /// `timeout` for the first. End-of-partition notices are recorded (see
     /// [`Self::read_to_end`]); fetch errors go to the observer.
     pub fn poll(&self, max: usize, timeout: Duration) -> Polled<'_> {
+        let changes = self.rebalances();
+        let mut fetched = Vec::new();
+        // After a rebalance, hand the changes over at once rather than wait for messages.
+        let wait = if changes.is_empty() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
+        self.queue.take(max, wait, &mut fetched);
+        let mut messages = Vec::with_capacity(fetched.len());
+        let mut at_end = self.at_end.borrow_mut();
+        for m in fetched {
+            match m.error() {
+                None => {
+                    at_end.remove(&m.partition());
+                    messages.push(m);
+                }
+                Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF) => {
+                    at_end.insert(m.partition());
+                }
+                Some(code) => self.consumer.context().observer.error(format!(
+                    "Kafka: fetching {}[{}]: {code:?}: {}",
+                    self.topic,
+                    m.partition(),
+                    m.error_text()
+                )),
+            }
+        }
+        Polled { changes, messages }
+    }
+
+    /// Serves rebalances (and keeps the membership alive: this counts as polling for
+    /// `max.poll.interval.ms`) without taking messages. A pipeline busy for long between
+    /// polls, e.g. retrying a write, calls this to learn what it no longer owns.
+    pub fn rebalances(&self) -> Vec<Change> {
         let mut stray: HashMap<i32, i64> = HashMap::new();
         // Rebalance callbacks run in here; a message can only show up on this queue if it
         // was fetched before its partition was routed (it is then older than the rest).
@@ -256,34 +291,7 @@ impl GroupMember {
                 }
             }
         }
-        let mut fetched = Vec::new();
-        // After a rebalance, hand the changes over at once rather than wait for messages.
-        let wait = if changes.is_empty() {
-            timeout
-        } else {
-            Duration::ZERO
-        };
-        self.queue.take(max, wait, &mut fetched);
-        let mut messages = Vec::with_capacity(fetched.len());
-        let mut at_end = self.at_end.borrow_mut();
-        for m in fetched {
-            match m.error() {
-                None => {
-                    at_end.remove(&m.partition());
-                    messages.push(m);
-                }
-                Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF) => {
-                    at_end.insert(m.partition());
-                }
-                Some(code) => self.consumer.context().observer.error(format!(
-                    "Kafka: fetching {}[{}]: {code:?}: {}",
-                    self.topic,
-                    m.partition(),
-                    m.error_text()
-                )),
-            }
-        }
-        Polled { changes, messages }
+        changes
     }
 
     fn notice(&self, error: &KafkaError) {
@@ -340,6 +348,33 @@ impl GroupMember {
     /// Each partition's end offset, as of the latest statistics.
     pub fn end_offsets(&self) -> HashMap<i32, i64> {
         self.consumer.context().shared().ends.clone()
+    }
+
+    /// Partitions of `partitions` whose committed offset the topic's retention has passed:
+    /// `(partition, committed, log start)`. Reading them resumes at the log start, so the
+    /// records between were never read by this group. (Asks the broker; `timeout` each.)
+    pub fn retention_gaps(&self, partitions: &[i32], timeout: Duration) -> Vec<(i32, i64, i64)> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let Ok(committed) = self.consumer.committed_offsets(tpl, timeout) else {
+            return Vec::new();
+        };
+        committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(next) => {
+                    let (low, _) = self
+                        .consumer
+                        .fetch_watermarks(&self.topic, e.partition(), timeout)
+                        .ok()?;
+                    (next < low).then_some((e.partition(), next, low))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// The partitions assigned now.

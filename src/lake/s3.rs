@@ -122,10 +122,10 @@ impl Writer {
     /// (the SDK's read timeout does not cover a stalled upload, and it retries).
     async fn put(&self, key: &str, body: &[u8]) -> Result<()> {
         let deadline = put_deadline(body.len());
+        if body.len() > self.part_size {
+            return self.put_multipart(key, body, deadline).await;
+        }
         let write = async {
-            if body.len() > self.part_size {
-                return self.put_multipart(key, body).await;
-            }
             self.client
                 .put_object()
                 .bucket(&self.bucket)
@@ -136,6 +136,16 @@ impl Writer {
                 .map(|_| ())
                 .map_err(|e| self.failed(key, &e))
         };
+        self.within(deadline, key, write).await
+    }
+
+    /// `write` of `key`, failed if it takes longer than `deadline`.
+    async fn within(
+        &self,
+        deadline: Duration,
+        key: &str,
+        write: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<()> {
         tokio::time::timeout(deadline, write)
             .await
             .unwrap_or_else(|_| {
@@ -147,20 +157,30 @@ impl Writer {
             })
     }
 
-    async fn put_multipart(&self, key: &str, body: &[u8]) -> Result<()> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.failed(key, &e))?;
+    /// A multipart upload, aborted if it fails or runs out of time: abandoned parts are
+    /// stored (and billed) until aborted.
+    async fn put_multipart(&self, key: &str, body: &[u8], deadline: Duration) -> Result<()> {
+        let started = Instant::now();
+        let created = tokio::time::timeout(
+            deadline,
+            self.client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .send(),
+        )
+        .await
+        .map_err(|_| {
+            Error::Io(format!(
+                "starting the upload of s3://{}/{key} timed out",
+                self.bucket
+            ))
+        })?
+        .map_err(|e| self.failed(key, &e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let uploaded = self.upload_parts(key, &upload_id, body).await;
-        let completed = match uploaded {
-            Ok(parts) => self
-                .client
+        let upload = async {
+            let parts = self.upload_parts(key, &upload_id, body).await?;
+            self.client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
                 .key(key)
@@ -173,21 +193,44 @@ impl Writer {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| self.failed(key, &e)),
-            Err(e) => Err(e),
+                .map_err(|e| self.failed(key, &e))
         };
-        if completed.is_err() {
-            // Abandoned parts are billed until aborted.
-            let _ = self
+        let left = deadline.saturating_sub(started.elapsed());
+        let completed = self.within(left, key, upload).await;
+        match (completed, self.abort_upload(key, &upload_id).await) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(abort)) => Err(Error::Io(format!("{e}; {abort}"))),
+        }
+    }
+
+    /// Aborts a failed upload, trying a few times (each try bounded: the server may be the
+    /// reason the upload failed).
+    async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
+        let mut last = String::new();
+        for attempt in 0..ABORT_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+            }
+            let abort = self
                 .client
                 .abort_multipart_upload()
                 .bucket(&self.bucket)
                 .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+                .upload_id(upload_id)
+                .send();
+            match tokio::time::timeout(ABORT_DEADLINE, abort).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => last = describe(&e),
+                Err(_) => last = format!("no answer within {} s", ABORT_DEADLINE.as_secs()),
+            }
         }
-        completed
+        Err(Error::Io(format!(
+            "the incomplete upload {upload_id} of s3://{}/{key} could not be aborted ({last}); \
+             its parts stay stored until removed: an S3 lifecycle rule that aborts incomplete \
+             multipart uploads does it (see the README)",
+            self.bucket
+        )))
     }
 
     async fn upload_parts(
@@ -244,6 +287,10 @@ fn failed<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::De
 fn put_deadline(bytes: usize) -> Duration {
     Duration::from_secs(15 + (bytes >> 20) as u64)
 }
+
+/// Tries, and the time each may take, to abort a failed multipart upload.
+const ABORT_TRIES: u32 = 3;
+const ABORT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Objects written at once by `put_all`.
 const IN_FLIGHT: usize = 8;

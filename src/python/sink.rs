@@ -30,6 +30,8 @@ use crate::sink::{ColumnType, Partitioning, RollPolicy, Sink, SinkConfig, SinkSt
 ///     consumed: messages read from Kafka (re-reads after a rebalance count again).
 ///     written: records landed in the lake and committed.
 ///     rejected: records sent to ``_rejected/``.
+///     skipped: records the topic's retention deleted before the sink read them (each gap
+///         is noted in ``_rejected/`` and in ``last_error``).
 ///     files: objects written; bytes: their total size.
 ///     buffered: records read but not yet in the lake.
 ///     lag: records in the assigned partitions beyond the committed offsets (None until known).
@@ -52,6 +54,7 @@ pub struct PySinkStatus {
     consumed: u64,
     written: u64,
     rejected: u64,
+    skipped: u64,
     files: u64,
     bytes: u64,
     buffered: u64,
@@ -75,6 +78,7 @@ impl PySinkStatus {
             consumed: load(&status.consumed),
             written: load(&status.written),
             rejected: load(&status.rejected),
+            skipped: load(&status.skipped),
             files: load(&status.files),
             bytes: load(&status.bytes),
             buffered: load(&status.buffered),
@@ -94,6 +98,7 @@ impl PySinkStatus {
             ("consumed", self.consumed.to_string()),
             ("written", self.written.to_string()),
             ("rejected", self.rejected.to_string()),
+            ("skipped", self.skipped.to_string()),
             ("files", self.files.to_string()),
             ("bytes", self.bytes.to_string()),
             ("buffered", self.buffered.to_string()),

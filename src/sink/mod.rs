@@ -48,8 +48,9 @@ struct Work {
     /// Whether the layout is recorded for the table (by this sink or an earlier writer).
     declared: bool,
     ranges: HashMap<i32, PendingRange>,
-    /// Partitions sought back while the current batch was being taken.
-    rewound: HashSet<i32>,
+    /// Partitions whose further messages in the current batch are skipped: sought back
+    /// (they come again) or revoked while the batch was being taken (they are not ours).
+    skip: HashSet<i32>,
     buffered_bytes: usize,
     status: Arc<SinkStatus>,
     /// Where landings are registered (the catalog), so queries see them at once.
@@ -59,6 +60,18 @@ struct Work {
     locations: BTreeMap<String, String>,
     topic_partitions: usize,
     maintenance: Option<Maintenance>,
+}
+
+/// How long each broker request checking an assignment for retention gaps may take.
+const GAP_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a landing's writes ended.
+enum Written {
+    All,
+    /// Asked to stop while a write was being retried.
+    Stopped,
+    /// A partition being written was revoked while a write was being retried.
+    Revoked,
 }
 
 /// Work the sink's loop runs now and then between landings (compaction of its table).
@@ -114,7 +127,7 @@ impl Sink {
                 layout,
                 declared: false,
                 ranges: HashMap::new(),
-                rewound: HashSet::new(),
+                skip: HashSet::new(),
                 buffered_bytes: 0,
                 status,
                 registry: None,
@@ -191,12 +204,20 @@ impl Sink {
 impl Pipeline for Work {
     /// A revoked partition's buffer is dropped before anything else is written: nothing was
     /// committed for it, so its next owner reads it again.
-    fn apply(&mut self, _: &GroupMember, changes: &[Change]) -> Result<()> {
+    fn apply(&mut self, member: &GroupMember, changes: &[Change]) -> Result<()> {
         for change in changes {
-            if let Change::Revoked { partitions, .. } = change {
-                for p in partitions {
-                    if let Some(range) = self.ranges.remove(p) {
-                        forget(&self.status, &mut self.buffered_bytes, &range);
+            match change {
+                Change::Revoked { partitions, .. } => {
+                    for p in partitions {
+                        if let Some(range) = self.ranges.remove(p) {
+                            forget(&self.status, &mut self.buffered_bytes, &range);
+                        }
+                        self.skip.insert(*p);
+                    }
+                }
+                Change::Assigned(partitions) => {
+                    for (p, from, to) in member.retention_gaps(partitions, GAP_CHECK_TIMEOUT) {
+                        self.report_gap(p, from, to);
                     }
                 }
             }
@@ -211,11 +232,10 @@ impl Pipeline for Work {
         stop: &mut dyn FnMut() -> bool,
     ) -> Result<Flow> {
         SinkStatus::add(&self.status.consumed, messages.len() as u64);
-        self.rewound.clear();
+        self.skip.clear();
         for m in messages {
             let partition = m.partition();
-            // A failed commit sought back: the rest of the batch comes again from there.
-            if self.rewound.contains(&partition) {
+            if self.skip.contains(&partition) {
                 continue;
             }
             let msg = Message {
@@ -275,6 +295,34 @@ impl Pipeline for Work {
 }
 
 impl Work {
+    /// Records that the topic's retention deleted offsets `from..to` of `partition` before
+    /// they were landed: counted, told, and noted in `_rejected/` next to the records the
+    /// sink refused, so that the lake says what it is missing.
+    fn report_gap(&mut self, partition: i32, from: i64, to: i64) {
+        let topic = &self.config.topic;
+        let message = format!(
+            "{topic}[{partition}]: offsets {from}..{to} were deleted by the topic's retention \
+             before this sink read them; those {} records are not in the lake",
+            to - from
+        );
+        SinkStatus::add(&self.status.skipped, (to - from) as u64);
+        self.status.error(message.clone());
+        let note = serde_json::json!({
+            "topic": topic,
+            "partition": partition,
+            "from_offset": from,
+            "to_offset": to,
+            "error": message,
+        });
+        let key = format!(
+            "_rejected/{}/gap-{topic}-{partition}-{from:020}-{to:020}.json",
+            self.config.table
+        );
+        if let Err(e) = self.store.put(&key, format!("{note}\n").as_bytes()) {
+            self.status.error(format!("noting the gap in {key}: {e}"));
+        }
+    }
+
     /// Lands ranges that are old enough or whose partition went quiet.
     fn land_due(&mut self, member: &GroupMember, stop: &mut dyn FnMut() -> bool) -> Result<bool> {
         let roll = &self.config.roll;
@@ -322,6 +370,10 @@ impl Work {
         partitions: &[i32],
         stop: &mut dyn FnMut() -> bool,
     ) -> Result<bool> {
+        // A rebalance since the last poll may have taken partitions: theirs are the new
+        // owner's records to write, not ours.
+        let changes = member.rebalances();
+        self.apply(member, &changes)?;
         if !partitions.iter().any(|p| self.ranges.contains_key(p)) {
             return Ok(true);
         }
@@ -352,8 +404,35 @@ impl Work {
             .flatten()
             .map(|o| (o.key.as_str(), o.body.as_ref()))
             .collect();
-        if !self.write_all(&writes, stop) {
-            return Ok(false);
+        let landing: Vec<i32> = ranges.iter().map(|(p, _)| *p).collect();
+        let mut changes = Vec::new();
+        let written = self.write_all(&writes, stop, &mut || {
+            let new = member.rebalances();
+            let lost = new.iter().any(|c| match c {
+                Change::Revoked { partitions, .. } => {
+                    partitions.iter().any(|p| landing.contains(p))
+                }
+                Change::Assigned(_) => false,
+            });
+            changes.extend(new);
+            lost
+        });
+        self.apply(member, &changes)?;
+        match written {
+            Written::All => {}
+            Written::Stopped => return Ok(false),
+            Written::Revoked => {
+                // Partitions still ours are read again from their range's start, so that
+                // their objects are rewritten whole; the revoked ones are the new owner's.
+                for (partition, range) in &ranges {
+                    if !self.skip.contains(partition) {
+                        let _ = member.seek(*partition, range.first_offset);
+                        self.skip.insert(*partition);
+                    }
+                }
+                self.status.set_state("running");
+                return Ok(true);
+            }
         }
         for ((partition, range), objects) in ranges.iter().zip(&mut objects) {
             if !self.register(*partition, range, objects, stop)? {
@@ -392,7 +471,7 @@ impl Work {
                         self.config.topic, range.next_offset, range.first_offset
                     ));
                     let _ = member.seek(*partition, range.first_offset);
-                    self.rewound.insert(*partition);
+                    self.skip.insert(*partition);
                 }
             }
         }
@@ -402,13 +481,20 @@ impl Work {
 
 impl Work {
     /// Writes objects, several at once, retrying the failed ones with backoff until all
-    /// are durable; false if asked to stop meanwhile.
-    fn write_all(&self, objects: &[(&str, &[u8])], stop: &mut dyn FnMut() -> bool) -> bool {
+    /// are durable. Before each retry `revoked` says whether a partition being written was
+    /// taken away meanwhile (a rebalance, or an eviction during a long outage): then no
+    /// more is written.
+    fn write_all(
+        &self,
+        objects: &[(&str, &[u8])],
+        stop: &mut dyn FnMut() -> bool,
+        revoked: &mut dyn FnMut() -> bool,
+    ) -> Written {
         let mut pending: Vec<(&str, &[u8])> = objects.to_vec();
         let mut delay = Duration::from_millis(250);
         loop {
             let Some(results) = self.store.put_all(&pending, stop) else {
-                return false;
+                return Written::Stopped;
             };
             let mut failed = Vec::new();
             for (object, result) in pending.iter().zip(results) {
@@ -424,12 +510,15 @@ impl Work {
                 }
             }
             if failed.is_empty() {
-                return true;
+                return Written::All;
             }
             pending = failed;
             self.status.set_state("retrying");
             if !sleep_unless_stopped(delay, stop) {
-                return false;
+                return Written::Stopped;
+            }
+            if revoked() {
+                return Written::Revoked;
             }
             delay = (delay * 2).min(RETRY_MAX);
         }
@@ -553,7 +642,9 @@ impl Work {
                             continue;
                         };
                         let key = layout.data_key(new_folder, partition, object.first_offset);
-                        if !self.write_all(&[(&key, &object.body)], stop) {
+                        let moved_write =
+                            self.write_all(&[(&key, &object.body)], stop, &mut || false);
+                        if !matches!(moved_write, Written::All) {
                             return Ok(false);
                         }
                         // The old folder is no longer read; the copy written there is garbage.

@@ -13,6 +13,8 @@ pub struct SinkStatus {
     pub written: AtomicU64,
     /// Records sent to `_rejected/`.
     pub rejected: AtomicU64,
+    /// Records the topic's retention deleted before this sink read them (never landed).
+    pub skipped: AtomicU64,
     /// Objects written (data and quarantine).
     pub files: AtomicU64,
     /// Bytes written to the lake.
