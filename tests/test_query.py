@@ -187,6 +187,44 @@ def test_the_count_grows_while_the_sink_writes_without_a_crawl(kafka, tmp_path):
     assert report.objects_read == 0 and report.objects_unchanged > 0 and not report.changed
 
 
+def test_two_sinks_and_a_crawl_at_once_register_every_record(kafka, tmp_path):
+    """Concurrent writers of the local catalog: two members of a sink group registering their
+    landings and a crawler recording what it read, all at the same time."""
+    topic = f"conc-{uuid.uuid4().hex[:8]}"
+    kafka.create_topic(topic, 4)
+    lake = str(tmp_path / "lake")
+    options = dict(
+        table="stock-market",
+        catalog="local",
+        partition_by="symbol",
+        flush_records=50,
+        flush_idle=0.2,
+        **GROUP,
+    )
+    sinks = [ss.LakeSink(kafka.bootstrap_servers, topic, "conc", lake, **options) for _ in "ab"]
+    n = 6000
+    crawls = 0
+    for sink in sinks:
+        sink.start()
+    try:
+        deadline = time.monotonic() + 90
+        while not all(s.status().assigned for s in sinks):
+            assert time.monotonic() < deadline, [s.status() for s in sinks]
+            time.sleep(0.05)
+        ss.Producer(kafka.bootstrap_servers, topic).send(ss.TickSource.synthetic(40), limit=n)
+        while sum(s.status().written for s in sinks) < n:
+            assert time.monotonic() < deadline, [s.status() for s in sinks]
+            if (tmp_path / "lake").exists():
+                ss.crawl(lake)
+                crawls += 1
+            time.sleep(0.05)
+    finally:
+        for sink in sinks:
+            sink.stop()
+    assert crawls > 0 and all(s.status().written > 0 for s in sinks)
+    assert ss.Lake(lake).sql("SELECT count(*) AS n FROM stock_market")["n"][0] == n
+
+
 def test_sql_errors_name_what_is_wrong(local_lake):
     lake, _ = local_lake
     db = ss.Lake(str(lake))
