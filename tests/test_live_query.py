@@ -49,6 +49,11 @@ def test_live_counts_never_exceed_what_was_delivered_never_go_down_and_end_exact
     )
     sink.run(stop_at_end=True)
     sink.start()
+    # The run above left its group when it ended: the started one joins it again first.
+    deadline = time.monotonic() + 60
+    while not sink.status().assigned:
+        assert time.monotonic() < deadline, sink.status()
+        time.sleep(0.05)
     total = 40 + 3000
     producing = threading.Thread(
         target=lambda: ss.Producer(kafka.bootstrap_servers, topic).send(
