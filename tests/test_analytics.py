@@ -259,20 +259,17 @@ def test_a_tick_from_the_far_future_is_rejected_and_moves_no_watermark(kafka, to
 
 def test_the_state_of_50000_symbols_checkpoints_in_chunks_and_restores(kafka):
     topic = f"many-{uuid.uuid4().hex[:8]}"
-    kafka.create_topic(topic, 1)
+    # Four partitions: the embedded broker keeps ~5 MiB per partition.
+    kafka.create_topic(topic, 4)
     symbols = [f"S{i:05d}" for i in range(50_000)]
-    minutes = ["2021-03-01 09:30:10.000000", "2021-03-01 09:31:10.000000"]
-    produce(
-        kafka.bootstrap_servers,
-        topic,
-        [
-            {"Index": s, "Date": m, "Close": 1.0 + i, "Volume": 1}
-            for i, m in enumerate(minutes)
-            for s in symbols
-        ],
-    )
+
+    def send_minute(minute, price):
+        ticks = [{"Index": s, "Date": minute, "Close": price, "Volume": 1} for s in symbols]
+        produce(kafka.bootstrap_servers, topic, ticks)
+
     group = f"g-{uuid.uuid4().hex[:8]}"
     options = dict(window="1m", idle_timeout=3600, keep=10)
+    send_minute("2021-03-01 09:30:10.000000", 1.0)
     first = ss.Analytics(kafka.bootstrap_servers, topic, group, **options)
     s1 = first.run(limit=len(symbols))
     # Every symbol has an open window: nothing emitted yet, all of it in the checkpoint.
@@ -280,6 +277,7 @@ def test_the_state_of_50000_symbols_checkpoints_in_chunks_and_restores(kafka):
     keys = ss.read_topic(kafka.bootstrap_servers, f"{group}-state")["key"]
     assert keys.str.contains("~").sum() > 1, "the state was not chunked"
     del first
+    send_minute("2021-03-01 09:31:10.000000", 2.0)
     second = ss.Analytics(kafka.bootstrap_servers, topic, group, **{**options, "idle_timeout": 1})
     s2 = second.run(stop_at_end=True)
     # Restored: the first minute's windows close with the second minute, then the second's.
@@ -319,7 +317,15 @@ def test_crash_loses_no_window_and_repeats_only_identical_ones(kafka, topic, tmp
     ticks = make_ticks(n_per_symbol=400)
     produce(kafka.bootstrap_servers, topic, ticks)
     out, group = f"{topic}-bars", f"g-{uuid.uuid4().hex[:8]}"
-    options = dict(window="1m", windows_topic=out, checkpoint_interval=0.2)
+    # Short sessions for both members: the crashed one's session is what the survivor
+    # waits out before it gets the partitions.
+    options = dict(
+        window="1m",
+        windows_topic=out,
+        checkpoint_interval=0.2,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
     # A process that dies mid-stream, at its 60th window (os._exit: no final checkpoint,
     # no clean leave; windows produced but not yet flushed are lost with it).
     script = tmp_path / "crash.py"

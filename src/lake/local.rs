@@ -210,7 +210,12 @@ impl ObjectStore for LocalStore {
             for entry in entries {
                 let entry = entry.map_err(|e| Error::io(&dir, e))?;
                 let path = entry.path();
-                let meta = entry.metadata().map_err(|e| Error::io(&path, e))?;
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Gone since the folder was read (a writer's temporary file renamed).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io(&path, e)),
+                };
                 if meta.is_dir() {
                     dirs.push(path);
                     continue;
