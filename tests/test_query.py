@@ -251,6 +251,9 @@ def test_sql_reads_only_the_lake_not_files_by_path(local_lake, tmp_path):
     ):
         with pytest.raises(ss.QueryError, match="reads outside the lake"):
             db.sql(query)
+    # A quoted name that climbs out of the catalog folder is no table either.
+    with pytest.raises(ss.QueryError, match="no table"):
+        db.sql('SELECT * FROM "../../stock_market"')
     # A string that merely mentions a table function is data, not a read.
     assert db.sql(f"SELECT 'read_csv({outside})' AS t FROM stock_market LIMIT 1").height == 1
 

@@ -89,6 +89,10 @@ impl Catalog for LocalCatalog {
     }
 
     fn table(&self, database: &str, name: &str) -> Result<Option<Table>> {
+        // A name from a query could climb out of the catalog folder; no table has one.
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
+            return Ok(None);
+        }
         read_json(self.store.as_ref(), &Self::key(database, name))
     }
 
