@@ -199,8 +199,8 @@ impl Emitter {
             .push(output);
     }
 
-    /// Sends one record, waiting while librdkafka's queue is full.
-    /// Sends `payload` (`None`: a tombstone) to `topic`.
+    /// Sends one record (`payload` `None`: a tombstone), waiting while librdkafka's queue
+    /// is full.
     fn send(&self, topic: &str, key: &[u8], payload: Option<&[u8]>) {
         let mut record = BaseRecord::to(topic).key(key);
         if let Some(payload) = payload {
@@ -606,7 +606,7 @@ impl Work {
         let mut partitions: Vec<i32> = self.dirty.iter().copied().collect();
         partitions.sort_unstable();
         let generation = crate::source::time::now_micros() as u64;
-        let (mut headers, mut stale, mut chunked) = (Vec::new(), Vec::new(), false);
+        let (mut chunks, mut headers, mut stale) = (Vec::new(), Vec::new(), Vec::new());
         for &p in &partitions {
             let Some(state) = self.states.get(&p) else {
                 continue;
@@ -615,11 +615,7 @@ impl Work {
                 .map_err(|e| Error::Io(format!("cannot encode the state of partition {p}: {e}")))?;
             let key = self.snapshot_key(p);
             let saved = snapshot::save(&key, body, generation);
-            for (k, v) in &saved.chunks {
-                self.emitter
-                    .send(&self.config.state_topic, k.as_bytes(), v.as_deref());
-            }
-            chunked |= !saved.chunks.is_empty();
+            chunks.extend(saved.chunks);
             headers.push(saved.header);
             let previous = match saved.chunked {
                 Some(now) => self.chunked.insert(p, now),
@@ -630,27 +626,23 @@ impl Work {
             }
             offsets.push((p, state.next_offset));
         }
-        let flush = |what: &str| {
-            producer
-                .flush(flush_timeout)
-                .map_err(|e| Error::Kafka(format!("{what} could not be saved: {e}")))
-        };
         // Chunks are durable before the headers that point to them, and old chunks are
         // deleted only after: a crash at any point leaves one whole checkpoint.
-        if chunked {
-            flush("the checkpoint's chunks")?;
-        }
-        for (k, v) in &headers {
-            self.emitter
-                .send(&self.config.state_topic, k.as_bytes(), v.as_deref());
-        }
-        flush("the checkpoint")?;
-        if !stale.is_empty() {
-            for (k, v) in &stale {
+        for (records, what) in [
+            (chunks, "the checkpoint's chunks"),
+            (headers, "the checkpoint"),
+            (stale, "the deletion of an older checkpoint"),
+        ] {
+            if records.is_empty() {
+                continue;
+            }
+            for (k, v) in &records {
                 self.emitter
                     .send(&self.config.state_topic, k.as_bytes(), v.as_deref());
             }
-            flush("the deletion of an older checkpoint")?;
+            producer
+                .flush(flush_timeout)
+                .map_err(|e| Error::Kafka(format!("{what} could not be saved: {e}")))?;
         }
         let failed = producer.context().failed.swap(0, Ordering::Relaxed);
         if failed > 0 {

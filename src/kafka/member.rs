@@ -309,12 +309,9 @@ impl GroupMember {
 
     /// Whether every assigned partition has been read to its end.
     pub fn read_to_end(&self) -> bool {
-        let Ok(assignment) = self.consumer.assignment() else {
-            return false;
-        };
-        let parts = assignment.elements();
+        let parts = self.assigned();
         let at_end = self.at_end.borrow();
-        !parts.is_empty() && parts.iter().all(|e| at_end.contains(&e.partition()))
+        !parts.is_empty() && parts.iter().all(|p| at_end.contains(p))
     }
 
     /// Commits `offsets` (partition, next offset to read) and waits for the broker's answer.
@@ -410,17 +407,17 @@ impl Membership {
         observer: Arc<dyn Observer>,
         timeout: Duration,
     ) -> Result<Self> {
-        let member =
-            GroupMember::join(kafka, group_id, topic, client_id, observer.clone(), timeout)?;
-        Ok(Membership {
+        let mut membership = Membership {
             kafka: kafka.clone(),
             group_id: group_id.to_string(),
             topic: topic.to_string(),
             client_id,
             observer,
             timeout,
-            member: Some(member),
-        })
+            member: None,
+        };
+        membership.member()?;
+        Ok(membership)
     }
 
     /// The member, joining the group again if an earlier run left it.

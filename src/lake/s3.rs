@@ -196,11 +196,12 @@ impl Writer {
                 .map_err(|e| self.failed(key, &e))
         };
         let left = deadline.saturating_sub(started.elapsed());
-        let completed = self.within(left, key, upload).await;
-        match (completed, self.abort_upload(key, &upload_id).await) {
-            (Ok(()), _) => Ok(()),
-            (Err(e), Ok(())) => Err(e),
-            (Err(e), Err(abort)) => Err(Error::Io(format!("{e}; {abort}"))),
+        let Err(e) = self.within(left, key, upload).await else {
+            return Ok(());
+        };
+        match self.abort_upload(key, &upload_id).await {
+            Ok(()) => Err(e),
+            Err(abort) => Err(Error::Io(format!("{e}; {abort}"))),
         }
     }
 
