@@ -242,6 +242,79 @@ def test_restart_resumes_open_windows_without_repeats(broker, fresh_topic):
     )
 
 
+def test_a_rebalance_hands_state_over_and_emits_nothing_twice(broker, fresh_topic):
+    ticks = make_ticks(n_per_symbol=200)
+    half = len(ticks) // 2
+    produce(broker.bootstrap_servers, fresh_topic, ticks[:half])
+    out, group = f"{fresh_topic}-bars", f"g-{uuid.uuid4().hex[:8]}"
+    # No timed checkpoint and no idle flush during the test: only the revoke saves state,
+    # and windows close only as the ticks move on.
+    options = dict(
+        window="1m",
+        windows_topic=out,
+        checkpoint_interval=3600,
+        idle_timeout=3600,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
+    first = ss.Analytics(broker.bootstrap_servers, fresh_topic, group, **options)
+    first.start()
+    second = None
+    try:
+        deadline = time.monotonic() + 60
+        while first.status().ticks < half and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first.status().ticks == half
+        # A second member joins: the first gives up two partitions, with their state.
+        second = ss.Analytics(broker.bootstrap_servers, fresh_topic, group, **options)
+        second.start()
+        while time.monotonic() < deadline and not (
+            first.status().assigned and second.status().assigned
+        ):
+            time.sleep(0.1)
+        held = [set(a.status().assigned) for a in (first, second)]
+        assert held[0] | held[1] == {0, 1, 2, 3} and not held[0] & held[1], held
+        produce(broker.bootstrap_servers, fresh_topic, ticks[half:])
+        while time.monotonic() < deadline and (
+            first.status().ticks + second.status().ticks < len(ticks)
+        ):
+            time.sleep(0.1)
+    finally:
+        s1 = first.stop()
+        s2 = second.stop() if second else None
+    # Each tick was taken once: the new owner started from the handed-over state.
+    assert s1.ticks + s2.ticks == len(ticks), (s1, s2)
+    assert s1.checkpoints >= 1 and s2.windows > 0
+    # A last member closes the windows still open.
+    last = ss.Analytics(
+        broker.bootstrap_servers, fresh_topic, group, **{**options, "idle_timeout": 0.5}
+    )
+    last.run(stop_at_end=True)
+    bars = pl.DataFrame(
+        [json.loads(v) for v in ss.read_topic(broker.bootstrap_servers, out)["value"]]
+    ).with_columns(
+        pl.col("window_start").str.to_datetime(time_unit="us"), pl.col("count").cast(pl.Int64)
+    )
+    assert bars.select("symbol", "window_start").is_duplicated().sum() == 0
+    assert_frame_equal(
+        windows_of(bars), expected_windows(ticks).sort("symbol", "window_start"), rel_tol=1e-9
+    )
+
+
+def test_exactly_once_is_refused_without_transactions_saying_what_runs_instead(broker, fresh_topic):
+    # The embedded broker accepts transaction requests without keeping their promise;
+    # Tansu has no transactions.
+    started = time.monotonic()
+    with pytest.raises(ss.ConfigError, match="exactly_once=True") as refused:
+        ss.Analytics(
+            broker.bootstrap_servers, fresh_topic, "g-eos", exactly_once=True, connect_timeout=5
+        )
+    assert "at-least-once" in str(refused.value)
+    assert time.monotonic() - started < 30
+    # Without it the same job runs.
+    ss.Analytics(broker.bootstrap_servers, fresh_topic, "g-eos", window="1m").run(limit=0)
+
+
 def test_a_tick_from_the_far_future_is_rejected_and_moves_no_watermark(kafka, topic):
     ticks = make_ticks(n_per_symbol=40)
     half = len(ticks) // 2

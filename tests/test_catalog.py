@@ -108,7 +108,7 @@ def test_schema_evolution_adds_columns_and_widens_numbers(lake):
     assert got["Volume"].to_list() == [None, None, None, 100]
 
 
-def test_a_type_conflict_is_reported_with_both_files(lake):
+def test_a_type_conflict_widens_to_text_is_reported_and_select_star_reads_every_file(lake):
     ss.crawl(str(lake))
     put(lake, "ticks/date=2021-01-06/part-t-0-2.parquet", ticks("NYA", "n/a"))
     report = ss.crawl(str(lake))
@@ -117,7 +117,27 @@ def test_a_type_conflict_is_reported_with_both_files(lake):
     assert files[0].endswith("ticks/date=2021-01-04/part-t-0-0.parquet")
     assert files[1].endswith("ticks/date=2021-01-06/part-t-0-2.parquet")
     table = json.loads((lake / "_catalog/stock_market/ticks.json").read_text())
-    assert {"name": "Close", "type": "double"} in table["columns"]
+    assert {"name": "Close", "type": "string"} in table["columns"]
+    assert table["widened"] == ["Close"]
+    # Every object is read, each with its own stored type, as text.
+    got = ss.Lake(str(lake)).sql('SELECT * FROM ticks ORDER BY date, "Index"')
+    assert got.schema["Close"] == pl.String
+    assert got["Close"].to_list() == ["2.5", "1.5", "3.5", "n/a"]
+    # Later objects of either type read too, and a filter on the text works.
+    put(lake, "ticks/date=2021-01-06/part-t-1-3.parquet", ticks("IXIC", 9.25))
+    ss.crawl(str(lake))
+    got = ss.Lake(str(lake)).sql('SELECT "Index" FROM ticks WHERE "Close" = \'9.25\'')
+    assert got["Index"].to_list() == ["IXIC"]
+
+
+def test_a_field_whose_type_changes_between_sink_batches_stays_queryable(tmp_path):
+    lake = tmp_path / "lake"
+    put(lake, "t/part-t-0-0.ndjson", pl.DataFrame({"Index": ["A"], "note": [1]}))
+    put(lake, "t/part-t-0-1.ndjson", pl.DataFrame({"Index": ["B"], "note": ["late"]}))
+    report = ss.crawl(str(lake))
+    assert [(c, e, f) for _, c, e, f, _ in report.conflicts] == [("note", "bigint", "string")]
+    got = ss.Lake(str(lake)).sql('SELECT * FROM t ORDER BY "Index"')
+    assert got["note"].to_list() == ["1", "late"]
 
 
 def test_quarantine_catalog_and_temporary_files_are_not_crawled(lake):

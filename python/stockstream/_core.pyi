@@ -31,6 +31,9 @@ __all__ = [
 
 _Path = str | PathLike[str]
 _Progress = Callable[[SendReport], object]
+# A Polars DataFrame or LazyFrame, a pandas DataFrame, a pyarrow Table, or any object with
+# the Arrow C stream interface.
+_Frame = Any
 _Config = str | int | float | bool
 
 @final
@@ -74,6 +77,32 @@ class TickSource:
         symbol_column: str | None = None,
         time_column: str | None = None,
         numeric_columns: Sequence[str] | None = None,
+        time_format: str | None = None,
+        time_zone: str | None = None,
+    ) -> TickSource: ...
+    @staticmethod
+    def frame(
+        frame: _Frame,
+        mode: str = "replay",
+        *,
+        seed: int = 0,
+        symbol_column: str | None = None,
+        time_column: str | None = None,
+        numeric_columns: Sequence[str] | None = None,
+        time_format: str | None = None,
+        time_zone: str | None = None,
+    ) -> TickSource: ...
+    @staticmethod
+    def parquet(
+        path: _Path,
+        mode: str = "replay",
+        *,
+        seed: int = 0,
+        symbol_column: str | None = None,
+        time_column: str | None = None,
+        numeric_columns: Sequence[str] | None = None,
+        time_format: str | None = None,
+        time_zone: str | None = None,
     ) -> TickSource: ...
     @staticmethod
     def synthetic(
@@ -128,6 +157,25 @@ class Producer:
         symbol_column: str | None = None,
         time_column: str | None = None,
         numeric_columns: Sequence[str] | None = None,
+        time_format: str | None = None,
+        time_zone: str | None = None,
+        progress: _Progress | None = None,
+    ) -> SendReport: ...
+    def send_frame(
+        self,
+        frame: _Frame,
+        mode: str = "replay",
+        *,
+        rate: float | None = None,
+        speedup: float | None = None,
+        limit: int | None = None,
+        duration: float | None = None,
+        seed: int = 0,
+        symbol_column: str | None = None,
+        time_column: str | None = None,
+        numeric_columns: Sequence[str] | None = None,
+        time_format: str | None = None,
+        time_zone: str | None = None,
         progress: _Progress | None = None,
     ) -> SendReport: ...
     def send(
@@ -163,6 +211,8 @@ class Producer:
         symbol_column: str | None = None,
         time_column: str | None = None,
         numeric_columns: Sequence[str] | None = None,
+        time_format: str | None = None,
+        time_zone: str | None = None,
         progress: _Progress | None = None,
     ) -> Awaitable[SendReport]: ...
     def stop(self) -> None: ...
@@ -240,6 +290,8 @@ class LakeSink:
         buffer_bytes: int | None = None,
         symbol_field: str = "Index",
         time_field: str = "Date",
+        time_format: str | None = None,
+        time_zone: str | None = None,
         columns: dict[str, str] | None = None,
         kafka_metadata: bool = False,
         endpoint_url: str | None = None,
@@ -339,6 +391,7 @@ class Analytics:
         late_topic: str | None = None,
         state_topic: str | None = None,
         checkpoint_interval: float = 2.0,
+        exactly_once: bool = False,
         callback: Callable[[str, dict[str, Any]], object] | None = None,
         callback_kinds: str | Sequence[str] | None = None,
         keep: int = 10000,
@@ -346,6 +399,9 @@ class Analytics:
         time_field: str = "Date",
         price_field: str = "Close",
         volume_field: str = "Volume",
+        time_format: str | None = None,
+        time_zone: str | None = None,
+        session_zone: str | None = None,
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> Analytics: ...
@@ -502,6 +558,8 @@ def read_ticks(
     symbol_column: str | None = None,
     time_column: str | None = None,
     numeric_columns: Sequence[str] | None = None,
+    time_format: str | None = None,
+    time_zone: str | None = None,
 ) -> polars.DataFrame: ...
 def synthetic_ticks(
     rows: int,

@@ -25,6 +25,13 @@ pub struct Tick {
     pub price: f64,
     pub volume: f64,
     pub offset: i64,
+    /// The tick's high and low, when it carries them (bars); ATR uses them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<(f64, f64)>,
+    /// The trading day in the session zone (days since the epoch): session VWAP resets
+    /// when it changes.
+    #[serde(default)]
+    pub session: i32,
 }
 
 /// Release order: event time, then arrival.
@@ -486,11 +493,7 @@ impl Spec {
         if self.indicators.is_empty() && self.rules.is_empty() {
             return;
         }
-        let values: Vec<Option<f64>> = sym
-            .indicators
-            .iter_mut()
-            .map(|i| i.update(tick.time, tick.price))
-            .collect();
+        let values: Vec<Option<f64>> = sym.indicators.iter_mut().map(|i| i.update(&tick)).collect();
         for (rule, side) in self.rules.iter().zip(sym.sides.iter_mut()) {
             let RuleKind::Crosses(left, right) = &rule.kind else {
                 continue;
@@ -552,6 +555,8 @@ mod tests {
                 price,
                 volume: 1.0,
                 offset: st.next_offset.max(i as i64),
+                range: None,
+                session: 0,
             };
             spec.add(st, tick, &mut |o| outs.push(o));
         }

@@ -9,7 +9,9 @@
 //! messages before its offset are skipped, so a restart neither re-emits a window closed
 //! before the checkpoint nor loses a window that was open. After a crash, outputs emitted
 //! since the last checkpoint are emitted again (at-least-once); each is identified by
-//! symbol and event time, so downstream can drop repeats.
+//! symbol and event time, so downstream can drop repeats. With `exactly_once`, each
+//! checkpoint is instead the commit of a Kafka transaction holding the outputs, the state
+//! and the offsets (see [`transactions`]).
 
 mod engine;
 mod indicator;
@@ -18,6 +20,7 @@ mod snapshot;
 pub mod spec;
 mod status;
 mod tick;
+mod transactions;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +37,7 @@ pub use output::{Kind, Output};
 use snapshot::Chunked;
 pub use status::AnalyticsStatus;
 pub use tick::TickFields;
+use transactions::Transactions;
 
 use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
 use crate::error::{Error, Result};
@@ -61,6 +65,8 @@ pub struct AnalyticsConfig {
     /// Ticks dated more than this ahead of the wall clock (µs) are rejected: one bad
     /// clock would otherwise push the watermark past every later tick, for good.
     pub max_future: i64,
+    /// Outputs, state and offsets committed together in Kafka transactions.
+    pub exactly_once: bool,
 }
 
 impl AnalyticsConfig {
@@ -76,6 +82,7 @@ impl AnalyticsConfig {
             state_topic: format!("{group_id}-state"),
             keep: 10_000,
             max_future: 86_400_000_000,
+            exactly_once: false,
         }
     }
 
@@ -247,6 +254,8 @@ struct Work {
     homes: HashMap<String, i32>,
     status: Arc<AnalyticsStatus>,
     timeout: Duration,
+    /// With `exactly_once`: each checkpoint commits a transaction instead of offsets.
+    transactions: Option<Transactions>,
 }
 
 impl Analytics {
@@ -261,6 +270,23 @@ impl Analytics {
     ) -> Result<Self> {
         config.validate()?;
         let status = Arc::new(AnalyticsStatus::new());
+        let mut producer_config = kafka.client_config(&PRODUCER_DEFAULTS);
+        if config.exactly_once {
+            for (key, value) in transactions::producer_properties(&config.group_id, &config.topic) {
+                producer_config.set(key, value);
+            }
+        }
+        let producer: ThreadedProducer<Deliveries> = producer_config
+            .create_with_context(Deliveries {
+                status: status.clone(),
+                failed: AtomicU64::new(0),
+            })
+            .map_err(|e| kafka.creation_error(e))?;
+        // Before joining: a broker without transactions is refused without a rebalance.
+        let transactions = config
+            .exactly_once
+            .then(|| Transactions::start(&producer, kafka, connect_timeout))
+            .transpose()?;
         let membership = Membership::join(
             kafka,
             &config.group_id,
@@ -277,13 +303,6 @@ impl Analytics {
             .collect();
         wanted.push((&config.state_topic, true));
         create_topics(kafka, &wanted, connect_timeout)?;
-        let producer: ThreadedProducer<Deliveries> = kafka
-            .client_config(&PRODUCER_DEFAULTS)
-            .create_with_context(Deliveries {
-                status: status.clone(),
-                failed: AtomicU64::new(0),
-            })
-            .map_err(|e| kafka.creation_error(e))?;
         let emitter = Emitter {
             producer,
             topics: config.topics.clone(),
@@ -312,6 +331,7 @@ impl Analytics {
                 homes: HashMap::new(),
                 status,
                 timeout: connect_timeout,
+                transactions,
             },
         })
     }
@@ -351,8 +371,8 @@ impl Analytics {
 }
 
 impl Pipeline for Work {
-    fn apply(&mut self, _: &GroupMember, changes: &[Change]) -> Result<()> {
-        self.apply_rebalance(changes)
+    fn apply(&mut self, member: &GroupMember, changes: &[Change]) -> Result<()> {
+        self.apply_rebalance(member, changes)
     }
 
     fn take(
@@ -401,10 +421,26 @@ impl Work {
     /// the offsets that state covers.
     fn checkpoint(&mut self, member: &GroupMember) -> Result<()> {
         self.update_gauges();
-        let offsets = self.save_state()?;
-        if let Err(e) = member.commit(&offsets) {
-            // The snapshot is saved; its offset wins over the committed one on restore.
-            self.status.error(format!("commit failed: {e}"));
+        match self.transactions.clone() {
+            Some(t) => {
+                let committed = self
+                    .save_state()
+                    .and_then(|offsets| t.commit(&self.emitter.producer, member, &offsets));
+                if let Err(e) = committed {
+                    // What is held in memory went past the last commit: nothing more of
+                    // it may be saved, and the run ends (its state dropped with it).
+                    t.abort(&self.emitter.producer);
+                    self.dirty.clear();
+                    return Err(e);
+                }
+            }
+            None => {
+                let offsets = self.save_state()?;
+                if let Err(e) = member.commit(&offsets) {
+                    // The snapshot is saved; its offset wins over the committed one.
+                    self.status.error(format!("commit failed: {e}"));
+                }
+            }
         }
         AnalyticsStatus::add(&self.status.checkpoints, 1);
         self.last_checkpoint = Instant::now();
@@ -496,9 +532,10 @@ impl Work {
         self.status.set_watermarks(watermarks);
     }
 
-    /// Revoked partitions' state is dropped (the next owner restores the last checkpoint);
-    /// assigned partitions' state is restored from it.
-    fn apply_rebalance(&mut self, changes: &[Change]) -> Result<()> {
+    /// Revoked partitions are checkpointed (the rebalance waits for it: see
+    /// [`GroupMember::settle`]) and dropped; assigned partitions' state is restored from
+    /// the last checkpoint.
+    fn apply_rebalance(&mut self, member: &GroupMember, changes: &[Change]) -> Result<()> {
         let mut assigned = Vec::new();
         for change in changes {
             match change {
@@ -507,7 +544,10 @@ impl Work {
                     // the next owner starts from here instead of emitting it again. (Not
                     // when lost: the next owner may have moved on already.)
                     if !lost && partitions.iter().any(|p| self.dirty.contains(p)) {
-                        if let Err(e) = self.save_state() {
+                        if let Err(e) = self.checkpoint(member) {
+                            if self.transactions.is_some() {
+                                return Err(e);
+                            }
                             self.status.error(format!(
                                 "saving the state of revoked partitions {partitions:?}: {e}"
                             ));

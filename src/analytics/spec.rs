@@ -82,6 +82,43 @@ pub enum IndicatorKind {
     Ema(Span),
     /// Sample standard deviation of the last N simple returns.
     Volatility(usize),
+    /// Wilder's relative strength index over N price changes.
+    Rsi(usize),
+    /// One part of MACD: EMA(fast) − EMA(slow), its EMA(signal), or their difference.
+    Macd {
+        fast: usize,
+        slow: usize,
+        signal: usize,
+        part: MacdPart,
+    },
+    /// One part of Bollinger bands: the N-tick mean, the mean ± k population standard
+    /// deviations (`k` in hundredths), or %b (where the price sits between the bands).
+    Bollinger {
+        n: usize,
+        k_cents: u32,
+        part: BandPart,
+    },
+    /// Wilder's average true range over N ticks (from high, low and close).
+    Atr(usize),
+    /// VWAP since the start of the tick's trading day (in the session zone).
+    SessionVwap,
+    /// Rate of change: percent change from the price N ticks before.
+    Roc(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MacdPart {
+    Line,
+    Signal,
+    Histogram,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BandPart {
+    Middle,
+    Upper,
+    Lower,
+    PercentB,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,18 +132,72 @@ impl Indicator {
         let name = name.trim().to_ascii_lowercase();
         let bad = |why: &str| {
             Error::Config(format!(
-                "indicator {name:?}: {why}; write sma_N, ema_N (N ticks), sma_5m, ema_5m \
-                 (a span of event time) or volatility_N"
+                "indicator {name:?}: {why}; write sma_N, ema_N (N ticks), sma_5m, ema_5m (a \
+                 span of event time), volatility_N, rsi_N, macd[_F_S_G], macd_signal[_F_S_G], \
+                 macd_hist[_F_S_G], bb_middle_N, bb_upper_N[_K], bb_lower_N[_K], bb_pctb_N[_K], \
+                 atr_N, roc_N or vwap (since the session's start)"
             ))
         };
-        let (kind, arg) = name.split_once('_').ok_or_else(|| bad("no length"))?;
-        let kind = match kind {
-            "sma" => IndicatorKind::Sma(Span::parse(arg)?),
-            "ema" => IndicatorKind::Ema(Span::parse(arg)?),
-            "volatility" | "vol" => match Span::parse(arg)? {
+        let count = |text: &str| -> Result<usize> {
+            match text.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(bad(&format!("{text:?} is not a positive tick count"))),
+            }
+        };
+        let parts: Vec<&str> = name.split('_').collect();
+        let macd = |part: MacdPart, spans: &[&str]| -> Result<IndicatorKind> {
+            let (fast, slow, signal) = match spans {
+                [] => (12, 26, 9),
+                [f, s, g] => (count(f)?, count(s)?, count(g)?),
+                _ => return Err(bad("MACD takes three spans (fast, slow, signal) or none")),
+            };
+            if fast >= slow {
+                return Err(bad("the fast span must be shorter than the slow one"));
+            }
+            Ok(IndicatorKind::Macd {
+                fast,
+                slow,
+                signal,
+                part,
+            })
+        };
+        let band = |part: BandPart, rest: &[&str]| -> Result<IndicatorKind> {
+            let (n, k) = match rest {
+                [n] => (count(n)?, 2.0),
+                [n, k] => (
+                    count(n)?,
+                    k.parse::<f64>().map_err(|_| bad("K is not a number"))?,
+                ),
+                _ => return Err(bad("Bollinger bands take N and an optional K")),
+            };
+            if !(k > 0.0 && k <= 10.0) || n < 2 {
+                return Err(bad("Bollinger bands need N ≥ 2 and 0 < K ≤ 10"));
+            }
+            Ok(IndicatorKind::Bollinger {
+                n,
+                k_cents: (k * 100.0).round() as u32,
+                part,
+            })
+        };
+        let kind = match parts[..] {
+            ["vwap"] => IndicatorKind::SessionVwap,
+            ["macd", "signal", ref spans @ ..] => macd(MacdPart::Signal, spans)?,
+            ["macd", "hist", ref spans @ ..] => macd(MacdPart::Histogram, spans)?,
+            ["macd", ref spans @ ..] => macd(MacdPart::Line, spans)?,
+            ["bb", "middle", ref rest @ ..] => band(BandPart::Middle, rest)?,
+            ["bb", "upper", ref rest @ ..] => band(BandPart::Upper, rest)?,
+            ["bb", "lower", ref rest @ ..] => band(BandPart::Lower, rest)?,
+            ["bb", "pctb", ref rest @ ..] => band(BandPart::PercentB, rest)?,
+            ["rsi", n] => IndicatorKind::Rsi(count(n)?),
+            ["atr", n] => IndicatorKind::Atr(count(n)?),
+            ["roc", n] => IndicatorKind::Roc(count(n)?),
+            ["sma", arg] => IndicatorKind::Sma(Span::parse(arg)?),
+            ["ema", arg] => IndicatorKind::Ema(Span::parse(arg)?),
+            ["volatility" | "vol", arg] => match Span::parse(arg)? {
                 Span::Ticks(n) if n >= 2 => IndicatorKind::Volatility(n),
                 _ => return Err(bad("volatility needs at least 2 returns")),
             },
+            [_] => return Err(bad("no length")),
             _ => return Err(bad("unknown kind")),
         };
         Ok(Indicator { name, kind })
@@ -279,6 +370,31 @@ mod tests {
             Indicator::parse("volatility_20").unwrap().kind,
             IndicatorKind::Volatility(20)
         );
+        assert_eq!(
+            Indicator::parse("macd_hist").unwrap().kind,
+            IndicatorKind::Macd {
+                fast: 12,
+                slow: 26,
+                signal: 9,
+                part: MacdPart::Histogram
+            }
+        );
+        assert_eq!(
+            Indicator::parse("bb_upper_20_2.5").unwrap().kind,
+            IndicatorKind::Bollinger {
+                n: 20,
+                k_cents: 250,
+                part: BandPart::Upper
+            }
+        );
+        assert_eq!(
+            Indicator::parse("vwap").unwrap().kind,
+            IndicatorKind::SessionVwap
+        );
+        assert_eq!(
+            Indicator::parse("rsi_14").unwrap().kind,
+            IndicatorKind::Rsi(14)
+        );
         for bad in [
             "sma",
             "sma_0",
@@ -286,6 +402,14 @@ mod tests {
             "wma_3",
             "volatility_1m",
             "volatility_1",
+            "rsi_0",
+            "rsi_5m",
+            "macd_26_12_9",
+            "macd_12_26",
+            "bb_upper",
+            "bb_upper_20_0",
+            "bb_upper_1",
+            "vwap_5",
         ] {
             assert!(Indicator::parse(bad).is_err(), "{bad:?}");
         }

@@ -2,7 +2,10 @@
 //! price and the volume, and why a message does not make a tick.
 
 use crate::sink::record::{Record, Scalar};
-use crate::source::time::parse_micros;
+use chrono::TimeZone as _;
+use chrono_tz::Tz;
+
+use crate::source::time::{epoch_micros, TimeFormat};
 
 use super::engine::Tick;
 
@@ -14,6 +17,13 @@ pub struct TickFields {
     pub price: String,
     /// `None`: ticks carry no volume (VWAP is then empty).
     pub volume: Option<String>,
+    /// How the time field's text is written.
+    pub time_format: TimeFormat,
+    /// The fields of a bar's high and low, used when a record carries them.
+    pub high: String,
+    pub low: String,
+    /// Where trading days begin and end (UTC if `None`).
+    pub session_zone: Option<Tz>,
 }
 
 impl Default for TickFields {
@@ -23,6 +33,10 @@ impl Default for TickFields {
             time: "Date".into(),
             price: "Close".into(),
             volume: Some("Volume".into()),
+            time_format: TimeFormat::default(),
+            high: "High".into(),
+            low: "Low".into(),
+            session_zone: None,
         }
     }
 }
@@ -36,10 +50,13 @@ impl TickFields {
             other => return Err(wrong(&self.symbol, other, "a symbol string")),
         };
         let time = match record.get(&self.time) {
-            Some(Scalar::Str(s)) => parse_micros(s)
-                .ok_or_else(|| format!("{:?} is not a date or time: {s:?}", self.time))?,
-            // Numbers are Unix epoch milliseconds, as Kafka timestamps are.
-            Some(Scalar::Int(ms)) => ms.saturating_mul(1000),
+            Some(Scalar::Str(s)) => self
+                .time_format
+                .parse(s)
+                .map(|(micros, _)| micros)
+                .map_err(|why| format!("field {:?}: {why}", self.time))?,
+            // Numbers are Unix epochs in s, ms, µs or ns, told by magnitude.
+            Some(Scalar::Int(epoch)) => epoch_micros(*epoch),
             other => return Err(wrong(&self.time, other, "a date/time string")),
         };
         let price = number(&record, &self.price)?;
@@ -47,13 +64,29 @@ impl TickFields {
             Some(field) => number(&record, field)?,
             None => 0.0,
         };
+        let range = match (number(&record, &self.high), number(&record, &self.low)) {
+            (Ok(high), Ok(low)) => Some((high, low)),
+            _ => None,
+        };
         Ok(Tick {
             symbol,
             time,
             price,
             volume,
             offset,
+            range,
+            session: self.session_of(time),
         })
+    }
+
+    /// The trading day of an event time, as days since the epoch in the session zone.
+    fn session_of(&self, micros: i64) -> i32 {
+        const DAY: i64 = 86_400_000_000;
+        let local = self
+            .session_zone
+            .map(|zone| zone.timestamp_micros(micros).single())
+            .and_then(|t| t.map(|t| t.naive_local().and_utc().timestamp_micros()));
+        local.unwrap_or(micros).div_euclid(DAY) as i32
     }
 }
 
@@ -102,7 +135,7 @@ mod tests {
             ),
             (
                 br#"{"Index":"A","Date":"soon","Close":1,"Volume":1}"#,
-                "not a date",
+                "cannot parse \"soon\"",
             ),
             (
                 br#"{"Index":"A","Date":"2021-01-01","Close":"x","Volume":1}"#,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::local::{read_json, update_json, CATALOG_DIR};
 use super::schema::object_schema;
-use super::{partition_column, table_name, Catalog, Column, HiveType, Table};
+use super::{partition_column, table_name, Catalog, Column, HiveType, Merged, Table};
 use crate::error::{Error, Result};
 use crate::lake::{is_hidden, partition_of, Format, ObjectName, PartitionKey};
 use crate::lake::{ObjectMeta, ObjectStore};
@@ -378,7 +378,8 @@ fn fits(
     Ok(())
 }
 
-/// Adds a column, widens its type, or reports a conflict naming both files.
+/// Adds a column or widens its type; a conflict (the column becomes text) is reported
+/// with both files.
 #[allow(clippy::too_many_arguments)]
 fn merge_column(
     table: &mut Table,
@@ -390,34 +391,27 @@ fn merge_column(
     kind: HiveType,
     store: &dyn ObjectStore,
 ) {
-    // Columns that are also partition keys come from the folder names.
-    if table.partition_keys.iter().any(|k| k.name == column) {
-        return;
-    }
-    match table.columns.iter_mut().find(|c| c.name == column) {
-        None => {
+    match table.merge_column(&column, kind) {
+        Merged::Kept => {}
+        Merged::Added => {
             report
                 .columns_added
                 .push((table.name.clone(), column.clone(), kind));
-            state.column_sources.insert(column.clone(), key.to_string());
-            table.columns.push(Column { name: column, kind });
+            state.column_sources.insert(column, key.to_string());
         }
-        Some(existing) => match existing.kind.unify(kind) {
-            Some(wider) => existing.kind = wider,
-            None => {
-                let first = state
-                    .column_sources
-                    .get(&column)
-                    .map_or_else(|| "an earlier object".to_string(), |k| store.url(k));
-                report.conflicts.push(Conflict {
-                    table: table.name.clone(),
-                    column,
-                    existing: existing.kind,
-                    found: kind,
-                    files: vec![first, url.to_string()],
-                });
-            }
-        },
+        Merged::Widened { was } => {
+            let first = state
+                .column_sources
+                .get(&column)
+                .map_or_else(|| "an earlier object".to_string(), |k| store.url(k));
+            report.conflicts.push(Conflict {
+                table: table.name.clone(),
+                column,
+                existing: was,
+                found: kind,
+                files: vec![first, url.to_string()],
+            });
+        }
     }
 }
 

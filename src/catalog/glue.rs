@@ -24,6 +24,7 @@ const SOURCE_PARAMETER: &str = "stockstream.source";
 const LANDED_PARAMETER: &str = "stockstream.landed";
 const RETIRED_PARAMETER: &str = "stockstream.retired";
 const PARTITIONING_PARAMETER: &str = "stockstream.partitioning";
+const WIDENED_PARAMETER: &str = "stockstream.widened";
 /// Glue accepts at most this many partitions per batch_get_partition call.
 const GET_BATCH: usize = 1000;
 /// Glue accepts at most this many partitions per batch_create_partition call.
@@ -335,6 +336,7 @@ impl GlueCatalog {
         table.landed = serde_json::from_value(decode(LANDED_PARAMETER)?).unwrap_or_default();
         table.retired = serde_json::from_value(decode(RETIRED_PARAMETER)?).unwrap_or_default();
         table.partitioning = parameter(PARTITIONING_PARAMETER).cloned();
+        table.widened = serde_json::from_value(decode(WIDENED_PARAMETER)?).unwrap_or_default();
         table.location = match &table.source {
             Some(_) if table.partition_keys.is_empty() => {
                 base_folder(&location).unwrap_or(location.clone())
@@ -490,6 +492,9 @@ fn table_input(table: &Table, root: &str) -> Result<TableInput> {
     }
     if !table.retired.is_empty() {
         record(RETIRED_PARAMETER, serde_json::json!(table.retired));
+    }
+    if !table.widened.is_empty() {
+        record(WIDENED_PARAMETER, serde_json::json!(table.widened));
     }
     if let Some(p) = &table.partitioning {
         parameters.insert(PARTITIONING_PARAMETER.to_string(), p.clone());

@@ -73,6 +73,22 @@ pub struct Table {
     /// Per Kafka partition of the source, the last landed offset range.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub landed: BTreeMap<i32, LandedRange>,
+    /// Columns read as text because objects disagree on their type (an undeclared field
+    /// that is a number in some records and text in others).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub widened: BTreeSet<String>,
+}
+
+/// What adding a column found in an object did to a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merged {
+    /// A new column; or one already there, possibly widened to a wider number.
+    Added,
+    Kept,
+    /// The types conflicted: the column is text from now on; `was` its type before.
+    Widened {
+        was: HiveType,
+    },
 }
 
 /// The last offset range a sink landed from one Kafka partition.
@@ -123,6 +139,37 @@ impl Table {
             retired: Vec::new(),
             source: None,
             landed: BTreeMap::new(),
+            widened: BTreeSet::new(),
+        }
+    }
+
+    /// Adds a column found in an object, or widens its type to hold both: numbers to the
+    /// wider number, anything else to text. Partition keys come from folder names and are
+    /// left alone.
+    pub fn merge_column(&mut self, name: &str, kind: HiveType) -> Merged {
+        if self.partition_keys.iter().any(|k| k.name == name) {
+            return Merged::Kept;
+        }
+        let Some(existing) = self.columns.iter_mut().find(|c| c.name == name) else {
+            self.columns.push(Column {
+                name: name.to_string(),
+                kind,
+            });
+            return Merged::Added;
+        };
+        match existing.kind.unify(kind) {
+            // Already text because objects disagreed: one more stored type changes nothing.
+            None if self.widened.contains(name) => Merged::Kept,
+            Some(wider) => {
+                existing.kind = wider;
+                Merged::Kept
+            }
+            None => {
+                let was = existing.kind;
+                existing.kind = HiveType::String;
+                self.widened.insert(name.to_string());
+                Merged::Widened { was }
+            }
         }
     }
 
@@ -312,6 +359,30 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn merged_columns_widen_numbers_and_turn_conflicts_into_text() {
+        let key = Column {
+            name: "symbol".into(),
+            kind: HiveType::String,
+        };
+        let mut table = Table::new(DEFAULT_DATABASE, "t", "t", Format::Parquet, vec![key]);
+        assert_eq!(table.merge_column("qty", HiveType::Int), Merged::Added);
+        assert_eq!(table.merge_column("qty", HiveType::Double), Merged::Kept);
+        assert_eq!(table.columns[0].kind, HiveType::Double);
+        assert_eq!(
+            table.merge_column("qty", HiveType::String),
+            Merged::Widened {
+                was: HiveType::Double
+            }
+        );
+        assert_eq!(table.merge_column("qty", HiveType::Bigint), Merged::Kept);
+        assert_eq!(table.columns[0].kind, HiveType::String);
+        assert!(table.widened.contains("qty"));
+        // A partition key's type comes from its folders, whatever an object stores.
+        assert_eq!(table.merge_column("symbol", HiveType::Bigint), Merged::Kept);
+        assert_eq!(table.columns.len(), 1);
     }
 
     #[test]

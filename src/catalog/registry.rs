@@ -167,23 +167,9 @@ pub fn apply_landing(
     Ok(added)
 }
 
-/// Adds new columns and widens types; a conflicting type keeps the catalog's (the crawler
-/// reports conflicts with the files involved).
+/// Adds new columns and widens types (a conflict makes the column text).
 fn merge_columns(table: &mut Table, found: &[(String, HiveType)]) {
     for (name, kind) in found {
-        if table.partition_keys.iter().any(|k| &k.name == name) {
-            continue;
-        }
-        match table.columns.iter_mut().find(|c| &c.name == name) {
-            None => table.columns.push(Column {
-                name: name.clone(),
-                kind: *kind,
-            }),
-            Some(existing) => {
-                if let Some(wider) = existing.kind.unify(*kind) {
-                    existing.kind = wider;
-                }
-            }
-        }
+        table.merge_column(name, *kind);
     }
 }

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, RebalanceProtocol,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
@@ -92,6 +94,8 @@ struct Shared {
     ends: HashMap<i32, i64>,
     /// The queue partitions are routed to; `None` once the member is being dropped.
     queue: Option<Arc<FetchQueue>>,
+    /// A clean revoke the pipeline has not applied yet (see [`GroupMember::settle`]).
+    pending: Option<TopicPartitionList>,
 }
 
 impl Context {
@@ -123,21 +127,19 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let partitions = |tpl: &TopicPartitionList| -> Vec<i32> {
-            tpl.elements().iter().map(|e| e.partition()).collect()
-        };
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                let lost = consumer.assignment_lost();
-                self.shared().changes.push(Change::Revoked {
-                    partitions: partitions(tpl),
-                    lost,
-                });
-                self.observer.assigned(Vec::new());
-            }
-            Rebalance::Assign(tpl) => {
-                let assigned = partitions(tpl);
+    /// Assignments take effect at once. A clean revoke is only recorded: librdkafka
+    /// completes it when [`GroupMember::settle`] unassigns, after the pipeline has applied
+    /// it (an analytics job saves the partitions' state then). Until this member rejoins,
+    /// no other member can be given the partitions, so their next owner finds that state.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut shared = self.shared();
                 if let Some(queue) = &shared.queue {
                     for e in tpl.elements() {
@@ -150,11 +152,55 @@ impl ConsumerContext for Context {
                         }
                     }
                 }
-                shared.changes.push(Change::Assigned(assigned.clone()));
+                shared.changes.push(Change::Assigned(partitions.clone()));
                 drop(shared);
-                self.observer.assigned(assigned);
+                self.complete(consumer, tpl, true);
+                self.observer.assigned(partitions);
             }
-            Rebalance::Error(e) => self.observer.error(format!("rebalance failed: {e}")),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = consumer.assignment_lost();
+                let mut shared = self.shared();
+                shared.changes.push(Change::Revoked { partitions, lost });
+                // Lost partitions may have a new owner already, and a closing member has
+                // no pipeline left to apply the revoke: nothing to wait for.
+                let settle_now = lost || shared.queue.is_none();
+                if !settle_now {
+                    shared.pending = Some(tpl.clone());
+                }
+                drop(shared);
+                if settle_now {
+                    self.complete(consumer, tpl, false);
+                }
+                self.observer.assigned(Vec::new());
+            }
+            _ => {
+                self.observer
+                    .error(format!("rebalance failed: {}", RDKafkaErrorCode::from(err)));
+                if let Err(e) = consumer.unassign() {
+                    self.observer.error(format!("cannot unassign: {e}"));
+                }
+            }
+        }
+    }
+}
+
+impl Context {
+    /// Hands an assignment (`assign`) or revoke to librdkafka, by the group's protocol.
+    fn complete(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList, assign: bool) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let done = match (assign, cooperative) {
+            (true, true) => consumer.incremental_assign(tpl),
+            (true, false) => consumer.assign(tpl),
+            (false, true) => consumer.incremental_unassign(tpl),
+            (false, false) => consumer.unassign(),
+        };
+        if let Err(e) = done {
+            let what = if assign { "assign" } else { "unassign" };
+            self.observer
+                .error(format!("cannot {what} partitions: {e}"));
         }
     }
 }
@@ -226,13 +272,11 @@ impl GroupMember {
     pub fn poll(&self, max: usize, timeout: Duration) -> Polled<'_> {
         let changes = self.rebalances();
         let mut fetched = Vec::new();
-        // After a rebalance, hand the changes over at once rather than wait for messages.
-        let wait = if changes.is_empty() {
-            timeout
-        } else {
-            Duration::ZERO
-        };
-        self.queue.take(max, wait, &mut fetched);
+        // After a rebalance, hand the changes over at once: until a revoke is settled,
+        // its partitions' messages may still arrive, so none are taken with it.
+        if changes.is_empty() {
+            self.queue.take(max, timeout, &mut fetched);
+        }
         let mut messages = Vec::with_capacity(fetched.len());
         let mut at_end = self.at_end.borrow_mut();
         for m in fetched {
@@ -259,6 +303,8 @@ impl GroupMember {
     /// `max.poll.interval.ms`) without taking messages. A pipeline busy for long between
     /// polls, e.g. retrying a write, calls this to learn what it no longer owns.
     pub fn rebalances(&self) -> Vec<Change> {
+        // Whatever an earlier call returned has been applied by now.
+        self.settle();
         let mut stray: HashMap<i32, i64> = HashMap::new();
         // Rebalance callbacks run in here; a message can only show up on this queue if it
         // was fetched before its partition was routed (it is then older than the rest).
@@ -294,6 +340,16 @@ impl GroupMember {
         changes
     }
 
+    /// Completes a revoke once the pipeline has applied it (saved or dropped what it held
+    /// of the partitions), letting the group's rebalance go on.
+    pub fn settle(&self) {
+        let context = self.consumer.context();
+        let pending = context.shared().pending.take();
+        if let Some(tpl) = pending {
+            context.complete(&self.consumer, &tpl, false);
+        }
+    }
+
     fn notice(&self, error: &KafkaError) {
         match error {
             KafkaError::PartitionEOF(p) => {
@@ -316,17 +372,28 @@ impl GroupMember {
 
     /// Commits `offsets` (partition, next offset to read) and waits for the broker's answer.
     pub fn commit(&self, offsets: &[(i32, i64)]) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.consumer
+            .commit(&self.positions(offsets)?, CommitMode::Sync)
+            .map_err(|e| Error::Kafka(e.to_string()))
+    }
+
+    /// `offsets` (partition, next offset to read) of this member's topic, as Kafka lists them.
+    pub fn positions(&self, offsets: &[(i32, i64)]) -> Result<TopicPartitionList> {
         let mut tpl = TopicPartitionList::new();
         for &(partition, offset) in offsets {
             tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset))
                 .map_err(|e| Error::Kafka(format!("bad offset: {e}")))?;
         }
-        if tpl.count() == 0 {
-            return Ok(());
-        }
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| Error::Kafka(e.to_string()))
+        Ok(tpl)
+    }
+
+    /// The group's generation and this member's id, which fence a transactional producer
+    /// whose member was replaced.
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
     }
 
     /// Reads `partition` again from `offset`. Messages fetched from the old position and
@@ -472,8 +539,10 @@ impl Membership {
 
 impl Drop for GroupMember {
     fn drop(&mut self) {
-        // Closing the consumer serves a last revoke; nothing may be routed any more.
+        // Closing the consumer serves a last revoke; nothing may be routed any more, and
+        // that revoke is completed at once.
         self.consumer.context().shared().queue = None;
+        self.settle();
     }
 }
 

@@ -82,6 +82,7 @@ pub fn run(
         // A limit takes no more than it needs, so nothing is fetched past it unprocessed.
         let polled = member.poll(left.min(BATCH as u64) as usize, TICK);
         pipeline.apply(member, &polled.changes)?;
+        member.settle();
         consumed += polled.messages.len() as u64;
         if !polled.messages.is_empty()
             && pipeline.take(member, &polled.messages, stop)? == Flow::Abandon

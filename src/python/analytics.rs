@@ -19,6 +19,7 @@ use crate::analytics::{
     Analytics, AnalyticsConfig, AnalyticsStatus, Callback, Kind, Output, Recent, Spec, TickFields,
 };
 use crate::error::{Error, Result};
+use crate::source::time::TimeFormat;
 
 /// A snapshot of an analytics job's counters.
 ///
@@ -162,7 +163,8 @@ impl PyAnalyticsStatus {
 /// are flushed, each partition's state is saved, then offsets are committed. A restart
 /// (or another member taking over a partition) resumes from that checkpoint without
 /// emitting a window twice or losing an open one. After a crash, outputs emitted since the
-/// last checkpoint come again (at-least-once; symbol and event time identify them).
+/// last checkpoint come again (at-least-once; symbol and event time identify them), unless
+/// ``exactly_once`` is set.
 ///
 /// Args:
 ///     bootstrap_servers: ``host:port[,host:port…]``.
@@ -171,9 +173,16 @@ impl PyAnalyticsStatus {
 ///     window: window length (``"1m"``, ``"5m"``, ``"1h"``; a number is seconds), or None.
 ///     slide: for hopping windows, how far apart windows start; tumbling if None.
 ///     indicators: names such as ``"sma_20"``, ``"ema_12"`` (N ticks), ``"sma_5m"``,
-///         ``"ema_5m"`` (event-time span; for EMA the half-life) and ``"volatility_20"``
-///         (sample stdev of the last 20 simple returns).
+///         ``"ema_5m"`` (event-time span; for EMA the half-life), ``"volatility_20"``
+///         (sample stdev of the last 20 simple returns), ``"rsi_14"`` (Wilder),
+///         ``"macd"``, ``"macd_signal"``, ``"macd_hist"`` (12/26/9, or
+///         ``"macd_5_35_5"`` etc.), Bollinger ``"bb_middle_20"``, ``"bb_upper_20"``,
+///         ``"bb_lower_20"``, ``"bb_pctb_20"`` (2 standard deviations, or
+///         ``"bb_upper_20_2.5"``), ``"atr_14"`` (Wilder, from the ``High``/``Low``
+///         fields when ticks carry them), ``"vwap"`` (since the trading day's start) and
+///         ``"roc_10"`` (percent change over 10 ticks). Null while warming up.
 ///     alerts: rules such as ``"price crosses 15000"``, ``"sma_5 crosses sma_20"``,
+///         ``"rsi_14 crosses 70"``, ``"price crosses bb_upper_20"``,
 ///         ``"move 2%"`` (a window's open-to-close change), optionally ending in
 ///         ``"for NYA,IXIC"``. Indicators a rule names are computed even if not listed.
 ///     allowed_lateness: how far behind the latest event time a tick may arrive and still
@@ -185,12 +194,20 @@ impl PyAnalyticsStatus {
 ///         created if missing; None: not produced.
 ///     state_topic: checkpoint topic (compacted; default ``<group_id>-state``).
 ///     checkpoint_interval: seconds between checkpoints (2).
+///     exactly_once: make each checkpoint a Kafka transaction holding the outputs, the
+///         state and the input offsets (Kafka Streams' exactly-once v2), so readers with
+///         ``isolation.level=read_committed`` see every output once. Needs a broker with
+///         transactions: the embedded broker and Tansu are refused with a ConfigError.
 ///     callback: ``f(kind, record)`` called from the job's thread for each output of
 ///         ``callback_kinds`` (default windows and alerts); exceptions are counted as errors.
 ///     keep: how many recent outputs of each kind ``windows()`` etc. return (10,000).
 ///     symbol_field, time_field, price_field, volume_field: the input fields (the
 ///         tutorial's ``Index``, ``Date``, ``Close``, ``Volume``); ``volume_field=""`` if
 ///         ticks carry no volume (VWAP is then empty).
+///     time_format, time_zone: how the time field is written and the zone of date-times
+///         without an offset (see ``TickSource.csv``); integer times are epochs.
+///     session_zone: the exchange's IANA zone, where trading days (and so session
+///         ``vwap``) begin; ``time_zone`` if given, else UTC.
 ///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
 ///     **config: any librdkafka property (``session_timeout_ms=6000``, SASL/SSL…).
 ///
@@ -298,9 +315,10 @@ impl PyAnalytics {
         bootstrap_servers, topic, group_id="stockstream-analytics", *, window=None, slide=None,
         indicators=None, alerts=None, allowed_lateness=None, max_future=None, idle_timeout=10.0,
         windows_topic=None, indicators_topic=None, alerts_topic=None, late_topic=None,
-        state_topic=None, checkpoint_interval=2.0, callback=None, callback_kinds=None,
+        state_topic=None, checkpoint_interval=2.0, exactly_once=false, callback=None, callback_kinds=None,
         keep=10_000, symbol_field="Index", time_field="Date", price_field="Close",
-        volume_field="Volume", connect_timeout=10.0, **config
+        volume_field="Volume", time_format=None, time_zone=None, session_zone=None,
+        connect_timeout=10.0, **config
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -321,6 +339,7 @@ impl PyAnalytics {
         late_topic: Option<String>,
         state_topic: Option<String>,
         checkpoint_interval: f64,
+        exactly_once: bool,
         callback: Option<Py<PyAny>>,
         callback_kinds: Option<&Bound<'_, PyAny>>,
         keep: usize,
@@ -328,6 +347,9 @@ impl PyAnalytics {
         time_field: &str,
         price_field: &str,
         volume_field: &str,
+        time_format: Option<&str>,
+        time_zone: Option<&str>,
+        session_zone: Option<&str>,
         connect_timeout: f64,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -362,12 +384,25 @@ impl PyAnalytics {
             time: time_field.to_string(),
             price: price_field.to_string(),
             volume: (!volume_field.is_empty()).then(|| volume_field.to_string()),
+            ..TickFields::default()
+        };
+        cfg.fields.time_format = TimeFormat::new(time_format, time_zone)?;
+        cfg.fields.session_zone = match session_zone {
+            Some(zone) => TimeFormat::new(None, Some(zone))
+                .map_err(|_| {
+                    Error::Config(format!(
+                        "session_zone {zone:?} is not an IANA zone name (e.g. \"America/New_York\")"
+                    ))
+                })?
+                .zone(),
+            None => cfg.fields.time_format.zone(),
         };
         if let Some(ahead) = max_future {
             cfg.max_future = event_duration("max_future", ahead)?;
         }
         cfg.idle_timeout = seconds("idle_timeout", idle_timeout)?;
         cfg.checkpoint_interval = seconds("checkpoint_interval", checkpoint_interval)?;
+        cfg.exactly_once = exactly_once;
         cfg.topics = [windows_topic, indicators_topic, alerts_topic, late_topic];
         if let Some(t) = state_topic {
             cfg.state_topic = t;

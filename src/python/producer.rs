@@ -12,7 +12,7 @@ use pyo3::types::PyDict;
 
 use super::kafka_config::kafka_config;
 use super::seconds;
-use super::source::{schema, PyTickSource};
+use super::source::{polars_frame, schema, PyTickSource};
 use crate::producer::{Control, Producer, SendOptions, SendReport};
 
 /// What one send did: counts, timing, and anything the caller should know.
@@ -342,6 +342,8 @@ impl PyProducer {
     ///     limit: stop after this many messages.
     ///     duration: stop after this many seconds.
     ///     seed: random seed for ``"sample"``.
+    ///     symbol_column, time_column, numeric_columns, time_format, time_zone: for other
+    ///         CSV layouts (see ``TickSource.csv``).
     ///     progress: called about every 100 ms with a ``SendReport`` of the counts so far.
     ///
     /// Returns:
@@ -352,7 +354,8 @@ impl PyProducer {
     ///     KeyboardInterrupt: after flushing what was already handed to Kafka
     ///         (``last_report`` has the counts).
     #[pyo3(signature = (path, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
-                        symbol_column=None, time_column=None, numeric_columns=None, progress=None))]
+                        symbol_column=None, time_column=None, numeric_columns=None, time_format=None,
+                        time_zone=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_csv(
         &self,
@@ -367,6 +370,8 @@ impl PyProducer {
         symbol_column: Option<&str>,
         time_column: Option<&str>,
         numeric_columns: Option<Vec<String>>,
+        time_format: Option<&str>,
+        time_zone: Option<&str>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PySendReport> {
         let options = options(rate, speedup, limit, duration)?;
@@ -375,8 +380,50 @@ impl PyProducer {
             path,
             mode,
             seed,
-            schema(symbol_column, time_column, numeric_columns),
+            schema(
+                symbol_column,
+                time_column,
+                numeric_columns,
+                time_format,
+                time_zone,
+            )?,
         )?;
+        self.send_blocking(py, &source, options, progress)
+    }
+
+    /// Sends the rows of a frame already in memory: a Polars ``DataFrame`` or
+    /// ``LazyFrame``, a pandas ``DataFrame`` or a pyarrow ``Table`` (see
+    /// ``TickSource.frame``). Pacing, return value and errors as for ``send_csv``.
+    #[pyo3(signature = (frame, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
+                        symbol_column=None, time_column=None, numeric_columns=None, time_format=None,
+                        time_zone=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn send_frame(
+        &self,
+        py: Python<'_>,
+        frame: &Bound<'_, PyAny>,
+        mode: &str,
+        rate: Option<f64>,
+        speedup: Option<f64>,
+        limit: Option<u64>,
+        duration: Option<f64>,
+        seed: u64,
+        symbol_column: Option<&str>,
+        time_column: Option<&str>,
+        numeric_columns: Option<Vec<String>>,
+        time_format: Option<&str>,
+        time_zone: Option<&str>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<PySendReport> {
+        let options = options(rate, speedup, limit, duration)?;
+        let schema = schema(
+            symbol_column,
+            time_column,
+            numeric_columns,
+            time_format,
+            time_zone,
+        )?;
+        let source = PyTickSource::load_frame(py, polars_frame(frame)?, mode, seed, schema)?;
         self.send_blocking(py, &source, options, progress)
     }
 
@@ -424,7 +471,8 @@ impl PyProducer {
 
     /// Awaitable ``send_csv`` (the file is loaded before the first ``await`` returns control).
     #[pyo3(signature = (path, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
-                        symbol_column=None, time_column=None, numeric_columns=None, progress=None))]
+                        symbol_column=None, time_column=None, numeric_columns=None, time_format=None,
+                        time_zone=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_csv_async<'py>(
         slf: &Bound<'py, Self>,
@@ -438,6 +486,8 @@ impl PyProducer {
         symbol_column: Option<&str>,
         time_column: Option<&str>,
         numeric_columns: Option<Vec<String>>,
+        time_format: Option<&str>,
+        time_zone: Option<&str>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
@@ -447,7 +497,13 @@ impl PyProducer {
             path,
             mode,
             seed,
-            schema(symbol_column, time_column, numeric_columns),
+            schema(
+                symbol_column,
+                time_column,
+                numeric_columns,
+                time_format,
+                time_zone,
+            )?,
         )?;
         Self::send_tracked(slf, Py::new(py, source)?, options, progress)
     }

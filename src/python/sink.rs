@@ -20,6 +20,7 @@ use crate::error::Result;
 use crate::lake;
 use crate::lake::Format;
 use crate::sink::{ColumnType, Partitioning, RollPolicy, Sink, SinkConfig, SinkStatus};
+use crate::source::time::TimeFormat;
 
 /// A snapshot of a sink's counters.
 ///
@@ -150,6 +151,9 @@ impl PySinkStatus {
 ///     buffer_bytes: message bytes buffered over all partitions before the largest buffer
 ///         is landed early (256 MiB); bounds memory whatever the backlog.
 ///     symbol_field, time_field: the fields holding the symbol and the event date/time.
+///     time_format, time_zone: how the time field is written (strftime) and the zone of
+///         date-times without an offset; by default the common shapes are recognised (see
+///         ``TickSource.csv``) and taken as UTC.
 ///     columns: declared column types, ``{"Open": "float", …}``; records that do not fit
 ///         are rejected. Defaults to the tutorial's price columns as floats.
 ///     kafka_metadata: add ``_kafka_partition``, ``_kafka_offset`` and ``_kafka_timestamp``.
@@ -200,8 +204,8 @@ impl PyLakeSink {
     #[pyo3(signature = (
         bootstrap_servers, topic, group_id="stockstream-sink", lake="lake", *, format="parquet",
         table=None, partition_by=None, flush_records=None, flush_bytes=None, flush_age=None,
-        flush_idle=None, buffer_bytes=None, symbol_field="Index", time_field="Date", columns=None,
-        kafka_metadata=false, endpoint_url=None, region=None, aws_profile=None, s3_part_size=None,
+        flush_idle=None, buffer_bytes=None, symbol_field="Index", time_field="Date", time_format=None,
+        time_zone=None, columns=None, kafka_metadata=false, endpoint_url=None, region=None, aws_profile=None, s3_part_size=None,
         catalog=Some("local"), database="stock_market", compact_every=None, compact_grace=3600.0,
         connect_timeout=10.0,
         **config
@@ -223,6 +227,8 @@ impl PyLakeSink {
         buffer_bytes: Option<usize>,
         symbol_field: &str,
         time_field: &str,
+        time_format: Option<&str>,
+        time_zone: Option<&str>,
         columns: Option<BTreeMap<String, String>>,
         kafka_metadata: bool,
         endpoint_url: Option<String>,
@@ -278,6 +284,7 @@ impl PyLakeSink {
         };
         cfg.symbol_field = symbol_field.to_string();
         cfg.time_field = time_field.to_string();
+        cfg.time_format = TimeFormat::new(time_format, time_zone)?;
         if let Some(columns) = columns {
             cfg.columns = columns
                 .iter()

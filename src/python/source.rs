@@ -1,12 +1,14 @@
 //! Python face of tick sources and tick tables.
 
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3_polars::PyDataFrame;
 
-use crate::error::Error;
+use polars::prelude::{DataFrame, ParquetReader, SerReader};
+
+use crate::error::{Error, Result};
 use crate::source::{
     time, Mode, Synthetic, SyntheticConfig, TableSource, TickSchema, TickSource, TickTable,
 };
@@ -16,8 +18,10 @@ pub fn schema(
     symbol_column: Option<&str>,
     time_column: Option<&str>,
     numeric_columns: Option<Vec<String>>,
-) -> TickSchema {
-    match (symbol_column, time_column, numeric_columns) {
+    time_format: Option<&str>,
+    time_zone: Option<&str>,
+) -> PyResult<TickSchema> {
+    let mut schema = match (symbol_column, time_column, numeric_columns) {
         (None, None, None) => TickSchema::tutorial(),
         (s, t, n) => {
             let tutorial = TickSchema::tutorial();
@@ -27,7 +31,42 @@ pub fn schema(
                 &n.unwrap_or_default(),
             )
         }
-    }
+    };
+    schema.time_format = time::TimeFormat::new(time_format, time_zone)?;
+    Ok(schema)
+}
+
+/// A Polars frame of whatever frame the caller has: Polars (eager or lazy), pandas, a
+/// pyarrow table, or anything with the Arrow C stream interface. Columns move as Arrow
+/// buffers; no Python object is made per row.
+pub fn polars_frame(frame: &Bound<'_, PyAny>) -> PyResult<DataFrame> {
+    let py = frame.py();
+    let pl = py.import("polars")?;
+    let module: String = frame
+        .get_type()
+        .getattr("__module__")
+        .and_then(|m| m.extract())
+        .unwrap_or_default();
+    let converted = if frame.is_instance(&pl.getattr("DataFrame")?)? {
+        frame.clone()
+    } else if frame.is_instance(&pl.getattr("LazyFrame")?)? {
+        frame.call_method0("collect")?
+    } else if module.starts_with("pandas") {
+        pl.call_method1("from_pandas", (frame,))?
+    } else if module.starts_with("pyarrow") {
+        pl.call_method1("from_arrow", (frame,))?
+    } else if frame.hasattr("__arrow_c_stream__")? {
+        pl.call_method1("DataFrame", (frame,))?
+    } else {
+        return Err(Error::Config(format!(
+            "frame: expected a Polars DataFrame or LazyFrame, a pandas DataFrame or a pyarrow \
+             Table, got {}",
+            frame.get_type().name()?
+        ))
+        .into());
+    };
+    let PyDataFrame(df) = converted.extract()?;
+    Ok(df)
 }
 
 fn synthetic_config(
@@ -54,7 +93,8 @@ fn synthetic_config(
 
 /// A stream of stock ticks to produce: rows of a CSV file (sampled or replayed) or synthetic bars.
 ///
-/// Build one with ``TickSource.csv(...)`` or ``TickSource.synthetic(...)`` and pass it to
+/// Build one with ``TickSource.csv(...)``, ``.frame(...)``, ``.parquet(...)`` or
+/// ``.synthetic(...)`` and pass it to
 /// ``Producer.send``. A source remembers its position: sending from it again continues
 /// where the previous send stopped.
 #[pyclass(name = "TickSource", module = "stockstream._core", frozen)]
@@ -89,6 +129,34 @@ impl PyTickSource {
             ),
         ))
     }
+
+    /// Validates a caller's frame as a source (the GIL is released while checking it).
+    pub fn load_frame(
+        py: Python<'_>,
+        df: DataFrame,
+        mode: &str,
+        seed: u64,
+        schema: TickSchema,
+    ) -> PyResult<Self> {
+        let mode = Mode::parse(mode, seed)?;
+        let (rows, columns) = (df.height(), df.width());
+        let table = py.detach(|| TickTable::from_user_frame(df, &schema))?;
+        Ok(Self::new(
+            Box::new(TableSource::new(Arc::new(table), mode)),
+            format!("TickSource.frame({rows} rows x {columns} columns, mode={mode:?})"),
+        ))
+    }
+}
+
+/// A whole Parquet file, its missing file named.
+fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    ParquetReader::new(file).finish().map_err(|e| {
+        Error::Schema(format!(
+            "{}: not a readable Parquet file: {e}",
+            path.display()
+        ))
+    })
 }
 
 #[pymethods]
@@ -104,12 +172,19 @@ impl PyTickSource {
     ///     symbol_column, time_column: for other CSV layouts, the symbol (Kafka key) and the
     ///         date/time column.
     ///     numeric_columns: columns that must parse as numbers (checked up front).
+    ///     time_format: how the time column is written, as strftime (``"%d.%m.%Y"``);
+    ///         without it ISO dates and times, ``MM/DD/YYYY``, ``DD.MM.YYYY``,
+    ///         ``YYYYMMDD``, month names (``Jan 4 2021``) and integer epochs (s, ms, µs or
+    ///         ns, by magnitude) are recognised.
+    ///     time_zone: the IANA zone of date-times written without an offset (UTC).
     ///
     /// Raises:
     ///     NotFoundError: the file does not exist.
     ///     SchemaError: a column is missing or a value does not parse (the message names the line).
     #[staticmethod]
-    #[pyo3(signature = (path, mode="replay", *, seed=0, symbol_column=None, time_column=None, numeric_columns=None))]
+    #[pyo3(signature = (path, mode="replay", *, seed=0, symbol_column=None, time_column=None,
+                        numeric_columns=None, time_format=None, time_zone=None))]
+    #[allow(clippy::too_many_arguments)]
     fn csv(
         py: Python<'_>,
         path: PathBuf,
@@ -118,14 +193,81 @@ impl PyTickSource {
         symbol_column: Option<&str>,
         time_column: Option<&str>,
         numeric_columns: Option<Vec<String>>,
+        time_format: Option<&str>,
+        time_zone: Option<&str>,
     ) -> PyResult<Self> {
-        Self::load_csv(
-            py,
-            path,
-            mode,
-            seed,
-            schema(symbol_column, time_column, numeric_columns),
-        )
+        let schema = schema(
+            symbol_column,
+            time_column,
+            numeric_columns,
+            time_format,
+            time_zone,
+        )?;
+        Self::load_csv(py, path, mode, seed, schema)
+    }
+
+    /// Ticks from a frame already in memory: a Polars ``DataFrame`` or ``LazyFrame``, a
+    /// pandas ``DataFrame`` or a pyarrow ``Table``.
+    ///
+    /// Args:
+    ///     frame: the rows; date and date-time columns are used as they are (zone-aware
+    ///         ones converted to UTC), text and integer times are read as from a CSV.
+    ///     mode, seed, symbol_column, time_column, numeric_columns, time_format,
+    ///         time_zone: as for ``TickSource.csv``.
+    ///
+    /// Raises:
+    ///     SchemaError: a column is missing or a value does not parse (the message names
+    ///         the row, counted from 0, and the column).
+    #[staticmethod]
+    #[pyo3(signature = (frame, mode="replay", *, seed=0, symbol_column=None, time_column=None,
+                        numeric_columns=None, time_format=None, time_zone=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn frame(
+        py: Python<'_>,
+        frame: &Bound<'_, PyAny>,
+        mode: &str,
+        seed: u64,
+        symbol_column: Option<&str>,
+        time_column: Option<&str>,
+        numeric_columns: Option<Vec<String>>,
+        time_format: Option<&str>,
+        time_zone: Option<&str>,
+    ) -> PyResult<Self> {
+        let schema = schema(
+            symbol_column,
+            time_column,
+            numeric_columns,
+            time_format,
+            time_zone,
+        )?;
+        Self::load_frame(py, polars_frame(frame)?, mode, seed, schema)
+    }
+
+    /// Ticks from a Parquet file; the same arguments and errors as ``TickSource.frame``.
+    #[staticmethod]
+    #[pyo3(signature = (path, mode="replay", *, seed=0, symbol_column=None, time_column=None,
+                        numeric_columns=None, time_format=None, time_zone=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn parquet(
+        py: Python<'_>,
+        path: PathBuf,
+        mode: &str,
+        seed: u64,
+        symbol_column: Option<&str>,
+        time_column: Option<&str>,
+        numeric_columns: Option<Vec<String>>,
+        time_format: Option<&str>,
+        time_zone: Option<&str>,
+    ) -> PyResult<Self> {
+        let schema = schema(
+            symbol_column,
+            time_column,
+            numeric_columns,
+            time_format,
+            time_zone,
+        )?;
+        let df = py.detach(|| read_parquet(&path))?;
+        Self::load_frame(py, df, mode, seed, schema)
     }
 
     /// Endless synthetic OHLCV bars (geometric Brownian motion) in the tutorial's schema.
@@ -154,7 +296,8 @@ impl PyTickSource {
 ///
 /// Args:
 ///     path: the CSV file (the tutorial's columns unless the column arguments are given).
-///     symbol_column, time_column, numeric_columns: for other CSV layouts.
+///     symbol_column, time_column, numeric_columns, time_format, time_zone: for other CSV
+///         layouts, as for ``TickSource.csv``.
 ///
 /// Returns:
 ///     polars.DataFrame with the file's columns; the tutorial's price and volume columns are Float64.
@@ -162,15 +305,24 @@ impl PyTickSource {
 /// Raises:
 ///     NotFoundError, SchemaError: as for ``TickSource.csv``.
 #[pyfunction]
-#[pyo3(signature = (path, *, symbol_column=None, time_column=None, numeric_columns=None))]
+#[pyo3(signature = (path, *, symbol_column=None, time_column=None, numeric_columns=None,
+                    time_format=None, time_zone=None))]
 pub fn read_ticks(
     py: Python<'_>,
     path: PathBuf,
     symbol_column: Option<&str>,
     time_column: Option<&str>,
     numeric_columns: Option<Vec<String>>,
+    time_format: Option<&str>,
+    time_zone: Option<&str>,
 ) -> PyResult<PyDataFrame> {
-    let schema = schema(symbol_column, time_column, numeric_columns);
+    let schema = schema(
+        symbol_column,
+        time_column,
+        numeric_columns,
+        time_format,
+        time_zone,
+    )?;
     let table = py.detach(|| TickTable::from_csv(&path, &schema))?;
     Ok(PyDataFrame(table.frame().clone()))
 }

@@ -198,22 +198,82 @@ impl Lake {
 
     /// A lazy scan of `table`'s objects.
     pub fn scan(&self, table: &Table) -> Result<LazyFrame> {
-        let files: Vec<PlRefPath> = self
-            .objects(table)?
-            .iter()
-            .map(|o| PlRefPath::new(self.store.url(&o.key)))
-            .collect();
+        let objects = self.objects(table)?;
         let mut schema = table.file_schema();
         schema.merge(table.partition_schema());
-        if files.is_empty() {
+        if objects.is_empty() {
             return Ok(DataFrame::empty_with_schema(&schema).lazy());
         }
         // Hive columns come where Polars puts them: fix the order so that a live tail
         // (built in this order) can be appended.
         let order: Vec<Expr> = schema.iter_names().map(|n| col(n.clone())).collect();
+        let groups = if table.widened.is_empty() {
+            vec![(table.file_schema(), objects)]
+        } else {
+            self.by_stored_types(table, objects)?
+        };
+        let scans = groups
+            .into_iter()
+            .map(|(stored, objects)| {
+                let texts: Vec<Expr> = table
+                    .widened
+                    .iter()
+                    .map(|c| col(c.as_str()).cast(DataType::String))
+                    .collect();
+                Ok(self
+                    .scan_objects(table, &objects, stored)?
+                    .with_columns(texts))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let scan = match <[LazyFrame; 1]>::try_from(scans) {
+            Ok([one]) => one,
+            Err(many) => concat(many, UnionArgs::default()).map_err(sql_error)?,
+        };
+        Ok(scan.select(order))
+    }
+
+    /// `objects` grouped by the types their widened columns are stored with, each group
+    /// with the schema to read it by (one footer or sample read per object).
+    fn by_stored_types(
+        &self,
+        table: &Table,
+        objects: Vec<ObjectMeta>,
+    ) -> Result<Vec<(Schema, Vec<ObjectMeta>)>> {
+        let stored = parallel::map(&objects, |o| {
+            catalog::object_schema(self.store.as_ref(), &o.key, o.size, table.format)
+        });
+        let mut groups: Vec<(Schema, Vec<ObjectMeta>)> = Vec::new();
+        for (object, columns) in objects.into_iter().zip(stored) {
+            let columns = columns?;
+            let mut schema = table.file_schema();
+            for name in &table.widened {
+                if let Some((_, kind)) = columns.iter().find(|(c, _)| c == name) {
+                    schema.with_column(name.as_str().into(), kind.to_polars());
+                }
+            }
+            match groups.iter_mut().find(|(s, _)| *s == schema) {
+                Some((_, members)) => members.push(object),
+                None => groups.push((schema, vec![object])),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// A scan of `objects` of `table`, read as having the columns of `stored`.
+    fn scan_objects(
+        &self,
+        table: &Table,
+        objects: &[ObjectMeta],
+        stored: Schema,
+    ) -> Result<LazyFrame> {
+        let files: Vec<PlRefPath> = objects
+            .iter()
+            .map(|o| PlRefPath::new(self.store.url(&o.key)))
+            .collect();
+        let stored = Arc::new(stored);
         let hive_start = self.store.url(&table.location).len() + 1;
         let args = UnifiedScanArgs {
-            schema: Some(Arc::new(table.file_schema())),
+            schema: Some(stored.clone()),
             cloud_options: self.store.cloud_options()?,
             hive_options: HiveOptions {
                 enabled: Some(!table.partition_keys.is_empty()),
@@ -239,12 +299,12 @@ impl Lake {
             ..Default::default()
         };
         let sources = ScanSources::Paths(files.into());
-        let plan = match table.format {
+        Ok(LazyFrame::from(match table.format {
             // With the schema given, Polars reads no footer while planning, so a pruned
             // query touches only the objects of the partitions it keeps.
             Format::Parquet => {
                 let options = ParquetOptions {
-                    schema: Some(Arc::new(table.file_schema())),
+                    schema: Some(stored),
                     ..Default::default()
                 };
                 DslBuilder::scan_parquet(sources, options, args)
@@ -261,14 +321,13 @@ impl Lake {
                         chunk_size: NDJSON_CHUNK,
                         low_memory: false,
                         ignore_errors: false,
-                        schema: Some(Arc::new(table.file_schema())),
+                        schema: Some(stored),
                         schema_overwrite: None,
                     },
                 }),
                 cached_ir: Default::default(),
             },
-        };
-        Ok(LazyFrame::from(plan).select(order))
+        }))
     }
 
     /// Runs `query` on Athena against this lake's Glue database; the result as a frame.

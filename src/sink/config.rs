@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::lake::{Format, PartitionKey};
+use crate::source::time::TimeFormat;
 
 /// How a table's folders are chosen when the sink first lands it; afterwards every
 /// writer follows the scheme recorded in the catalog.
@@ -149,6 +150,8 @@ pub struct SinkConfig {
     pub symbol_field: String,
     /// The field holding the event date or time (`Date`).
     pub time_field: String,
+    /// How the time field's text is written.
+    pub time_format: TimeFormat,
     /// Declared column types; other columns take the type of their first value in each file.
     pub columns: Vec<(String, ColumnType)>,
     /// Add `_kafka_partition`, `_kafka_offset` and `_kafka_timestamp` columns.
@@ -168,6 +171,7 @@ impl SinkConfig {
             roll: RollPolicy::default(),
             symbol_field: "Index".into(),
             time_field: "Date".into(),
+            time_format: TimeFormat::default(),
             columns: TUTORIAL_COLUMNS
                 .iter()
                 .map(|(n, t)| (n.to_string(), *t))

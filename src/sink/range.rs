@@ -14,7 +14,7 @@ use super::record::{Record, Scalar};
 use crate::error::Result;
 use crate::lake::{Format, Layout};
 use crate::parallel;
-use crate::source::time::parse_event_time;
+use crate::source::time::epoch_micros;
 
 /// One message as the sink sees it.
 pub struct Message<'a> {
@@ -119,7 +119,7 @@ impl PendingRange {
             let Some(Scalar::Str(time)) = record.get(&config.time_field) else {
                 continue;
             };
-            let Some((micros, _)) = parse_event_time(time) else {
+            let Ok((micros, _)) = config.time_format.parse(time) else {
                 continue;
             };
             if let Some(Scalar::Str(symbol)) = record.get(&config.symbol_field) {
@@ -209,15 +209,15 @@ impl PendingRange {
         };
         let field = record.position(&config.time_field);
         let time = match field.map(|i| &record.fields[i].1) {
-            Some(Scalar::Str(s)) => parse_event_time(s).ok_or_else(|| {
-                format!(
-                    "field {:?}: {s:?} is not a date or timestamp",
-                    config.time_field
-                )
-            })?,
+            Some(Scalar::Str(s)) => config
+                .time_format
+                .parse(s)
+                .map_err(|why| format!("field {:?}: {why}", config.time_field))?,
+            // Numbers are Unix epochs in s, ms, µs or ns, told by magnitude.
+            Some(Scalar::Int(epoch)) => (epoch_micros(*epoch), false),
             Some(other) => {
                 return Err(format!(
-                    "field {:?}: expected a date string, got {}",
+                    "field {:?}: expected a date string or an epoch, got {}",
                     config.time_field,
                     other.describe()
                 ))

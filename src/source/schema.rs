@@ -13,13 +13,17 @@ pub const TUTORIAL_COLUMNS: [&str; 9] = [
     "CloseUSD",
 ];
 
-/// Names the symbol column (the Kafka key), the event-time column, and the columns that
-/// must hold numbers. Any other column is carried through with the type Polars infers.
+use super::time::TimeFormat;
+
+/// Names the symbol column (the Kafka key), the event-time column and how it is written,
+/// and the columns that must hold numbers. Any other column is carried through with the
+/// type Polars infers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TickSchema {
     pub symbol: String,
     pub time: String,
     pub numeric: Vec<String>,
+    pub time_format: TimeFormat,
 }
 
 impl TickSchema {
@@ -32,6 +36,7 @@ impl TickSchema {
                 .iter()
                 .map(|c| c.to_string())
                 .collect(),
+            time_format: TimeFormat::default(),
         }
     }
 
@@ -41,6 +46,7 @@ impl TickSchema {
             symbol: symbol.to_string(),
             time: time.to_string(),
             numeric: numeric.to_vec(),
+            time_format: TimeFormat::default(),
         }
     }
 

@@ -9,7 +9,6 @@ use polars::prelude::*;
 
 use super::json::RowEncoder;
 use super::schema::TickSchema;
-use super::time::parse_micros;
 use crate::error::{Error, Result};
 
 type StrArray = <StringType as PolarsDataType>::Array;
@@ -55,18 +54,28 @@ impl TickTable {
         Self::from_frame(df, schema, &path.display().to_string())
     }
 
-    /// Validates a frame that already holds the symbol and time columns as text.
+    /// Validates a frame read from a file: its symbol and time columns are text.
     pub fn from_frame(df: DataFrame, schema: &TickSchema, origin: &str) -> Result<Self> {
         let origin = Path::new(origin);
+        Self::validated(df, schema, &|row, column, what| {
+            Error::at_row(origin, row + 1, column, what)
+        })
+    }
+
+    /// Checks the symbols and reads the times of `df`; `at(row, column, why)` is the error
+    /// for a bad value (`row` counted from 0).
+    fn validated(
+        df: DataFrame,
+        schema: &TickSchema,
+        at: &dyn Fn(usize, &str, String) -> Error,
+    ) -> Result<Self> {
         let text_column = |name: &str| -> Result<StrArray> {
             let col = df
                 .column(name)
-                .map_err(|_| {
-                    Error::Schema(format!("{}: missing column {name:?}", origin.display()))
-                })?
+                .map_err(|_| at(0, name, "missing column".into()))?
                 .as_materialized_series()
                 .cast(&DataType::String)
-                .map_err(|e| Error::Schema(format!("{}: column {name:?}: {e}", origin.display())))?
+                .map_err(|e| at(0, name, e.to_string()))?
                 .rechunk();
             Ok(col
                 .str()
@@ -76,30 +85,93 @@ impl TickTable {
         };
         let symbols = text_column(&schema.symbol)?;
         if let Some(row) = symbols.iter().position(|s| s.is_none()) {
-            return Err(Error::at_row(
-                origin,
-                row + 1,
-                &schema.symbol,
-                "the symbol is empty",
-            ));
+            return Err(at(row, &schema.symbol, "the symbol is empty".into()));
         }
         let times = text_column(&schema.time)?;
         let times_us = times
             .iter()
             .enumerate()
             .map(|(row, t)| {
-                let t = t.unwrap_or("");
-                parse_micros(t).ok_or_else(|| {
-                    Error::at_row(
-                        origin,
-                        row + 1,
-                        &schema.time,
-                        format!("cannot parse {t:?} as a date or time"),
-                    )
-                })
+                schema
+                    .time_format
+                    .parse(t.unwrap_or(""))
+                    .map(|(micros, _)| micros)
+                    .map_err(|why| at(row, &schema.time, why))
             })
             .collect::<Result<Vec<_>>>()?;
         Self::from_parts(df, symbols, times_us)
+    }
+
+    /// Validates a frame handed over by the caller (from Polars, pandas or Arrow). Date and
+    /// date-time columns are taken as they are (zone-aware ones converted to UTC); text
+    /// and integer times are read as from a file. Errors name the row (0-based, as the
+    /// frame counts them) and the column.
+    pub fn from_user_frame(mut df: DataFrame, schema: &TickSchema) -> Result<Self> {
+        let names: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        for column in schema.required() {
+            if !names.iter().any(|n| n == column) {
+                return Err(Error::Schema(format!(
+                    "the frame has no column {column:?} (its columns are {names:?})"
+                )));
+            }
+        }
+        if df.height() == 0 {
+            return Err(Error::Schema("the frame has no rows".into()));
+        }
+        let at = |row: usize, column: &str, what: String| {
+            Error::Schema(format!("frame row {row}, column {column:?}: {what}"))
+        };
+        for name in &schema.numeric {
+            let column = df
+                .column(name)
+                .expect("checked above")
+                .as_materialized_series();
+            let numbers = column
+                .cast(&DataType::Float64)
+                .map_err(|e| at(0, name, e.to_string()))?;
+            if let Some(row) = (0..column.len()).find(|&i| {
+                numbers.get(i).is_ok_and(|v| v.is_null())
+                    && column.get(i).is_ok_and(|v| !v.is_null())
+            }) {
+                let value = match column.get(row) {
+                    Ok(AnyValue::String(text)) => format!("{text:?}"),
+                    Ok(other) => other.to_string(),
+                    Err(_) => String::new(),
+                };
+                return Err(at(row, name, format!("cannot read {value} as a number")));
+            }
+            df.with_column(numbers.with_name(name.as_str().into()).into())
+                .map_err(|e| at(0, name, e.to_string()))?;
+        }
+        let time = df
+            .column(&schema.time)
+            .expect("checked above")
+            .as_materialized_series();
+        let text = match time.dtype() {
+            DataType::Date => time.cast(&DataType::String),
+            DataType::Datetime(_, _) => {
+                // Stored as UTC whatever the zone: written as a naive date-time, which is
+                // UTC by this project's rule.
+                let utc = time
+                    .datetime()
+                    .expect("a datetime")
+                    .cast_time_unit(TimeUnit::Microseconds);
+                utc.physical()
+                    .clone()
+                    .into_datetime(TimeUnit::Microseconds, None)
+                    .into_series()
+                    .cast(&DataType::String)
+            }
+            _ => Ok(time.clone()),
+        }
+        .map_err(|e| at(0, &schema.time, e.to_string()))?;
+        df.with_column(text.with_name(schema.time.as_str().into()).into())
+            .map_err(|e| at(0, &schema.time, e.to_string()))?;
+        Self::validated(df, schema, &|row, column, what| at(row, column, what))
     }
 
     pub(super) fn from_parts(df: DataFrame, symbols: StrArray, times_us: Vec<i64>) -> Result<Self> {

@@ -1,0 +1,106 @@
+//! Exactly-once output, as Kafka Streams' exactly-once v2 does it: the outputs, the state
+//! and the input offsets of one checkpoint interval are one Kafka transaction, so readers
+//! with `isolation.level=read_committed` see each output once, whatever crashes and
+//! rebalances happen. Fencing comes from the consumer group's generation (KIP-447), so the
+//! transactional id only has to be unique to the producer.
+
+use std::time::Duration;
+
+use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
+
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+use crate::kafka::GroupMember;
+
+/// What runs instead when transactions are not available, said wherever they are refused.
+const AT_LEAST_ONCE: &str = "without exactly_once, Analytics is at-least-once: after a crash, \
+    outputs emitted since the last checkpoint are emitted again (identical records, \
+    identified by symbol and event time)";
+
+/// The producer properties that make it transactional, with an id of its own.
+pub fn producer_properties(group_id: &str, topic: &str) -> [(&'static str, String); 2] {
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        crate::source::time::now_micros()
+    );
+    [
+        (
+            "transactional.id",
+            format!("stockstream-analytics-{group_id}-{topic}-{unique}"),
+        ),
+        // librdkafka requires it to be at least the message timeout (120 s here).
+        ("transaction.timeout.ms", "120000".to_string()),
+    ]
+}
+
+/// A transactional producer's open transaction.
+#[derive(Clone)]
+pub struct Transactions {
+    timeout: Duration,
+}
+
+impl Transactions {
+    /// Registers `producer` with the broker's transaction coordinator and opens the first
+    /// transaction. A broker that cannot (or the embedded one, which accepts the requests
+    /// but does not keep their promise) is a `ConfigError` saying what runs instead.
+    pub fn start<C: ProducerContext>(
+        producer: &ThreadedProducer<C>,
+        kafka: &KafkaConfig,
+        timeout: Duration,
+    ) -> Result<Self> {
+        if crate::embedded::is_embedded(&kafka.bootstrap_servers) {
+            return Err(Error::Config(format!(
+                "exactly_once=True needs a broker with Kafka transactions; the embedded \
+                 broker (librdkafka's mock cluster) accepts transaction requests but neither \
+                 hides aborted records from read_committed readers nor keeps offsets \
+                 committed in a transaction; {AT_LEAST_ONCE}"
+            )));
+        }
+        producer.init_transactions(timeout).map_err(|e| {
+            Error::Config(format!(
+                "exactly_once=True: {} did not start a Kafka transaction within {:.0?} \
+                 ({e}); the broker may not support transactions; {AT_LEAST_ONCE}",
+                kafka.bootstrap_servers, timeout
+            ))
+        })?;
+        let transactions = Transactions { timeout };
+        transactions.begin(producer)?;
+        Ok(transactions)
+    }
+
+    fn begin<C: ProducerContext>(&self, producer: &ThreadedProducer<C>) -> Result<()> {
+        producer
+            .begin_transaction()
+            .map_err(|e| Error::Kafka(format!("cannot begin a transaction: {e}")))
+    }
+
+    /// Commits what was produced since the last commit, with `offsets` as `member`'s
+    /// group's position, and opens the next transaction. On failure the caller aborts.
+    pub fn commit<C: ProducerContext>(
+        &self,
+        producer: &ThreadedProducer<C>,
+        member: &GroupMember,
+        offsets: &[(i32, i64)],
+    ) -> Result<()> {
+        if !offsets.is_empty() {
+            let group = member
+                .group_metadata()
+                .ok_or_else(|| Error::Kafka("the consumer has no group metadata".into()))?;
+            producer
+                .send_offsets_to_transaction(&member.positions(offsets)?, &group, self.timeout)
+                .map_err(|e| Error::Kafka(format!("cannot add offsets to the transaction: {e}")))?;
+        }
+        producer
+            .commit_transaction(self.timeout)
+            .map_err(|e| Error::Kafka(format!("cannot commit the transaction: {e}")))?;
+        self.begin(producer)
+    }
+
+    /// Gives up the open transaction: nothing of it is visible to read_committed readers.
+    /// A fenced or failed producer cannot go on, so the run ends and the next one starts
+    /// from the last committed state.
+    pub fn abort<C: ProducerContext>(&self, producer: &ThreadedProducer<C>) {
+        let _ = producer.abort_transaction(self.timeout);
+    }
+}
