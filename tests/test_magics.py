@@ -45,6 +45,27 @@ def test_sql_cell_magic_returns_and_stores_the_frame(ip, lake):
     assert again["n"][0] == 1
 
 
+def test_sql_magic_binds_notebook_values_as_literals(ip, lake):
+    ip.user_ns.update(symbol="NYA", day="2021-01-05", quoted="NYA' OR '1'='1")
+    got = ip.run_cell_magic(
+        "sql", f"-l {lake}", 'SELECT "Close" FROM ticks WHERE "Index" = {symbol} AND date = {day}'
+    )
+    assert got["Close"].to_list() == [2.5]
+    # A value with quotes is one string, not SQL: it matches no row instead of every row.
+    none = ip.run_cell_magic("sql", f"-l {lake}", 'SELECT * FROM ticks WHERE "Index" = {quoted}')
+    assert none.height == 0
+    # Placeholders inside string literals are text; a missing variable is named.
+    text = ip.run_cell_magic("sql", f"-l {lake}", "SELECT '{symbol}' AS t FROM ticks LIMIT 1")
+    assert text["t"].to_list() == ["{symbol}"]
+    with pytest.raises(ss.QueryError, match="no value for {nowhere}"):
+        ip.run_cell_magic("sql", f"-l {lake}", "SELECT * FROM ticks WHERE x = {nowhere}")
+    # The same from Python, with a dict.
+    got = ss.Lake(str(lake)).sql(
+        'SELECT count(*) AS n FROM ticks WHERE "Close" > {x}', params={"x": 2}
+    )
+    assert got["n"].to_list() == [1]
+
+
 def test_sql_magic_errors_are_the_query_errors(ip, lake):
     with pytest.raises(ss.QueryError, match="no_such_column"):
         ip.run_cell_magic("sql", f"-l {lake}", "SELECT no_such_column FROM ticks")
@@ -113,6 +134,48 @@ def test_watch_redraws_until_the_sink_stops(kafka, topic, tmp_path, capsys):
     assert time.monotonic() - began < 60 and not sink.running
     assert status.written == 300
     assert "SinkStatus(" in capsys.readouterr().out
+
+
+def test_a_send_shows_a_bar_by_default_in_a_notebook_kernel_and_false_silences_it(
+    kafka, topic, monkeypatch, capsys
+):
+    import stockstream.progress
+
+    monkeypatch.setattr(stockstream.progress, "in_notebook", lambda: True)
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    producer.send_csv(ss.BUNDLED_CSV, limit=200)
+    assert "200/200" in capsys.readouterr().err
+    producer.send_csv(ss.BUNDLED_CSV, limit=200, progress=False)
+    assert "acked" not in capsys.readouterr().err
+    # Outside a notebook nothing is drawn unless asked for.
+    monkeypatch.setattr(stockstream.progress, "in_notebook", lambda: False)
+    producer.send_csv(ss.BUNDLED_CSV, limit=200)
+    assert "acked" not in capsys.readouterr().err
+
+
+def test_watch_follows_an_analytics_job_and_an_awaitable_send(kafka, topic, capsys):
+    import asyncio
+
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+
+    async def send_and_watch():
+        task = asyncio.ensure_future(producer.send_csv_async(ss.BUNDLED_CSV, limit=3000, rate=3000))
+        await asyncio.sleep(0.3)
+        report = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: ss.watch(producer, duration=30, every=0.1)
+        )
+        await task
+        return report
+
+    report = asyncio.run(send_and_watch())
+    assert isinstance(report, ss.SendReport) and report.delivered > 0
+    a = ss.Analytics(
+        kafka.bootstrap_servers, topic, f"g-{uuid.uuid4().hex[:6]}", window="1d", idle_timeout=0.5
+    )
+    a.start(stop_at_end=True)
+    status = ss.watch(a, duration=60, every=0.2)
+    assert not a.running and status.ticks == 3000
+    assert "AnalyticsStatus(" in capsys.readouterr().out
 
 
 def test_async_sends_are_listed_while_they_run(kafka, topic):

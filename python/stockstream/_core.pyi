@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension module ``stockstream._core``."""
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
 from typing import Any, final
@@ -30,7 +30,8 @@ __all__ = [
 ]
 
 _Path = str | PathLike[str]
-_Progress = Callable[[SendReport], object]
+# A callback given each SendReport, or False for no progress display.
+_Progress = Callable[[SendReport], object] | bool
 # A Polars DataFrame or LazyFrame, a pandas DataFrame, a pyarrow Table, or any object with
 # the Arrow C stream interface.
 _Frame = Any
@@ -525,6 +526,7 @@ class Lake:
         workgroup: str | None = None,
         output: str | None = None,
         timeout: float = 300.0,
+        params: Mapping[str, Any] | None = None,
     ) -> polars.DataFrame: ...
     @property
     def last_query(self) -> list[TailInfo]: ...

@@ -1,40 +1,54 @@
-"""Live views for notebooks: a sink's counters redrawn in place while it runs."""
+"""Live views for notebooks: a pipeline's counters redrawn in place while it runs."""
 
 import time
-from typing import Optional
+from typing import Any, Optional, Union
 
-from stockstream._core import LakeSink, SinkStatus
+from stockstream._core import Analytics, AnalyticsStatus, LakeSink, Producer, SendReport, SinkStatus
+
+Pipeline = Union[LakeSink, Analytics, Producer]
+Status = Union[SinkStatus, AnalyticsStatus, SendReport, None]
 
 
-def watch(sink: LakeSink, duration: Optional[float] = None, every: float = 1.0) -> SinkStatus:
-    """Show a background sink's status and redraw it every ``every`` seconds.
+def current(pipeline: Pipeline) -> Status:
+    """A pipeline's status now: a sink's or analytics job's ``status()``, a send's report."""
+    if isinstance(pipeline, Producer):
+        return pipeline.last_report
+    return pipeline.status()
 
-    Returns when the sink stops, after ``duration`` seconds, or on a notebook interrupt, which
-    ends only the watching: the sink keeps running. Outside a notebook it prints a status line.
+
+def watch(pipeline: Pipeline, duration: Optional[float] = None, every: float = 1.0) -> Status:
+    """Show a running pipeline's status and redraw it every ``every`` seconds.
+
+    ``pipeline`` is a background ``LakeSink`` or ``Analytics`` (after ``start()``), or a
+    ``Producer`` whose awaitable send is running (its latest ``SendReport``).
+
+    Returns when the pipeline stops, after ``duration`` seconds, or on a notebook interrupt,
+    which ends only the watching: the pipeline keeps running. Outside a notebook it prints a
+    status line.
 
     Returns:
-        SinkStatus: the last status shown.
+        the last status shown.
 
     """
     try:
         from IPython.display import display
 
-        handle = display(sink.status(), display_id=True)
+        handle: Any = display(current(pipeline), display_id=True)
     except ImportError:
         handle = None
     began = time.monotonic()
-    status = sink.status()
+    status = current(pipeline)
     try:
-        while sink.running and (duration is None or time.monotonic() - began < duration):
+        while pipeline.running and (duration is None or time.monotonic() - began < duration):
             time.sleep(every)
-            status = sink.status()
+            status = current(pipeline)
             if handle is not None:
                 handle.update(status)
             else:
                 print(f"\r{status!r}", end="", flush=True)
     except KeyboardInterrupt:
         pass
-    status = sink.status()
+    status = current(pipeline)
     if handle is not None:
         handle.update(status)
     else:

@@ -1,10 +1,12 @@
 """IPython magics for notebooks: ``%load_ext stockstream``.
 
 ``%%sql`` runs the cell's SQL on the lake and shows the result (``-o name`` also stores the
-DataFrame in the notebook's namespace)::
+DataFrame in the notebook's namespace). ``{name}`` is the value of the notebook variable
+``name``, bound as a SQL literal (quotes in a string are safe)::
 
     %%sql -o closes
-    SELECT "Index", avg("Close") AS avg_close FROM stock_market GROUP BY 1
+    SELECT "Index", avg("Close") AS avg_close FROM stock_market
+    WHERE "Index" = {symbol} GROUP BY 1
 
 ``%stockstream`` manages the kernel's background pipelines and the default lake::
 
@@ -61,7 +63,7 @@ class StockstreamMagics(Magics):
         if args.catalog:
             options["catalog"] = args.catalog
         lake = _core.Lake(args.lake or self.lake, **options)
-        frame = lake.sql(cell, engine=args.engine)
+        frame = lake.sql(cell, engine=args.engine, params=self.shell.user_ns)
         if args.output:
             self.shell.user_ns[args.output] = frame
         return frame

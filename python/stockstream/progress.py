@@ -1,4 +1,4 @@
-"""Progress display for long sends on a terminal."""
+"""Progress display for long sends: a bar in notebooks (by default), a line on terminals."""
 
 import sys
 import time
@@ -73,3 +73,27 @@ class ProgressBar:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel, where a progress widget can be drawn."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def default_progress(total: "int | None" = None) -> "ProgressBar | None":
+    """The progress a send shows when given none: a bar in a notebook kernel, else nothing.
+
+    ``progress=False`` on the send silences it.
+    """
+    if not in_notebook():
+        return None
+    try:
+        return ProgressBar(total)
+    except ImportError:
+        # tqdm is an optional dependency ("stockstream[notebook]").
+        return None

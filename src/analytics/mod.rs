@@ -282,10 +282,18 @@ impl Analytics {
                 failed: AtomicU64::new(0),
             })
             .map_err(|e| kafka.creation_error(e))?;
+        let mut wanted: Vec<(&str, bool)> = config
+            .topics
+            .iter()
+            .flatten()
+            .map(|t| (t.as_str(), false))
+            .collect();
+        wanted.push((&config.state_topic, true));
+        create_topics(kafka, &wanted, connect_timeout)?;
         // Before joining: a broker without transactions is refused without a rebalance.
         let transactions = config
             .exactly_once
-            .then(|| Transactions::start(&producer, kafka, connect_timeout))
+            .then(|| Transactions::start(&producer, kafka, &config.state_topic, connect_timeout))
             .transpose()?;
         let membership = Membership::join(
             kafka,
@@ -295,14 +303,6 @@ impl Analytics {
             status.clone(),
             connect_timeout,
         )?;
-        let mut wanted: Vec<(&str, bool)> = config
-            .topics
-            .iter()
-            .flatten()
-            .map(|t| (t.as_str(), false))
-            .collect();
-        wanted.push((&config.state_topic, true));
-        create_topics(kafka, &wanted, connect_timeout)?;
         let emitter = Emitter {
             producer,
             topics: config.topics.clone(),

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rdkafka::producer::{Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
@@ -34,6 +34,10 @@ pub fn producer_properties(group_id: &str, topic: &str) -> [(&'static str, Strin
     ]
 }
 
+/// The key of the tombstone a probing transaction writes to the state topic (no partition's
+/// checkpoint has it, so restores pass it by).
+const PROBE_KEY: &[u8] = b"stockstream-transaction-probe";
+
 /// A transactional producer's open transaction.
 #[derive(Clone)]
 pub struct Transactions {
@@ -41,12 +45,15 @@ pub struct Transactions {
 }
 
 impl Transactions {
-    /// Registers `producer` with the broker's transaction coordinator and opens the first
-    /// transaction. A broker that cannot (or the embedded one, which accepts the requests
-    /// but does not keep their promise) is a `ConfigError` saying what runs instead.
-    pub fn start<C: ProducerContext>(
+    /// Registers `producer` with the broker's transaction coordinator, commits one
+    /// transaction holding a tombstone in `probe_topic` (a broker may accept a
+    /// transactional producer yet not end transactions), and opens the first real one. A
+    /// broker that cannot (or the embedded one, which accepts the requests but does not
+    /// keep their promise) is a `ConfigError` saying what runs instead.
+    pub fn start<C: ProducerContext<DeliveryOpaque = ()>>(
         producer: &ThreadedProducer<C>,
         kafka: &KafkaConfig,
+        probe_topic: &str,
         timeout: Duration,
     ) -> Result<Self> {
         if crate::embedded::is_embedded(&kafka.bootstrap_servers) {
@@ -57,13 +64,22 @@ impl Transactions {
                  committed in a transaction; {AT_LEAST_ONCE}"
             )));
         }
-        producer.init_transactions(timeout).map_err(|e| {
+        let refused = |e: &dyn std::fmt::Display| {
             Error::Config(format!(
-                "exactly_once=True: {} did not start a Kafka transaction within {:.0?} \
-                 ({e}); the broker may not support transactions; {AT_LEAST_ONCE}",
-                kafka.bootstrap_servers, timeout
+                "exactly_once=True: {} cannot run a Kafka transaction ({e}); {AT_LEAST_ONCE}",
+                kafka.bootstrap_servers
             ))
-        })?;
+        };
+        producer
+            .init_transactions(timeout)
+            .map_err(|e| refused(&e))?;
+        let probe = BaseRecord::<[u8], [u8]>::to(probe_topic).key(PROBE_KEY);
+        producer.begin_transaction().map_err(|e| refused(&e))?;
+        producer.send(probe).map_err(|(e, _)| refused(&e))?;
+        if let Err(e) = producer.commit_transaction(timeout) {
+            let _ = producer.abort_transaction(timeout);
+            return Err(refused(&e));
+        }
         let transactions = Transactions { timeout };
         transactions.begin(producer)?;
         Ok(transactions)

@@ -2,12 +2,14 @@
 
 use polars::prelude::*;
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 use pyo3_polars::PyDataFrame;
 
 use super::{html_table, repr_of, seconds};
 use crate::aws::AwsOptions;
 use crate::catalog::{CatalogKind, CompactOptions, CompactReport, CrawlReport, OnError, Table};
 use crate::error::{Error, Result};
+use crate::query::params::{bind, Param};
 use crate::query::{AthenaOptions, Lake, TailBounds, TailInfo};
 
 /// What a crawl changed in the catalog.
@@ -290,6 +292,53 @@ pub struct PyLake {
     last: std::sync::Mutex<Vec<PyTailInfo>>,
 }
 
+/// A Python value as a SQL literal's value.
+fn param_of(name: &str, value: &Bound<'_, PyAny>) -> Result<Param> {
+    let unsupported = || {
+        Error::Query(format!(
+            "parameter {{{name}}}: a {} cannot be a SQL literal (use None, a bool, an int, a \
+             float, a string, a date or a date-time)",
+            value
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    };
+    if value.is_none() {
+        return Ok(Param::Null);
+    }
+    if let Ok(b) = value.cast::<PyBool>() {
+        return Ok(Param::Bool(b.is_true()));
+    }
+    if value.is_instance_of::<PyInt>() {
+        return value.extract().map(Param::Int).map_err(|_| {
+            Error::Query(format!(
+                "parameter {{{name}}}: the integer is beyond 64 bits"
+            ))
+        });
+    }
+    if let Ok(f) = value.cast::<PyFloat>() {
+        return Ok(Param::Float(f.value()));
+    }
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(Param::Text(s.to_string()));
+    }
+    let date = value
+        .py()
+        .import("datetime")
+        .and_then(|m| m.getattr("date"))
+        .map_err(|_| unsupported())?;
+    if value.is_instance(&date).unwrap_or(false) {
+        // `str()` of a date or date-time is how Polars and Athena write them.
+        return value
+            .str()
+            .map(|s| Param::Text(s.to_string()))
+            .map_err(|_| unsupported());
+    }
+    Err(unsupported())
+}
+
 #[pymethods]
 impl PyLake {
     #[new]
@@ -330,6 +379,9 @@ impl PyLake {
     ///         records, 256 MiB, 5 s); a truncated tail warns and is flagged in ``last_query``.
     ///     workgroup, output: Athena's workgroup and ``s3://`` result location.
     ///     timeout: seconds an Athena query may run before it is cancelled.
+    ///     params: values for ``{name}`` placeholders in the query (a dict, or a notebook's
+    ///         namespace), bound as SQL literals: ``None``, bools, ints, floats, strings,
+    ///         dates and date-times. A value is never SQL text, so quotes in it are safe.
     ///
     /// Returns:
     ///     polars.DataFrame
@@ -340,7 +392,7 @@ impl PyLake {
     ///     StockstreamError: an object cannot be read (named).
     #[pyo3(signature = (
         query, *, engine="polars", live=None, tail_records=1_000_000, tail_bytes=268_435_456,
-        tail_timeout=5.0, workgroup=None, output=None, timeout=300.0
+        tail_timeout=5.0, workgroup=None, output=None, timeout=300.0, params=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn sql(
@@ -355,7 +407,16 @@ impl PyLake {
         workgroup: Option<String>,
         output: Option<String>,
         timeout: f64,
+        params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyDataFrame> {
+        let bound = match params {
+            Some(values) => bind(query, &mut |name| match values.get_item(name) {
+                Ok(value) => param_of(name, &value).map(Some),
+                Err(_) => Ok(None),
+            })?,
+            None => query.to_string(),
+        };
+        let query = bound.as_str();
         let frame = match engine.to_ascii_lowercase().as_str() {
             "polars" | "local" => {
                 let bounds = TailBounds {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBool, PyDict};
 
 use super::kafka_config::kafka_config;
 use super::seconds;
@@ -111,6 +111,31 @@ impl PySendReport {
                 .map(|w| ("warning".to_string(), w.clone())),
         );
         super::html_table("SendReport", &rows)
+    }
+}
+
+/// A send's progress callback: the caller's; none for ``progress=False``; by default a bar
+/// in a notebook kernel (`true`: made here, to be closed when the send ends).
+fn progress_for(
+    py: Python<'_>,
+    progress: Option<Py<PyAny>>,
+    total: Option<u64>,
+) -> PyResult<(Option<Py<PyAny>>, bool)> {
+    match progress {
+        Some(p) if p.bind(py).is_instance_of::<PyBool>() && !p.bind(py).is_truthy()? => {
+            Ok((None, false))
+        }
+        Some(p) if !p.bind(py).is_instance_of::<PyBool>() => Ok((Some(p), false)),
+        _ => {
+            let bar = py
+                .import("stockstream.progress")?
+                .call_method1("default_progress", (total,))?;
+            Ok(if bar.is_none() {
+                (None, false)
+            } else {
+                (Some(bar.unbind()), true)
+            })
+        }
     }
 }
 
@@ -265,13 +290,24 @@ impl PyProducer {
         options: SendOptions,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PySendReport> {
+        let (progress, made_here) = progress_for(py, progress, options.limit)?;
+        let bar = made_here
+            .then(|| progress.as_ref().map(|p| p.clone_ref(py)))
+            .flatten();
         let control = PythonControl {
             progress,
             raised: None,
             cancelled: Arc::new(AtomicBool::new(false)),
         };
         let _sending = Sending::new(&self.sending);
-        py.detach(|| run(&self.inner, source, &options, control, &self.last_report))
+        let sent = py.detach(|| run(&self.inner, source, &options, control, &self.last_report));
+        if let Some(bar) = bar {
+            if let Ok(report) = &sent {
+                bar.call1(py, (report.clone(),))?;
+            }
+            bar.call_method0(py, "close")?;
+        }
+        sent
     }
 
     fn send_awaitable<'py>(
@@ -345,6 +381,8 @@ impl PyProducer {
     ///     symbol_column, time_column, numeric_columns, time_format, time_zone: for other
     ///         CSV layouts (see ``TickSource.csv``).
     ///     progress: called about every 100 ms with a ``SendReport`` of the counts so far.
+    ///         By default a progress bar in a notebook kernel (nothing elsewhere);
+    ///         ``False`` shows nothing.
     ///
     /// Returns:
     ///     SendReport, after every message was acknowledged.

@@ -3,6 +3,7 @@
 //! and column projection, by Polars SQL. Athena is the other engine, for tables in Glue.
 
 mod athena;
+pub mod params;
 mod reads;
 pub mod tail;
 
