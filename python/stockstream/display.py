@@ -10,7 +10,7 @@ Status = Union[SinkStatus, AnalyticsStatus, SendReport, None]
 
 
 def current(pipeline: Pipeline) -> Status:
-    """A pipeline's status now: a sink's or analytics job's ``status()``, a send's report."""
+    """Return a pipeline's status now: a sink's or analytics job's ``status()``, a send's report."""
     if isinstance(pipeline, Producer):
         return pipeline.last_report
     return pipeline.status()

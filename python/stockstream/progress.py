@@ -86,7 +86,7 @@ def in_notebook() -> bool:
 
 
 def default_progress(total: "int | None" = None) -> "ProgressBar | None":
-    """The progress a send shows when given none: a bar in a notebook kernel, else nothing.
+    """Return the progress a send shows when given none: a bar in a notebook kernel, or None.
 
     ``progress=False`` on the send silences it.
     """
