@@ -576,6 +576,8 @@ def read_topic(
     topic: str,
     *,
     limit: int | None = None,
+    last: int | None = None,
+    after: Mapping[int, int] | None = None,
     timeout: float = 30.0,
     **config: _Config,
 ) -> polars.DataFrame: ...

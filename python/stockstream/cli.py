@@ -1,8 +1,13 @@
-"""The ``stockstream`` command line: broker, produce, sink, analyze, crawl, query and demo."""
+"""The ``stockstream`` command line: broker, produce, tail, sink, analyze, crawl, query, ….
+
+Each command is a thin layer over the Python API of the same name.
+"""
 
 import argparse
+import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -32,17 +37,111 @@ def cmd_broker(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with _core.EmbeddedKafka(args.partitions, brokers=args.brokers, topics=args.topic) as kafka:
-        print(f"stockstream embedded Kafka at {kafka.bootstrap_servers}", flush=True)
+        bootstrap = kafka.bootstrap_servers
+        if args.port:
+            bootstrap = f"127.0.0.1:{args.port}"
+            _forward(args.port, kafka.bootstrap_servers.split(",")[0], stop)
+        print(f"stockstream embedded Kafka at {bootstrap}", flush=True)
+        if args.port:
+            print(f"  (its brokers listen on {kafka.bootstrap_servers})", flush=True)
         print(
             f"  topics created by clients get 4 partitions; --topic NAME creates NAME with "
             f"{args.partitions}.\n"
-            f"  try: kcat -b {kafka.bootstrap_servers} -L     (Ctrl-C to stop)",
+            f"  try: kcat -b {bootstrap} -L     (Ctrl-C to stop)",
             flush=True,
         )
         while not stop.wait(0.5):
             pass
     print("stopped", flush=True)
     return 0
+
+
+def _forward(port: int, target: str, stop: threading.Event) -> None:
+    """Relay connections to 127.0.0.1:``port`` to ``target`` (host:port) until ``stop``.
+
+    Clients only bootstrap through it: the brokers advertise their own ports, which clients
+    on this machine then connect to directly.
+    """
+    host, _, target_port = target.rpartition(":")
+    server = socket.create_server(("127.0.0.1", port))
+    server.settimeout(0.5)
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except socket.timeout:
+                continue
+            upstream = socket.create_connection((host, int(target_port)))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+        server.close()
+
+    threading.Thread(target=accept, name="stockstream-bootstrap-relay", daemon=True).start()
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Print a topic's messages, like ``kcat -C``: the last N, or from the beginning; follow."""
+    bootstrap = _bootstrap(args)
+    props = _properties(args.property)
+    if args.from_beginning:
+        frame = _core.read_topic(bootstrap, args.topic, limit=args.n, **props)
+    else:
+        frame = _core.read_topic(bootstrap, args.topic, last=args.n or 10, **props)
+    after = _next_offsets(frame, {})
+    if not args.from_beginning:
+        frame = frame.sort("timestamp_ms", "partition", "offset").tail(args.n or 10)
+    _print_messages(frame, args.format)
+    try:
+        while args.follow:
+            time.sleep(0.5)
+            frame = _core.read_topic(bootstrap, args.topic, after=after, **props)
+            after = _next_offsets(frame, after)
+            _print_messages(frame.sort("timestamp_ms", "partition", "offset"), args.format)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _next_offsets(frame, after: dict) -> dict:
+    """Return each partition's next offset after the messages of ``frame`` and before."""
+    import polars as pl
+
+    ends = dict(after)
+    for partition, offset in frame.group_by("partition").agg(pl.col("offset").max()).iter_rows():
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+    return ends
+
+
+def _print_messages(frame, fmt: str) -> None:
+    """Print messages as JSON lines (the value, or key/partition/offset too) or a table."""
+    import polars as pl
+
+    if frame.height == 0:
+        return
+    if fmt == "table":
+        values = frame["value"].str.json_decode() if frame["value"].null_count() == 0 else None
+        shown = (
+            values.struct.unnest() if values is not None and values.dtype == pl.Struct else frame
+        )
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200):
+            print(shown, flush=True)
+        return
+    for value in frame["value"]:
+        print(value if value is not None else json.dumps(None), flush=True)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -53,7 +152,18 @@ def cmd_produce(args: argparse.Namespace) -> int:
             args.synthetic, seed=args.seed, start=args.start, interval=args.interval
         )
     else:
-        source = _core.TickSource.csv(args.file or _bundled(), args.mode, seed=args.seed)
+        path = args.file or _bundled()
+        columns = dict(
+            symbol_column=args.symbol_column,
+            time_column=args.time_column,
+            numeric_columns=args.numeric_column,
+            time_format=args.time_format,
+            time_zone=args.time_zone,
+        )
+        if str(path).endswith(".parquet"):
+            source = _core.TickSource.parquet(path, args.mode, seed=args.seed, **columns)
+        else:
+            source = _core.TickSource.csv(path, args.mode, seed=args.seed, **columns)
     progress = TerminalProgress()
     try:
         report = producer.send(
@@ -89,9 +199,14 @@ def cmd_sink(args: argparse.Namespace) -> int:
         flush_bytes=args.flush_bytes,
         flush_age=args.flush_age,
         flush_idle=args.flush_idle,
+        buffer_bytes=args.buffer_bytes,
+        s3_part_size=args.s3_part_size,
         kafka_metadata=args.kafka_metadata,
         symbol_field=args.symbol_field,
         time_field=args.time_field,
+        time_format=args.time_format,
+        time_zone=args.time_zone,
+        connect_timeout=args.connect_timeout,
         columns=dict(_pair(c, "--column") for c in args.column) or None,
         endpoint_url=args.endpoint_url,
         region=args.region,
@@ -154,6 +269,17 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         indicators_topic=args.indicators_topic,
         alerts_topic=args.alerts_topic,
         late_topic=args.late_topic,
+        state_topic=args.state_topic,
+        checkpoint_interval=args.checkpoint_interval,
+        exactly_once=args.exactly_once,
+        symbol_field=args.symbol_field,
+        time_field=args.time_field,
+        price_field=args.price_field,
+        volume_field=args.volume_field,
+        time_format=args.time_format,
+        time_zone=args.time_zone,
+        session_zone=args.session_zone,
+        connect_timeout=args.connect_timeout,
         callback=print_alert,
         callback_kinds=["alert"],
         **_properties(args.property),
@@ -292,6 +418,14 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no status line")
 
 
+def _time_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--time-format",
+        help='strftime of the time values, e.g. "%%d.%%m.%%Y" (default: common shapes recognised)',
+    )
+    p.add_argument("--time-zone", help="zone of times without an offset, e.g. America/New_York")
+
+
 def _aws_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     p.add_argument("--region")
@@ -320,10 +454,38 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--partitions", type=int, default=4, help="partitions of --topic topics")
     b.add_argument("--brokers", type=int, default=1)
     b.add_argument("--topic", action="append", default=[], help="create this topic (repeatable)")
+    b.add_argument(
+        "--port",
+        type=int,
+        help="also accept clients on 127.0.0.1:PORT (e.g. 9092, as in the tutorial). The "
+        "embedded brokers always listen on ports of their own choosing; this port relays to "
+        "them, so clients bootstrap through it and then connect to the brokers' own ports "
+        "(all on this machine)",
+    )
     b.set_defaults(func=cmd_broker)
 
+    tl = sub.add_parser("tail", help="print a topic's messages (like kcat -C)")
+    tl.add_argument("topic")
+    tl.add_argument("-b", "--bootstrap-servers", help=f"host:port list (or ${BOOTSTRAP_ENV})")
+    tl.add_argument("-n", type=int, help="how many messages (default: the last 10)")
+    tl.add_argument(
+        "--from-beginning", action="store_true", help="from each partition's first message"
+    )
+    tl.add_argument("-f", "--follow", action="store_true", help="keep printing new messages")
+    tl.add_argument("--format", choices=["json", "table"], default="json")
+    _property_option(tl, "consumer")
+    tl.set_defaults(func=cmd_tail)
+
     pr = sub.add_parser("produce", help="produce stock ticks to a topic")
-    pr.add_argument("file", nargs="?", help="CSV in the tutorial's schema (default: bundled data)")
+    pr.add_argument(
+        "file", nargs="?", help="a CSV or Parquet file (default: the bundled tutorial data)"
+    )
+    pr.add_argument("--symbol-column", help="the symbol column (the Kafka key; default Index)")
+    pr.add_argument("--time-column", help="the event-time column (default Date)")
+    pr.add_argument(
+        "--numeric-column", action="append", help="a column that must be numeric (repeatable)"
+    )
+    _time_options(pr)
     pr.add_argument("-b", "--bootstrap-servers", help=f"host:port list (or ${BOOTSTRAP_ENV})")
     pr.add_argument("-t", "--topic", default="stock-market")
     pr.add_argument("--mode", choices=["replay", "sample"], default="replay")
@@ -360,6 +522,8 @@ def parser() -> argparse.ArgumentParser:
     sk.add_argument("--flush-bytes", type=int, help="message bytes per partition buffer")
     sk.add_argument("--flush-age", type=float, help="seconds before a buffer is landed")
     sk.add_argument("--flush-idle", type=float, help="seconds of quiet before it is landed")
+    sk.add_argument("--buffer-bytes", type=int, help="memory for all buffers before landing")
+    sk.add_argument("--s3-part-size", type=int, help="bytes per S3 multipart upload part")
     sk.add_argument("--kafka-metadata", action="store_true", help="add _kafka_* columns")
     sk.add_argument("--symbol-field", default="Index", help="the field holding the symbol")
     sk.add_argument("--time-field", default="Date", help="the field holding the event time")
@@ -370,6 +534,8 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=TYPE",
         help="declared column type: string, float, int or bool (repeatable)",
     )
+    _time_options(sk)
+    sk.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach Kafka")
     _aws_options(sk)
     _catalog_options(sk, none=True)
     _run_options(sk)
@@ -383,7 +549,10 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--window", help="window length, e.g. 1m, 5m, 1d")
     a.add_argument("--slide", help="hop between window starts (default: tumbling)")
     a.add_argument(
-        "--indicator", action="append", help="sma_20, ema_12, sma_5m, volatility_20 (repeatable)"
+        "--indicator",
+        action="append",
+        help="sma_20, ema_12, sma_5m, volatility_20, rsi_14, macd, macd_signal, macd_hist, "
+        "bb_upper_20, bb_lower_20, bb_pctb_20, atr_14, vwap, roc_10 (repeatable)",
     )
     a.add_argument(
         "--alert",
@@ -396,6 +565,22 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--indicators-topic", help="produce per-tick indicators here")
     a.add_argument("--alerts-topic", help="produce alerts here")
     a.add_argument("--late-topic", help="produce late ticks here")
+    a.add_argument("--state-topic", help="checkpoint topic (default: GROUP-state)")
+    a.add_argument(
+        "--checkpoint-interval", type=float, default=2.0, help="seconds between checkpoints"
+    )
+    a.add_argument(
+        "--exactly-once",
+        action="store_true",
+        help="outputs, state and offsets in Kafka transactions (a broker with transactions)",
+    )
+    a.add_argument("--symbol-field", default="Index")
+    a.add_argument("--time-field", default="Date")
+    a.add_argument("--price-field", default="Close")
+    a.add_argument("--volume-field", default="Volume", help='"" if ticks have no volume')
+    _time_options(a)
+    a.add_argument("--session-zone", help="exchange time zone where trading days begin")
+    a.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach Kafka")
     _run_options(a)
     _property_option(a, "client")
     a.set_defaults(func=cmd_analyze)

@@ -593,6 +593,7 @@ impl Work {
         let frame = crate::kafka::read_topic(
             &self.kafka,
             &self.config.state_topic,
+            &crate::kafka::Start::Beginning,
             None,
             self.timeout.max(Duration::from_secs(30)),
         )?;

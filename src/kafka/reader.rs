@@ -2,6 +2,7 @@
 //! end, without joining a consumer group (like `kcat -C -e`): for demos, notebooks,
 //! checks and restoring checkpoints.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use polars::prelude::*;
@@ -18,12 +19,26 @@ const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
     ("enable.partition.eof", "false"),
 ];
 
-/// Every message of `topic` up to the end offsets seen at the start, at most `limit`, as a
-/// frame of `partition, offset, timestamp_ms, key, value`. Fails if the broker is unreachable
-/// within `timeout`, or if the messages cannot all be fetched within it.
+/// Where in each partition a read starts.
+#[derive(Debug, Clone, Default)]
+pub enum Start {
+    /// Each partition's first message.
+    #[default]
+    Beginning,
+    /// The last N messages of each partition.
+    Last(usize),
+    /// The given next offset of each partition (the first message for the others): to
+    /// carry on after an earlier read.
+    After(HashMap<i32, i64>),
+}
+
+/// Every message of `topic` from `start` up to the end offsets seen at the start, at most
+/// `limit`, as a frame of `partition, offset, timestamp_ms, key, value`. Fails if the broker
+/// is unreachable within `timeout`, or if the messages cannot all be fetched within it.
 pub fn read_topic(
     config: &KafkaConfig,
     topic: &str,
+    start: &Start,
     limit: Option<usize>,
     timeout: Duration,
 ) -> Result<DataFrame> {
@@ -48,11 +63,16 @@ pub fn read_topic(
         let (low, high) = consumer
             .fetch_watermarks(topic, p, timeout)
             .map_err(unreachable)?;
-        if high > low {
+        let first = match start {
+            Start::Beginning => low,
+            Start::Last(n) => high.saturating_sub(*n as i64).max(low),
+            Start::After(next) => next.get(&p).copied().unwrap_or(low).max(low),
+        };
+        if high > first {
             assignment
-                .add_partition_offset(topic, p, Offset::Offset(low))
+                .add_partition_offset(topic, p, Offset::Offset(first))
                 .map_err(unreachable)?;
-            remaining += high - low;
+            remaining += high - first;
         }
         ends.push((p, high));
     }
