@@ -93,7 +93,7 @@ fn placeholder(text: &str) -> Option<(&str, usize)> {
 mod tests {
     use super::*;
 
-    fn with(values: &[(&str, Param)]) -> impl FnMut(&str) -> Result<Option<Param>> + '_ {
+    fn with<'a>(values: &'a [(&'a str, Param)]) -> impl FnMut(&str) -> Result<Option<Param>> + 'a {
         move |name| {
             Ok(values
                 .iter()
