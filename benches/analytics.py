@@ -9,8 +9,8 @@ windows topic when they close, and every tick with its 20-tick SMA written to an
 topic. Rates count from the first message processed to the last output delivered, so
 consumer-group joins do not count.
 
-- stockstream: ``Analytics(window="1m", indicators=["sma_20"], windows_topic=…,
-  indicators_topic=…)``, release build, with its checkpoints (state topic) on.
+- stockstream: ``Analytics(window="1m", indicators=["sma_20"], outputs=Outputs(windows=…,
+  indicators=…))``, release build, with its checkpoints (state topic) on.
 - Quix Streams: ``tumbling_window(1 min).agg(First, Max, Min, Last, Sum, Count).final()``
   and a stateful ``apply`` for the SMA. Its changelog topics are off (the embedded broker's
   admin API cannot create them), which spares it the state replication stockstream does,
@@ -45,7 +45,7 @@ def run_stockstream(a):
 
     job = ss.Analytics(
         a.bootstrap, a.topic, a.group, window="1m", indicators=["sma_20"],
-        windows_topic=a.windows, indicators_topic=a.indicators, keep=0,
+        outputs=ss.Outputs(windows=a.windows, indicators=a.indicators), keep=0,
     )  # fmt: skip
     job.start(limit=a.rows)
     while job.status().consumed == 0:

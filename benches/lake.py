@@ -167,7 +167,12 @@ def compact(args):
         # A minute of a symbol's ticks per object: what 60 s age rolls make of this stream.
         began = time.perf_counter()
         status = ss.LakeSink(
-            kafka.bootstrap_servers, topic, "compact", str(lake), table="day", flush_records=60
+            kafka.bootstrap_servers,
+            topic,
+            "compact",
+            str(lake),
+            table="day",
+            roll=ss.RollPolicy(records=60),
         ).run(stop_at_end=True)
         landing = time.perf_counter() - began
         assert status.written == n
@@ -245,8 +250,8 @@ def glue(args):
                     partition_by="date",
                     catalog="glue",
                     database=db_name,
-                    endpoint_url=endpoint,
-                    flush_records=40,
+                    aws=ss.AwsOptions(endpoint_url=endpoint),
+                    roll=ss.RollPolicy(records=40),
                     table=name,
                 )
                 ss.LakeSink(
@@ -307,7 +312,7 @@ def local_catalog(args):
             kafka.create_topic(topic, 1)
             lake = work / name
             ss.Producer(kafka.bootstrap_servers, topic).send(source, limit=40)
-            common = dict(partition_by="date", flush_records=40, table=name)
+            common = dict(partition_by="date", roll=ss.RollPolicy(records=40), table=name)
             ss.LakeSink(kafka.bootstrap_servers, topic, "g", str(lake), **common).run(
                 stop_at_end=True
             )

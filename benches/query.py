@@ -61,7 +61,12 @@ def build_lake(lake: Path, rows: int, address: str | None) -> None:
             assert report.delivered == n == held(b, topic)
             t1 = time.perf_counter()
             sink = ss.LakeSink(
-                b, topic, f"bench-{round_}", str(lake), table="ticks", flush_idle=1.0
+                b,
+                topic,
+                f"bench-{round_}",
+                str(lake),
+                table="ticks",
+                roll=ss.RollPolicy(idle=1.0),
             )
             status = sink.run(stop_at_end=True)
             assert status.written == n, (status.written, n)

@@ -48,7 +48,7 @@ AWS = {
 def run_stockstream(a):
     import stockstream as ss
 
-    extra = {"endpoint_url": a.endpoint} if a.endpoint else {}
+    extra = {"aws": ss.AwsOptions(endpoint_url=a.endpoint)} if a.endpoint else {}
     sink = ss.LakeSink(
         a.bootstrap, a.topic, a.group, a.lake, format=a.format, partition_by=LAYOUT, **extra
     )

@@ -25,6 +25,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<python::producer::PyProducer>()?;
     m.add_class::<python::producer::PySendReport>()?;
     m.add_class::<python::source::PyTickSource>()?;
+    m.add_class::<python::schema::PyTickSchema>()?;
+    m.add_class::<python::options::PyAwsOptions>()?;
+    m.add_class::<python::options::PyRollPolicy>()?;
+    m.add_class::<python::options::PyOutputs>()?;
     m.add_class::<python::sink::PyLakeSink>()?;
     m.add_class::<python::sink::PySinkStatus>()?;
     m.add_class::<python::analytics::PyAnalytics>()?;

@@ -88,9 +88,11 @@ def main() -> None:
     def sink(a, b, c, text):
         text = text.replace("/", "_")
         lake = str(work / "lake")
-        for name in ("flush_records", "flush_bytes", "buffer_bytes", "s3_part_size"):
-            attempt(ss.LakeSink, bootstrap, "t", "g", lake, **{name: a})
-        for name in ("flush_age", "flush_idle", "compact_every", "compact_grace"):
+        for name in ("records", "bytes", "buffer_bytes", "age", "idle"):
+            roll = attempt(ss.RollPolicy, **{name: a})
+            attempt(ss.LakeSink, bootstrap, "t", "g", lake, roll=roll)
+        attempt(ss.LakeSink, bootstrap, "t", "g", lake, aws=attempt(ss.AwsOptions, part_size=a))
+        for name in ("compact_every", "compact_grace"):
             attempt(ss.LakeSink, bootstrap, "t", "g", lake, **{name: b})
         attempt(
             ss.LakeSink,
@@ -100,8 +102,11 @@ def main() -> None:
             lake,
             connect_timeout=min(c, 2) if isinstance(c, float) and c == c else c,
         )
-        for name in ("table", "partition_by", "format", "symbol_field", "database"):
+        for name in ("table", "partition_by", "format", "database"):
             attempt(ss.LakeSink, bootstrap, "t", "g", lake, **{name: text})
+        for name in ("symbol", "time", "time_format", "time_zone"):
+            schema = attempt(ss.TickSchema, **{name: text})
+            attempt(ss.LakeSink, bootstrap, "t", "g", lake, schema=schema)
         attempt(ss.LakeSink, bootstrap, text, "g", lake)
         attempt(ss.LakeSink, bootstrap, "t", text, lake)
         attempt(ss.LakeSink, bootstrap, "t", "g", str(work / text[:200]))
@@ -117,7 +122,9 @@ def main() -> None:
         attempt(ss.Analytics, bootstrap, "t", "g", indicators=[text])
         attempt(ss.Analytics, bootstrap, "t", "g", alerts=[text])
         attempt(ss.Analytics, bootstrap, "t", "g", window=text)
-        attempt(ss.Analytics, bootstrap, "t", "g", state_topic=text, window="1m")
+        outputs = attempt(ss.Outputs, state=text, windows=text)
+        attempt(ss.Analytics, bootstrap, "t", "g", outputs=outputs, window="1m")
+        attempt(ss.Analytics, bootstrap, "t", "g", session_zone=text, indicators=["vwap"])
 
     @SETTINGS
     @given(text=TEXT, place=PLACES, timeout=ANY)
@@ -135,6 +142,9 @@ def main() -> None:
         attempt(ss.read_topic, bootstrap, text, timeout=2)
         if (work / "lake").exists():
             attempt(ss.Lake(str(work / "lake")).sql, text)
+            query = "SELECT {x} AS x"
+            attempt(ss.Lake(str(work / "lake")).sql, query, params={"x": timeout})
+            attempt(ss.Lake(str(work / "lake")).sql, query, params={"x": text})
 
     for check in (synthetic, embedded, send, sink, analytics, lake):
         print("checking", check.__name__, flush=True)

@@ -531,8 +531,7 @@ def test_windows_topic_lands_in_the_lake_and_queries(kafka, topic, tmp_path):
         f"s-{uuid.uuid4().hex[:8]}",
         str(lake),
         table="bars",
-        symbol_field="symbol",
-        time_field="window_start",
+        schema=ss.TickSchema("symbol", "window_start"),
         columns={"open": "float", "close": "float", "volume": "float", "count": "int"},
         catalog="local",
     )

@@ -40,11 +40,9 @@ def test_each_shape_sets_the_message_time(
     path = write_csv(f"symbol,date,price\nAAPL,{text},1.5\n")
     report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(
         path,
-        symbol_column="symbol",
-        time_column="date",
-        numeric_columns=["price"],
-        time_format=time_format,
-        time_zone=time_zone,
+        schema=ss.TickSchema(
+            "symbol", "date", "price", None, time_format=time_format, time_zone=time_zone
+        ),
     )
     assert report.delivered == 1
     [msg] = consume_all(kafka.bootstrap_servers, topic, 1)
@@ -68,18 +66,17 @@ def test_an_unreadable_or_ambiguous_date_names_line_column_value_and_the_fix(
     good = "04/01/2021" if time_format else "2021-01-04"
     path = write_csv(f"symbol,date,price\nAAPL,{good},1\nAAPL,{text},2\n")
     with pytest.raises(ss.SchemaError) as err:
-        ss.read_ticks(path, symbol_column="symbol", time_column="date", time_format=time_format)
+        ss.read_ticks(path, schema=ss.TickSchema("symbol", "date", time_format=time_format))
     message = str(err.value)
     assert f'line 3, column "date": cannot parse "{text}"' in message
     assert hint in message
 
 
-def test_bad_format_and_zone_are_config_errors(write_csv):
-    path = write_csv("symbol,date,price\nAAPL,2021-01-04,1\n")
+def test_bad_format_and_zone_are_config_errors():
     with pytest.raises(ss.ConfigError, match="time_format"):
-        ss.read_ticks(path, symbol_column="symbol", time_column="date", time_format="%Q")
+        ss.TickSchema("symbol", "date", time_format="%Q")
     with pytest.raises(ss.ConfigError, match="time_zone"):
-        ss.read_ticks(path, symbol_column="symbol", time_column="date", time_zone="Mars/Base")
+        ss.TickSchema("symbol", "date", time_zone="Mars/Base")
 
 
 def test_the_sink_partitions_by_the_time_read_with_its_format(kafka, topic, tmp_path):
@@ -95,10 +92,7 @@ def test_the_sink_partitions_by_the_time_read_with_its_format(kafka, topic, tmp_
         topic,
         f"g-{uuid.uuid4().hex[:8]}",
         str(lake),
-        symbol_field="sym",
-        time_field="when",
-        time_format="%d.%m.%Y",
-        columns={"px": "float"},
+        schema=ss.TickSchema("sym", "when", "px", None, time_format="%d.%m.%Y"),
         partition_by="date",
     )
     status = sink.run(stop_at_end=True)

@@ -47,8 +47,7 @@ def landed(kafka, topic, tmp_path):
         topic,
         f"g-{uuid.uuid4().hex[:8]}",
         str(lake),
-        symbol_field="symbol",
-        time_field="time",
+        schema=ss.TickSchema("symbol", "time", "price", None),
         columns={"price": "float", "size": "int"},
     )
     sink.run(stop_at_end=True)
@@ -64,11 +63,11 @@ def test_each_kind_of_frame_round_trips_through_topic_and_lake(kafka, topic, tmp
     frame = ticks()
     source = as_kind(frame, kind, tmp_path)
     producer = ss.Producer(kafka.bootstrap_servers, topic)
-    schema = dict(symbol_column="symbol", time_column="time", numeric_columns=["price"])
+    schema = ss.TickSchema("symbol", "time", "price", None)
     if kind == "parquet":
-        report = producer.send(ss.TickSource.parquet(source, **schema))
+        report = producer.send(ss.TickSource.parquet(source, schema=schema))
     else:
-        report = producer.send_frame(source, **schema)
+        report = producer.send_frame(source, schema=schema)
     assert report.delivered == frame.height
     assert_frame_equal(landed(kafka, topic, tmp_path), frame, check_dtypes=False)
 
@@ -77,7 +76,7 @@ def test_a_zone_aware_time_column_is_converted_to_utc(kafka, topic, tmp_path):
     frame = ticks(4)
     aware = frame.with_columns(pl.col("time").dt.replace_time_zone("America/New_York"))
     report = ss.Producer(kafka.bootstrap_servers, topic).send_frame(
-        aware.to_pandas(), symbol_column="symbol", time_column="time"
+        aware.to_pandas(), schema=ss.TickSchema("symbol", "time", numeric=[])
     )
     assert report.delivered == 4
     got = landed(kafka, topic, tmp_path)
@@ -91,12 +90,10 @@ def test_bad_frames_name_the_row_and_column(kafka, topic):
         {"symbol": ["A", "B", "C"], "time": ["2021-01-04"] * 3, "price": ["1.5", "2", "n/a"]}
     )
     with pytest.raises(ss.SchemaError, match=r'frame row 2, column "price": cannot read "n/a"'):
-        producer.send_frame(
-            bad_price, symbol_column="symbol", time_column="time", numeric_columns=["price"]
-        )
+        producer.send_frame(bad_price, schema=ss.TickSchema("symbol", "time", "price", None))
     bad_time = pl.DataFrame({"symbol": ["A", "B"], "time": ["2021-01-04", "soon"]})
     with pytest.raises(ss.SchemaError, match=r'frame row 1, column "time": cannot parse "soon"'):
-        producer.send_frame(bad_time, symbol_column="symbol", time_column="time")
+        producer.send_frame(bad_time, schema=ss.TickSchema("symbol", "time", numeric=[]))
     with pytest.raises(ss.SchemaError, match=r'no column "Index"'):
         producer.send_frame(bad_time)
     with pytest.raises(ss.ConfigError, match="expected a Polars DataFrame"):
@@ -104,6 +101,5 @@ def test_bad_frames_name_the_row_and_column(kafka, topic):
     with pytest.raises(ss.SchemaError, match="no rows"):
         producer.send_frame(
             pa.table({"symbol": pa.array([], pa.string()), "time": pa.array([], pa.string())}),
-            symbol_column="symbol",
-            time_column="time",
+            schema=ss.TickSchema("symbol", "time", numeric=[]),
         )

@@ -93,9 +93,7 @@ def test_an_intraday_stream_gets_date_folders_and_keeps_them_across_restarts_and
     gid = group_id()
     # Four symbols ticking every second for three hours of event time.
     sent = intraday(kafka, topic, 3 * 3600)
-    ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), time_field="Date", **GROUP).run(
-        stop_at_end=True
-    )
+    ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), **GROUP).run(stop_at_end=True)
     table = ss.Lake(str(lake)).tables().to_dicts()[0]
     assert table["partition_keys"] == "date date", table
     assert table["partitioning"].startswith("auto: date"), table

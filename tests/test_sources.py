@@ -44,5 +44,5 @@ def test_synthetic_ticks_are_realistic_bars():
 
 def test_read_ticks_of_a_custom_layout(write_csv):
     path = write_csv("sym,when,px\nA,2024-01-02 10:00:00,1.5\n")
-    df = ss.read_ticks(path, symbol_column="sym", time_column="when")
+    df = ss.read_ticks(path, schema=ss.TickSchema("sym", "when", numeric=[]))
     assert df.to_dicts() == [{"sym": "A", "when": "2024-01-02 10:00:00", "px": 1.5}]

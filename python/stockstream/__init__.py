@@ -21,12 +21,19 @@ Describe the lake in a catalog (like a Glue crawler) and query it with SQL (like
         stockstream.crawl("lake")
         stockstream.Lake("lake").sql("SELECT count(*) FROM stock_market")
 
+Your own data: a DataFrame (Polars, pandas, Arrow) and a ``TickSchema`` naming its fields::
+
+        schema = stockstream.TickSchema(symbol="ticker", time="day", price="close",
+                                        volume=None, time_format="%d.%m.%Y")
+        producer.send_frame(frame, schema=schema)
+
 Compute per-symbol windows, indicators and alerts on the stream, on event time::
 
         analytics = stockstream.Analytics(kafka.bootstrap_servers, "stock-market",
-                                          window="5m", indicators=["sma_20", "ema_50"],
-                                          alerts=["sma_20 crosses ema_50"],
-                                          windows_topic="bars-5m", alerts_topic="alerts")
+                                          window="5m", indicators=["rsi_14", "macd"],
+                                          alerts=["rsi_14 crosses 70"],
+                                          outputs=stockstream.Outputs(windows="bars-5m",
+                                                                      alerts="alerts"))
         analytics.start()                     # … analytics.windows(), analytics.alerts()
 """
 
@@ -35,15 +42,19 @@ from pathlib import Path
 from stockstream._core import (
     Analytics,
     AnalyticsStatus,
+    AwsOptions,
     CompactReport,
     CrawlReport,
     EmbeddedKafka,
     Lake,
     LakeSink,
+    Outputs,
     Producer,
+    RollPolicy,
     SendReport,
     SinkStatus,
     TailInfo,
+    TickSchema,
     TickSource,
     __version__,
     crawl,
@@ -70,6 +81,7 @@ BUNDLED_CSV = Path(__file__).parent / "data" / "indexProcessed_synthetic.csv"
 __all__ = [
     "Analytics",
     "AnalyticsStatus",
+    "AwsOptions",
     "BUNDLED_CSV",
     "CompactReport",
     "ConfigError",
@@ -80,14 +92,17 @@ __all__ = [
     "Lake",
     "LakeSink",
     "NotFoundError",
+    "Outputs",
     "Producer",
     "ProgressBar",
     "QueryError",
+    "RollPolicy",
     "SchemaError",
     "SendReport",
     "SinkStatus",
     "StockstreamError",
     "TailInfo",
+    "TickSchema",
     "TickSource",
     "__version__",
     "crawl",

@@ -3,7 +3,7 @@
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Literal, final
 
 import polars
 
@@ -20,6 +20,10 @@ __all__ = [
     "SendReport",
     "SinkStatus",
     "TailInfo",
+    "AwsOptions",
+    "Outputs",
+    "RollPolicy",
+    "TickSchema",
     "TickSource",
     "crawl",
     "read_ticks",
@@ -36,6 +40,13 @@ _Progress = Callable[[SendReport], object] | bool
 # the Arrow C stream interface.
 _Frame = Any
 _Config = str | int | float | bool
+# Enumerated options (matched without regard to case).
+_Mode = Literal["replay", "sample"]
+_Format = Literal["parquet", "ndjson"]
+_Catalog = Literal["local", "glue"]
+_Engine = Literal["polars", "athena"]
+_OnError = Literal["skip", "raise"]
+_OutputKind = Literal["window", "windows", "indicators", "alert", "alerts", "late"]
 
 @final
 class SendReport:
@@ -66,44 +77,140 @@ class SendReport:
     def _repr_html_(self) -> str: ...
 
 @final
+@final
+class TickSchema:
+    """What a tick looks like: its symbol, time, price and volume fields, and its time format."""
+
+    def __new__(
+        cls,
+        symbol: str = "Index",
+        time: str = "Date",
+        price: str = "Close",
+        volume: str | None = "Volume",
+        *,
+        numeric: Sequence[str] | None = None,
+        time_format: str | None = None,
+        time_zone: str | None = None,
+    ) -> TickSchema: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def time(self) -> str: ...
+    @property
+    def price(self) -> str: ...
+    @property
+    def volume(self) -> str | None: ...
+    @property
+    def numeric(self) -> list[str] | None: ...
+    @property
+    def time_format(self) -> str | None: ...
+    @property
+    def time_zone(self) -> str | None: ...
+
+@final
+class AwsOptions:
+    """How to reach AWS (S3, Glue, Athena) or an S3-compatible server."""
+
+    def __new__(
+        cls,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        part_size: int | None = None,
+    ) -> AwsOptions: ...
+    @property
+    def endpoint_url(self) -> str | None: ...
+    @property
+    def region(self) -> str | None: ...
+    @property
+    def profile(self) -> str | None: ...
+    @property
+    def part_size(self) -> int | None: ...
+
+@final
+class RollPolicy:
+    """When a sink lands what it buffers of one Kafka partition: at the first limit reached."""
+
+    def __new__(
+        cls,
+        *,
+        records: int | None = None,
+        bytes: int | None = None,
+        age: float | None = None,
+        idle: float | None = None,
+        buffer_bytes: int | None = None,
+    ) -> RollPolicy: ...
+    @property
+    def records(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    @property
+    def age(self) -> float: ...
+    @property
+    def idle(self) -> float: ...
+    @property
+    def buffer_bytes(self) -> int: ...
+
+@final
+class Outputs:
+    """Where an analytics job writes: a topic per kind of output, and its checkpoint topic."""
+
+    def __new__(
+        cls,
+        *,
+        windows: str | None = None,
+        indicators: str | None = None,
+        alerts: str | None = None,
+        late: str | None = None,
+        state: str | None = None,
+    ) -> Outputs: ...
+    @property
+    def windows(self) -> str | None: ...
+    @property
+    def indicators(self) -> str | None: ...
+    @property
+    def alerts(self) -> str | None: ...
+    @property
+    def late(self) -> str | None: ...
+    @property
+    def state(self) -> str | None: ...
+
 class TickSource:
     """A stream of stock ticks to produce: CSV rows (sampled or replayed) or synthetic bars."""
 
     @staticmethod
     def csv(
         path: _Path,
-        mode: str = "replay",
+        mode: _Mode = "replay",
         *,
         seed: int = 0,
+        schema: TickSchema | None = None,
         symbol_column: str | None = None,
         time_column: str | None = None,
         numeric_columns: Sequence[str] | None = None,
-        time_format: str | None = None,
-        time_zone: str | None = None,
     ) -> TickSource: ...
     @staticmethod
     def frame(
         frame: _Frame,
-        mode: str = "replay",
+        mode: _Mode = "replay",
         *,
         seed: int = 0,
+        schema: TickSchema | None = None,
         symbol_column: str | None = None,
         time_column: str | None = None,
         numeric_columns: Sequence[str] | None = None,
-        time_format: str | None = None,
-        time_zone: str | None = None,
     ) -> TickSource: ...
     @staticmethod
     def parquet(
         path: _Path,
-        mode: str = "replay",
+        mode: _Mode = "replay",
         *,
         seed: int = 0,
+        schema: TickSchema | None = None,
         symbol_column: str | None = None,
         time_column: str | None = None,
         numeric_columns: Sequence[str] | None = None,
-        time_format: str | None = None,
-        time_zone: str | None = None,
     ) -> TickSource: ...
     @staticmethod
     def synthetic(
@@ -148,35 +255,33 @@ class Producer:
     def send_csv(
         self,
         path: _Path,
-        mode: str = "replay",
+        mode: _Mode = "replay",
         *,
         rate: float | None = None,
         speedup: float | None = None,
         limit: int | None = None,
         duration: float | None = None,
         seed: int = 0,
+        schema: TickSchema | None = None,
         symbol_column: str | None = None,
         time_column: str | None = None,
         numeric_columns: Sequence[str] | None = None,
-        time_format: str | None = None,
-        time_zone: str | None = None,
         progress: _Progress | None = None,
     ) -> SendReport: ...
     def send_frame(
         self,
         frame: _Frame,
-        mode: str = "replay",
+        mode: _Mode = "replay",
         *,
         rate: float | None = None,
         speedup: float | None = None,
         limit: int | None = None,
         duration: float | None = None,
         seed: int = 0,
+        schema: TickSchema | None = None,
         symbol_column: str | None = None,
         time_column: str | None = None,
         numeric_columns: Sequence[str] | None = None,
-        time_format: str | None = None,
-        time_zone: str | None = None,
         progress: _Progress | None = None,
     ) -> SendReport: ...
     def send(
@@ -202,18 +307,17 @@ class Producer:
     def send_csv_async(
         self,
         path: _Path,
-        mode: str = "replay",
+        mode: _Mode = "replay",
         *,
         rate: float | None = None,
         speedup: float | None = None,
         limit: int | None = None,
         duration: float | None = None,
         seed: int = 0,
+        schema: TickSchema | None = None,
         symbol_column: str | None = None,
         time_column: str | None = None,
         numeric_columns: Sequence[str] | None = None,
-        time_format: str | None = None,
-        time_zone: str | None = None,
         progress: _Progress | None = None,
     ) -> Awaitable[SendReport]: ...
     def stop(self) -> None: ...
@@ -281,29 +385,30 @@ class LakeSink:
         group_id: str = "stockstream-sink",
         lake: str = "lake",
         *,
-        format: str = "parquet",
+        format: _Format = "parquet",
         table: str | None = None,
         partition_by: str | Sequence[str] | None = None,
+        roll: RollPolicy | None = None,
+        schema: TickSchema | None = None,
+        columns: dict[str, str] | None = None,
+        kafka_metadata: bool = False,
+        aws: AwsOptions | None = None,
+        catalog: _Catalog | None = "local",
+        database: str = "stock_market",
+        compact_every: float | None = None,
+        compact_grace: float = 3600.0,
+        connect_timeout: float = 10.0,
         flush_records: int | None = None,
         flush_bytes: int | None = None,
         flush_age: float | None = None,
         flush_idle: float | None = None,
         buffer_bytes: int | None = None,
-        symbol_field: str = "Index",
-        time_field: str = "Date",
-        time_format: str | None = None,
-        time_zone: str | None = None,
-        columns: dict[str, str] | None = None,
-        kafka_metadata: bool = False,
+        symbol_field: str | None = None,
+        time_field: str | None = None,
         endpoint_url: str | None = None,
         region: str | None = None,
         aws_profile: str | None = None,
         s3_part_size: int | None = None,
-        catalog: str | None = ...,  # "local"
-        database: str = "stock_market",
-        compact_every: float | None = None,
-        compact_grace: float = 3600.0,
-        connect_timeout: float = 10.0,
         **config: _Config,
     ) -> LakeSink: ...
     def run(
@@ -386,24 +491,24 @@ class Analytics:
         allowed_lateness: str | float | None = None,
         max_future: str | float | None = None,
         idle_timeout: float = 10.0,
+        outputs: Outputs | None = None,
+        checkpoint_interval: float = 2.0,
+        exactly_once: bool = False,
+        callback: Callable[[str, dict[str, Any]], object] | None = None,
+        callback_kinds: _OutputKind | Sequence[_OutputKind] | None = None,
+        keep: int = 10000,
+        schema: TickSchema | None = None,
+        session_zone: str | None = None,
+        connect_timeout: float = 10.0,
         windows_topic: str | None = None,
         indicators_topic: str | None = None,
         alerts_topic: str | None = None,
         late_topic: str | None = None,
         state_topic: str | None = None,
-        checkpoint_interval: float = 2.0,
-        exactly_once: bool = False,
-        callback: Callable[[str, dict[str, Any]], object] | None = None,
-        callback_kinds: str | Sequence[str] | None = None,
-        keep: int = 10000,
-        symbol_field: str = "Index",
-        time_field: str = "Date",
-        price_field: str = "Close",
-        volume_field: str = "Volume",
-        time_format: str | None = None,
-        time_zone: str | None = None,
-        session_zone: str | None = None,
-        connect_timeout: float = 10.0,
+        symbol_field: str | None = None,
+        time_field: str | None = None,
+        price_field: str | None = None,
+        volume_field: str | None = None,
         **config: _Config,
     ) -> Analytics: ...
     def run(
@@ -509,7 +614,8 @@ class Lake:
         lake: str = "lake",
         *,
         database: str = "stock_market",
-        catalog: str = "local",
+        catalog: _Catalog = "local",
+        aws: AwsOptions | None = None,
         endpoint_url: str | None = None,
         region: str | None = None,
         aws_profile: str | None = None,
@@ -518,7 +624,7 @@ class Lake:
         self,
         query: str,
         *,
-        engine: str = "polars",
+        engine: _Engine = "polars",
         live: bool | None = None,
         tail_records: int = 1_000_000,
         tail_bytes: int = 268_435_456,
@@ -540,15 +646,16 @@ class Lake:
     ) -> CompactReport: ...
     def tables(self) -> polars.DataFrame: ...
     def files(self, table: str | None = None) -> polars.DataFrame: ...
-    def crawl(self, table: str | None = None, *, on_error: str = "skip") -> CrawlReport: ...
+    def crawl(self, table: str | None = None, *, on_error: _OnError = "skip") -> CrawlReport: ...
 
 def crawl(
     lake: str = "lake",
     *,
     database: str = "stock_market",
     table: str | None = None,
-    catalog: str = "local",
-    on_error: str = "skip",
+    catalog: _Catalog = "local",
+    on_error: _OnError = "skip",
+    aws: AwsOptions | None = None,
     endpoint_url: str | None = None,
     region: str | None = None,
     aws_profile: str | None = None,
@@ -557,11 +664,10 @@ def running_pipelines() -> list[LakeSink | Producer | Analytics]: ...
 def read_ticks(
     path: _Path,
     *,
+    schema: TickSchema | None = None,
     symbol_column: str | None = None,
     time_column: str | None = None,
     numeric_columns: Sequence[str] | None = None,
-    time_format: str | None = None,
-    time_zone: str | None = None,
 ) -> polars.DataFrame: ...
 def synthetic_ticks(
     rows: int,

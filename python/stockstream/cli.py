@@ -153,17 +153,18 @@ def cmd_produce(args: argparse.Namespace) -> int:
         )
     else:
         path = args.file or _bundled()
-        columns = dict(
-            symbol_column=args.symbol_column,
-            time_column=args.time_column,
-            numeric_columns=args.numeric_column,
-            time_format=args.time_format,
-            time_zone=args.time_zone,
-        )
-        if str(path).endswith(".parquet"):
-            source = _core.TickSource.parquet(path, args.mode, seed=args.seed, **columns)
-        else:
-            source = _core.TickSource.csv(path, args.mode, seed=args.seed, **columns)
+        schema = None
+        if any((args.symbol_column, args.time_column, args.numeric_column, args.time_format,
+                args.time_zone)):  # fmt: skip
+            schema = _core.TickSchema(
+                args.symbol_column or "Index",
+                args.time_column or "Date",
+                numeric=args.numeric_column or [],
+                time_format=args.time_format,
+                time_zone=args.time_zone,
+            )
+        read = _core.TickSource.parquet if str(path).endswith(".parquet") else _core.TickSource.csv
+        source = read(path, args.mode, seed=args.seed, schema=schema)
     progress = TerminalProgress()
     try:
         report = producer.send(
@@ -195,28 +196,44 @@ def cmd_sink(args: argparse.Namespace) -> int:
         format=args.format,
         table=args.table,
         partition_by=args.partition_by,
-        flush_records=args.flush_records,
-        flush_bytes=args.flush_bytes,
-        flush_age=args.flush_age,
-        flush_idle=args.flush_idle,
-        buffer_bytes=args.buffer_bytes,
-        s3_part_size=args.s3_part_size,
+        roll=_core.RollPolicy(
+            records=args.flush_records,
+            bytes=args.flush_bytes,
+            age=args.flush_age,
+            idle=args.flush_idle,
+            buffer_bytes=args.buffer_bytes,
+        ),
         kafka_metadata=args.kafka_metadata,
-        symbol_field=args.symbol_field,
-        time_field=args.time_field,
-        time_format=args.time_format,
-        time_zone=args.time_zone,
-        connect_timeout=args.connect_timeout,
+        schema=_sink_schema(args),
         columns=dict(_pair(c, "--column") for c in args.column) or None,
-        endpoint_url=args.endpoint_url,
-        region=args.region,
-        aws_profile=args.profile,
+        connect_timeout=args.connect_timeout,
+        aws=_aws(args, part_size=args.s3_part_size),
         catalog=None if args.catalog == "none" else args.catalog,
         database=args.database,
         compact_every=args.compact_every,
         **_properties(args.property),
     )
     return _run_until_stopped(sink, args, _status_line)
+
+
+def _aws(args: argparse.Namespace, part_size: Optional[int] = None) -> "_core.AwsOptions":
+    """Return the AWS options the command's ``--endpoint-url``, ``--region``, ``--profile`` name."""
+    return _core.AwsOptions(
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        profile=args.profile,
+        part_size=part_size,
+    )
+
+
+def _sink_schema(args: argparse.Namespace) -> "Optional[_core.TickSchema]":
+    """Return the sink's tick schema, or None for the tutorial's fields and declared columns."""
+    default = (args.symbol_field, args.time_field) == ("Index", "Date")
+    if default and not (args.time_format or args.time_zone):
+        return None
+    return _core.TickSchema(
+        args.symbol_field, args.time_field, time_format=args.time_format, time_zone=args.time_zone
+    )
 
 
 def _bootstrap(args: argparse.Namespace) -> str:
@@ -265,19 +282,23 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         alerts=args.alert,
         allowed_lateness=args.allowed_lateness,
         idle_timeout=args.idle_timeout,
-        windows_topic=args.windows_topic,
-        indicators_topic=args.indicators_topic,
-        alerts_topic=args.alerts_topic,
-        late_topic=args.late_topic,
-        state_topic=args.state_topic,
+        outputs=_core.Outputs(
+            windows=args.windows_topic,
+            indicators=args.indicators_topic,
+            alerts=args.alerts_topic,
+            late=args.late_topic,
+            state=args.state_topic,
+        ),
         checkpoint_interval=args.checkpoint_interval,
         exactly_once=args.exactly_once,
-        symbol_field=args.symbol_field,
-        time_field=args.time_field,
-        price_field=args.price_field,
-        volume_field=args.volume_field,
-        time_format=args.time_format,
-        time_zone=args.time_zone,
+        schema=_core.TickSchema(
+            args.symbol_field,
+            args.time_field,
+            args.price_field,
+            args.volume_field or None,
+            time_format=args.time_format,
+            time_zone=args.time_zone,
+        ),
         session_zone=args.session_zone,
         connect_timeout=args.connect_timeout,
         callback=print_alert,
@@ -295,9 +316,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
         table=args.table,
         catalog=args.catalog,
         on_error=args.on_error,
-        endpoint_url=args.endpoint_url,
-        region=args.region,
-        aws_profile=args.profile,
+        aws=_aws(args),
     )
     for table in report.tables_created:
         print(f"table created: {args.database}.{table}")
@@ -325,9 +344,7 @@ def _lake(args: argparse.Namespace) -> "_core.Lake":
         args.lake,
         database=args.database,
         catalog=args.catalog,
-        endpoint_url=args.endpoint_url,
-        region=args.region,
-        aws_profile=args.profile,
+        aws=_aws(args),
     )
 
 

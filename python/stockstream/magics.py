@@ -27,7 +27,8 @@ from IPython.display import HTML, display
 from stockstream import _core
 
 LAKE_ENV = "STOCKSTREAM_LAKE"
-LAKE_OPTIONS = ("database", "catalog", "endpoint_url", "region", "aws_profile")
+AWS_OPTIONS = ("endpoint_url", "region", "aws_profile")
+LAKE_OPTIONS = ("database", "catalog", *AWS_OPTIONS)
 
 
 def describe(pipeline: Any) -> Any:
@@ -58,6 +59,13 @@ class StockstreamMagics(Magics):
         """Run the cell's SQL on the lake and display the resulting Polars DataFrame."""
         args = parse_argstring(self.sql, line)
         options = dict(self.lake_options)
+        aws = {key: options.pop(key) for key in AWS_OPTIONS if key in options}
+        if aws:
+            options["aws"] = _core.AwsOptions(
+                endpoint_url=aws.get("endpoint_url"),
+                region=aws.get("region"),
+                profile=aws.get("aws_profile"),
+            )
         if args.database:
             options["database"] = args.database
         if args.catalog:

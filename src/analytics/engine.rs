@@ -79,7 +79,7 @@ impl Spec {
             }
             for name in rule.indicators() {
                 if !indicators.iter().any(|i| i.name == name) {
-                    indicators.push(Indicator::parse(name)?);
+                    indicators.push(str::parse::<Indicator>(name)?);
                 }
             }
         }
@@ -539,8 +539,11 @@ mod tests {
         let slide = slide.map(|s| parse_duration(s).unwrap());
         Spec::new(
             Some(WindowSpec::new(size, slide).unwrap()),
-            vec![Indicator::parse("sma_2").unwrap()],
-            rules.iter().map(|r| Rule::parse(r).unwrap()).collect(),
+            vec![str::parse::<Indicator>("sma_2").unwrap()],
+            rules
+                .iter()
+                .map(|r| str::parse::<Rule>(r).unwrap())
+                .collect(),
             lateness,
         )
         .unwrap()
@@ -599,7 +602,10 @@ mod tests {
     fn with_indicators(names: &[&str], window: &str) -> Spec {
         Spec::new(
             Some(WindowSpec::new(parse_duration(window).unwrap(), None).unwrap()),
-            names.iter().map(|n| Indicator::parse(n).unwrap()).collect(),
+            names
+                .iter()
+                .map(|n| str::parse::<Indicator>(n).unwrap())
+                .collect(),
             Vec::new(),
             0,
         )

@@ -282,19 +282,10 @@ impl Analytics {
                 failed: AtomicU64::new(0),
             })
             .map_err(|e| kafka.creation_error(e))?;
-        let mut wanted: Vec<(&str, bool)> = config
-            .topics
-            .iter()
-            .flatten()
-            .map(|t| (t.as_str(), false))
-            .collect();
-        wanted.push((&config.state_topic, true));
-        create_topics(kafka, &wanted, connect_timeout)?;
-        // Before joining: a broker without transactions is refused without a rebalance.
-        let transactions = config
-            .exactly_once
-            .then(|| Transactions::start(&producer, kafka, &config.state_topic, connect_timeout))
-            .transpose()?;
+        if config.exactly_once {
+            // Before joining: the embedded broker is refused without a rebalance.
+            transactions::refuse_embedded(kafka)?;
+        }
         let membership = Membership::join(
             kafka,
             &config.group_id,
@@ -303,6 +294,18 @@ impl Analytics {
             status.clone(),
             connect_timeout,
         )?;
+        let mut wanted: Vec<(&str, bool)> = config
+            .topics
+            .iter()
+            .flatten()
+            .map(|t| (t.as_str(), false))
+            .collect();
+        wanted.push((&config.state_topic, true));
+        create_topics(kafka, &wanted, connect_timeout)?;
+        let transactions = config
+            .exactly_once
+            .then(|| Transactions::start(&producer, kafka, &config.state_topic, connect_timeout))
+            .transpose()?;
         let emitter = Emitter {
             producer,
             topics: config.topics.clone(),

@@ -3,6 +3,7 @@
 
 use polars::prelude::{Column, DataFrame, DataType, PolarsResult, TimeUnit};
 
+use crate::error::{Error, Result};
 use crate::source::json::write_str;
 
 /// One closed window of one symbol.
@@ -89,6 +90,24 @@ impl Kind {
 
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// A kind by name, singular or plural (`"alert"`, `"windows"`).
+impl std::str::FromStr for Kind {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let name = text.trim().to_ascii_lowercase();
+        let name = name.trim_end_matches('s');
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name().trim_end_matches('s') == name)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "callback kind {text:?}: use \"window\", \"indicators\", \"alert\" or \"late\""
+                ))
+            })
     }
 }
 
@@ -349,6 +368,14 @@ pub fn frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_are_named_singular_or_plural() {
+        assert_eq!(" Alerts".parse::<Kind>().unwrap(), Kind::Alert);
+        assert_eq!("window".parse::<Kind>().unwrap(), Kind::Window);
+        assert_eq!("indicators".parse::<Kind>().unwrap(), Kind::Indicators);
+        assert!(matches!("bars".parse::<Kind>(), Err(Error::Config(_))));
+    }
 
     #[test]
     fn json_records() {

@@ -127,8 +127,10 @@ pub struct Indicator {
     pub kind: IndicatorKind,
 }
 
-impl Indicator {
-    pub fn parse(name: &str) -> Result<Self> {
+impl std::str::FromStr for Indicator {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
         let name = name.trim().to_ascii_lowercase();
         let bad = |why: &str| {
             Error::Config(format!(
@@ -259,7 +261,29 @@ pub struct Rule {
 }
 
 impl Rule {
-    pub fn parse(text: &str) -> Result<Self> {
+    pub fn applies_to(&self, symbol: &str) -> bool {
+        self.symbols.is_empty() || self.symbols.iter().any(|s| s == symbol)
+    }
+
+    /// The indicators this rule reads.
+    pub fn indicators(&self) -> Vec<&str> {
+        match &self.kind {
+            RuleKind::Crosses(a, b) => [a, b]
+                .into_iter()
+                .filter_map(|o| match o {
+                    Operand::Indicator(n) => Some(n.as_str()),
+                    _ => None,
+                })
+                .collect(),
+            RuleKind::Move(_) => Vec::new(),
+        }
+    }
+}
+
+impl std::str::FromStr for Rule {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
         let bad = |why: &str| {
             Error::Config(format!(
                 "alert rule {text:?}: {why}; write \"price crosses 15000\", \
@@ -308,24 +332,6 @@ impl Rule {
             symbols,
         })
     }
-
-    pub fn applies_to(&self, symbol: &str) -> bool {
-        self.symbols.is_empty() || self.symbols.iter().any(|s| s == symbol)
-    }
-
-    /// The indicators this rule reads.
-    pub fn indicators(&self) -> Vec<&str> {
-        match &self.kind {
-            RuleKind::Crosses(a, b) => [a, b]
-                .into_iter()
-                .filter_map(|o| match o {
-                    Operand::Indicator(n) => Some(n.as_str()),
-                    _ => None,
-                })
-                .collect(),
-            RuleKind::Move(_) => Vec::new(),
-        }
-    }
 }
 
 fn operand(word: &str) -> std::result::Result<Operand, String> {
@@ -335,7 +341,7 @@ fn operand(word: &str) -> std::result::Result<Operand, String> {
     if let Ok(level) = word.parse::<f64>() {
         return Ok(Operand::Level(level));
     }
-    Indicator::parse(word)
+    str::parse::<Indicator>(word)
         .map(|i| Operand::Indicator(i.name))
         .map_err(|_| format!("{word:?} is neither price, a number nor an indicator"))
 }
@@ -359,19 +365,19 @@ mod tests {
     #[test]
     fn indicators() {
         assert_eq!(
-            Indicator::parse("SMA_20").unwrap().kind,
+            str::parse::<Indicator>("SMA_20").unwrap().kind,
             IndicatorKind::Sma(Span::Ticks(20))
         );
         assert_eq!(
-            Indicator::parse("ema_5m").unwrap().kind,
+            str::parse::<Indicator>("ema_5m").unwrap().kind,
             IndicatorKind::Ema(Span::Micros(300_000_000))
         );
         assert_eq!(
-            Indicator::parse("volatility_20").unwrap().kind,
+            str::parse::<Indicator>("volatility_20").unwrap().kind,
             IndicatorKind::Volatility(20)
         );
         assert_eq!(
-            Indicator::parse("macd_hist").unwrap().kind,
+            str::parse::<Indicator>("macd_hist").unwrap().kind,
             IndicatorKind::Macd {
                 fast: 12,
                 slow: 26,
@@ -380,7 +386,7 @@ mod tests {
             }
         );
         assert_eq!(
-            Indicator::parse("bb_upper_20_2.5").unwrap().kind,
+            str::parse::<Indicator>("bb_upper_20_2.5").unwrap().kind,
             IndicatorKind::Bollinger {
                 n: 20,
                 k_cents: 250,
@@ -388,11 +394,11 @@ mod tests {
             }
         );
         assert_eq!(
-            Indicator::parse("vwap").unwrap().kind,
+            str::parse::<Indicator>("vwap").unwrap().kind,
             IndicatorKind::SessionVwap
         );
         assert_eq!(
-            Indicator::parse("rsi_14").unwrap().kind,
+            str::parse::<Indicator>("rsi_14").unwrap().kind,
             IndicatorKind::Rsi(14)
         );
         for bad in [
@@ -411,29 +417,32 @@ mod tests {
             "bb_upper_1",
             "vwap_5",
         ] {
-            assert!(Indicator::parse(bad).is_err(), "{bad:?}");
+            assert!(str::parse::<Indicator>(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn rules() {
-        let r = Rule::parse("price  crosses 15000 for NYA, IXIC").unwrap();
+        let r = str::parse::<Rule>("price  crosses 15000 for NYA, IXIC").unwrap();
         assert_eq!(r.text, "price crosses 15000 for NYA,IXIC");
         assert_eq!(
             r.kind,
             RuleKind::Crosses(Operand::Price, Operand::Level(15000.0))
         );
         assert!(r.applies_to("IXIC") && !r.applies_to("HSI"));
-        let r = Rule::parse("sma_5 crosses ema_20").unwrap();
+        let r = str::parse::<Rule>("sma_5 crosses ema_20").unwrap();
         assert_eq!(r.indicators(), ["sma_5", "ema_20"]);
-        assert_eq!(Rule::parse("move > 2%").unwrap().kind, RuleKind::Move(2.0));
+        assert_eq!(
+            str::parse::<Rule>("move > 2%").unwrap().kind,
+            RuleKind::Move(2.0)
+        );
         for bad in [
             "price above 3",
             "15000 crosses price",
             "move -2%",
             "sma_x crosses 3",
         ] {
-            assert!(Rule::parse(bad).is_err(), "{bad:?}");
+            assert!(str::parse::<Rule>(bad).is_err(), "{bad:?}");
         }
     }
 }

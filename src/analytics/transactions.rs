@@ -34,6 +34,20 @@ pub fn producer_properties(group_id: &str, topic: &str) -> [(&'static str, Strin
     ]
 }
 
+/// Refuses the embedded broker: librdkafka's mock cluster accepts transaction requests but
+/// does not keep their promise.
+pub fn refuse_embedded(kafka: &KafkaConfig) -> Result<()> {
+    if crate::embedded::is_embedded(&kafka.bootstrap_servers) {
+        return Err(Error::Config(format!(
+            "exactly_once=True needs a broker with Kafka transactions; the embedded broker \
+             (librdkafka's mock cluster) accepts transaction requests but neither hides aborted \
+             records from read_committed readers nor keeps offsets committed in a transaction; \
+             {AT_LEAST_ONCE}"
+        )));
+    }
+    Ok(())
+}
+
 /// The key of the tombstone a probing transaction writes to the state topic (no partition's
 /// checkpoint has it, so restores pass it by).
 const PROBE_KEY: &[u8] = b"stockstream-transaction-probe";
@@ -56,14 +70,7 @@ impl Transactions {
         probe_topic: &str,
         timeout: Duration,
     ) -> Result<Self> {
-        if crate::embedded::is_embedded(&kafka.bootstrap_servers) {
-            return Err(Error::Config(format!(
-                "exactly_once=True needs a broker with Kafka transactions; the embedded \
-                 broker (librdkafka's mock cluster) accepts transaction requests but neither \
-                 hides aborted records from read_committed readers nor keeps offsets \
-                 committed in a transaction; {AT_LEAST_ONCE}"
-            )));
-        }
+        refuse_embedded(kafka)?;
         let refused = |e: &dyn std::fmt::Display| {
             Error::Config(format!(
                 "exactly_once=True: {} cannot run a Kafka transaction ({e}); {AT_LEAST_ONCE}",

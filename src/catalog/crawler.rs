@@ -25,8 +25,10 @@ pub enum OnError {
     Raise,
 }
 
-impl OnError {
-    pub fn parse(text: &str) -> Result<Self> {
+impl std::str::FromStr for OnError {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
         match text.trim().to_ascii_lowercase().as_str() {
             "skip" => Ok(OnError::Skip),
             "raise" => Ok(OnError::Raise),
@@ -318,7 +320,7 @@ fn new_table(database: &str, folder: &str, found: &[Found]) -> Option<Table> {
         .iter()
         .enumerate()
         .map(|(i, key)| {
-            if PartitionKey::parse(key).is_ok_and(|k| k.name() == *key) {
+            if str::parse::<PartitionKey>(key).is_ok_and(|k| k.name() == *key) {
                 return partition_column(key);
             }
             let values: Vec<&str> = found

@@ -313,8 +313,10 @@ pub enum CatalogKind {
     Glue,
 }
 
-impl CatalogKind {
-    pub fn parse(text: &str) -> Result<Self> {
+impl std::str::FromStr for CatalogKind {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
         match text.trim().to_ascii_lowercase().as_str() {
             "local" | "lake" => Ok(CatalogKind::Local),
             "glue" | "aws" => Ok(CatalogKind::Glue),

@@ -24,16 +24,6 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn parse(text: &str) -> Result<Self> {
-        match text.to_ascii_lowercase().as_str() {
-            "parquet" => Ok(Format::Parquet),
-            "ndjson" | "jsonl" | "json" => Ok(Format::Ndjson),
-            other => Err(Error::Config(format!(
-                "format {other:?} is not supported: use \"parquet\" or \"ndjson\""
-            ))),
-        }
-    }
-
     /// The object name suffix.
     pub fn extension(self) -> &'static str {
         match self {
@@ -64,6 +54,20 @@ impl Format {
     }
 }
 
+impl std::str::FromStr for Format {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "parquet" => Ok(Format::Parquet),
+            "ndjson" | "jsonl" | "json" => Ok(Format::Ndjson),
+            other => Err(Error::Config(format!(
+                "format {other:?} is not supported: use \"parquet\" or \"ndjson\""
+            ))),
+        }
+    }
+}
+
 /// One level of the lake's Hive-style folders (`key=value/`), taken from each record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartitionKey {
@@ -75,7 +79,22 @@ pub enum PartitionKey {
 }
 
 impl PartitionKey {
-    pub fn parse(text: &str) -> Result<Self> {
+    /// The folder key, as Hive, Athena and Polars will name the partition column.
+    pub fn name(self) -> &'static str {
+        match self {
+            PartitionKey::Symbol => "symbol",
+            PartitionKey::Year => "year",
+            PartitionKey::Month => "month",
+            PartitionKey::Date => "date",
+            PartitionKey::Hour => "hour",
+        }
+    }
+}
+
+impl std::str::FromStr for PartitionKey {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
         Ok(match text.trim().to_ascii_lowercase().as_str() {
             "symbol" => PartitionKey::Symbol,
             "year" => PartitionKey::Year,
@@ -88,17 +107,6 @@ impl PartitionKey {
             )))
             }
         })
-    }
-
-    /// The folder key, as Hive, Athena and Polars will name the partition column.
-    pub fn name(self) -> &'static str {
-        match self {
-            PartitionKey::Symbol => "symbol",
-            PartitionKey::Year => "year",
-            PartitionKey::Month => "month",
-            PartitionKey::Date => "date",
-            PartitionKey::Hour => "hour",
-        }
     }
 }
 

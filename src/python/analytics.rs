@@ -12,6 +12,8 @@ use pyo3_polars::PyDataFrame;
 
 use super::background::{run_limits, Background};
 use super::kafka_config::kafka_config;
+use super::options::PyOutputs;
+use super::schema::{uses_old_keywords, PyTickSchema, SCHEMA};
 use super::{html_table, repr_of, seconds};
 use crate::analytics::output::{frame, iso, Value};
 use crate::analytics::spec::{parse_duration, Indicator, Rule, WindowSpec};
@@ -148,7 +150,7 @@ impl PyAnalyticsStatus {
 /// time seen minus ``allowed_lateness``) passes them and are then taken in event-time
 /// order, so out-of-order ticks within the lateness count as if they had arrived in order.
 /// A tick already behind the watermark is *late*: it goes to the late side output
-/// (``late()``, ``late_topic``) and is counted. A window is emitted when the watermark
+/// (``late()``, the ``late`` output topic) and is counted. A window is emitted when the watermark
 /// passes its end, or when its partition has been quiet for ``idle_timeout`` seconds (so a
 /// stream that stops still gets its last window).
 ///
@@ -159,7 +161,7 @@ impl PyAnalyticsStatus {
 ///     alert: ``symbol, rule, time, value, direction``.
 ///     late: ``symbol, time, price, volume, partition, offset, watermark``.
 ///
-/// State is checkpointed every ``checkpoint_interval`` seconds to ``state_topic``: outputs
+/// State is checkpointed every ``checkpoint_interval`` seconds to the ``state`` topic: outputs
 /// are flushed, each partition's state is saved, then offsets are committed. A restart
 /// (or another member taking over a partition) resumes from that checkpoint without
 /// emitting a window twice or losing an open one. After a crash, outputs emitted since the
@@ -190,9 +192,9 @@ impl PyAnalyticsStatus {
 ///     max_future: ticks dated further ahead of the wall clock are rejected (counted in
 ///         ``rejected``) and never move the watermark (``"1d"`` by default).
 ///     idle_timeout: seconds without messages after which a partition's windows close (10).
-///     windows_topic, indicators_topic, alerts_topic, late_topic: output topics (JSON),
-///         created if missing; None: not produced.
-///     state_topic: checkpoint topic (compacted; default ``<group_id>-state``).
+///     outputs: ``Outputs(windows=, indicators=, alerts=, late=, state=)``: the output
+///         topics (JSON, created if missing; None: not produced) and the checkpoint topic
+///         (compacted; default ``<group_id>-state``).
 ///     checkpoint_interval: seconds between checkpoints (2).
 ///     exactly_once: make each checkpoint a Kafka transaction holding the outputs, the
 ///         state and the input offsets (Kafka Streams' exactly-once v2), so readers with
@@ -201,13 +203,14 @@ impl PyAnalyticsStatus {
 ///     callback: ``f(kind, record)`` called from the job's thread for each output of
 ///         ``callback_kinds`` (default windows and alerts); exceptions are counted as errors.
 ///     keep: how many recent outputs of each kind ``windows()`` etc. return (10,000).
-///     symbol_field, time_field, price_field, volume_field: the input fields (the
-///         tutorial's ``Index``, ``Date``, ``Close``, ``Volume``); ``volume_field=""`` if
-///         ticks carry no volume (VWAP is then empty).
-///     time_format, time_zone: how the time field is written and the zone of date-times
-///         without an offset (see ``TickSource.csv``); integer times are epochs.
+///     schema: a ``TickSchema``: the input fields (the tutorial's ``Index``, ``Date``,
+///         ``Close``, ``Volume`` by default; ``volume=None`` if ticks carry no volume, VWAP
+///         is then empty) and how the time is written (integer times are epochs).
 ///     session_zone: the exchange's IANA zone, where trading days (and so session
-///         ``vwap``) begin; ``time_zone`` if given, else UTC.
+///         ``vwap``) begin; the schema's ``time_zone`` if given, else UTC.
+///     symbol_field, time_field, price_field, volume_field: deprecated, use ``schema``.
+///     windows_topic, indicators_topic, alerts_topic, late_topic, state_topic: deprecated,
+///         use ``outputs``.
 ///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
 ///     **config: any librdkafka property (``session_timeout_ms=6000``, SASL/SSL…).
 ///
@@ -250,23 +253,6 @@ fn strings(value: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
         Some(v) if v.is_instance_of::<PyString>() => Ok(vec![v.extract()?]),
         Some(v) => v.extract(),
     }
-}
-
-fn kinds(names: &[String]) -> Result<Vec<Kind>> {
-    names
-        .iter()
-        .map(|n| {
-            let n = n.trim().trim_end_matches('s');
-            Kind::ALL
-                .into_iter()
-                .find(|k| k.name().trim_end_matches('s') == n)
-                .ok_or_else(|| {
-                    Error::Config(format!(
-                        "callback kind {n:?}: use \"window\", \"indicators\", \"alert\" or \"late\""
-                    ))
-                })
-        })
-        .collect()
 }
 
 /// Calls a Python function with each output as `(kind, dict)`.
@@ -314,11 +300,11 @@ impl PyAnalytics {
     #[pyo3(signature = (
         bootstrap_servers, topic, group_id="stockstream-analytics", *, window=None, slide=None,
         indicators=None, alerts=None, allowed_lateness=None, max_future=None, idle_timeout=10.0,
+        outputs=None, checkpoint_interval=2.0, exactly_once=false, callback=None,
+        callback_kinds=None, keep=10_000, schema=None, session_zone=None, connect_timeout=10.0,
         windows_topic=None, indicators_topic=None, alerts_topic=None, late_topic=None,
-        state_topic=None, checkpoint_interval=2.0, exactly_once=false, callback=None, callback_kinds=None,
-        keep=10_000, symbol_field="Index", time_field="Date", price_field="Close",
-        volume_field="Volume", time_format=None, time_zone=None, session_zone=None,
-        connect_timeout=10.0, **config
+        state_topic=None, symbol_field=None, time_field=None, price_field=None, volume_field=None,
+        **config
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -333,24 +319,24 @@ impl PyAnalytics {
         allowed_lateness: Option<&Bound<'_, PyAny>>,
         max_future: Option<&Bound<'_, PyAny>>,
         idle_timeout: f64,
-        windows_topic: Option<String>,
-        indicators_topic: Option<String>,
-        alerts_topic: Option<String>,
-        late_topic: Option<String>,
-        state_topic: Option<String>,
+        outputs: Option<PyRef<'_, PyOutputs>>,
         checkpoint_interval: f64,
         exactly_once: bool,
         callback: Option<Py<PyAny>>,
         callback_kinds: Option<&Bound<'_, PyAny>>,
         keep: usize,
-        symbol_field: &str,
-        time_field: &str,
-        price_field: &str,
-        volume_field: &str,
-        time_format: Option<&str>,
-        time_zone: Option<&str>,
+        schema: Option<PyRef<'_, PyTickSchema>>,
         session_zone: Option<&str>,
         connect_timeout: f64,
+        windows_topic: Option<String>,
+        indicators_topic: Option<String>,
+        alerts_topic: Option<String>,
+        late_topic: Option<String>,
+        state_topic: Option<String>,
+        symbol_field: Option<String>,
+        time_field: Option<String>,
+        price_field: Option<String>,
+        volume_field: Option<String>,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let window = match window {
@@ -367,11 +353,11 @@ impl PyAnalytics {
             window,
             strings(indicators)?
                 .iter()
-                .map(|n| Indicator::parse(n))
+                .map(|n| str::parse::<Indicator>(n))
                 .collect::<Result<_>>()?,
             strings(alerts)?
                 .iter()
-                .map(|r| Rule::parse(r))
+                .map(|r| str::parse::<Rule>(r))
                 .collect::<Result<_>>()?,
             allowed_lateness
                 .map(|l| event_duration("allowed_lateness", l))
@@ -379,14 +365,27 @@ impl PyAnalytics {
                 .unwrap_or(0),
         )?;
         let mut cfg = AnalyticsConfig::new(topic, group_id, spec);
-        cfg.fields = TickFields {
-            symbol: symbol_field.to_string(),
-            time: time_field.to_string(),
-            price: price_field.to_string(),
-            volume: (!volume_field.is_empty()).then(|| volume_field.to_string()),
-            ..TickFields::default()
-        };
-        cfg.fields.time_format = TimeFormat::new(time_format, time_zone)?;
+        let old = [
+            ("symbol_field", symbol_field.is_some()),
+            ("time_field", time_field.is_some()),
+            ("price_field", price_field.is_some()),
+            ("volume_field", volume_field.is_some()),
+        ];
+        if uses_old_keywords(py, SCHEMA, schema.is_some(), &old)? {
+            let tutorial = TickFields::default();
+            cfg.fields = TickFields {
+                symbol: symbol_field.unwrap_or(tutorial.symbol),
+                time: time_field.unwrap_or(tutorial.time),
+                price: price_field.unwrap_or(tutorial.price),
+                volume: match volume_field {
+                    Some(v) => (!v.is_empty()).then_some(v),
+                    None => tutorial.volume,
+                },
+                ..TickFields::default()
+            };
+        } else if let Some(schema) = &schema {
+            cfg.fields = schema.fields();
+        }
         cfg.fields.session_zone = match session_zone {
             Some(zone) => TimeFormat::new(None, Some(zone))
                 .map_err(|_| {
@@ -403,15 +402,42 @@ impl PyAnalytics {
         cfg.idle_timeout = seconds("idle_timeout", idle_timeout)?;
         cfg.checkpoint_interval = seconds("checkpoint_interval", checkpoint_interval)?;
         cfg.exactly_once = exactly_once;
-        cfg.topics = [windows_topic, indicators_topic, alerts_topic, late_topic];
-        if let Some(t) = state_topic {
+        let old = PyOutputs::new(
+            windows_topic,
+            indicators_topic,
+            alerts_topic,
+            late_topic,
+            state_topic,
+        );
+        let given = [
+            ("windows_topic", old.windows.is_some()),
+            ("indicators_topic", old.indicators.is_some()),
+            ("alerts_topic", old.alerts.is_some()),
+            ("late_topic", old.late.is_some()),
+            ("state_topic", old.state.is_some()),
+        ];
+        let outputs = if uses_old_keywords(py, "outputs=Outputs(...)", outputs.is_some(), &given)? {
+            old
+        } else {
+            outputs.as_deref().cloned().unwrap_or_default()
+        };
+        cfg.topics = [
+            outputs.windows,
+            outputs.indicators,
+            outputs.alerts,
+            outputs.late,
+        ];
+        if let Some(t) = outputs.state {
             cfg.state_topic = t;
         }
         cfg.keep = keep;
         let callback = match callback {
             Some(f) => {
                 let wanted = match callback_kinds {
-                    Some(k) => kinds(&strings(Some(k))?)?,
+                    Some(k) => strings(Some(k))?
+                        .iter()
+                        .map(|n| n.parse())
+                        .collect::<Result<_>>()?,
                     None => vec![Kind::Window, Kind::Alert],
                 };
                 Some((wanted, python_callback(f)))

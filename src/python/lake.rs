@@ -5,12 +5,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 use pyo3_polars::PyDataFrame;
 
+use super::options::{aws_or_keywords, PyAwsOptions};
 use super::{html_table, repr_of, seconds};
-use crate::aws::AwsOptions;
 use crate::catalog::{CatalogKind, CompactOptions, CompactReport, CrawlReport, OnError, Table};
 use crate::error::{Error, Result};
 use crate::query::params::{bind, Param};
-use crate::query::{AthenaOptions, Lake, TailBounds, TailInfo};
+use crate::query::{AthenaOptions, Engine, Lake, TailBounds, TailInfo};
 
 /// What a crawl changed in the catalog.
 ///
@@ -254,20 +254,6 @@ impl PyTailInfo {
     }
 }
 
-fn aws_options(
-    endpoint_url: Option<String>,
-    region: Option<String>,
-    aws_profile: Option<String>,
-) -> AwsOptions {
-    AwsOptions {
-        endpoint_url,
-        region,
-        profile: aws_profile,
-        path_style: None,
-        part_size: None,
-    }
-}
-
 /// A lake and its catalog, for SQL.
 ///
 /// Tables come from the catalog (run ``crawl()`` first, or let the sink register what it
@@ -280,8 +266,9 @@ fn aws_options(
 ///     database: the catalog database (``"stock_market"``).
 ///     catalog: ``"local"`` (JSON under ``_catalog/`` in the lake) or ``"glue"`` (AWS Glue;
 ///         needs an ``s3://`` lake).
-///     endpoint_url, region, aws_profile: for S3 and Glue; credentials come from the AWS
-///         default chain (environment, profile, SSO, instance role).
+///     aws: ``AwsOptions`` for S3 and Glue; credentials come from the AWS default chain
+///         (environment, profile, SSO, instance role).
+///     endpoint_url, region, aws_profile: deprecated, use ``aws``.
 ///
 /// Raises:
 ///     NotFoundError: a local lake directory or the bucket does not exist.
@@ -343,20 +330,23 @@ fn param_of(name: &str, value: &Bound<'_, PyAny>) -> Result<Param> {
 impl PyLake {
     #[new]
     #[pyo3(signature = (
-        lake="lake", *, database="stock_market", catalog="local", endpoint_url=None,
+        lake="lake", *, database="stock_market", catalog="local", aws=None, endpoint_url=None,
         region=None, aws_profile=None
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         lake: &str,
         database: &str,
         catalog: &str,
+        aws: Option<PyRef<'_, PyAwsOptions>>,
         endpoint_url: Option<String>,
         region: Option<String>,
         aws_profile: Option<String>,
     ) -> PyResult<Self> {
-        let kind = CatalogKind::parse(catalog)?;
-        let aws = aws_options(endpoint_url, region, aws_profile);
+        let kind = str::parse::<CatalogKind>(catalog)?;
+        let old = PyAwsOptions::new(endpoint_url, region, aws_profile, None);
+        let aws = aws_or_keywords(py, aws.as_deref(), old)?;
         let lake = py.detach(|| Lake::open(lake, kind, database, &aws))?;
         Ok(PyLake {
             lake,
@@ -417,8 +407,8 @@ impl PyLake {
             None => query.to_string(),
         };
         let query = bound.as_str();
-        let frame = match engine.to_ascii_lowercase().as_str() {
-            "polars" | "local" => {
+        let frame = match engine.parse::<Engine>()? {
+            Engine::Polars => {
                 let bounds = TailBounds {
                     records: tail_records,
                     bytes: tail_bytes,
@@ -454,19 +444,13 @@ impl PyLake {
                 *self.last.lock().unwrap_or_else(|e| e.into_inner()) = tails;
                 frame
             }
-            "athena" => {
+            Engine::Athena => {
                 let options = AthenaOptions {
                     workgroup,
                     output,
                     timeout: seconds("timeout", timeout)?,
                 };
                 py.detach(|| self.lake.athena(query, &options))?
-            }
-            other => {
-                return Err(Error::Config(format!(
-                    "engine {other:?} is not supported: use \"polars\" or \"athena\""
-                ))
-                .into())
             }
         };
         Ok(PyDataFrame(frame))
@@ -544,7 +528,7 @@ impl PyLake {
         table: Option<String>,
         on_error: &str,
     ) -> PyResult<PyCrawlReport> {
-        let on_error = OnError::parse(on_error)?;
+        let on_error = str::parse::<OnError>(on_error)?;
         Ok(py.detach(|| self.lake.crawl(table, on_error))?.into())
     }
 
@@ -594,7 +578,8 @@ fn tables_frame(lake: &Lake, tables: &[Table]) -> Result<DataFrame> {
 ///     catalog: ``"local"`` (JSON under ``_catalog/`` in the lake) or ``"glue"``.
 ///     on_error: ``"skip"`` (report unreadable objects and leave them out of queries) or
 ///         ``"raise"``.
-///     endpoint_url, region, aws_profile: for S3 and Glue.
+///     aws: ``AwsOptions`` for S3 and Glue.
+///     endpoint_url, region, aws_profile: deprecated, use ``aws``.
 ///
 /// Returns:
 ///     CrawlReport: what changed.
@@ -605,7 +590,7 @@ fn tables_frame(lake: &Lake, tables: &[Table]) -> Result<DataFrame> {
 #[pyfunction]
 #[pyo3(signature = (
     lake="lake", *, database="stock_market", table=None, catalog="local", on_error="skip",
-    endpoint_url=None, region=None, aws_profile=None
+    aws=None, endpoint_url=None, region=None, aws_profile=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn crawl(
@@ -615,13 +600,15 @@ pub fn crawl(
     table: Option<String>,
     catalog: &str,
     on_error: &str,
+    aws: Option<PyRef<'_, PyAwsOptions>>,
     endpoint_url: Option<String>,
     region: Option<String>,
     aws_profile: Option<String>,
 ) -> PyResult<PyCrawlReport> {
-    let kind = CatalogKind::parse(catalog)?;
-    let on_error = OnError::parse(on_error)?;
-    let aws = aws_options(endpoint_url, region, aws_profile);
+    let kind = str::parse::<CatalogKind>(catalog)?;
+    let on_error = str::parse::<OnError>(on_error)?;
+    let old = PyAwsOptions::new(endpoint_url, region, aws_profile, None);
+    let aws = aws_or_keywords(py, aws.as_deref(), old)?;
     let report = py.detach(|| {
         Lake::open(lake, kind, database, &aws).and_then(|lake| lake.crawl(table, on_error))
     })?;

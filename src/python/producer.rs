@@ -11,8 +11,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict};
 
 use super::kafka_config::kafka_config;
+use super::schema::PyTickSchema;
 use super::seconds;
-use super::source::{polars_frame, schema, PyTickSource};
+use super::source::{polars_frame, source_schema, PyTickSource};
 use crate::producer::{Control, Producer, SendOptions, SendReport};
 
 /// What one send did: counts, timing, and anything the caller should know.
@@ -378,8 +379,8 @@ impl PyProducer {
     ///     limit: stop after this many messages.
     ///     duration: stop after this many seconds.
     ///     seed: random seed for ``"sample"``.
-    ///     symbol_column, time_column, numeric_columns, time_format, time_zone: for other
-    ///         CSV layouts (see ``TickSource.csv``).
+    ///     schema: a ``TickSchema`` for other CSV layouts (see ``TickSource.csv``).
+    ///     symbol_column, time_column, numeric_columns: deprecated, use ``schema``.
     ///     progress: called about every 100 ms with a ``SendReport`` of the counts so far.
     ///         By default a progress bar in a notebook kernel (nothing elsewhere);
     ///         ``False`` shows nothing.
@@ -392,8 +393,8 @@ impl PyProducer {
     ///     KeyboardInterrupt: after flushing what was already handed to Kafka
     ///         (``last_report`` has the counts).
     #[pyo3(signature = (path, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
-                        symbol_column=None, time_column=None, numeric_columns=None, time_format=None,
-                        time_zone=None, progress=None))]
+                        schema=None, symbol_column=None, time_column=None, numeric_columns=None,
+                        progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_csv(
         &self,
@@ -405,11 +406,10 @@ impl PyProducer {
         limit: Option<u64>,
         duration: Option<f64>,
         seed: u64,
+        schema: Option<PyRef<'_, PyTickSchema>>,
         symbol_column: Option<&str>,
         time_column: Option<&str>,
         numeric_columns: Option<Vec<String>>,
-        time_format: Option<&str>,
-        time_zone: Option<&str>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PySendReport> {
         let options = options(rate, speedup, limit, duration)?;
@@ -418,12 +418,12 @@ impl PyProducer {
             path,
             mode,
             seed,
-            schema(
+            source_schema(
+                py,
+                schema.as_deref(),
                 symbol_column,
                 time_column,
                 numeric_columns,
-                time_format,
-                time_zone,
             )?,
         )?;
         self.send_blocking(py, &source, options, progress)
@@ -433,8 +433,8 @@ impl PyProducer {
     /// ``LazyFrame``, a pandas ``DataFrame`` or a pyarrow ``Table`` (see
     /// ``TickSource.frame``). Pacing, return value and errors as for ``send_csv``.
     #[pyo3(signature = (frame, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
-                        symbol_column=None, time_column=None, numeric_columns=None, time_format=None,
-                        time_zone=None, progress=None))]
+                        schema=None, symbol_column=None, time_column=None, numeric_columns=None,
+                        progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_frame(
         &self,
@@ -446,20 +446,19 @@ impl PyProducer {
         limit: Option<u64>,
         duration: Option<f64>,
         seed: u64,
+        schema: Option<PyRef<'_, PyTickSchema>>,
         symbol_column: Option<&str>,
         time_column: Option<&str>,
         numeric_columns: Option<Vec<String>>,
-        time_format: Option<&str>,
-        time_zone: Option<&str>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PySendReport> {
         let options = options(rate, speedup, limit, duration)?;
-        let schema = schema(
+        let schema = source_schema(
+            py,
+            schema.as_deref(),
             symbol_column,
             time_column,
             numeric_columns,
-            time_format,
-            time_zone,
         )?;
         let source = PyTickSource::load_frame(py, polars_frame(frame)?, mode, seed, schema)?;
         self.send_blocking(py, &source, options, progress)
@@ -509,8 +508,8 @@ impl PyProducer {
 
     /// Awaitable ``send_csv`` (the file is loaded before the first ``await`` returns control).
     #[pyo3(signature = (path, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
-                        symbol_column=None, time_column=None, numeric_columns=None, time_format=None,
-                        time_zone=None, progress=None))]
+                        schema=None, symbol_column=None, time_column=None, numeric_columns=None,
+                        progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_csv_async<'py>(
         slf: &Bound<'py, Self>,
@@ -521,11 +520,10 @@ impl PyProducer {
         limit: Option<u64>,
         duration: Option<f64>,
         seed: u64,
+        schema: Option<PyRef<'_, PyTickSchema>>,
         symbol_column: Option<&str>,
         time_column: Option<&str>,
         numeric_columns: Option<Vec<String>>,
-        time_format: Option<&str>,
-        time_zone: Option<&str>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
@@ -535,12 +533,12 @@ impl PyProducer {
             path,
             mode,
             seed,
-            schema(
+            source_schema(
+                py,
+                schema.as_deref(),
                 symbol_column,
                 time_column,
                 numeric_columns,
-                time_format,
-                time_zone,
             )?,
         )?;
         Self::send_tracked(slf, Py::new(py, source)?, options, progress)

@@ -12,15 +12,15 @@ use pyo3::types::{PyDict, PyString};
 
 use super::background::{run_limits, Background};
 use super::kafka_config::kafka_config;
+use super::options::{aws_or_keywords, PyAwsOptions, PyRollPolicy};
+use super::schema::{uses_old_keywords, PyTickSchema, SCHEMA};
 use super::{html_table, repr_of, seconds};
-use crate::aws::AwsOptions;
 use crate::catalog::{self, CatalogKind};
 use crate::catalog::{CatalogRegistry, CompactOptions};
 use crate::error::Result;
 use crate::lake;
 use crate::lake::Format;
 use crate::sink::{ColumnType, Partitioning, RollPolicy, Sink, SinkConfig, SinkStatus};
-use crate::source::time::TimeFormat;
 
 /// A snapshot of a sink's counters.
 ///
@@ -144,24 +144,22 @@ impl PySinkStatus {
 ///     table: the lake folder to write into; the topic name by default.
 ///     partition_by: folder levels from each record: ``"date"`` (default), ``"hour"``,
 ///         ``"month"``, ``"year"``, ``"symbol"``, a list of them, or ``[]`` for none.
-///     flush_records, flush_bytes: land a partition's buffer at this many records or
-///         message bytes (defaults 1,000,000 and 128 MiB).
-///     flush_age: seconds after its first record a buffer is landed at the latest (60).
-///     flush_idle: seconds without new records after which a buffer is landed (10).
-///     buffer_bytes: message bytes buffered over all partitions before the largest buffer
-///         is landed early (256 MiB); bounds memory whatever the backlog.
-///     symbol_field, time_field: the fields holding the symbol and the event date/time.
-///     time_format, time_zone: how the time field is written (strftime) and the zone of
-///         date-times without an offset; by default the common shapes are recognised (see
-///         ``TickSource.csv``) and taken as UTC.
+///     roll: a ``RollPolicy``: when a partition's buffer is landed (records, bytes, age,
+///         idle time) and how much is buffered in all.
+///     schema: a ``TickSchema``: the fields holding the symbol and the event time, and how
+///         the time is written. By default the tutorial's (``Index``, ``Date``).
 ///     columns: declared column types, ``{"Open": "float", …}``; records that do not fit
-///         are rejected. Defaults to the tutorial's price columns as floats.
+///         are rejected. Defaults to the tutorial's price columns as floats, or with a
+///         ``schema``, to its numeric fields as floats.
 ///     kafka_metadata: add ``_kafka_partition``, ``_kafka_offset`` and ``_kafka_timestamp``.
-///     endpoint_url, region, aws_profile: for S3; credentials come from the AWS default
+///     aws: ``AwsOptions`` for S3 and Glue (endpoint, region, profile, multipart part size,
+///         16 MiB by default and at least 5 MiB); credentials come from the AWS default
 ///         chain (environment, profile, SSO, instance role).
-///     s3_part_size: objects larger than this many bytes are uploaded in parts of this size
-///         (multipart upload; default 16 MiB, at least 5 MiB).
 ///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
+///     flush_records, flush_bytes, flush_age, flush_idle, buffer_bytes: deprecated, use
+///         ``roll``.
+///     symbol_field, time_field: deprecated, use ``schema``.
+///     endpoint_url, region, aws_profile, s3_part_size: deprecated, use ``aws``.
 ///     **config: any librdkafka consumer property (``session_timeout_ms=6000``, SASL/SSL…).
 ///
 /// Raises:
@@ -203,12 +201,11 @@ impl PyLakeSink {
     #[new]
     #[pyo3(signature = (
         bootstrap_servers, topic, group_id="stockstream-sink", lake="lake", *, format="parquet",
-        table=None, partition_by=None, flush_records=None, flush_bytes=None, flush_age=None,
-        flush_idle=None, buffer_bytes=None, symbol_field="Index", time_field="Date", time_format=None,
-        time_zone=None, columns=None, kafka_metadata=false, endpoint_url=None, region=None, aws_profile=None, s3_part_size=None,
-        catalog=Some("local"), database="stock_market", compact_every=None, compact_grace=3600.0,
-        connect_timeout=10.0,
-        **config
+        table=None, partition_by=None, roll=None, schema=None, columns=None, kafka_metadata=false,
+        aws=None, catalog=Some("local"), database="stock_market", compact_every=None,
+        compact_grace=3600.0, connect_timeout=10.0, flush_records=None, flush_bytes=None,
+        flush_age=None, flush_idle=None, buffer_bytes=None, symbol_field=None, time_field=None,
+        endpoint_url=None, region=None, aws_profile=None, s3_part_size=None, **config
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -220,36 +217,37 @@ impl PyLakeSink {
         format: &str,
         table: Option<String>,
         partition_by: Option<&Bound<'_, PyAny>>,
-        flush_records: Option<usize>,
-        flush_bytes: Option<usize>,
-        flush_age: Option<f64>,
-        flush_idle: Option<f64>,
-        buffer_bytes: Option<usize>,
-        symbol_field: &str,
-        time_field: &str,
-        time_format: Option<&str>,
-        time_zone: Option<&str>,
+        roll: Option<PyRef<'_, PyRollPolicy>>,
+        schema: Option<PyRef<'_, PyTickSchema>>,
         columns: Option<BTreeMap<String, String>>,
         kafka_metadata: bool,
-        endpoint_url: Option<String>,
-        region: Option<String>,
-        aws_profile: Option<String>,
-        s3_part_size: Option<usize>,
+        aws: Option<PyRef<'_, PyAwsOptions>>,
         catalog: Option<&str>,
         database: &str,
         compact_every: Option<f64>,
         compact_grace: f64,
         connect_timeout: f64,
+        flush_records: Option<usize>,
+        flush_bytes: Option<usize>,
+        flush_age: Option<f64>,
+        flush_idle: Option<f64>,
+        buffer_bytes: Option<usize>,
+        symbol_field: Option<String>,
+        time_field: Option<String>,
+        endpoint_url: Option<String>,
+        region: Option<String>,
+        aws_profile: Option<String>,
+        s3_part_size: Option<usize>,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let catalog = catalog.map(CatalogKind::parse).transpose()?;
+        let catalog = catalog.map(str::parse::<CatalogKind>).transpose()?;
         if catalog.is_some() {
             catalog::check_database(database)?;
         }
         let kafka = kafka_config(bootstrap_servers, config)?;
         let connect_timeout = seconds("connect_timeout", connect_timeout)?;
         let mut cfg = SinkConfig::new(topic, group_id);
-        cfg.format = Format::parse(format)?;
+        cfg.format = str::parse::<Format>(format)?;
         if let Some(table) = table {
             cfg.table = table;
         }
@@ -268,37 +266,58 @@ impl PyLakeSink {
             )
             .into());
         }
-        let defaults = RollPolicy::default();
-        cfg.roll = RollPolicy {
-            records: flush_records.unwrap_or(defaults.records),
-            bytes: flush_bytes.unwrap_or(defaults.bytes),
-            age: flush_age
-                .map(|s| seconds("flush_age", s))
-                .transpose()?
-                .unwrap_or(defaults.age),
-            idle: flush_idle
-                .map(|s| seconds("flush_idle", s))
-                .transpose()?
-                .unwrap_or(defaults.idle),
-            memory: buffer_bytes.unwrap_or(defaults.memory),
+        let old_roll = [
+            ("flush_records", flush_records.is_some()),
+            ("flush_bytes", flush_bytes.is_some()),
+            ("flush_age", flush_age.is_some()),
+            ("flush_idle", flush_idle.is_some()),
+            ("buffer_bytes", buffer_bytes.is_some()),
+        ];
+        cfg.roll = if uses_old_keywords(py, "roll=RollPolicy(...)", roll.is_some(), &old_roll)? {
+            let defaults = RollPolicy::default();
+            RollPolicy {
+                records: flush_records.unwrap_or(defaults.records),
+                bytes: flush_bytes.unwrap_or(defaults.bytes),
+                age: flush_age
+                    .map(|s| seconds("flush_age", s))
+                    .transpose()?
+                    .unwrap_or(defaults.age),
+                idle: flush_idle
+                    .map(|s| seconds("flush_idle", s))
+                    .transpose()?
+                    .unwrap_or(defaults.idle),
+                memory: buffer_bytes.unwrap_or(defaults.memory),
+            }
+        } else {
+            roll.map_or_else(RollPolicy::default, |r| r.policy())
         };
-        cfg.symbol_field = symbol_field.to_string();
-        cfg.time_field = time_field.to_string();
-        cfg.time_format = TimeFormat::new(time_format, time_zone)?;
+        let old = [
+            ("symbol_field", symbol_field.is_some()),
+            ("time_field", time_field.is_some()),
+        ];
+        if uses_old_keywords(py, SCHEMA, schema.is_some(), &old)? {
+            cfg.symbol_field = symbol_field.unwrap_or(cfg.symbol_field);
+            cfg.time_field = time_field.unwrap_or(cfg.time_field);
+        } else if let Some(schema) = &schema {
+            (cfg.symbol_field, cfg.time_field, cfg.time_format) = schema.sink_fields();
+            cfg.columns = schema
+                .numbers()
+                .into_iter()
+                .map(|n| (n, ColumnType::Float))
+                .collect();
+        }
         if let Some(columns) = columns {
             cfg.columns = columns
                 .iter()
-                .map(|(n, t)| Ok((n.clone(), ColumnType::parse(t)?)))
+                .map(|(n, t)| Ok((n.clone(), str::parse::<ColumnType>(t)?)))
                 .collect::<Result<_>>()?;
         }
         cfg.kafka_metadata = kafka_metadata;
-        let s3 = AwsOptions {
-            endpoint_url,
-            region,
-            profile: aws_profile,
-            path_style: None,
-            part_size: s3_part_size,
-        };
+        let s3 = aws_or_keywords(
+            py,
+            aws.as_deref(),
+            PyAwsOptions::new(endpoint_url, region, aws_profile, s3_part_size),
+        )?;
         let describe = format!(
             "LakeSink(topic={topic:?}, group_id={group_id:?}, lake={lake:?}, format={format:?})"
         );

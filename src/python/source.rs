@@ -8,32 +8,34 @@ use pyo3_polars::PyDataFrame;
 
 use polars::prelude::{DataFrame, ParquetReader, SerReader};
 
+use super::schema::{uses_old_keywords, PyTickSchema, SCHEMA};
 use crate::error::{Error, Result};
 use crate::source::{
     time, Mode, Synthetic, SyntheticConfig, TableSource, TickSchema, TickSource, TickTable,
 };
 
-/// The schema named by optional Python arguments: the tutorial's unless columns are given.
-pub fn schema(
+/// The schema of a source: `schema=`, the deprecated column keywords, or the tutorial's.
+pub fn source_schema(
+    py: Python<'_>,
+    schema: Option<&PyTickSchema>,
     symbol_column: Option<&str>,
     time_column: Option<&str>,
     numeric_columns: Option<Vec<String>>,
-    time_format: Option<&str>,
-    time_zone: Option<&str>,
 ) -> PyResult<TickSchema> {
-    let mut schema = match (symbol_column, time_column, numeric_columns) {
-        (None, None, None) => TickSchema::tutorial(),
-        (s, t, n) => {
-            let tutorial = TickSchema::tutorial();
-            TickSchema::custom(
-                s.unwrap_or(&tutorial.symbol),
-                t.unwrap_or(&tutorial.time),
-                &n.unwrap_or_default(),
-            )
-        }
-    };
-    schema.time_format = time::TimeFormat::new(time_format, time_zone)?;
-    Ok(schema)
+    let old = [
+        ("symbol_column", symbol_column.is_some()),
+        ("time_column", time_column.is_some()),
+        ("numeric_columns", numeric_columns.is_some()),
+    ];
+    if uses_old_keywords(py, SCHEMA, schema.is_some(), &old)? {
+        let tutorial = TickSchema::tutorial();
+        return Ok(TickSchema::custom(
+            symbol_column.unwrap_or(&tutorial.symbol),
+            time_column.unwrap_or(&tutorial.time),
+            &numeric_columns.unwrap_or_default(),
+        ));
+    }
+    Ok(schema.map_or_else(TickSchema::tutorial, PyTickSchema::source))
 }
 
 /// A Polars frame of whatever frame the caller has: Polars (eager or lazy), pandas, a
@@ -169,39 +171,34 @@ impl PyTickSource {
     ///     mode: ``"replay"`` sends every row once in event-time order; ``"sample"`` draws
     ///         random rows with replacement forever, like the tutorial's ``df.sample(1)`` loop.
     ///     seed: random seed for ``"sample"``.
-    ///     symbol_column, time_column: for other CSV layouts, the symbol (Kafka key) and the
-    ///         date/time column.
-    ///     numeric_columns: columns that must parse as numbers (checked up front).
-    ///     time_format: how the time column is written, as strftime (``"%d.%m.%Y"``);
-    ///         without it ISO dates and times, ``MM/DD/YYYY``, ``DD.MM.YYYY``,
-    ///         ``YYYYMMDD``, month names (``Jan 4 2021``) and integer epochs (s, ms, µs or
-    ///         ns, by magnitude) are recognised.
-    ///     time_zone: the IANA zone of date-times written without an offset (UTC).
+    ///     schema: a ``TickSchema`` for other layouts: the symbol (Kafka key) and time
+    ///         columns, the columns that must be numeric (checked up front) and how the
+    ///         time is written. By default the tutorial's columns.
+    ///     symbol_column, time_column, numeric_columns: deprecated, use ``schema``.
     ///
     /// Raises:
     ///     NotFoundError: the file does not exist.
     ///     SchemaError: a column is missing or a value does not parse (the message names the line).
     #[staticmethod]
-    #[pyo3(signature = (path, mode="replay", *, seed=0, symbol_column=None, time_column=None,
-                        numeric_columns=None, time_format=None, time_zone=None))]
+    #[pyo3(signature = (path, mode="replay", *, seed=0, schema=None, symbol_column=None,
+                        time_column=None, numeric_columns=None))]
     #[allow(clippy::too_many_arguments)]
     fn csv(
         py: Python<'_>,
         path: PathBuf,
         mode: &str,
         seed: u64,
+        schema: Option<PyRef<'_, PyTickSchema>>,
         symbol_column: Option<&str>,
         time_column: Option<&str>,
         numeric_columns: Option<Vec<String>>,
-        time_format: Option<&str>,
-        time_zone: Option<&str>,
     ) -> PyResult<Self> {
-        let schema = schema(
+        let schema = source_schema(
+            py,
+            schema.as_deref(),
             symbol_column,
             time_column,
             numeric_columns,
-            time_format,
-            time_zone,
         )?;
         Self::load_csv(py, path, mode, seed, schema)
     }
@@ -212,59 +209,56 @@ impl PyTickSource {
     /// Args:
     ///     frame: the rows; date and date-time columns are used as they are (zone-aware
     ///         ones converted to UTC), text and integer times are read as from a CSV.
-    ///     mode, seed, symbol_column, time_column, numeric_columns, time_format,
-    ///         time_zone: as for ``TickSource.csv``.
+    ///     mode, seed, schema: as for ``TickSource.csv``.
     ///
     /// Raises:
     ///     SchemaError: a column is missing or a value does not parse (the message names
     ///         the row, counted from 0, and the column).
     #[staticmethod]
-    #[pyo3(signature = (frame, mode="replay", *, seed=0, symbol_column=None, time_column=None,
-                        numeric_columns=None, time_format=None, time_zone=None))]
+    #[pyo3(signature = (frame, mode="replay", *, seed=0, schema=None, symbol_column=None,
+                        time_column=None, numeric_columns=None))]
     #[allow(clippy::too_many_arguments)]
     fn frame(
         py: Python<'_>,
         frame: &Bound<'_, PyAny>,
         mode: &str,
         seed: u64,
+        schema: Option<PyRef<'_, PyTickSchema>>,
         symbol_column: Option<&str>,
         time_column: Option<&str>,
         numeric_columns: Option<Vec<String>>,
-        time_format: Option<&str>,
-        time_zone: Option<&str>,
     ) -> PyResult<Self> {
-        let schema = schema(
+        let schema = source_schema(
+            py,
+            schema.as_deref(),
             symbol_column,
             time_column,
             numeric_columns,
-            time_format,
-            time_zone,
         )?;
         Self::load_frame(py, polars_frame(frame)?, mode, seed, schema)
     }
 
     /// Ticks from a Parquet file; the same arguments and errors as ``TickSource.frame``.
     #[staticmethod]
-    #[pyo3(signature = (path, mode="replay", *, seed=0, symbol_column=None, time_column=None,
-                        numeric_columns=None, time_format=None, time_zone=None))]
+    #[pyo3(signature = (path, mode="replay", *, seed=0, schema=None, symbol_column=None,
+                        time_column=None, numeric_columns=None))]
     #[allow(clippy::too_many_arguments)]
     fn parquet(
         py: Python<'_>,
         path: PathBuf,
         mode: &str,
         seed: u64,
+        schema: Option<PyRef<'_, PyTickSchema>>,
         symbol_column: Option<&str>,
         time_column: Option<&str>,
         numeric_columns: Option<Vec<String>>,
-        time_format: Option<&str>,
-        time_zone: Option<&str>,
     ) -> PyResult<Self> {
-        let schema = schema(
+        let schema = source_schema(
+            py,
+            schema.as_deref(),
             symbol_column,
             time_column,
             numeric_columns,
-            time_format,
-            time_zone,
         )?;
         let df = py.detach(|| read_parquet(&path))?;
         Self::load_frame(py, df, mode, seed, schema)
@@ -296,8 +290,7 @@ impl PyTickSource {
 ///
 /// Args:
 ///     path: the CSV file (the tutorial's columns unless the column arguments are given).
-///     symbol_column, time_column, numeric_columns, time_format, time_zone: for other CSV
-///         layouts, as for ``TickSource.csv``.
+///     schema: a ``TickSchema`` for other layouts, as for ``TickSource.csv``.
 ///
 /// Returns:
 ///     polars.DataFrame with the file's columns; the tutorial's price and volume columns are Float64.
@@ -305,23 +298,22 @@ impl PyTickSource {
 /// Raises:
 ///     NotFoundError, SchemaError: as for ``TickSource.csv``.
 #[pyfunction]
-#[pyo3(signature = (path, *, symbol_column=None, time_column=None, numeric_columns=None,
-                    time_format=None, time_zone=None))]
+#[pyo3(signature = (path, *, schema=None, symbol_column=None, time_column=None,
+                    numeric_columns=None))]
 pub fn read_ticks(
     py: Python<'_>,
     path: PathBuf,
+    schema: Option<PyRef<'_, PyTickSchema>>,
     symbol_column: Option<&str>,
     time_column: Option<&str>,
     numeric_columns: Option<Vec<String>>,
-    time_format: Option<&str>,
-    time_zone: Option<&str>,
 ) -> PyResult<PyDataFrame> {
-    let schema = schema(
+    let schema = source_schema(
+        py,
+        schema.as_deref(),
         symbol_column,
         time_column,
         numeric_columns,
-        time_format,
-        time_zone,
     )?;
     let table = py.detach(|| TickTable::from_csv(&path, &schema))?;
     Ok(PyDataFrame(table.frame().clone()))

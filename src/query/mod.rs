@@ -29,6 +29,29 @@ use crate::parallel;
 /// Polars' own chunk size for JSON-lines scans.
 const NDJSON_CHUNK: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1 << 18).unwrap();
 
+/// Where a query runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Here, by Polars SQL over the lake's objects.
+    Polars,
+    /// In AWS Athena, against the Glue database of the same name.
+    Athena,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "polars" | "local" => Ok(Engine::Polars),
+            "athena" => Ok(Engine::Athena),
+            other => Err(Error::Config(format!(
+                "engine {other:?} is not supported: use \"polars\" or \"athena\""
+            ))),
+        }
+    }
+}
+
 /// A lake with its catalog: what `Lake(...)` is in Python.
 pub struct Lake {
     url: String,
@@ -368,5 +391,20 @@ fn sql_error(err: PolarsError) -> Error {
         PolarsError::SchemaFieldNotFound(m) => Error::Query(format!("unknown field: {m}")),
         PolarsError::InvalidOperation(m) => Error::Query(format!("invalid query: {m}")),
         e => Error::Io(format!("query failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_and_formats_are_parsed_by_name() {
+        assert_eq!("Athena".parse::<Engine>().unwrap(), Engine::Athena);
+        assert_eq!("local".parse::<Engine>().unwrap(), Engine::Polars);
+        assert!(matches!("duckdb".parse::<Engine>(), Err(Error::Config(_))));
+        assert_eq!("JSONL".parse::<Format>().unwrap(), Format::Ndjson);
+        assert!("csv".parse::<Format>().is_err());
+        assert_eq!("glue".parse::<CatalogKind>().unwrap(), CatalogKind::Glue);
     }
 }

@@ -111,12 +111,12 @@ fn sink_config(table: &Table) -> Result<(SinkConfig, Layout)> {
     config.columns = source
         .columns
         .iter()
-        .map(|(n, t)| Ok((n.clone(), ColumnType::parse(t)?)))
+        .map(|(n, t)| Ok((n.clone(), str::parse::<ColumnType>(t)?)))
         .collect::<Result<_>>()?;
     let keys = table
         .partition_keys
         .iter()
-        .map(|k| PartitionKey::parse(&k.name))
+        .map(|k| str::parse::<PartitionKey>(&k.name))
         .collect::<Result<Vec<_>>>()?;
     config.partition_by = Partitioning::Keys(keys.clone());
     let layout = Layout {

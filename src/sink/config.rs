@@ -27,7 +27,7 @@ impl Partitioning {
         let keys = names
             .iter()
             .filter(|n| !n.trim().eq_ignore_ascii_case("auto"))
-            .map(|n| PartitionKey::parse(n))
+            .map(|n| str::parse::<PartitionKey>(n))
             .collect::<Result<Vec<_>>>()?;
         if auto == 0 {
             return Ok(Partitioning::Keys(keys));
@@ -53,8 +53,10 @@ pub enum ColumnType {
     Bool,
 }
 
-impl ColumnType {
-    pub fn parse(text: &str) -> Result<Self> {
+impl std::str::FromStr for ColumnType {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
         Ok(match text.to_ascii_lowercase().as_str() {
             "string" | "str" | "utf8" => ColumnType::String,
             "float" | "float64" | "double" => ColumnType::Float,

@@ -715,7 +715,7 @@ fn recorded_keys(table: &str, names: &[String]) -> Result<Vec<PartitionKey>> {
     names
         .iter()
         .map(|n| {
-            PartitionKey::parse(n).map_err(|_| {
+            str::parse::<PartitionKey>(n).map_err(|_| {
                 Error::Config(format!(
                     "table {table:?} is partitioned by folders {names:?}, which a sink cannot \
                      write: land into another table"

@@ -1,0 +1,232 @@
+//! Python faces of the option groups: how to reach AWS, when a sink lands what it buffers,
+//! and where an analytics job writes. Each is one typed object, given to the call that
+//! needs it, instead of a run of loose keywords.
+
+use pyo3::prelude::*;
+
+use super::schema::uses_old_keywords;
+use super::seconds;
+use crate::aws::AwsOptions;
+use crate::sink::RollPolicy;
+
+/// How to reach AWS (S3, Glue, Athena) or an S3-compatible server. Everything is optional:
+/// credentials and defaults come from the AWS default chain (environment, ``~/.aws``
+/// profiles, SSO, instance role).
+///
+/// Args:
+///     endpoint_url: an S3-compatible server, e.g. ``"http://127.0.0.1:9000"`` (path-style
+///         addressing); Glue and Athena clients use it too.
+///     region: the AWS region.
+///     profile: a named profile from ``~/.aws/config``.
+///     part_size: bytes per part of a multipart upload (S3's default if None).
+#[pyclass(name = "AwsOptions", module = "stockstream._core", frozen, eq)]
+#[derive(Clone, PartialEq, Default)]
+pub struct PyAwsOptions {
+    #[pyo3(get)]
+    endpoint_url: Option<String>,
+    #[pyo3(get)]
+    region: Option<String>,
+    #[pyo3(get)]
+    profile: Option<String>,
+    #[pyo3(get)]
+    part_size: Option<usize>,
+}
+
+#[pymethods]
+impl PyAwsOptions {
+    #[new]
+    #[pyo3(signature = (*, endpoint_url=None, region=None, profile=None, part_size=None))]
+    pub fn new(
+        endpoint_url: Option<String>,
+        region: Option<String>,
+        profile: Option<String>,
+        part_size: Option<usize>,
+    ) -> Self {
+        PyAwsOptions {
+            endpoint_url,
+            region,
+            profile,
+            part_size,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "AwsOptions(endpoint_url={:?}, region={:?}, profile={:?}, part_size={:?})",
+            self.endpoint_url, self.region, self.profile, self.part_size
+        )
+    }
+}
+
+impl PyAwsOptions {
+    pub fn options(&self) -> AwsOptions {
+        AwsOptions {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            path_style: None,
+            part_size: self.part_size,
+        }
+    }
+}
+
+/// The AWS options of a call: `aws=`, or the deprecated loose keywords `old` (warned).
+pub fn aws_or_keywords(
+    py: Python<'_>,
+    aws: Option<&PyAwsOptions>,
+    old: PyAwsOptions,
+) -> PyResult<AwsOptions> {
+    let given = [
+        ("endpoint_url", old.endpoint_url.is_some()),
+        ("region", old.region.is_some()),
+        ("aws_profile", old.profile.is_some()),
+        ("s3_part_size", old.part_size.is_some()),
+    ];
+    Ok(
+        if uses_old_keywords(py, "aws=AwsOptions(...)", aws.is_some(), &given)? {
+            old.options()
+        } else {
+            aws.cloned().unwrap_or_default().options()
+        },
+    )
+}
+
+/// When a sink lands what it buffers of one Kafka partition: at the first limit reached.
+///
+/// Args:
+///     records: records buffered (100,000).
+///     bytes: message bytes buffered (64 MiB).
+///     age: seconds since the first buffered record (60): bounds how stale the lake is.
+///     idle: seconds without new records (10): a stream that stops is landed at once.
+///     buffer_bytes: message bytes buffered over all partitions before the largest buffer
+///         is landed early (256 MiB); bounds memory whatever the backlog.
+///
+/// Raises:
+///     ConfigError: a negative or non-finite number of seconds.
+#[pyclass(name = "RollPolicy", module = "stockstream._core", frozen)]
+#[derive(Clone)]
+pub struct PyRollPolicy {
+    policy: RollPolicy,
+}
+
+#[pymethods]
+impl PyRollPolicy {
+    #[new]
+    #[pyo3(signature = (*, records=None, bytes=None, age=None, idle=None, buffer_bytes=None))]
+    fn new(
+        records: Option<usize>,
+        bytes: Option<usize>,
+        age: Option<f64>,
+        idle: Option<f64>,
+        buffer_bytes: Option<usize>,
+    ) -> PyResult<Self> {
+        let defaults = RollPolicy::default();
+        Ok(PyRollPolicy {
+            policy: RollPolicy {
+                records: records.unwrap_or(defaults.records),
+                bytes: bytes.unwrap_or(defaults.bytes),
+                age: age
+                    .map(|s| seconds("age", s))
+                    .transpose()?
+                    .unwrap_or(defaults.age),
+                idle: idle
+                    .map(|s| seconds("idle", s))
+                    .transpose()?
+                    .unwrap_or(defaults.idle),
+                memory: buffer_bytes.unwrap_or(defaults.memory),
+            },
+        })
+    }
+
+    #[getter]
+    fn records(&self) -> usize {
+        self.policy.records
+    }
+
+    #[getter]
+    fn bytes(&self) -> usize {
+        self.policy.bytes
+    }
+
+    #[getter]
+    fn age(&self) -> f64 {
+        self.policy.age.as_secs_f64()
+    }
+
+    #[getter]
+    fn idle(&self) -> f64 {
+        self.policy.idle.as_secs_f64()
+    }
+
+    #[getter]
+    fn buffer_bytes(&self) -> usize {
+        self.policy.memory
+    }
+
+    fn __repr__(&self) -> String {
+        let p = &self.policy;
+        format!(
+            "RollPolicy(records={}, bytes={}, age={}, idle={}, buffer_bytes={})",
+            p.records,
+            p.bytes,
+            p.age.as_secs_f64(),
+            p.idle.as_secs_f64(),
+            p.memory
+        )
+    }
+}
+
+impl PyRollPolicy {
+    pub fn policy(&self) -> RollPolicy {
+        self.policy.clone()
+    }
+}
+
+/// Where an analytics job writes: one topic per kind of output (created if missing; None:
+/// not produced), and the topic its state is checkpointed to.
+///
+/// Args:
+///     windows, indicators, alerts, late: output topics (JSON records keyed by symbol).
+///     state: the checkpoint topic (compacted; ``<group_id>-state`` by default).
+#[pyclass(name = "Outputs", module = "stockstream._core", frozen, eq)]
+#[derive(Clone, PartialEq, Default)]
+pub struct PyOutputs {
+    #[pyo3(get)]
+    pub windows: Option<String>,
+    #[pyo3(get)]
+    pub indicators: Option<String>,
+    #[pyo3(get)]
+    pub alerts: Option<String>,
+    #[pyo3(get)]
+    pub late: Option<String>,
+    #[pyo3(get)]
+    pub state: Option<String>,
+}
+
+#[pymethods]
+impl PyOutputs {
+    #[new]
+    #[pyo3(signature = (*, windows=None, indicators=None, alerts=None, late=None, state=None))]
+    pub fn new(
+        windows: Option<String>,
+        indicators: Option<String>,
+        alerts: Option<String>,
+        late: Option<String>,
+        state: Option<String>,
+    ) -> Self {
+        PyOutputs {
+            windows,
+            indicators,
+            alerts,
+            late,
+            state,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Outputs(windows={:?}, indicators={:?}, alerts={:?}, late={:?}, state={:?})",
+            self.windows, self.indicators, self.alerts, self.late, self.state
+        )
+    }
+}
