@@ -66,7 +66,8 @@ def test_an_unreadable_or_ambiguous_date_names_line_column_value_and_the_fix(
     good = "04/01/2021" if time_format else "2021-01-04"
     path = write_csv(f"symbol,date,price\nAAPL,{good},1\nAAPL,{text},2\n")
     with pytest.raises(ss.SchemaError) as err:
-        ss.read_ticks(path, schema=ss.TickSchema("symbol", "date", time_format=time_format))
+        schema = ss.TickSchema("symbol", "date", "price", None, time_format=time_format)
+        ss.read_ticks(path, schema=schema)
     message = str(err.value)
     assert f'line 3, column "date": cannot parse "{text}"' in message
     assert hint in message

@@ -77,7 +77,6 @@ class SendReport:
     def _repr_html_(self) -> str: ...
 
 @final
-@final
 class TickSchema:
     """What a tick looks like: its symbol, time, price and volume fields, and its time format."""
 
@@ -86,7 +85,7 @@ class TickSchema:
         symbol: str = "Index",
         time: str = "Date",
         price: str = "Close",
-        volume: str | None = "Volume",
+        volume: str | None = ...,  # "Volume"
         *,
         numeric: Sequence[str] | None = None,
         time_format: str | None = None,
@@ -176,6 +175,7 @@ class Outputs:
     @property
     def state(self) -> str | None: ...
 
+@final
 class TickSource:
     """A stream of stock ticks to produce: CSV rows (sampled or replayed) or synthetic bars."""
 
@@ -393,7 +393,7 @@ class LakeSink:
         columns: dict[str, str] | None = None,
         kafka_metadata: bool = False,
         aws: AwsOptions | None = None,
-        catalog: _Catalog | None = "local",
+        catalog: _Catalog | None = ...,  # "local"
         database: str = "stock_market",
         compact_every: float | None = None,
         compact_grace: float = 3600.0,

@@ -10,7 +10,7 @@ use super::{html_table, repr_of, seconds};
 use crate::catalog::{CatalogKind, CompactOptions, CompactReport, CrawlReport, OnError, Table};
 use crate::error::{Error, Result};
 use crate::query::params::{bind, Param};
-use crate::query::{AthenaOptions, Engine, Lake, TailBounds, TailInfo};
+use crate::query::{AthenaOptions, Lake, QueryEngine, TailBounds, TailInfo};
 
 /// What a crawl changed in the catalog.
 ///
@@ -407,8 +407,8 @@ impl PyLake {
             None => query.to_string(),
         };
         let query = bound.as_str();
-        let frame = match engine.parse::<Engine>()? {
-            Engine::Polars => {
+        let frame = match engine.parse::<QueryEngine>()? {
+            QueryEngine::Polars => {
                 let bounds = TailBounds {
                     records: tail_records,
                     bytes: tail_bytes,
@@ -444,7 +444,7 @@ impl PyLake {
                 *self.last.lock().unwrap_or_else(|e| e.into_inner()) = tails;
                 frame
             }
-            Engine::Athena => {
+            QueryEngine::Athena => {
                 let options = AthenaOptions {
                     workgroup,
                     output,

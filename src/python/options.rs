@@ -19,7 +19,13 @@ use crate::sink::RollPolicy;
 ///     region: the AWS region.
 ///     profile: a named profile from ``~/.aws/config``.
 ///     part_size: bytes per part of a multipart upload (S3's default if None).
-#[pyclass(name = "AwsOptions", module = "stockstream._core", frozen, eq)]
+#[pyclass(
+    name = "AwsOptions",
+    module = "stockstream._core",
+    frozen,
+    eq,
+    skip_from_py_object
+)]
 #[derive(Clone, PartialEq, Default)]
 pub struct PyAwsOptions {
     #[pyo3(get)]
@@ -103,7 +109,12 @@ pub fn aws_or_keywords(
 ///
 /// Raises:
 ///     ConfigError: a negative or non-finite number of seconds.
-#[pyclass(name = "RollPolicy", module = "stockstream._core", frozen)]
+#[pyclass(
+    name = "RollPolicy",
+    module = "stockstream._core",
+    frozen,
+    skip_from_py_object
+)]
 #[derive(Clone)]
 pub struct PyRollPolicy {
     policy: RollPolicy,
@@ -188,7 +199,13 @@ impl PyRollPolicy {
 /// Args:
 ///     windows, indicators, alerts, late: output topics (JSON records keyed by symbol).
 ///     state: the checkpoint topic (compacted; ``<group_id>-state`` by default).
-#[pyclass(name = "Outputs", module = "stockstream._core", frozen, eq)]
+#[pyclass(
+    name = "Outputs",
+    module = "stockstream._core",
+    frozen,
+    eq,
+    skip_from_py_object
+)]
 #[derive(Clone, PartialEq, Default)]
 pub struct PyOutputs {
     #[pyo3(get)]

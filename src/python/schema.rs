@@ -29,7 +29,13 @@ use crate::source::TickSchema;
 ///
 /// Raises:
 ///     ConfigError: an empty field name, or a bad format or zone.
-#[pyclass(name = "TickSchema", module = "stockstream._core", frozen, eq)]
+#[pyclass(
+    name = "TickSchema",
+    module = "stockstream._core",
+    frozen,
+    eq,
+    skip_from_py_object
+)]
 #[derive(Clone, PartialEq)]
 pub struct PyTickSchema {
     #[pyo3(get)]

@@ -31,20 +31,20 @@ const NDJSON_CHUNK: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1 << 18
 
 /// Where a query runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
+pub enum QueryEngine {
     /// Here, by Polars SQL over the lake's objects.
     Polars,
     /// In AWS Athena, against the Glue database of the same name.
     Athena,
 }
 
-impl std::str::FromStr for Engine {
+impl std::str::FromStr for QueryEngine {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self> {
         match text.trim().to_ascii_lowercase().as_str() {
-            "polars" | "local" => Ok(Engine::Polars),
-            "athena" => Ok(Engine::Athena),
+            "polars" | "local" => Ok(QueryEngine::Polars),
+            "athena" => Ok(QueryEngine::Athena),
             other => Err(Error::Config(format!(
                 "engine {other:?} is not supported: use \"polars\" or \"athena\""
             ))),
@@ -400,9 +400,15 @@ mod tests {
 
     #[test]
     fn engines_and_formats_are_parsed_by_name() {
-        assert_eq!("Athena".parse::<Engine>().unwrap(), Engine::Athena);
-        assert_eq!("local".parse::<Engine>().unwrap(), Engine::Polars);
-        assert!(matches!("duckdb".parse::<Engine>(), Err(Error::Config(_))));
+        assert_eq!(
+            "Athena".parse::<QueryEngine>().unwrap(),
+            QueryEngine::Athena
+        );
+        assert_eq!("local".parse::<QueryEngine>().unwrap(), QueryEngine::Polars);
+        assert!(matches!(
+            "duckdb".parse::<QueryEngine>(),
+            Err(Error::Config(_))
+        ));
         assert_eq!("JSONL".parse::<Format>().unwrap(), Format::Ndjson);
         assert!("csv".parse::<Format>().is_err());
         assert_eq!("glue".parse::<CatalogKind>().unwrap(), CatalogKind::Glue);
