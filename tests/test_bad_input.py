@@ -85,13 +85,16 @@ def test_invalid_options_are_config_errors(kafka, topic):
 def test_topic_names_that_kafka_would_refuse_or_that_escape_a_folder_are_config_errors(
     kafka, tmp_path
 ):
-    for bad in ("a/b", "../up", "x" * 300, "with space"):
+    for bad in ("a/b", "../up", "x" * 300, "with space", "nul\x00byte"):
         with pytest.raises(ss.ConfigError, match="not a valid Kafka topic name"):
             ss.Producer(kafka.bootstrap_servers, bad)
         with pytest.raises(ss.ConfigError, match="not a valid Kafka topic name"):
+            ss.read_topic(kafka.bootstrap_servers, bad)
+        with pytest.raises(ss.ConfigError, match="not a valid Kafka topic name"):
             ss.LakeSink(kafka.bootstrap_servers, bad, "g", str(tmp_path / "lake"))
         with pytest.raises(ss.ConfigError, match="not a valid Kafka topic name"):
-            ss.Analytics(kafka.bootstrap_servers, "ticks", "g", windows_topic=bad, window="1m")
+            outputs = ss.Outputs(windows=bad)
+            ss.Analytics(kafka.bootstrap_servers, "ticks", "g", outputs=outputs, window="1m")
     assert not (tmp_path / "lake").exists()
 
 

@@ -42,6 +42,8 @@ pub fn read_topic(
     limit: Option<usize>,
     timeout: Duration,
 ) -> Result<DataFrame> {
+    // librdkafka refuses some names (a NUL byte, a huge one) in a way its Rust binding panics on.
+    super::check_topic("topic", topic)?;
     let consumer: BaseConsumer = config
         .client_config(&CONSUMER_DEFAULTS)
         .create()
