@@ -22,6 +22,11 @@ pub struct TableSource {
     pub columns: BTreeMap<String, String>,
     #[serde(default)]
     pub kafka_metadata: bool,
+    /// How the time field is written (strftime) and the zone of times without an offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
 }
 
 /// One object a landing wrote.

@@ -17,6 +17,7 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::lake::{Layout, PartitionKey};
 use crate::sink::{self, ColumnType, Partitioning, SinkConfig};
+use crate::source::time::TimeFormat;
 
 /// How much of a tail one query reads at most.
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +108,8 @@ fn sink_config(table: &Table) -> Result<(SinkConfig, Layout)> {
     config.table = table.location.clone();
     config.symbol_field = source.symbol_field.clone();
     config.time_field = source.time_field.clone();
+    config.time_format =
+        TimeFormat::new(source.time_format.as_deref(), source.time_zone.as_deref())?;
     config.kafka_metadata = source.kafka_metadata;
     config.columns = source
         .columns

@@ -113,6 +113,8 @@ impl Sink {
                 .map(|(n, t)| (n.clone(), t.name().to_string()))
                 .collect(),
             kafka_metadata: config.kafka_metadata,
+            time_format: config.time_format.format().map(str::to_string),
+            time_zone: config.time_format.zone().map(|z| z.name().to_string()),
         };
         let layout = match &config.partition_by {
             Partitioning::Keys(keys) => Some(layout_of(&config, keys.clone())),

@@ -84,6 +84,11 @@ impl TimeFormat {
         })
     }
 
+    /// The strftime format (`None`: the common shapes are recognised).
+    pub fn format(&self) -> Option<&str> {
+        self.format.as_deref()
+    }
+
     /// The zone of date-times without an offset (`None`: UTC).
     pub fn zone(&self) -> Option<Tz> {
         self.zone
