@@ -153,6 +153,23 @@ def test_a_send_shows_a_bar_by_default_in_a_notebook_kernel_and_false_silences_i
     assert "acked" not in capsys.readouterr().err
 
 
+def test_a_foreground_run_shows_its_status_in_a_notebook_kernel(
+    kafka, topic, tmp_path, monkeypatch, capsys
+):
+    import stockstream.progress
+
+    monkeypatch.setattr(stockstream.progress, "in_notebook", lambda: True)
+    ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV, limit=300, progress=False)
+    capsys.readouterr()
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    ss.LakeSink(kafka.bootstrap_servers, topic, group, str(tmp_path / "a")).run(stop_at_end=True)
+    shown = capsys.readouterr().out
+    assert "SinkStatus(" in shown and "written=300" in shown
+    quiet = ss.LakeSink(kafka.bootstrap_servers, topic, f"{group}-b", str(tmp_path / "b"))
+    assert quiet.run(stop_at_end=True, progress=False).written == 300
+    assert "SinkStatus(" not in capsys.readouterr().out
+
+
 def test_watch_follows_an_analytics_job_and_an_awaitable_send(kafka, topic, capsys):
     import asyncio
 

@@ -412,7 +412,11 @@ class LakeSink:
         **config: _Config,
     ) -> LakeSink: ...
     def run(
-        self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False
+        self,
+        limit: int | None = None,
+        duration: float | None = None,
+        stop_at_end: bool = False,
+        progress: bool | None = None,
     ) -> SinkStatus: ...
     def start(
         self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False
@@ -512,7 +516,11 @@ class Analytics:
         **config: _Config,
     ) -> Analytics: ...
     def run(
-        self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False
+        self,
+        limit: int | None = None,
+        duration: float | None = None,
+        stop_at_end: bool = False,
+        progress: bool | None = None,
     ) -> AnalyticsStatus: ...
     def start(
         self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False

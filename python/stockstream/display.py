@@ -1,7 +1,7 @@
 """Live views for notebooks: a pipeline's counters redrawn in place while it runs."""
 
 import time
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from stockstream._core import Analytics, AnalyticsStatus, LakeSink, Producer, SendReport, SinkStatus
 
@@ -14,6 +14,21 @@ def current(pipeline: Pipeline) -> Status:
     if isinstance(pipeline, Producer):
         return pipeline.last_report
     return pipeline.status()
+
+
+def live_status(pipeline: Pipeline) -> Optional[Callable[[], None]]:
+    """Return a function redrawing ``pipeline``'s status in place, in a notebook kernel.
+
+    A foreground ``run()`` calls it a few times a second; outside a notebook it is None.
+    """
+    from stockstream.progress import in_notebook
+
+    if not in_notebook():
+        return None
+    from IPython.display import display
+
+    handle: Any = display(current(pipeline), display_id=True)
+    return lambda: handle.update(current(pipeline))
 
 
 def watch(pipeline: Pipeline, duration: Optional[float] = None, every: float = 1.0) -> Status:

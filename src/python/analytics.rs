@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3_polars::PyDataFrame;
 
-use super::background::{run_limits, Background};
+use super::background::{live_status, run_limits, Background};
 use super::kafka_config::kafka_config;
 use super::options::PyOutputs;
 use super::schema::{uses_old_keywords, PyTickSchema, SCHEMA};
@@ -460,20 +460,24 @@ impl PyAnalytics {
     /// Runs in the foreground until ``limit`` messages, ``duration`` seconds, or (with
     /// ``stop_at_end``) every assigned partition is read to its end and its windows are
     /// closed by the idle timeout; then checkpoints. Ctrl-C also checkpoints, then raises.
+    /// In a notebook kernel its status is shown, redrawn as it runs (``progress=False``:
+    /// not shown).
     ///
     /// Returns:
     ///     AnalyticsStatus: the counters after the run.
-    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false))]
+    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false, progress=None))]
     fn run(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         limit: Option<u64>,
         duration: Option<f64>,
         stop_at_end: bool,
+        progress: Option<bool>,
     ) -> PyResult<PyAnalyticsStatus> {
-        self.job
-            .run(py, &run_limits(limit, duration, stop_at_end)?)?;
-        Ok(self.snapshot())
+        let show = live_status(slf.as_any(), progress)?;
+        let this = slf.get();
+        this.job
+            .run(slf.py(), &run_limits(limit, duration, stop_at_end)?, show)?;
+        Ok(this.snapshot())
     }
 
     /// Starts in a background thread and returns at once; watch it with ``status()`` and

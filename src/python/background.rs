@@ -14,6 +14,25 @@ use crate::error::{Error, Result};
 use crate::kafka::RunLimits;
 use crate::sink::Sink;
 
+/// How often a foreground run redraws its live status.
+const SHOW_EVERY: Duration = Duration::from_millis(500);
+
+/// The live status a foreground run of `pipeline` shows: in a notebook kernel, its status
+/// redrawn in place (unless `progress=False`); nothing elsewhere.
+pub fn live_status(
+    pipeline: &Bound<'_, PyAny>,
+    progress: Option<bool>,
+) -> PyResult<Option<Py<PyAny>>> {
+    if progress == Some(false) {
+        return Ok(None);
+    }
+    let show = pipeline
+        .py()
+        .import("stockstream.display")?
+        .call_method1("live_status", (pipeline,))?;
+    Ok((!show.is_none()).then(|| show.unbind()))
+}
+
 /// A job that runs until its limits or a stop request, ending cleanly either way.
 pub trait Job: Send + 'static {
     fn run(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()>;
@@ -92,22 +111,35 @@ impl<J: Job> Background<J> {
     }
 
     /// Runs in this thread, without the GIL; an interrupt stops the job, then is raised.
-    pub fn run(&self, py: Python<'_>, limits: &RunLimits) -> PyResult<()> {
+    /// `show`, if given, is called about twice a second and once at the end (a notebook's
+    /// live status).
+    pub fn run(&self, py: Python<'_>, limits: &RunLimits, show: Option<Py<PyAny>>) -> PyResult<()> {
         let mut job = self.take_idle()?;
         let mut raised = None;
+        let mut shown = Instant::now();
         let result = py.detach(|| {
             let mut stop = || {
-                Python::attach(|py| match py.check_signals() {
-                    Ok(()) => false,
-                    Err(e) => {
-                        raised = Some(e);
-                        true
+                Python::attach(|py| {
+                    if let Some(show) = show.as_ref().filter(|_| shown.elapsed() >= SHOW_EVERY) {
+                        shown = Instant::now();
+                        // A display that fails is not worth stopping the job for.
+                        let _ = show.call0(py);
+                    }
+                    match py.check_signals() {
+                        Ok(()) => false,
+                        Err(e) => {
+                            raised = Some(e);
+                            true
+                        }
                     }
                 })
             };
             job.run(limits, &mut stop)
         });
         *self.lock() = State::Idle(job);
+        if let Some(show) = show {
+            let _ = show.call0(py);
+        }
         result?;
         raised.map_or(Ok(()), Err)
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use super::background::{run_limits, Background};
+use super::background::{live_status, run_limits, Background};
 use super::kafka_config::kafka_config;
 use super::options::{aws_or_keywords, PyAwsOptions, PyRollPolicy};
 use super::schema::{uses_old_keywords, PyTickSchema, SCHEMA};
@@ -370,20 +370,24 @@ impl PyLakeSink {
     /// Runs in the foreground until ``limit`` messages, ``duration`` seconds, or (with
     /// ``stop_at_end``) every assigned partition is read to its end; then lands and commits
     /// everything buffered. Ctrl-C / a notebook interrupt also lands and commits, then raises.
+    /// In a notebook kernel its status is shown, redrawn as it runs (``progress=False``:
+    /// not shown).
     ///
     /// Returns:
     ///     SinkStatus: the counters after the run.
-    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false))]
+    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false, progress=None))]
     fn run(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         limit: Option<u64>,
         duration: Option<f64>,
         stop_at_end: bool,
+        progress: Option<bool>,
     ) -> PyResult<PySinkStatus> {
-        self.job
-            .run(py, &run_limits(limit, duration, stop_at_end)?)?;
-        Ok(self.snapshot())
+        let show = live_status(slf.as_any(), progress)?;
+        let this = slf.get();
+        this.job
+            .run(slf.py(), &run_limits(limit, duration, stop_at_end)?, show)?;
+        Ok(this.snapshot())
     }
 
     /// Starts consuming in a background thread and returns at once; the notebook stays
