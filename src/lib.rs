@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod lake;
 pub mod parallel;
 pub mod producer;
+pub mod progress;
 pub mod query;
 pub mod sink;
 pub mod source;

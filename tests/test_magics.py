@@ -170,6 +170,32 @@ def test_a_foreground_run_shows_its_status_in_a_notebook_kernel(
     assert "SinkStatus(" not in capsys.readouterr().out
 
 
+def test_crawls_and_compactions_count_their_work_in_a_notebook_kernel(lake, monkeypatch, capsys):
+    import stockstream.progress
+
+    drawn = []
+
+    class Recorder:
+        def __init__(self, desc):
+            self.desc, self.n = desc, 0
+
+        def update_to(self, n):
+            self.n = n
+
+        def close(self):
+            drawn.append((self.desc, self.n))
+
+    monkeypatch.setattr(stockstream.progress, "default_counter", Recorder)
+    (lake / "_catalog").rename(lake / "_old_catalog")
+    report = ss.crawl(str(lake))
+    assert drawn == [("objects read", report.objects_read)] and report.objects_read == 2
+    ss.Lake(str(lake)).compact(min_objects=1)
+    assert drawn[-1] == ("partitions", 2)
+    drawn.clear()
+    ss.crawl(str(lake), progress=False)
+    assert drawn == []
+
+
 def test_watch_follows_an_analytics_job_and_an_awaitable_send(kafka, topic, capsys):
     import asyncio
 

@@ -651,10 +651,13 @@ class Lake:
         target_bytes: int = 134_217_728,
         min_objects: int = 2,
         grace: float = 3600.0,
+        progress: bool | None = None,
     ) -> CompactReport: ...
     def tables(self) -> polars.DataFrame: ...
     def files(self, table: str | None = None) -> polars.DataFrame: ...
-    def crawl(self, table: str | None = None, *, on_error: _OnError = "skip") -> CrawlReport: ...
+    def crawl(
+        self, table: str | None = None, *, on_error: _OnError = "skip", progress: bool | None = None
+    ) -> CrawlReport: ...
 
 def crawl(
     lake: str = "lake",
@@ -664,6 +667,7 @@ def crawl(
     catalog: _Catalog = "local",
     on_error: _OnError = "skip",
     aws: AwsOptions | None = None,
+    progress: bool | None = None,
     endpoint_url: str | None = None,
     region: str | None = None,
     aws_profile: str | None = None,

@@ -97,3 +97,30 @@ def default_progress(total: "int | None" = None) -> "ProgressBar | None":
     except ImportError:
         # tqdm is an optional dependency ("stockstream[notebook]").
         return None
+
+
+class CountBar:
+    """A bar counting the work a long call has done: objects read, partitions compacted."""
+
+    def __init__(self, desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(desc=desc, mininterval=0.2)
+
+    def update_to(self, n: int) -> None:
+        """Move the bar to ``n``."""
+        self.bar.update(n - self.bar.n)
+
+    def close(self) -> None:
+        """Finish the bar."""
+        self.bar.close()
+
+
+def default_counter(desc: str) -> "CountBar | None":
+    """Return the bar a crawl or compaction shows: in a notebook kernel, else None."""
+    if not in_notebook():
+        return None
+    try:
+        return CountBar(desc)
+    except ImportError:
+        return None

@@ -20,6 +20,7 @@ use polars::prelude::*;
 use super::{table_name, Catalog, Retired, Table};
 use crate::error::{Error, Result};
 use crate::lake::{is_hidden, table_folder, Format, ObjectMeta, ObjectName, ObjectStore};
+use crate::progress::Counter;
 
 /// What to compact and how.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct CompactOptions {
     pub min_objects: usize,
     /// Replaced folders are deleted this long after the switch.
     pub grace: Duration,
+    /// Counts the partitions looked at, for a caller showing progress.
+    pub done: Counter,
 }
 
 impl Default for CompactOptions {
@@ -43,6 +46,7 @@ impl Default for CompactOptions {
             target_bytes: 128 << 20,
             min_objects: 2,
             grace: Duration::from_secs(3600),
+            done: Counter::default(),
         }
     }
 }
@@ -135,6 +139,7 @@ pub fn compact(
         delete_orphans(store, &table, by_folder, options.grace, &mut report)?;
         for (path, objects) in partitions {
             compact_partition(store, catalog, &table, &path, objects, options, &mut report)?;
+            options.done.add(1);
         }
     }
     report.elapsed = started.elapsed();

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::lake::{is_hidden, partition_of, Format, ObjectName, PartitionKey};
 use crate::lake::{ObjectMeta, ObjectStore};
 use crate::parallel;
+use crate::progress::Counter;
 
 /// What to do with an object that cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct CrawlOptions {
     /// Only this table (by table or folder name); every folder when `None`.
     pub table: Option<String>,
     pub on_error: OnError,
+    /// Counts the objects read, for a caller showing progress.
+    pub read: Counter,
 }
 
 /// The crawler's memory of one table, kept in the lake beside the catalog.
@@ -179,7 +182,11 @@ pub fn crawl(
                 key: object.key.clone(),
                 size: object.size,
                 partition: partition_of(&folder, &object.key),
-                columns: object_schema(store, &object.key, object.size, format),
+                columns: {
+                    let columns = object_schema(store, &object.key, object.size, format);
+                    options.read.add(1);
+                    columns
+                },
             }
         });
         if options.on_error == OnError::Raise {

@@ -12,6 +12,7 @@ use super::seconds;
 use crate::analytics::Analytics;
 use crate::error::{Error, Result};
 use crate::kafka::RunLimits;
+use crate::progress::Counter;
 use crate::sink::Sink;
 
 /// How often a foreground run redraws its live status.
@@ -31,6 +32,42 @@ pub fn live_status(
         .import("stockstream.display")?
         .call_method1("live_status", (pipeline,))?;
     Ok((!show.is_none()).then(|| show.unbind()))
+}
+
+/// Runs `work` without the GIL. In a notebook kernel (unless `progress=False`) a bar
+/// shows `counter` (`what`: "objects read") meanwhile, redrawn a few times a second.
+pub fn with_progress<T: Send>(
+    py: Python<'_>,
+    progress: Option<bool>,
+    what: &str,
+    counter: &Counter,
+    work: impl FnOnce() -> Result<T> + Send,
+) -> PyResult<T> {
+    let bar = match progress {
+        Some(false) => None,
+        _ => Some(
+            py.import("stockstream.progress")?
+                .call_method1("default_counter", (what,))?,
+        )
+        .filter(|bar| !bar.is_none()),
+    };
+    let Some(bar) = bar else {
+        return Ok(py.detach(work)?);
+    };
+    let done = std::thread::scope(|scope| {
+        let worker = scope.spawn(work);
+        while !worker.is_finished() {
+            py.detach(|| std::thread::sleep(SHOW_EVERY / 2));
+            let _ = bar.call_method1("update_to", (counter.get(),));
+        }
+        worker.join()
+    });
+    bar.call_method1("update_to", (counter.get(),))?;
+    bar.call_method0("close")?;
+    match done {
+        Ok(result) => Ok(result?),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 /// A job that runs until its limits or a stop request, ending cleanly either way.

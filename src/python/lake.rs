@@ -5,10 +5,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 use pyo3_polars::PyDataFrame;
 
+use super::background::with_progress;
 use super::options::{aws_or_keywords, PyAwsOptions};
 use super::{html_table, repr_of, seconds};
 use crate::catalog::{CatalogKind, CompactOptions, CompactReport, CrawlReport, OnError, Table};
 use crate::error::{Error, Result};
+use crate::progress::Counter;
 use crate::query::params::{bind, Param};
 use crate::query::{AthenaOptions, Lake, QueryEngine, TailBounds, TailInfo};
 
@@ -470,9 +472,12 @@ impl PyLake {
     /// deleted by a compaction run ``grace`` seconds later or more. Queries and sinks go
     /// on meanwhile; nothing is lost or read twice.
     ///
+    /// In a notebook kernel a bar counts the partitions done (``progress=False``: none).
+    ///
     /// Returns:
     ///     CompactReport: what was merged, moved and deleted.
-    #[pyo3(signature = (table=None, *, target_bytes=134_217_728, min_objects=2, grace=3600.0))]
+    #[pyo3(signature = (table=None, *, target_bytes=134_217_728, min_objects=2, grace=3600.0,
+                        progress=None))]
     fn compact(
         &self,
         py: Python<'_>,
@@ -480,6 +485,7 @@ impl PyLake {
         target_bytes: u64,
         min_objects: usize,
         grace: f64,
+        progress: Option<bool>,
     ) -> PyResult<PyCompactReport> {
         let options = CompactOptions {
             table,
@@ -488,7 +494,11 @@ impl PyLake {
             grace: seconds("grace", grace)?,
             ..CompactOptions::default()
         };
-        Ok(py.detach(|| self.lake.compact(options))?.into())
+        let done = options.done.clone();
+        let report = with_progress(py, progress, "partitions", &done, || {
+            self.lake.compact(options)
+        })?;
+        Ok(report.into())
     }
 
     /// The catalog's tables: name, format, location, columns, partition keys and the
@@ -521,15 +531,20 @@ impl PyLake {
     }
 
     /// Crawls the lake into the catalog; see ``stockstream.crawl``.
-    #[pyo3(signature = (table=None, *, on_error="skip"))]
+    #[pyo3(signature = (table=None, *, on_error="skip", progress=None))]
     fn crawl(
         &self,
         py: Python<'_>,
         table: Option<String>,
         on_error: &str,
+        progress: Option<bool>,
     ) -> PyResult<PyCrawlReport> {
         let on_error = str::parse::<OnError>(on_error)?;
-        Ok(py.detach(|| self.lake.crawl(table, on_error))?.into())
+        let read = Counter::default();
+        let report = with_progress(py, progress, "objects read", &read, || {
+            self.lake.crawl(table, on_error, read.clone())
+        })?;
+        Ok(report.into())
     }
 
     fn __repr__(&self) -> String {
@@ -579,6 +594,7 @@ fn tables_frame(lake: &Lake, tables: &[Table]) -> Result<DataFrame> {
 ///     on_error: ``"skip"`` (report unreadable objects and leave them out of queries) or
 ///         ``"raise"``.
 ///     aws: ``AwsOptions`` for S3 and Glue.
+///     progress: in a notebook kernel a bar counts the objects read; ``False``: none.
 ///     endpoint_url, region, aws_profile: deprecated, use ``aws``.
 ///
 /// Returns:
@@ -590,7 +606,7 @@ fn tables_frame(lake: &Lake, tables: &[Table]) -> Result<DataFrame> {
 #[pyfunction]
 #[pyo3(signature = (
     lake="lake", *, database="stock_market", table=None, catalog="local", on_error="skip",
-    aws=None, endpoint_url=None, region=None, aws_profile=None
+    aws=None, progress=None, endpoint_url=None, region=None, aws_profile=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn crawl(
@@ -601,6 +617,7 @@ pub fn crawl(
     catalog: &str,
     on_error: &str,
     aws: Option<PyRef<'_, PyAwsOptions>>,
+    progress: Option<bool>,
     endpoint_url: Option<String>,
     region: Option<String>,
     aws_profile: Option<String>,
@@ -609,8 +626,10 @@ pub fn crawl(
     let on_error = str::parse::<OnError>(on_error)?;
     let old = PyAwsOptions::new(endpoint_url, region, aws_profile, None);
     let aws = aws_or_keywords(py, aws.as_deref(), old)?;
-    let report = py.detach(|| {
-        Lake::open(lake, kind, database, &aws).and_then(|lake| lake.crawl(table, on_error))
+    let read = Counter::default();
+    let report = with_progress(py, progress, "objects read", &read, || {
+        Lake::open(lake, kind, database, &aws)
+            .and_then(|lake| lake.crawl(table, on_error, read.clone()))
     })?;
     Ok(report.into())
 }

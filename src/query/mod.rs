@@ -25,6 +25,7 @@ use crate::catalog::{
 use crate::error::{Error, Result};
 use crate::lake::{self, is_hidden, Format, LakeUrl, ObjectMeta, ObjectStore};
 use crate::parallel;
+use crate::progress::Counter;
 
 /// Polars' own chunk size for JSON-lines scans.
 const NDJSON_CHUNK: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1 << 18).unwrap();
@@ -101,11 +102,18 @@ impl Lake {
     }
 
     /// Crawls the lake (or one table) into this lake's catalog.
-    pub fn crawl(&self, table: Option<String>, on_error: catalog::OnError) -> Result<CrawlReport> {
+    /// Crawls the lake (or one table) into the catalog; `read` counts the objects read.
+    pub fn crawl(
+        &self,
+        table: Option<String>,
+        on_error: catalog::OnError,
+        read: Counter,
+    ) -> Result<CrawlReport> {
         let options = CrawlOptions {
             database: self.database.clone(),
             table,
             on_error,
+            read,
         };
         catalog::crawl(self.store.as_ref(), self.catalog.as_ref(), &options)
     }
