@@ -147,6 +147,11 @@ def test_a_send_shows_a_bar_by_default_in_a_notebook_kernel_and_false_silences_i
     assert "200/200" in capsys.readouterr().err
     producer.send_csv(ss.BUNDLED_CSV, limit=200, progress=False)
     assert "acked" not in capsys.readouterr().err
+    # Awaitable sends too.
+    import asyncio
+
+    asyncio.run(producer.send_csv_async(ss.BUNDLED_CSV, limit=200))
+    assert "200/200" in capsys.readouterr().err
     # Outside a notebook nothing is drawn unless asked for.
     monkeypatch.setattr(stockstream.progress, "in_notebook", lambda: False)
     producer.send_csv(ss.BUNDLED_CSV, limit=200)

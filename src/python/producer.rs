@@ -116,27 +116,42 @@ impl PySendReport {
 }
 
 /// A send's progress callback: the caller's; none for ``progress=False``; by default a bar
-/// in a notebook kernel (`true`: made here, to be closed when the send ends).
+/// in a notebook kernel, which the send owns and finishes.
 fn progress_for(
     py: Python<'_>,
     progress: Option<Py<PyAny>>,
     total: Option<u64>,
-) -> PyResult<(Option<Py<PyAny>>, bool)> {
+) -> PyResult<(Option<Py<PyAny>>, OwnBar)> {
     match progress {
         Some(p) if p.bind(py).is_instance_of::<PyBool>() && !p.bind(py).is_truthy()? => {
-            Ok((None, false))
+            Ok((None, OwnBar(None)))
         }
-        Some(p) if !p.bind(py).is_instance_of::<PyBool>() => Ok((Some(p), false)),
+        Some(p) if !p.bind(py).is_instance_of::<PyBool>() => Ok((Some(p), OwnBar(None))),
         _ => {
             let bar = py
                 .import("stockstream.progress")?
                 .call_method1("default_progress", (total,))?;
             Ok(if bar.is_none() {
-                (None, false)
+                (None, OwnBar(None))
             } else {
-                (Some(bar.unbind()), true)
+                (Some(bar.clone().unbind()), OwnBar(Some(bar.unbind())))
             })
         }
+    }
+}
+
+/// The progress bar a send made for itself: shown at the final counts, then closed.
+struct OwnBar(Option<Py<PyAny>>);
+
+impl OwnBar {
+    fn finish(self, py: Python<'_>, sent: &PyResult<PySendReport>) -> PyResult<()> {
+        if let Some(bar) = self.0 {
+            if let Ok(report) = sent {
+                bar.call1(py, (report.clone(),))?;
+            }
+            bar.call_method0(py, "close")?;
+        }
+        Ok(())
     }
 }
 
@@ -291,10 +306,7 @@ impl PyProducer {
         options: SendOptions,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PySendReport> {
-        let (progress, made_here) = progress_for(py, progress, options.limit)?;
-        let bar = made_here
-            .then(|| progress.as_ref().map(|p| p.clone_ref(py)))
-            .flatten();
+        let (progress, own) = progress_for(py, progress, options.limit)?;
         let control = PythonControl {
             progress,
             raised: None,
@@ -302,12 +314,7 @@ impl PyProducer {
         };
         let _sending = Sending::new(&self.sending);
         let sent = py.detach(|| run(&self.inner, source, &options, control, &self.last_report));
-        if let Some(bar) = bar {
-            if let Ok(report) = &sent {
-                bar.call1(py, (report.clone(),))?;
-            }
-            bar.call_method0(py, "close")?;
-        }
+        own.finish(py, &sent)?;
         sent
     }
 
@@ -318,6 +325,7 @@ impl PyProducer {
         options: SendOptions,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let (progress, own) = progress_for(py, progress, options.limit)?;
         let producer = self.inner.clone();
         let last_report = self.last_report.clone();
         let sending = Sending::new(&self.sending);
@@ -333,7 +341,9 @@ impl PyProducer {
             };
             tokio::task::spawn_blocking(move || {
                 let _sending = sending;
-                run(&producer, source.get(), &options, control, &last_report)
+                let sent = run(&producer, source.get(), &options, control, &last_report);
+                Python::attach(|py| own.finish(py, &sent))?;
+                sent
             })
             .await
             .map_err(|e| crate::error::Error::Kafka(format!("send task failed: {e}")))?
