@@ -174,7 +174,7 @@ def test_late_ticks_go_to_the_side_output_and_change_nothing(kafka, topic):
         topic,
         window="1m",
         allowed_lateness="10s",
-        late_topic=late_topic,
+        outputs=ss.Outputs(late=late_topic),
     )
     status = a.run(stop_at_end=True)
     assert status.late == 5
@@ -218,7 +218,9 @@ def test_restart_resumes_open_windows_without_repeats(broker, fresh_topic):
     produce(broker.bootstrap_servers, fresh_topic, ticks)
     out = f"{fresh_topic}-bars"
     group = f"g-{uuid.uuid4().hex[:8]}"
-    options = dict(window="1m", indicators=["sma_5"], windows_topic=out, idle_timeout=0.5)
+    options = dict(
+        window="1m", indicators=["sma_5"], outputs=ss.Outputs(windows=out), idle_timeout=0.5
+    )
 
     first = ss.Analytics(broker.bootstrap_servers, fresh_topic, group, **options)
     s1 = first.run(limit=len(ticks) // 2)
@@ -251,7 +253,7 @@ def test_a_rebalance_hands_state_over_and_emits_nothing_twice(broker, fresh_topi
     # and windows close only as the ticks move on.
     options = dict(
         window="1m",
-        windows_topic=out,
+        outputs=ss.Outputs(windows=out),
         checkpoint_interval=3600,
         idle_timeout=3600,
         session_timeout_ms=6000,
@@ -394,7 +396,7 @@ def test_crash_loses_no_window_and_repeats_only_identical_ones(kafka, topic, tmp
     # waits out before it gets the partitions.
     options = dict(
         window="1m",
-        windows_topic=out,
+        outputs=ss.Outputs(windows=out),
         checkpoint_interval=0.2,
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
@@ -440,7 +442,7 @@ def test_alerts_match_an_independent_computation(kafka, topic):
         topic,
         window="1m",
         alerts=rules,
-        alerts_topic=f"{topic}-alerts",
+        outputs=ss.Outputs(alerts=f"{topic}-alerts"),
         callback=lambda kind, record: seen.append((kind, record)),
     )
     a.run(stop_at_end=True)
@@ -522,7 +524,9 @@ def test_windows_topic_lands_in_the_lake_and_queries(kafka, topic, tmp_path):
     ticks = make_ticks(n_per_symbol=100)
     produce(kafka.bootstrap_servers, topic, ticks)
     bars_topic = f"{topic}-bars"
-    a = analytics(kafka.bootstrap_servers, topic, window="1m", windows_topic=bars_topic)
+    a = analytics(
+        kafka.bootstrap_servers, topic, window="1m", outputs=ss.Outputs(windows=bars_topic)
+    )
     a.run(stop_at_end=True)
     lake = tmp_path / "lake"
     sink = ss.LakeSink(

@@ -15,7 +15,7 @@ import pytest
 import stockstream as ss
 
 GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
-SMALL = {"flush_records": 40, "flush_age": 0.3, "flush_idle": 0.2}
+SMALL = ss.RollPolicy(records=40, age=0.3, idle=0.2)
 
 
 def group_id():
@@ -36,7 +36,7 @@ def produce_intraday(kafka, topic, n, symbols=4, **pace):
 def small_objects_lake(kafka, topic, lake, n, **sink):
     """A lake of many small objects: `n` ticks landed 40 records at a time (or as `sink` says)."""
     produce_intraday(kafka, topic, n)
-    options = {"partition_by": "date", **SMALL, **sink}
+    options = {"partition_by": "date", "roll": SMALL, **sink}
     s = ss.LakeSink(kafka.bootstrap_servers, topic, group_id(), str(lake), **options)
     s.run(stop_at_end=True)
     return n
@@ -97,7 +97,7 @@ def test_compaction_while_a_sink_lands_and_queries_run_is_exact_and_monotonic(
         group_id(),
         str(lake),
         partition_by="date",
-        **SMALL,
+        roll=SMALL,
         **GROUP,
     )
     sink.start()
@@ -156,7 +156,9 @@ COMPACT = (
 def test_a_compaction_killed_at_random_points_loses_and_doubles_nothing(kafka, topic, tmp_path):
     lake = tmp_path / "lake"
     # 600 objects of 10 records.
-    n = small_objects_lake(kafka, topic, lake, 6000, flush_records=10)
+    n = small_objects_lake(
+        kafka, topic, lake, 6000, roll=ss.RollPolicy(records=10, age=0.3, idle=0.2)
+    )
     db = ss.Lake(str(lake))
     table = table_of(topic)
     rng = random.Random(7)
@@ -220,14 +222,14 @@ def test_a_sink_landing_into_a_compacted_partition_goes_to_its_new_folder(kafka,
     gid = group_id()
     produce_intraday(kafka, topic, 2000)
     ss.LakeSink(
-        kafka.bootstrap_servers, topic, gid, str(lake), partition_by="date", **SMALL, **GROUP
+        kafka.bootstrap_servers, topic, gid, str(lake), partition_by="date", roll=SMALL, **GROUP
     ).run(stop_at_end=True)
     db = ss.Lake(str(lake))
     db.compact(grace=0)
     # The same day again: the sink writes into the compacted folder.
     produce_intraday(kafka, topic, 400)
     ss.LakeSink(
-        kafka.bootstrap_servers, topic, gid, str(lake), partition_by="date", **SMALL, **GROUP
+        kafka.bootstrap_servers, topic, gid, str(lake), partition_by="date", roll=SMALL, **GROUP
     ).run(stop_at_end=True)
     table = table_of(topic)
     urls = db.files(table)["url"].to_list()
@@ -247,7 +249,7 @@ def test_the_sink_compacts_in_the_background(kafka, topic, tmp_path):
         partition_by="date",
         compact_every=0.5,
         compact_grace=0,
-        **SMALL,
+        roll=SMALL,
     )
     sink.run(stop_at_end=True)
     # Let one more round run after the last landing.
@@ -262,7 +264,7 @@ def test_the_sink_compacts_in_the_background(kafka, topic, tmp_path):
 
 def test_compaction_on_s3_switches_glue_partition_locations(kafka, topic, s3, bucket):
     lake = f"s3://{bucket}/lake"
-    aws = {"endpoint_url": s3.endpoint_url}
+    aws = {"aws": ss.AwsOptions(endpoint_url=s3.endpoint_url)}
     database = f"db_{uuid.uuid4().hex[:8]}"
     produce_intraday(kafka, topic, 2000)
     ss.LakeSink(
@@ -273,7 +275,7 @@ def test_compaction_on_s3_switches_glue_partition_locations(kafka, topic, s3, bu
         partition_by="date",
         catalog="glue",
         database=database,
-        **SMALL,
+        roll=SMALL,
         **aws,
     ).run(stop_at_end=True)
     db = ss.Lake(lake, catalog="glue", database=database, **aws)

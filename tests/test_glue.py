@@ -148,7 +148,7 @@ def test_athena_engine_protocol_with_canned_results(s3, bucket):
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 201
-    db = ss.Lake(f"s3://{bucket}/lake", endpoint_url=s3.endpoint_url)
+    db = ss.Lake(f"s3://{bucket}/lake", aws=ss.AwsOptions(endpoint_url=s3.endpoint_url))
     got = db.sql(
         "SELECT whatever FROM stock_market",
         engine="athena",

@@ -43,8 +43,7 @@ def test_live_counts_never_exceed_what_was_delivered_never_go_down_and_end_exact
         topic,
         group_id(),
         str(lake),
-        flush_age=600,
-        flush_idle=600,
+        roll=ss.RollPolicy(age=600, idle=600),
         **GROUP,
     )
     sink.run(stop_at_end=True)
@@ -95,8 +94,7 @@ def test_queries_hammering_a_table_while_objects_land_never_double_count(kafka, 
         group_id(),
         str(lake),
         partition_by="date",
-        flush_records=150,
-        flush_idle=0.05,
+        roll=ss.RollPolicy(records=150, idle=0.05),
         **GROUP,
     )
     sink.run(limit=10)

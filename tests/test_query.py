@@ -164,7 +164,7 @@ def test_the_count_grows_while_the_sink_writes_without_a_crawl(kafka, tmp_path):
         lake,
         table="stock-market",
         catalog="local",
-        flush_idle=0.3,
+        roll=ss.RollPolicy(idle=0.3),
         **GROUP,
     )
     producer = ss.Producer(kafka.bootstrap_servers, topic)
@@ -197,8 +197,7 @@ def test_two_sinks_and_a_crawl_at_once_register_every_record(kafka, tmp_path):
         table="stock-market",
         catalog="local",
         partition_by="symbol",
-        flush_records=50,
-        flush_idle=0.2,
+        roll=ss.RollPolicy(records=50, idle=0.2),
         **GROUP,
     )
     sinks = [ss.LakeSink(kafka.bootstrap_servers, topic, "conc", lake, **options) for _ in "ab"]

@@ -171,7 +171,7 @@ def test_s3_round_trip(kafka, topic, s3, bucket):
         topic,
         group_id(),
         f"s3://{bucket}/raw",
-        endpoint_url=s3.endpoint_url,
+        aws=ss.AwsOptions(endpoint_url=s3.endpoint_url),
         kafka_metadata=True,
         partition_by="year",
     )
@@ -196,8 +196,7 @@ def test_large_objects_go_up_as_multipart_uploads(kafka, s3, bucket):
         f"s3://{bucket}",
         format="ndjson",
         partition_by=[],
-        endpoint_url=s3.endpoint_url,
-        s3_part_size=5 << 20,
+        aws=ss.AwsOptions(endpoint_url=s3.endpoint_url, part_size=5 << 20),
     )
     assert sink.run(stop_at_end=True, duration=60).written == n
     client = s3.client()
@@ -325,7 +324,7 @@ def test_a_new_column_widens_the_schema_instead_of_failing(kafka, topic, tmp_pat
 def test_an_idle_stream_is_landed_without_stopping_the_sink(kafka, topic, tmp_path):
     lake = tmp_path / "lake"
     sink = ss.LakeSink(
-        kafka.bootstrap_servers, topic, group_id(), str(lake), flush_age=30, flush_idle=1.0
+        kafka.bootstrap_servers, topic, group_id(), str(lake), roll=ss.RollPolicy(age=30, idle=1.0)
     )
     sink.start()
     try:
@@ -351,7 +350,7 @@ def test_ctrl_c_lands_what_is_buffered_then_raises(kafka, topic, tmp_path, sigin
     # Nothing would land before the run ends: only the interrupt path can write the files.
     sink = ss.LakeSink(
         kafka.bootstrap_servers, topic, group_id(), str(lake), partition_by="year",
-        flush_age=600, flush_idle=600,
+        roll=ss.RollPolicy(age=600, idle=600),
     )  # fmt: skip
 
     def interrupt_when_all_read():
@@ -378,7 +377,7 @@ def test_two_sinks_in_one_group_split_the_partitions(broker, fresh_topic, tmp_pa
             gid,
             str(lake),
             kafka_metadata=True,
-            flush_idle=0.5,
+            roll=ss.RollPolicy(idle=0.5),
             **GROUP,
         )
         for _ in range(2)
@@ -406,7 +405,7 @@ def test_a_partition_revoked_mid_stream_is_neither_landed_nor_committed_by_its_o
 ):
     lake = tmp_path / "lake"
     gid = group_id()
-    config = dict(kafka_metadata=True, flush_records=300, flush_idle=3, **GROUP)
+    config = dict(kafka_metadata=True, roll=ss.RollPolicy(records=300, idle=3), **GROUP)
     first = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), **config)
     producer = ss.Producer(kafka.bootstrap_servers, topic)
     n = 30_000

@@ -30,8 +30,6 @@ def test_missing_topic_is_not_found(kafka, tmp_path):
         ({"format": "avro"}, 'format "avro" is not supported'),
         ({"partition_by": ["weekday"]}, 'partition key "weekday" is not supported'),
         ({"columns": {"Open": "decimal"}}, 'column type "decimal" is not supported'),
-        ({"flush_records": 0}, "must be positive"),
-        ({"flush_age": -1.0}, "flush_age must be a non-negative number"),
         ({"table": "_hidden"}, "may not start with '_'"),
         ({"lake": "gs://bucket/x"}, 'scheme "gs" is not supported'),
     ],
@@ -40,6 +38,15 @@ def test_invalid_options_are_config_errors(kafka, topic, tmp_path, option, messa
     args = {"lake": str(tmp_path / "lake"), **option}
     with pytest.raises(ss.ConfigError, match=message):
         ss.LakeSink(kafka.bootstrap_servers, topic, "g", **args)
+
+
+def test_a_bad_roll_policy_is_a_config_error_naming_the_limit():
+    with pytest.raises(ss.ConfigError, match="records, bytes and buffer_bytes must be positive"):
+        ss.RollPolicy(records=0)
+    with pytest.raises(ss.ConfigError, match="age must be a non-negative number"):
+        ss.RollPolicy(age=-1.0)
+    with pytest.raises(ss.ConfigError, match="age and idle must be positive"):
+        ss.RollPolicy(idle=0)
 
 
 def test_a_file_where_the_lake_should_be_is_named(kafka, topic, tmp_path):
@@ -56,7 +63,7 @@ def test_missing_bucket_is_not_found(kafka, topic, s3):
             topic,
             "g",
             "s3://no-such-bucket/x",
-            endpoint_url=s3.endpoint_url,
+            aws=ss.AwsOptions(endpoint_url=s3.endpoint_url),
         )
 
 
@@ -67,15 +74,16 @@ def test_too_small_s3_part_size_is_a_config_error(kafka, topic, s3, bucket):
             topic,
             "g",
             f"s3://{bucket}",
-            endpoint_url=s3.endpoint_url,
-            s3_part_size=1024,
+            aws=ss.AwsOptions(endpoint_url=s3.endpoint_url, part_size=1024),
         )
 
 
 def test_unreachable_s3_endpoint_is_named(kafka, topic, aws_env):
     endpoint = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ss.StockstreamError, match=f"cannot reach bucket s3://b at {endpoint}"):
-        ss.LakeSink(kafka.bootstrap_servers, topic, "g", "s3://b", endpoint_url=endpoint)
+        ss.LakeSink(
+            kafka.bootstrap_servers, topic, "g", "s3://b", aws=ss.AwsOptions(endpoint_url=endpoint)
+        )
 
 
 def test_unknown_aws_profile_is_reported(kafka, topic, s3, bucket):
@@ -87,8 +95,7 @@ def test_unknown_aws_profile_is_reported(kafka, topic, s3, bucket):
             topic,
             "g",
             f"s3://{bucket}",
-            endpoint_url=s3.endpoint_url,
-            aws_profile="no-such-profile",
+            aws=ss.AwsOptions(endpoint_url=s3.endpoint_url, profile="no-such-profile"),
         )
     assert "testing" not in str(err.value)
 
@@ -118,7 +125,11 @@ def test_refused_credentials_are_a_config_error_without_the_secret(
     try:
         with pytest.raises(ss.ConfigError, match="was denied: check the credentials") as err:
             ss.LakeSink(
-                kafka.bootstrap_servers, topic, "g", "s3://any-bucket", endpoint_url=s3_with_auth
+                kafka.bootstrap_servers,
+                topic,
+                "g",
+                "s3://any-bucket",
+                aws=ss.AwsOptions(endpoint_url=s3_with_auth),
             )
     finally:
         os.environ["AWS_SECRET_ACCESS_KEY"] = saved

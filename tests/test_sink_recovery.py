@@ -105,9 +105,9 @@ def test_an_s3_outage_mid_run_loses_nothing(kafka, topic, aws_env):
         topic,
         f"outage-{uuid.uuid4().hex[:6]}",
         f"s3://{bucket}",
-        endpoint_url=server.endpoint_url,
+        aws=ss.AwsOptions(endpoint_url=server.endpoint_url),
         kafka_metadata=True,
-        flush_records=200,
+        roll=ss.RollPolicy(records=200),
     )
     n = 6000
     sink.start()
@@ -148,8 +148,8 @@ def test_stop_during_an_outage_returns_promptly_without_committing(kafka, topic,
         topic,
         "g",
         f"s3://{bucket}",
-        endpoint_url=server.endpoint_url,
-        flush_idle=0.5,
+        aws=ss.AwsOptions(endpoint_url=server.endpoint_url),
+        roll=ss.RollPolicy(idle=0.5),
     )
     server.stop()
     ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV, limit=50)
@@ -171,10 +171,10 @@ def test_partitions_taken_away_during_an_outage_are_not_written_by_their_old_own
     server, bucket = private_s3("handover")
     gid = f"handover-{uuid.uuid4().hex[:6]}"
     options = dict(
-        endpoint_url=server.endpoint_url,
+        aws=ss.AwsOptions(endpoint_url=server.endpoint_url),
         catalog=None,
         kafka_metadata=True,
-        flush_records=200,
+        roll=ss.RollPolicy(records=200),
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
     )
@@ -269,12 +269,11 @@ def test_writes_stalled_mid_request_go_to_retrying_and_recover_and_stop_promptly
         topic,
         f"stall-{uuid.uuid4().hex[:6]}",
         f"s3://{bucket}",
-        endpoint_url=f"http://127.0.0.1:{proxy.port}",
+        aws=ss.AwsOptions(endpoint_url=f"http://127.0.0.1:{proxy.port}"),
         partition_by="symbol",
         catalog=None,
         kafka_metadata=True,
-        flush_records=400,
-        flush_idle=0.5,
+        roll=ss.RollPolicy(records=400, idle=0.5),
     )
     producer = ss.Producer(kafka.bootstrap_servers, topic)
     n = 4000

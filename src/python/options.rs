@@ -132,21 +132,21 @@ impl PyRollPolicy {
         buffer_bytes: Option<usize>,
     ) -> PyResult<Self> {
         let defaults = RollPolicy::default();
-        Ok(PyRollPolicy {
-            policy: RollPolicy {
-                records: records.unwrap_or(defaults.records),
-                bytes: bytes.unwrap_or(defaults.bytes),
-                age: age
-                    .map(|s| seconds("age", s))
-                    .transpose()?
-                    .unwrap_or(defaults.age),
-                idle: idle
-                    .map(|s| seconds("idle", s))
-                    .transpose()?
-                    .unwrap_or(defaults.idle),
-                memory: buffer_bytes.unwrap_or(defaults.memory),
-            },
-        })
+        let policy = RollPolicy {
+            records: records.unwrap_or(defaults.records),
+            bytes: bytes.unwrap_or(defaults.bytes),
+            age: age
+                .map(|s| seconds("age", s))
+                .transpose()?
+                .unwrap_or(defaults.age),
+            idle: idle
+                .map(|s| seconds("idle", s))
+                .transpose()?
+                .unwrap_or(defaults.idle),
+            memory: buffer_bytes.unwrap_or(defaults.memory),
+        };
+        policy.validate()?;
+        Ok(PyRollPolicy { policy })
     }
 
     #[getter]

@@ -126,12 +126,12 @@ impl RollPolicy {
     pub fn validate(&self) -> Result<()> {
         if self.records == 0 || self.bytes == 0 || self.memory == 0 {
             return Err(Error::Config(
-                "flush_records, flush_bytes and buffer_bytes must be positive".into(),
+                "RollPolicy: records, bytes and buffer_bytes must be positive".into(),
             ));
         }
         if self.age.is_zero() || self.idle.is_zero() {
             return Err(Error::Config(
-                "flush_age and flush_idle must be positive".into(),
+                "RollPolicy: age and idle must be positive".into(),
             ));
         }
         Ok(())
