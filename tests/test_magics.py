@@ -150,7 +150,10 @@ def test_a_send_shows_a_bar_by_default_in_a_notebook_kernel_and_false_silences_i
     # Awaitable sends too.
     import asyncio
 
-    asyncio.run(producer.send_csv_async(ss.BUNDLED_CSV, limit=200))
+    async def send():
+        return await producer.send_csv_async(ss.BUNDLED_CSV, limit=200)
+
+    asyncio.run(send())
     assert "200/200" in capsys.readouterr().err
     # Outside a notebook nothing is drawn unless asked for.
     monkeypatch.setattr(stockstream.progress, "in_notebook", lambda: False)
@@ -194,7 +197,7 @@ def test_crawls_and_compactions_count_their_work_in_a_notebook_kernel(lake, monk
     (lake / "_catalog").rename(lake / "_old_catalog")
     report = ss.crawl(str(lake))
     assert drawn == [("objects read", report.objects_read)] and report.objects_read == 2
-    ss.Lake(str(lake)).compact(min_objects=1)
+    ss.Lake(str(lake)).compact()
     assert drawn[-1] == ("partitions", 2)
     drawn.clear()
     ss.crawl(str(lake), progress=False)
