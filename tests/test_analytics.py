@@ -396,7 +396,6 @@ def test_crash_loses_no_window_and_repeats_only_identical_ones(kafka, topic, tmp
     # waits out before it gets the partitions.
     options = dict(
         window="1m",
-        outputs=ss.Outputs(windows=out),
         checkpoint_interval=0.2,
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
@@ -411,13 +410,20 @@ def test_crash_loses_no_window_and_repeats_only_identical_ones(kafka, topic, tmp
         "    seen.append(record)\n"
         "    if len(seen) == 60: os._exit(9)\n"
         f"a = ss.Analytics({kafka.bootstrap_servers!r}, {topic!r}, {group!r}, "
-        f"callback=die_at_60, **{options!r})\n"
+        f"callback=die_at_60, outputs=ss.Outputs(windows={out!r}), **{options!r})\n"
         "a.run()\n"
     )
     # The embedded broker lives in this process; the crashing member connects to it.
     proc = subprocess.run([sys.executable, str(script)], timeout=60)
     assert proc.returncode == 9
-    survivor = ss.Analytics(kafka.bootstrap_servers, topic, group, idle_timeout=0.5, **options)
+    survivor = ss.Analytics(
+        kafka.bootstrap_servers,
+        topic,
+        group,
+        idle_timeout=0.5,
+        outputs=ss.Outputs(windows=out),
+        **options,
+    )
     survivor.run(stop_at_end=True)
     bars = pl.DataFrame(
         [json.loads(v) for v in ss.read_topic(kafka.bootstrap_servers, out)["value"]]

@@ -29,7 +29,7 @@ def s3_folders(s3, bucket, key):
 
 def test_crawl_registers_the_lake_in_glue(kafka, s3, bucket):
     lake = f"s3://{bucket}/lake"
-    aws = {"endpoint_url": s3.endpoint_url}
+    aws = {"aws": ss.AwsOptions(endpoint_url=s3.endpoint_url)}
     n = land_bundled(kafka, lake, **aws)
     database = f"db_{uuid.uuid4().hex[:8]}"
     report = ss.crawl(lake, catalog="glue", database=database, **aws)
@@ -93,7 +93,7 @@ def _five_rows(db) -> bytes:
 
 def test_the_sink_registers_partitions_in_glue_as_it_lands(kafka, s3, bucket):
     lake = f"s3://{bucket}/lake"
-    aws = {"endpoint_url": s3.endpoint_url}
+    aws = {"aws": ss.AwsOptions(endpoint_url=s3.endpoint_url)}
     database = f"db_{uuid.uuid4().hex[:8]}"
     n = land_bundled(kafka, lake, partition_by="month", catalog="glue", database=database, **aws)
     glue = s3.client("glue")
@@ -110,7 +110,7 @@ def test_the_sink_registers_partitions_in_glue_as_it_lands(kafka, s3, bucket):
 
 
 def test_glue_without_tables_and_with_a_local_lake(s3, bucket, tmp_path):
-    aws = {"endpoint_url": s3.endpoint_url}
+    aws = {"aws": ss.AwsOptions(endpoint_url=s3.endpoint_url)}
     db = ss.Lake(f"s3://{bucket}/lake", catalog="glue", database="nothing_here", **aws)
     assert db.tables().height == 0
     with pytest.raises(ss.QueryError, match="no tables yet"):

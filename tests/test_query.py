@@ -126,7 +126,7 @@ def test_tables_lists_the_catalog(local_lake):
 def test_a_date_filter_reads_only_that_partitions_objects(kafka, s3, bucket):
     """Counted by the S3 server: the objects it was asked for while the query ran."""
     lake = f"s3://{bucket}/lake"
-    aws = {"endpoint_url": s3.endpoint_url}
+    aws = {"aws": ss.AwsOptions(endpoint_url=s3.endpoint_url)}
     land_bundled(kafka, lake, **aws)
     ss.crawl(lake, **aws)
     keys = [
