@@ -62,15 +62,14 @@ impl Transactions {
     /// Registers `producer` with the broker's transaction coordinator, commits one
     /// transaction holding a tombstone in `probe_topic` (a broker may accept a
     /// transactional producer yet not end transactions), and opens the first real one. A
-    /// broker that cannot (or the embedded one, which accepts the requests but does not
-    /// keep their promise) is a `ConfigError` saying what runs instead.
+    /// broker that cannot is a `ConfigError` saying what runs instead. (The embedded
+    /// broker is refused before this, by [`refuse_embedded`].)
     pub fn start<C: ProducerContext<DeliveryOpaque = ()>>(
         producer: &ThreadedProducer<C>,
         kafka: &KafkaConfig,
         probe_topic: &str,
         timeout: Duration,
     ) -> Result<Self> {
-        refuse_embedded(kafka)?;
         let refused = |e: &dyn std::fmt::Display| {
             Error::Config(format!(
                 "exactly_once=True: {} cannot run a Kafka transaction ({e}); {AT_LEAST_ONCE}",

@@ -131,20 +131,7 @@ impl PyRollPolicy {
         idle: Option<f64>,
         buffer_bytes: Option<usize>,
     ) -> PyResult<Self> {
-        let defaults = RollPolicy::default();
-        let policy = RollPolicy {
-            records: records.unwrap_or(defaults.records),
-            bytes: bytes.unwrap_or(defaults.bytes),
-            age: age
-                .map(|s| seconds("age", s))
-                .transpose()?
-                .unwrap_or(defaults.age),
-            idle: idle
-                .map(|s| seconds("idle", s))
-                .transpose()?
-                .unwrap_or(defaults.idle),
-            memory: buffer_bytes.unwrap_or(defaults.memory),
-        };
+        let policy = roll_policy(["age", "idle"], records, bytes, age, idle, buffer_bytes)?;
         policy.validate()?;
         Ok(PyRollPolicy { policy })
     }
@@ -191,6 +178,33 @@ impl PyRollPolicy {
     pub fn policy(&self) -> RollPolicy {
         self.policy.clone()
     }
+}
+
+/// A roll policy of the given limits, the defaults for the others; `names` are what the
+/// caller calls the age and idle arguments, for errors.
+pub fn roll_policy(
+    names: [&str; 2],
+    records: Option<usize>,
+    bytes: Option<usize>,
+    age: Option<f64>,
+    idle: Option<f64>,
+    buffer_bytes: Option<usize>,
+) -> PyResult<RollPolicy> {
+    let defaults = RollPolicy::default();
+    let [age_name, idle_name] = names;
+    Ok(RollPolicy {
+        records: records.unwrap_or(defaults.records),
+        bytes: bytes.unwrap_or(defaults.bytes),
+        age: age
+            .map(|s| seconds(age_name, s))
+            .transpose()?
+            .unwrap_or(defaults.age),
+        idle: idle
+            .map(|s| seconds(idle_name, s))
+            .transpose()?
+            .unwrap_or(defaults.idle),
+        memory: buffer_bytes.unwrap_or(defaults.memory),
+    })
 }
 
 /// Where an analytics job writes: one topic per kind of output (created if missing; None:

@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyString};
 
 use super::background::{live_status, run_limits, Background};
 use super::kafka_config::kafka_config;
-use super::options::{aws_or_keywords, PyAwsOptions, PyRollPolicy};
+use super::options::{aws_or_keywords, roll_policy, PyAwsOptions, PyRollPolicy};
 use super::schema::{uses_old_keywords, PyTickSchema, SCHEMA};
 use super::{html_table, repr_of, seconds};
 use crate::catalog::{self, CatalogKind};
@@ -274,20 +274,14 @@ impl PyLakeSink {
             ("buffer_bytes", buffer_bytes.is_some()),
         ];
         cfg.roll = if uses_old_keywords(py, "roll=RollPolicy(...)", roll.is_some(), &old_roll)? {
-            let defaults = RollPolicy::default();
-            RollPolicy {
-                records: flush_records.unwrap_or(defaults.records),
-                bytes: flush_bytes.unwrap_or(defaults.bytes),
-                age: flush_age
-                    .map(|s| seconds("flush_age", s))
-                    .transpose()?
-                    .unwrap_or(defaults.age),
-                idle: flush_idle
-                    .map(|s| seconds("flush_idle", s))
-                    .transpose()?
-                    .unwrap_or(defaults.idle),
-                memory: buffer_bytes.unwrap_or(defaults.memory),
-            }
+            roll_policy(
+                ["flush_age", "flush_idle"],
+                flush_records,
+                flush_bytes,
+                flush_age,
+                flush_idle,
+                buffer_bytes,
+            )?
         } else {
             roll.map_or_else(RollPolicy::default, |r| r.policy())
         };

@@ -244,17 +244,18 @@ impl Lake {
         } else {
             self.by_stored_types(table, objects)?
         };
+        // Widened columns are read with each object's stored type, then as text.
+        let texts: Vec<Expr> = table
+            .widened
+            .iter()
+            .map(|c| col(c.as_str()).cast(DataType::String))
+            .collect();
         let scans = groups
             .into_iter()
             .map(|(stored, objects)| {
-                let texts: Vec<Expr> = table
-                    .widened
-                    .iter()
-                    .map(|c| col(c.as_str()).cast(DataType::String))
-                    .collect();
                 Ok(self
                     .scan_objects(table, &objects, stored)?
-                    .with_columns(texts))
+                    .with_columns(texts.clone()))
             })
             .collect::<Result<Vec<_>>>()?;
         let scan = match <[LazyFrame; 1]>::try_from(scans) {
