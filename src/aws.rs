@@ -9,6 +9,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::ProvideCredentials;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use tokio::runtime::Runtime;
 
@@ -44,7 +45,7 @@ pub fn runtime(name: &str) -> Result<Runtime> {
         .thread_name(name)
         .enable_all()
         .build()
-        .map_err(|e| Error::Io(format!("cannot start the {name} runtime: {e}")))
+        .map_err(|e| Error::io(format!("cannot start the {name} runtime: {e}")))
 }
 
 /// aws-config's default chain plus the caller's overrides. The SDK retries throttling, 5xx
@@ -107,7 +108,7 @@ pub fn missing_credentials(options: &AwsOptions, what: &str) -> Error {
         .profile
         .as_ref()
         .map_or(String::new(), |p| format!(" from profile {p:?}"));
-    Error::Config(format!(
+    Error::config(format!(
         "no AWS credentials could be loaded{from} for {what}: set AWS_ACCESS_KEY_ID and \
          AWS_SECRET_ACCESS_KEY, or name an existing profile (aws configure / aws sso login)"
     ))
@@ -153,15 +154,46 @@ pub fn error_code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&s
     }
 }
 
-/// A failed AWS request as the core's error: missing credentials and refused access are
-/// configuration problems, everything else an I/O failure, each naming `what` was asked.
-pub fn request_failed<
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
->(
+/// Whether a request that failed this way may succeed if sent again: no answer in time, a
+/// connection that failed or broke, throttling, a server error. A request the service
+/// refused for what it asked (access denied, no such bucket, a malformed request) fails
+/// the same way every time.
+pub fn transient<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || status == 408
+                || matches!(
+                    service.err().code(),
+                    Some(
+                        "Throttling"
+                            | "ThrottlingException"
+                            | "SlowDown"
+                            | "RequestTimeout"
+                            | "RequestLimitExceeded"
+                            | "TooManyRequestsException"
+                            | "InternalError"
+                            | "ServiceUnavailable"
+                            | "ConcurrentModificationException"
+                    )
+                )
+        }
+        _ => false,
+    }
+}
+
+/// A failed AWS request as the core's error, naming `what` was asked: missing credentials
+/// and refused access are configuration problems, missing things are not found, and
+/// everything else an I/O failure, retryable when [`transient`].
+pub fn request_failed<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     options: &AwsOptions,
     what: &str,
-    err: &SdkError<E, R>,
+    err: &SdkError<E, HttpResponse>,
 ) -> Error {
     if credentials_missing(err) {
         return missing_credentials(options, what);
@@ -169,14 +201,14 @@ pub fn request_failed<
     match error_code(err) {
         Some("AccessDeniedException" | "AccessDenied" | "UnrecognizedClientException")
         | Some("InvalidClientTokenId" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
-            Error::Config(format!(
+            Error::config(format!(
                 "access denied for {what}: {} (check the credentials and IAM policy)",
                 describe(err)
             ))
         }
         Some("EntityNotFoundException" | "NoSuchKey" | "NoSuchBucket") => {
-            Error::NotFound(format!("{what}: {}", describe(err)))
+            Error::not_found(format!("{what}: {}", describe(err)))
         }
-        _ => Error::Io(format!("{what} failed: {}", describe(err))),
+        _ => Error::io(format!("{what} failed: {}", describe(err))).retryable(transient(err)),
     }
 }

@@ -48,8 +48,8 @@ impl KafkaConfig {
     /// Property names may use `_` for `.` (`linger_ms`), which suits Python keyword arguments.
     pub fn new(bootstrap_servers: &str, properties: Vec<(String, String)>) -> Result<Self> {
         if bootstrap_servers.trim().is_empty() {
-            return Err(Error::Config(
-                "bootstrap_servers is empty: give host:port of at least one broker".into(),
+            return Err(Error::config(
+                "bootstrap_servers is empty: give host:port of at least one broker",
             ));
         }
         let properties = properties
@@ -84,7 +84,7 @@ impl KafkaConfig {
                 text = text.replace(v.as_str(), "***");
             }
         }
-        Error::Config(format!("invalid Kafka client configuration: {text}"))
+        Error::config(format!("invalid Kafka client configuration: {text}"))
     }
 }
 
@@ -162,7 +162,7 @@ mod tests {
     fn empty_bootstrap_is_rejected() {
         assert!(matches!(
             KafkaConfig::new(" ", vec![]),
-            Err(Error::Config(_))
+            Err(e) if e.is(crate::error::Kind::Config)
         ));
     }
 }

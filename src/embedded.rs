@@ -47,7 +47,7 @@ impl EmbeddedKafka {
     /// without a count get `partitions` partitions.
     pub fn start(brokers: i32, partitions: i32) -> Result<Self> {
         if !(1..=9).contains(&brokers) || partitions < 1 {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "the embedded cluster needs 1-9 brokers and at least 1 partition (got {brokers} brokers, {partitions} partitions)"
             )));
         }
@@ -59,7 +59,7 @@ impl EmbeddedKafka {
                 let cluster = match MockCluster::new(brokers) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(Error::Kafka(format!(
+                        let _ = ready_tx.send(Err(Error::kafka(format!(
                             "cannot start the embedded Kafka cluster: {e}"
                         ))));
                         return;
@@ -72,16 +72,16 @@ impl EmbeddedKafka {
                         Command::CreateTopic(name, partitions, reply) => {
                             let result = cluster
                                 .create_topic(&name, partitions, brokers.min(3))
-                                .map_err(|e| Error::Kafka(format!("creating topic {name:?}: {e}")));
+                                .map_err(|e| Error::kafka(format!("creating topic {name:?}: {e}")));
                             let _ = reply.send(result);
                         }
                     }
                 }
             })
-            .map_err(|e| Error::Kafka(format!("cannot start the embedded Kafka thread: {e}")))?;
-        let bootstrap_servers = ready_rx.recv().map_err(|_| {
-            Error::Kafka("the embedded Kafka thread exited during start-up".into())
-        })??;
+            .map_err(|e| Error::kafka(format!("cannot start the embedded Kafka thread: {e}")))?;
+        let bootstrap_servers = ready_rx
+            .recv()
+            .map_err(|_| Error::kafka("the embedded Kafka thread exited during start-up"))??;
         RUNNING
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -114,21 +114,21 @@ impl EmbeddedKafka {
     pub fn create_topic(&self, name: &str, partitions: Option<i32>) -> Result<()> {
         let partitions = partitions.unwrap_or(self.partitions);
         if name.is_empty() || partitions < 1 {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "a topic needs a name and at least one partition (got {name:?}, {partitions})"
             )));
         }
         let commands = self
             .commands
             .as_ref()
-            .ok_or_else(|| Error::Kafka("the embedded Kafka cluster has been stopped".into()))?;
+            .ok_or_else(|| Error::kafka("the embedded Kafka cluster has been stopped"))?;
         let (reply, answer) = mpsc::channel();
         commands
             .send(Command::CreateTopic(name.to_string(), partitions, reply))
-            .map_err(|_| Error::Kafka("the embedded Kafka cluster is not running".into()))?;
+            .map_err(|_| Error::kafka("the embedded Kafka cluster is not running"))?;
         answer
             .recv()
-            .map_err(|_| Error::Kafka("the embedded Kafka cluster is not running".into()))?
+            .map_err(|_| Error::kafka("the embedded Kafka cluster is not running"))?
     }
 
     /// Stops the brokers. Clients still connected will see the connection drop.

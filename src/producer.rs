@@ -37,16 +37,14 @@ impl SendOptions {
     fn validate(&self) -> Result<()> {
         for (name, v) in [("rate", self.rate), ("speedup", self.speedup)] {
             if v.is_some_and(|v| !(PACE_MIN..=PACE_MAX).contains(&v)) {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "{name} must be between {PACE_MIN:e} and {PACE_MAX:e}, got {}",
                     v.unwrap_or_default()
                 )));
             }
         }
         if self.rate.is_some() && self.speedup.is_some() {
-            return Err(Error::Config(
-                "give either rate or speedup, not both".into(),
-            ));
+            return Err(Error::config("give either rate or speedup, not both"));
         }
         Ok(())
     }
@@ -91,7 +89,7 @@ impl SendReport {
         if self.failed == 0 {
             return Ok(());
         }
-        Err(Error::Delivery(format!(
+        Err(Error::delivery(format!(
             "{} of {} messages to topic {:?} on {bootstrap} were not delivered; first error: {}",
             self.failed,
             self.sent,
@@ -201,7 +199,7 @@ impl Producer {
 
     fn unreachable(&self, err: KafkaError) -> Error {
         let detail = self.deliveries.last_client_error.lock().unwrap().clone();
-        Error::Kafka(format!(
+        Error::kafka(format!(
             "cannot reach Kafka at {} within {:.1} s: {err}{}",
             self.config.bootstrap_servers,
             self.timeout.as_secs_f64(),
@@ -295,7 +293,7 @@ impl Producer {
                     }
                 });
             if let Err(e) = encoder {
-                return Err(Error::Io(format!("cannot start the encoding thread: {e}")));
+                return Err(Error::io(format!("cannot start the encoding thread: {e}")));
             }
             'send: for chunk in encoded {
                 let chunk = chunk?;
@@ -395,7 +393,7 @@ impl Producer {
     /// Waits until every handed-over message is acknowledged or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
         crate::kafka::flush(&self.inner, timeout).map_err(|e| {
-            Error::Kafka(format!(
+            Error::kafka(format!(
                 "flushing to topic {:?} on {}: {e}; {} messages still unacknowledged",
                 self.topic,
                 self.config.bootstrap_servers,
@@ -404,7 +402,7 @@ impl Producer {
         })?;
         let failed = self.deliveries.failed.load(Ordering::Relaxed);
         if failed > 0 {
-            return Err(Error::Delivery(format!(
+            return Err(Error::delivery(format!(
                 "{failed} messages to topic {:?} on {} were not delivered since this producer started; first error: {}",
                 self.topic,
                 self.config.bootstrap_servers,

@@ -6,7 +6,14 @@ the message names the file, line and column, or the broker, involved.
 
 
 class StockstreamError(Exception):
-    """Base class of every error stockstream raises."""
+    """Base class of every error stockstream raises.
+
+    ``retryable`` says whether the same call may succeed later (a broker or server that was
+    away, throttling, a timeout), as opposed to failing the same way every time (a wrong
+    option, refused credentials, a missing bucket).
+    """
+
+    retryable: bool = False
 
 
 class SchemaError(StockstreamError, ValueError):

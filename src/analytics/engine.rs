@@ -72,7 +72,7 @@ impl Spec {
     ) -> crate::error::Result<Self> {
         for rule in &rules {
             if matches!(rule.kind, RuleKind::Move(_)) && window.is_none() {
-                return Err(crate::error::Error::Config(format!(
+                return Err(crate::error::Error::config(format!(
                     "alert rule {:?} needs a window: set window=\"1m\" (or another length)",
                     rule.text
                 )));
@@ -84,8 +84,8 @@ impl Spec {
             }
         }
         if lateness < 0 {
-            return Err(crate::error::Error::Config(
-                "allowed lateness may not be negative".into(),
+            return Err(crate::error::Error::config(
+                "allowed lateness may not be negative",
             ));
         }
         Ok(Spec {

@@ -93,7 +93,7 @@ impl AnalyticsConfig {
             ("state_topic", &self.state_topic),
         ] {
             if value.trim().is_empty() {
-                return Err(Error::Config(format!("{name} is empty")));
+                return Err(Error::config(format!("{name} is empty")));
             }
         }
         crate::kafka::check_topic("topic", &self.topic)?;
@@ -101,14 +101,14 @@ impl AnalyticsConfig {
         for t in self.topics.iter().flatten() {
             crate::kafka::check_topic("output topic", t)?;
             if *t == self.topic || *t == self.state_topic {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "output topic {t:?} is also the input or state topic"
                 )));
             }
         }
         if self.idle_timeout.is_zero() || self.checkpoint_interval.is_zero() {
-            return Err(Error::Config(
-                "idle_timeout and checkpoint_interval must be positive".into(),
+            return Err(Error::config(
+                "idle_timeout and checkpoint_interval must be positive",
             ));
         }
         Ok(())
@@ -604,7 +604,7 @@ impl Work {
             let column = frame
                 .column(name)
                 .and_then(|c| c.str().cloned())
-                .map_err(|e| Error::Kafka(e.to_string()))?;
+                .map_err(|e| Error::kafka(e.to_string()))?;
             Ok(column.iter().map(|v| v.map(str::to_string)).collect())
         };
         let prefix = format!("{}:", self.config.topic);
@@ -625,7 +625,7 @@ impl Work {
                 continue;
             };
             let state: PartitionState = serde_json::from_str(&value).map_err(|e| {
-                Error::Schema(format!(
+                Error::schema(format!(
                     "the checkpoint of {key:?} in topic {:?} is damaged: {e}",
                     self.config.state_topic
                 ))
@@ -646,7 +646,7 @@ impl Work {
         let producer = &self.emitter.producer;
         producer
             .flush(flush_timeout)
-            .map_err(|e| Error::Kafka(format!("outputs could not be delivered: {e}")))?;
+            .map_err(|e| Error::kafka(format!("outputs could not be delivered: {e}")))?;
         let mut partitions: Vec<i32> = self.dirty.iter().copied().collect();
         partitions.sort_unstable();
         let generation = crate::source::time::now_micros() as u64;
@@ -656,7 +656,7 @@ impl Work {
                 continue;
             };
             let body = serde_json::to_vec(state)
-                .map_err(|e| Error::Io(format!("cannot encode the state of partition {p}: {e}")))?;
+                .map_err(|e| Error::io(format!("cannot encode the state of partition {p}: {e}")))?;
             let key = self.snapshot_key(p);
             let saved = snapshot::save(&key, body, generation);
             chunks.extend(saved.chunks);
@@ -686,12 +686,12 @@ impl Work {
             }
             producer
                 .flush(flush_timeout)
-                .map_err(|e| Error::Kafka(format!("{what} could not be saved: {e}")))?;
+                .map_err(|e| Error::kafka(format!("{what} could not be saved: {e}")))?;
         }
         let failed = producer.context().failed.swap(0, Ordering::Relaxed);
         if failed > 0 {
             // Nothing is committed, so a restart replays from the previous checkpoint.
-            return Err(Error::Delivery(format!(
+            return Err(Error::delivery(format!(
                 "{failed} outputs or checkpoints were not delivered; the last error is in status()"
             )));
         }

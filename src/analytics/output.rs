@@ -104,7 +104,7 @@ impl std::str::FromStr for Kind {
             .into_iter()
             .find(|k| k.name().trim_end_matches('s') == name)
             .ok_or_else(|| {
-                Error::Config(format!(
+                Error::config(format!(
                     "callback kind {text:?}: use \"window\", \"indicators\", \"alert\" or \"late\""
                 ))
             })
@@ -374,7 +374,7 @@ mod tests {
         assert_eq!(" Alerts".parse::<Kind>().unwrap(), Kind::Alert);
         assert_eq!("window".parse::<Kind>().unwrap(), Kind::Window);
         assert_eq!("indicators".parse::<Kind>().unwrap(), Kind::Indicators);
-        assert!(matches!("bars".parse::<Kind>(), Err(Error::Config(_))));
+        assert!(matches!("bars".parse::<Kind>(), Err(e) if e.is(crate::error::Kind::Config)));
     }
 
     #[test]

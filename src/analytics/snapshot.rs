@@ -109,7 +109,7 @@ pub fn load<'a>(
             continue;
         }
         let damaged = |why: String| {
-            Error::Schema(format!(
+            Error::schema(format!(
                 "the checkpoint of {key:?} in topic {topic:?} is damaged: {why}"
             ))
         };

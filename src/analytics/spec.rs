@@ -19,7 +19,7 @@ const MICROS_PER_UNIT: [(&str, i64); 7] = [
 /// Parses `"500ms"`, `"30s"`, `"1m"`, `"1h30m"`, `"1d"`, `"0s"` to microseconds.
 pub fn parse_duration(text: &str) -> Result<i64> {
     let bad = || {
-        Error::Config(format!(
+        Error::config(format!(
             "duration {text:?} is not valid: write a number and a unit (us, ms, s, m, h, d, w), \
              e.g. \"30s\", \"1m\", \"1h30m\""
         ))
@@ -61,12 +61,12 @@ pub enum Span {
 impl Span {
     fn parse(text: &str) -> Result<Self> {
         match text.parse::<usize>() {
-            Ok(0) => Err(Error::Config(format!(
+            Ok(0) => Err(Error::config(format!(
                 "{text:?}: a tick count must be positive"
             ))),
             Ok(n) => Ok(Span::Ticks(n)),
             Err(_) => match parse_duration(text)? {
-                0 => Err(Error::Config(format!("{text:?}: a span must be positive"))),
+                0 => Err(Error::config(format!("{text:?}: a span must be positive"))),
                 micros => Ok(Span::Micros(micros)),
             },
         }
@@ -133,7 +133,7 @@ impl std::str::FromStr for Indicator {
     fn from_str(name: &str) -> Result<Self> {
         let name = name.trim().to_ascii_lowercase();
         let bad = |why: &str| {
-            Error::Config(format!(
+            Error::config(format!(
                 "indicator {name:?}: {why}; write sma_N, ema_N (N ticks), sma_5m, ema_5m (a \
                  span of event time), volatility_N, rsi_N, macd[_F_S_G], macd_signal[_F_S_G], \
                  macd_hist[_F_S_G], bb_middle_N, bb_upper_N[_K], bb_lower_N[_K], bb_pctb_N[_K], \
@@ -217,13 +217,13 @@ impl WindowSpec {
     pub fn new(size: i64, slide: Option<i64>) -> Result<Self> {
         let slide = slide.unwrap_or(size);
         if size <= 0 || slide <= 0 {
-            return Err(Error::Config(
-                "the window and its slide must be positive durations".into(),
+            return Err(Error::config(
+                "the window and its slide must be positive durations",
             ));
         }
         if slide > size {
-            return Err(Error::Config(
-                "the window slide may not be longer than the window: gaps would drop ticks".into(),
+            return Err(Error::config(
+                "the window slide may not be longer than the window: gaps would drop ticks",
             ));
         }
         Ok(WindowSpec { size, slide })
@@ -285,7 +285,7 @@ impl std::str::FromStr for Rule {
 
     fn from_str(text: &str) -> Result<Self> {
         let bad = |why: &str| {
-            Error::Config(format!(
+            Error::config(format!(
                 "alert rule {text:?}: {why}; write \"price crosses 15000\", \
                  \"sma_5 crosses sma_20\" or \"move 2%\", optionally followed by \"for NYA,IXIC\""
             ))

@@ -38,7 +38,7 @@ pub fn producer_properties(group_id: &str, topic: &str) -> [(&'static str, Strin
 /// does not keep their promise.
 pub fn refuse_embedded(kafka: &KafkaConfig) -> Result<()> {
     if crate::embedded::is_embedded(&kafka.bootstrap_servers) {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "exactly_once=True needs a broker with Kafka transactions; the embedded broker \
              (librdkafka's mock cluster) accepts transaction requests but neither hides aborted \
              records from read_committed readers nor keeps offsets committed in a transaction; \
@@ -71,7 +71,7 @@ impl Transactions {
         timeout: Duration,
     ) -> Result<Self> {
         let refused = |e: &dyn std::fmt::Display| {
-            Error::Config(format!(
+            Error::config(format!(
                 "exactly_once=True: {} cannot run a Kafka transaction ({e}); {AT_LEAST_ONCE}",
                 kafka.bootstrap_servers
             ))
@@ -94,7 +94,7 @@ impl Transactions {
     fn begin<C: ProducerContext>(&self, producer: &ThreadedProducer<C>) -> Result<()> {
         producer
             .begin_transaction()
-            .map_err(|e| Error::Kafka(format!("cannot begin a transaction: {e}")))
+            .map_err(|e| Error::kafka(format!("cannot begin a transaction: {e}")))
     }
 
     /// Commits what was produced since the last commit, with `offsets` as `member`'s
@@ -108,14 +108,14 @@ impl Transactions {
         if !offsets.is_empty() {
             let group = member
                 .group_metadata()
-                .ok_or_else(|| Error::Kafka("the consumer has no group metadata".into()))?;
+                .ok_or_else(|| Error::kafka("the consumer has no group metadata"))?;
             producer
                 .send_offsets_to_transaction(&member.positions(offsets)?, &group, self.timeout)
-                .map_err(|e| Error::Kafka(format!("cannot add offsets to the transaction: {e}")))?;
+                .map_err(|e| Error::kafka(format!("cannot add offsets to the transaction: {e}")))?;
         }
         producer
             .commit_transaction(self.timeout)
-            .map_err(|e| Error::Kafka(format!("cannot commit the transaction: {e}")))?;
+            .map_err(|e| Error::kafka(format!("cannot commit the transaction: {e}")))?;
         self.begin(producer)
     }
 

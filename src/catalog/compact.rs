@@ -54,11 +54,11 @@ impl Default for CompactOptions {
 impl CompactOptions {
     pub fn validate(&self) -> Result<()> {
         if self.target_bytes == 0 {
-            return Err(Error::Config("target_bytes must be positive".into()));
+            return Err(Error::config("target_bytes must be positive"));
         }
         if self.min_objects < 2 {
-            return Err(Error::Config(
-                "min_objects must be at least 2 (merging one object changes nothing)".into(),
+            return Err(Error::config(
+                "min_objects must be at least 2 (merging one object changes nothing)",
             ));
         }
         Ok(())
@@ -99,7 +99,7 @@ pub fn compact(
             match catalog.table(&options.database, &name)? {
                 Some(t) => vec![t],
                 None => {
-                    return Err(Error::NotFound(format!(
+                    return Err(Error::not_found(format!(
                         "no table {name:?} in database {:?} of {}",
                         options.database,
                         catalog.describe()
@@ -299,7 +299,7 @@ fn merge(store: &dyn ObjectStore, format: Format, objects: &[&ObjectMeta]) -> Re
                         .finish()
                         .map(|f| f.lazy())
                         .map_err(|e| {
-                            Error::Schema(format!("{} cannot be read: {e}", store.url(&o.key)))
+                            Error::schema(format!("{} cannot be read: {e}", store.url(&o.key)))
                         })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -313,12 +313,12 @@ fn merge(store: &dyn ObjectStore, format: Format, objects: &[&ObjectMeta]) -> Re
                 },
             )
             .and_then(|lf| lf.collect())
-            .map_err(|e| Error::Io(format!("merging objects failed: {e}")))?;
+            .map_err(|e| Error::io(format!("merging objects failed: {e}")))?;
             let mut out = Vec::new();
             ParquetWriter::new(&mut out)
                 .with_compression(ParquetCompression::Zstd(None))
                 .finish(&mut frame)
-                .map_err(|e| Error::Io(format!("writing a merged object failed: {e}")))?;
+                .map_err(|e| Error::io(format!("writing a merged object failed: {e}")))?;
             Ok(out)
         }
     }

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::local::{read_json, update_json, CATALOG_DIR};
 use super::schema::object_schema;
 use super::{partition_column, table_name, Catalog, Column, HiveType, Merged, Table};
 use crate::error::{Error, Result};
+use crate::lake::document;
 use crate::lake::{is_hidden, partition_of, Format, ObjectName, PartitionKey};
 use crate::lake::{ObjectMeta, ObjectStore};
 use crate::parallel;
@@ -33,7 +33,7 @@ impl std::str::FromStr for OnError {
         match text.trim().to_ascii_lowercase().as_str() {
             "skip" => Ok(OnError::Skip),
             "raise" => Ok(OnError::Raise),
-            other => Err(Error::Config(format!(
+            other => Err(Error::config(format!(
                 "on_error {other:?} is not supported: use \"skip\" or \"raise\""
             ))),
         }
@@ -51,6 +51,9 @@ pub struct CrawlOptions {
     pub read: Counter,
 }
 
+/// The folder below the lake root holding the crawler's memory of each table.
+const CRAWLER_DIR: &str = "_crawler";
+
 /// The crawler's memory of one table, kept in the lake beside the catalog.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CrawlState {
@@ -64,18 +67,20 @@ pub struct CrawlState {
 
 impl CrawlState {
     fn key(database: &str, table: &str) -> String {
-        format!("{CATALOG_DIR}/{database}/_crawler/{table}.json")
+        format!("{CRAWLER_DIR}/{database}/{table}")
     }
 
     /// The state of `table`, empty if it was never crawled.
     pub fn load(store: &dyn ObjectStore, database: &str, table: &str) -> Result<Self> {
-        Ok(read_json(store, &Self::key(database, table))?.unwrap_or_default())
+        Ok(document::read(store, &Self::key(database, table))?
+            .map(|(state, _)| state)
+            .unwrap_or_default())
     }
 
     /// Saves what this crawl learnt, merged with what another crawl (or a sink, through
     /// the catalog) saved meanwhile: neither loses the other's objects.
     fn save(&self, store: &dyn ObjectStore, database: &str, table: &str) -> Result<()> {
-        update_json(store, &Self::key(database, table), &mut |current| {
+        document::update(store, &Self::key(database, table), &mut |current| {
             let mut merged: CrawlState = current.take().unwrap_or_default();
             for key in self.objects.keys() {
                 merged.unreadable.remove(key);
@@ -158,7 +163,7 @@ pub fn crawl(
     }
     if let Some(wanted) = &options.table {
         if folders.is_empty() {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "no table {wanted:?} in {}: no data objects in that folder",
                 store.url("")
             )));
@@ -250,7 +255,7 @@ fn record(
                 Ok(columns) => columns,
                 // A corrupt object stays out until it is rewritten (its size changes); one
                 // that could not be fetched is tried again by the next crawl.
-                Err(e @ Error::Schema(_)) => {
+                Err(e) if e.is(crate::error::Kind::Schema) => {
                     state.objects.insert(object.key.clone(), object.size);
                     state.unreadable.insert(object.key.clone(), e.to_string());
                     report.skipped.push((url, e.to_string()));

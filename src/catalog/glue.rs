@@ -2,7 +2,7 @@
 //! that Athena, Trino and Spark understand, partition keys, and partitions registered in
 //! batches. Tables read back from Glue can be queried locally too.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_glue::types::{
     BatchUpdatePartitionRequestEntry, Column as GlueColumn, DatabaseInput, PartitionInput,
@@ -25,6 +25,15 @@ const LANDED_PARAMETER: &str = "stockstream.landed";
 const RETIRED_PARAMETER: &str = "stockstream.retired";
 const PARTITIONING_PARAMETER: &str = "stockstream.partitioning";
 const WIDENED_PARAMETER: &str = "stockstream.widened";
+const CLAIMS_PARAMETER: &str = "stockstream.claims";
+const EPOCH_PARAMETER: &str = "stockstream.epoch";
+/// Partition moves a compaction committed (partition path → folder) whose Glue partitions
+/// may not point there yet: the table's version decides a switch, and the partitions follow.
+const MOVING_PARAMETER: &str = "stockstream.moving";
+/// Glue takes at most this many bytes in one table parameter.
+const PARAMETER_BYTES: usize = 512_000;
+/// Writers racing for one table (sink members, a compaction) retry this often.
+const UPDATE_ATTEMPTS: usize = 100;
 /// Glue accepts at most this many partitions per batch_get_partition call.
 const GET_BATCH: usize = 1000;
 /// Glue accepts at most this many partitions per batch_create_partition call.
@@ -56,10 +65,13 @@ impl GlueCatalog {
         })
     }
 
-    fn failed<E, R>(&self, what: &str, err: &aws_sdk_glue::error::SdkError<E, R>) -> Error
+    fn failed<E>(
+        &self,
+        what: &str,
+        err: &aws_sdk_glue::error::SdkError<E, aws_sdk_glue::config::http::HttpResponse>,
+    ) -> Error
     where
-        E: aws_sdk_glue::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug + 'static,
+        E: aws_sdk_glue::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         aws::request_failed(&self.options, &format!("AWS Glue {what}"), err)
     }
@@ -69,7 +81,7 @@ impl GlueCatalog {
             .name(database)
             .description("Stock-market tables written by stockstream")
             .build()
-            .map_err(|e| Error::Config(format!("bad Glue database {database:?}: {e}")))?;
+            .map_err(|e| Error::config(format!("bad Glue database {database:?}: {e}")))?;
         match self
             .client
             .create_database()
@@ -83,38 +95,44 @@ impl GlueCatalog {
         }
     }
 
-    async fn put_table(&self, table: &Table) -> Result<()> {
-        let input = table_input(table, &self.root)?;
-        let exists = match self
+    /// Creates the table; false if another writer created it first.
+    async fn create_table(&self, table: &Table) -> Result<bool> {
+        let input = table_input(table, &self.root, &BTreeMap::new())?;
+        match self
             .client
-            .get_table()
+            .create_table()
             .database_name(&table.database)
-            .name(&table.name)
+            .table_input(input)
             .send()
             .await
         {
-            Ok(_) => true,
-            Err(e) if aws::error_code(&e) == Some("EntityNotFoundException") => false,
-            Err(e) => return Err(self.failed(&format!("get_table {}", table.name), &e)),
-        };
-        if exists {
-            self.client
-                .update_table()
-                .database_name(&table.database)
-                .table_input(input)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.failed(&format!("update_table {}", table.name), &e))
-        } else {
-            self.client
-                .create_table()
-                .database_name(&table.database)
-                .table_input(input)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.failed(&format!("create_table {}", table.name), &e))
+            Ok(_) => Ok(true),
+            Err(e) if aws::error_code(&e) == Some("AlreadyExistsException") => Ok(false),
+            Err(e) => Err(self.failed(&format!("create_table {}", table.name), &e)),
+        }
+    }
+
+    /// Replaces the table's definition if it is still at `version`; false if another
+    /// writer changed it since.
+    async fn update_table(
+        &self,
+        table: &Table,
+        version: &str,
+        moving: &BTreeMap<String, String>,
+    ) -> Result<bool> {
+        let input = table_input(table, &self.root, moving)?;
+        match self
+            .client
+            .update_table()
+            .database_name(&table.database)
+            .table_input(input)
+            .version_id(version)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if aws::error_code(&e) == Some("ConcurrentModificationException") => Ok(false),
+            Err(e) => Err(self.failed(&format!("update_table {}", table.name), &e)),
         }
     }
 
@@ -140,7 +158,7 @@ impl GlueCatalog {
                         .set_partition_value_list(Some(values.clone()))
                         .partition_input(self.partition_input(table, values))
                         .build()
-                        .map_err(|e| Error::Io(format!("bad Glue partition update: {e}")))
+                        .map_err(|e| Error::io(format!("bad Glue partition update: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let out = self
@@ -153,7 +171,7 @@ impl GlueCatalog {
                 .await
                 .map_err(|e| self.failed(&format!("batch_update_partition {}", table.name), &e))?;
             if let Some(e) = out.errors().first() {
-                return Err(Error::Io(format!(
+                return Err(Error::io(format!(
                     "AWS Glue refused to move partition {:?} of {}.{}: {}",
                     e.partition_value_list(),
                     table.database,
@@ -189,7 +207,7 @@ impl GlueCatalog {
                     PartitionValueList::builder()
                         .set_values(Some(v.clone()))
                         .build()
-                        .map_err(|e| Error::Io(format!("bad Glue partition values: {e}")))
+                        .map_err(|e| Error::io(format!("bad Glue partition values: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let got = self
@@ -242,7 +260,7 @@ impl GlueCatalog {
                 })
                 .collect();
             if !failures.is_empty() {
-                return Err(Error::Io(format!(
+                return Err(Error::io(format!(
                     "AWS Glue refused partitions of {}.{}: {}",
                     table.database,
                     table.name,
@@ -278,13 +296,15 @@ impl GlueCatalog {
         Ok(out)
     }
 
-    /// A Glue table as a stockstream table, if it lies in this lake.
+    /// A Glue table as a stockstream table, if it lies in this lake, with its version and
+    /// the partition moves not yet applied to its Glue partitions (all recorded ones when
+    /// its partitions are not read).
     async fn read_table(
         &self,
         database: &str,
         glue: &aws_sdk_glue::types::Table,
         with_partitions: bool,
-    ) -> Result<Option<Table>> {
+    ) -> Result<Option<Versioned>> {
         let Some(sd) = glue.storage_descriptor() else {
             return Ok(None);
         };
@@ -318,7 +338,7 @@ impl GlueCatalog {
             parameter(name)
                 .map(|v| {
                     serde_json::from_str(v).map_err(|e| {
-                        Error::Schema(format!(
+                        Error::schema(format!(
                             "Glue table {what}: parameter {name} is not valid: {e}"
                         ))
                     })
@@ -337,6 +357,12 @@ impl GlueCatalog {
         table.retired = serde_json::from_value(decode(RETIRED_PARAMETER)?).unwrap_or_default();
         table.partitioning = parameter(PARTITIONING_PARAMETER).cloned();
         table.widened = serde_json::from_value(decode(WIDENED_PARAMETER)?).unwrap_or_default();
+        table.claims = serde_json::from_value(decode(CLAIMS_PARAMETER)?).unwrap_or_default();
+        table.epoch = parameter(EPOCH_PARAMETER)
+            .and_then(|e| e.parse().ok())
+            .unwrap_or_default();
+        let mut moving: BTreeMap<String, String> =
+            serde_json::from_value(decode(MOVING_PARAMETER)?).unwrap_or_default();
         table.location = match &table.source {
             Some(_) if table.partition_keys.is_empty() => {
                 base_folder(&location).unwrap_or(location.clone())
@@ -351,12 +377,23 @@ impl GlueCatalog {
             for (values, folder) in self.partitions(database, glue.name()).await? {
                 let path = table.partition_path(&values);
                 if let Some(folder) = folder.filter(|f| *f != table.folder(&path)) {
+                    if moving.get(&path) == Some(&folder) {
+                        moving.remove(&path);
+                    }
                     table.locations.insert(path, folder);
                 }
                 table.partitions.insert(values);
             }
         }
-        Ok(Some(table))
+        // A committed switch holds even before the partition points to its folder.
+        table
+            .locations
+            .extend(moving.iter().map(|(p, f)| (p.clone(), f.clone())));
+        Ok(Some(Versioned {
+            table,
+            version: glue.version_id().unwrap_or_default().to_string(),
+            moving,
+        }))
     }
 }
 
@@ -370,7 +407,7 @@ fn columns(glue: &[GlueColumn], table: &str) -> Result<Vec<Column>> {
                     kind,
                 })
                 .ok_or_else(|| {
-                    Error::Schema(format!(
+                    Error::schema(format!(
                         "column {:?} of Glue table {table} has type {kind}, which stockstream \
                          cannot read",
                         c.name()
@@ -437,8 +474,17 @@ fn storage_descriptor(table: &Table, location: String, with_columns: bool) -> St
     sd.build()
 }
 
+/// A table as read from Glue, with what a conditional update needs.
+struct Versioned {
+    table: Table,
+    /// Glue's version of the table definition.
+    version: String,
+    /// Recorded partition moves whose partitions may not follow yet.
+    moving: BTreeMap<String, String>,
+}
+
 impl GlueCatalog {
-    fn get(&self, database: &str, name: &str, with_partitions: bool) -> Result<Option<Table>> {
+    fn get(&self, database: &str, name: &str, with_partitions: bool) -> Result<Option<Versioned>> {
         self.runtime.block_on(async {
             let got = self
                 .client
@@ -465,7 +511,7 @@ fn base_folder(folder: &str) -> Option<String> {
     last.starts_with("_v").then(|| base.to_string())
 }
 
-fn table_input(table: &Table, root: &str) -> Result<TableInput> {
+fn table_input(table: &Table, root: &str, moving: &BTreeMap<String, String>) -> Result<TableInput> {
     let folders: Vec<&str> = table
         .partition_keys
         .iter()
@@ -489,6 +535,11 @@ fn table_input(table: &Table, root: &str) -> Result<TableInput> {
     if let Some(source) = &table.source {
         record(SOURCE_PARAMETER, serde_json::json!(source));
         record(LANDED_PARAMETER, serde_json::json!(table.landed));
+        record(CLAIMS_PARAMETER, serde_json::json!(table.claims));
+        record(EPOCH_PARAMETER, serde_json::json!(table.epoch));
+    }
+    if !moving.is_empty() {
+        record(MOVING_PARAMETER, serde_json::json!(moving));
     }
     if !table.retired.is_empty() {
         record(RETIRED_PARAMETER, serde_json::json!(table.retired));
@@ -498,6 +549,15 @@ fn table_input(table: &Table, root: &str) -> Result<TableInput> {
     }
     if let Some(p) = &table.partitioning {
         parameters.insert(PARTITIONING_PARAMETER.to_string(), p.clone());
+    }
+    if let Some((name, value)) = parameters.iter().find(|(_, v)| v.len() > PARAMETER_BYTES) {
+        return Err(Error::config(format!(
+            "table {}: Glue takes at most {PARAMETER_BYTES} bytes in a table parameter, and \
+             {name} needs {} (one entry per Kafka partition of the topic): use the local \
+             catalog for topics with this many partitions",
+            table.name,
+            value.len()
+        )));
     }
     TableInput::builder()
         .name(&table.name)
@@ -517,7 +577,7 @@ fn table_input(table: &Table, root: &str) -> Result<TableInput> {
             true,
         ))
         .build()
-        .map_err(|e| Error::Config(format!("bad Glue table {:?}: {e}", table.name)))
+        .map_err(|e| Error::config(format!("bad Glue table {:?}: {e}", table.name)))
 }
 
 impl Catalog for GlueCatalog {
@@ -541,8 +601,8 @@ impl Catalog for GlueCatalog {
                     Err(e) => return Err(self.failed(&format!("get_tables {database}"), &e)),
                 };
                 for glue in page.table_list() {
-                    if let Some(table) = self.read_table(database, glue, true).await? {
-                        out.push(table);
+                    if let Some(read) = self.read_table(database, glue, true).await? {
+                        out.push(read.table);
                     }
                 }
             }
@@ -551,60 +611,84 @@ impl Catalog for GlueCatalog {
     }
 
     fn table(&self, database: &str, name: &str) -> Result<Option<Table>> {
-        self.get(database, name, true)
+        Ok(self.get(database, name, true)?.map(|v| v.table))
     }
 
     fn header(&self, database: &str, name: &str) -> Result<Option<Table>> {
-        self.get(database, name, false)
+        Ok(self.get(database, name, false)?.map(|v| v.table))
     }
 
+    /// A conditional write: a new table is created only if no other writer created it
+    /// (`CreateTable`), an existing one is replaced only at the version read (`VersionId`);
+    /// otherwise `change` is applied again to what the other writer left. Partitions are
+    /// added before the table that records them; moves are recorded in the table first
+    /// (the version decides which of two compactions switched a partition) and applied to
+    /// the partitions after.
     fn update(
         &self,
         database: &str,
         name: &str,
         change: &mut dyn FnMut(&mut Option<Table>) -> Result<bool>,
     ) -> Result<Option<Table>> {
-        // Glue has no conditional write of a table with its partitions: the change is
-        // applied to what was read, and the partitions it adds or moves are written after.
-        let before = self.table(database, name)?;
-        let mut after = before.clone();
-        if !change(&mut after)? {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let read = self.get(database, name, true)?;
+            let before = read.as_ref().map(|v| v.table.clone());
+            let mut after = before.clone();
+            if !change(&mut after)? {
+                return Ok(after);
+            }
+            let Some(table) = &after else {
+                return Ok(None);
+            };
+            let old = before.unwrap_or_else(|| {
+                Table::new(database, name, &table.location, table.format, Vec::new())
+            });
+            let added: Vec<Vec<String>> = table
+                .partitions
+                .difference(&old.partitions)
+                .cloned()
+                .collect();
+            let mut moving = read.as_ref().map(|v| v.moving.clone()).unwrap_or_default();
+            for values in table.partitions.intersection(&old.partitions) {
+                let path = table.partition_path(values);
+                if table.folder(&path) != old.folder(&path) {
+                    moving.insert(path.clone(), table.folder(&path));
+                }
+            }
+            let won = self.runtime.block_on(async {
+                self.ensure_database(database).await?;
+                match &read {
+                    None => {
+                        if !self.create_table(table).await? {
+                            return Ok(false);
+                        }
+                        self.add_partitions(table, &added).await?;
+                        Ok(true)
+                    }
+                    Some(read) => {
+                        // Partitions need their table; a table's recorded state (landed
+                        // offsets) must not get ahead of the partitions it describes.
+                        self.add_partitions(table, &added).await?;
+                        self.update_table(table, &read.version, &moving).await
+                    }
+                }
+            })?;
+            if !won {
+                continue;
+            }
+            let moves: Vec<Vec<String>> = table
+                .partitions
+                .iter()
+                .filter(|v| moving.contains_key(&table.partition_path(v)))
+                .cloned()
+                .collect();
+            self.runtime.block_on(self.move_partitions(table, &moves))?;
             return Ok(after);
         }
-        let Some(table) = &after else {
-            return Ok(None);
-        };
-        let old = before.unwrap_or_else(|| {
-            Table::new(database, name, &table.location, table.format, Vec::new())
-        });
-        let added: Vec<Vec<String>> = table
-            .partitions
-            .difference(&old.partitions)
-            .cloned()
-            .collect();
-        let moved: Vec<Vec<String>> = table
-            .partitions
-            .intersection(&old.partitions)
-            .filter(|v| {
-                let path = table.partition_path(v);
-                table.folder(&path) != old.folder(&path)
-            })
-            .cloned()
-            .collect();
-        let created =
-            old.partition_keys.is_empty() && old.columns.is_empty() && old.source.is_none();
-        self.runtime.block_on(async {
-            self.ensure_database(database).await?;
-            // Partitions need their table; a table's recorded state (landed offsets, retired
-            // folders) must not get ahead of the partitions it describes.
-            if created {
-                self.put_table(table).await?;
-            }
-            self.add_partitions(table, &added).await?;
-            self.move_partitions(table, &moved).await?;
-            self.put_table(table).await
-        })?;
-        Ok(after)
+        Err(Error::io(format!(
+            "AWS Glue table {database}.{name} kept changing under {UPDATE_ATTEMPTS} attempts to \
+             update it"
+        )))
     }
 
     /// Costs the same whatever the table's size: the partitions the landing touched are
@@ -618,39 +702,48 @@ impl Catalog for GlueCatalog {
     ) -> Result<Registered> {
         let columns = landed_columns(store, landing)?;
         let name = table_name(landing.table);
-        let Some(mut table) = self.header(database, &name)? else {
-            return Err(Error::NotFound(format!(
-                "table {name} is not in AWS Glue database {database} (declare it first)"
-            )));
-        };
-        let touched: Vec<Vec<String>> = landing
-            .objects
-            .iter()
-            .map(|o| path_values(&o.path))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let existing = if table.partition_keys.is_empty() {
-            HashMap::new()
-        } else {
-            self.runtime
-                .block_on(self.partition_folders(&table, &touched))?
-        };
-        for (values, folder) in &existing {
-            let path = table.partition_path(values);
-            if *folder != table.folder(&path) {
-                table.locations.insert(path, folder.clone());
+        for _ in 0..UPDATE_ATTEMPTS {
+            let Some(read) = self.get(database, &name, false)? else {
+                return Err(Error::not_found(format!(
+                    "table {name} is not in AWS Glue database {database} (declare it first)"
+                )));
+            };
+            let mut table = read.table;
+            let touched: Vec<Vec<String>> = landing
+                .objects
+                .iter()
+                .map(|o| path_values(&o.path))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let existing = if table.partition_keys.is_empty() {
+                HashMap::new()
+            } else {
+                self.runtime
+                    .block_on(self.partition_folders(&table, &touched))?
+            };
+            for (values, folder) in &existing {
+                let path = table.partition_path(values);
+                if *folder != table.folder(&path) && !read.moving.contains_key(&path) {
+                    table.locations.insert(path, folder.clone());
+                }
+                table.partitions.insert(values.clone());
             }
-            table.partitions.insert(values.clone());
+            let added = match apply_landing(&mut table, landing, &columns) {
+                Ok(added) => added,
+                Err(refused) => return Ok(refused),
+            };
+            let won = self.runtime.block_on(async {
+                self.add_partitions(&table, &added).await?;
+                self.update_table(&table, &read.version, &read.moving).await
+            })?;
+            if won {
+                return Ok(Registered::Done);
+            }
         }
-        let added = match apply_landing(&mut table, landing, &columns) {
-            Ok(added) => added,
-            Err(moved) => return Ok(moved),
-        };
-        self.runtime.block_on(async {
-            self.add_partitions(&table, &added).await?;
-            self.put_table(&table).await
-        })?;
-        Ok(Registered::Done)
+        Err(Error::io(format!(
+            "AWS Glue table {database}.{name} kept changing under {UPDATE_ATTEMPTS} attempts to \
+             register a landing"
+        )))
     }
 }

@@ -26,9 +26,10 @@ pub use schema::{body_schema, object_schema, HiveType};
 
 use crate::aws::AwsOptions;
 use crate::error::{Error, Result};
+pub use crate::lake::LandedRange;
 use crate::lake::{
     escape, table_folder, Format, LakeUrl, Landing, ObjectName, ObjectStore, Registered,
-    TableSource,
+    TableSource, TableState,
 };
 
 /// The database tables are registered in unless another is named (the tutorial's).
@@ -70,9 +71,17 @@ pub struct Table {
     /// The topic a sink lands here, for live queries of what is not landed yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<TableSource>,
-    /// Per Kafka partition of the source, the last landed offset range.
+    /// Per Kafka partition of the source, the last landed offset range. It only moves
+    /// forward, and it is where a sink resumes whatever its consumer group says.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub landed: BTreeMap<i32, LandedRange>,
+    /// Per Kafka partition, the epoch of the writer that claimed it last: landings under
+    /// an older claim are refused (a zombie member, a sink of another group).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<i32, u64>,
+    /// The last epoch handed out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
     /// Columns read as text because objects disagree on their type (an undeclared field
     /// that is a number in some records and text in others).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
@@ -91,13 +100,8 @@ pub enum Merged {
     },
 }
 
-/// The last offset range a sink landed from one Kafka partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LandedRange {
-    /// Ranges before this offset are committed in Kafka and never rewritten.
-    pub first: i64,
-    /// Records before this offset are in registered objects; later ones only in Kafka.
-    pub next: i64,
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A folder compaction replaced, and when (Unix milliseconds).
@@ -139,6 +143,8 @@ impl Table {
             retired: Vec::new(),
             source: None,
             landed: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            epoch: 0,
             widened: BTreeSet::new(),
         }
     }
@@ -181,8 +187,9 @@ impl Table {
             .unwrap_or_else(|| table_folder(&self.location, path))
     }
 
-    /// Whether a query reads `key`: an object a sink has written but not yet registered
-    /// (named at or beyond its partition's landed offset) is left to the topic's tail.
+    /// Whether a query reads `key`: an object a sink has written but not registered
+    /// (named at or beyond its partition's landed offset, or in a partition nothing was
+    /// registered for) is left to the topic's tail, which starts at that offset.
     pub fn visible(&self, key: &str) -> bool {
         let Some(source) = &self.source else {
             return true;
@@ -191,8 +198,27 @@ impl Table {
             Some(name) => self
                 .landed
                 .get(&name.partition)
-                .is_none_or(|l| name.first_offset < l.next),
+                .is_some_and(|l| name.first_offset < l.next),
             None => true,
+        }
+    }
+
+    /// Hands out a new epoch and claims `partitions` with it.
+    pub fn claim(&mut self, partitions: &[i32]) -> u64 {
+        self.epoch += 1;
+        for p in partitions {
+            self.claims.insert(*p, self.epoch);
+        }
+        self.epoch
+    }
+
+    /// What a writer needs to know of the table.
+    pub fn state(&self) -> TableState {
+        TableState {
+            scheme: self.partition_keys.iter().map(|k| k.name.clone()).collect(),
+            locations: self.locations.clone(),
+            landed: self.landed.clone(),
+            claims: self.claims.clone(),
         }
     }
 
@@ -239,7 +265,7 @@ pub fn check_database(name: &str) -> Result<()> {
     if valid {
         Ok(())
     } else {
-        Err(Error::Config(format!(
+        Err(Error::config(format!(
             "database {name:?} is not a valid name: use lowercase letters, digits and underscores"
         )))
     }
@@ -273,7 +299,8 @@ pub trait Catalog: Send + Sync {
         change: &mut dyn FnMut(&mut Option<Table>) -> Result<bool>,
     ) -> Result<Option<Table>>;
 
-    /// Registers a sink's landing: its partitions, new columns and offset range.
+    /// Registers a sink's landing: its partitions, new columns and offset ranges, in one
+    /// write, if the writer's claim holds.
     fn register_landing(
         &self,
         database: &str,
@@ -284,7 +311,7 @@ pub trait Catalog: Send + Sync {
         let mut outcome = Registered::Done;
         self.update(database, &table_name(landing.table), &mut |table| {
             let Some(table) = table else {
-                return Err(Error::NotFound(format!(
+                return Err(Error::not_found(format!(
                     "table {} is not in the catalog (declare it first)",
                     landing.table
                 )));
@@ -294,8 +321,8 @@ pub trait Catalog: Send + Sync {
                     outcome = Registered::Done;
                     Ok(true)
                 }
-                Err(moved) => {
-                    outcome = moved;
+                Err(refused) => {
+                    outcome = refused;
                     Ok(false)
                 }
             }
@@ -320,7 +347,7 @@ impl std::str::FromStr for CatalogKind {
         match text.trim().to_ascii_lowercase().as_str() {
             "local" | "lake" => Ok(CatalogKind::Local),
             "glue" | "aws" => Ok(CatalogKind::Glue),
-            other => Err(Error::Config(format!(
+            other => Err(Error::config(format!(
                 "catalog {other:?} is not supported: use \"local\" or \"glue\""
             ))),
         }
@@ -338,7 +365,7 @@ pub fn open(
         CatalogKind::Local => Arc::new(LocalCatalog::new(store)),
         CatalogKind::Glue => {
             let LakeUrl::S3 { bucket, prefix } = LakeUrl::parse(lake)? else {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "AWS Glue can only describe a lake in S3, not {lake:?}: use catalog=\"local\" \
                      or an s3:// lake"
                 )));
@@ -357,7 +384,7 @@ mod tests {
         assert!(check_database("stock_market_2").is_ok());
         for bad in ["", "../x", "Markets", "a-b"] {
             assert!(
-                matches!(check_database(bad), Err(Error::Config(_))),
+                matches!(check_database(bad), Err(e) if e.is(crate::error::Kind::Config)),
                 "{bad}"
             );
         }

@@ -1,14 +1,19 @@
-//! The catalog as the sink's registry: the table's scheme is declared once, each landing
-//! registers its partitions, new columns and landed offsets in one catalog write, and a
-//! landing into a partition that compaction has moved meanwhile is told where it went.
+//! The catalog as the sink's registry: the table's scheme is declared once, writers claim
+//! the Kafka partitions they are given, each landing registers its partitions, new columns
+//! and landed offsets in one catalog write (refused under an overtaken claim or for
+//! offsets the table already holds), and a landing into a partition that compaction has
+//! moved meanwhile is told where it went.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::schema::body_schema;
-use super::{table_name, Catalog, Column, HiveType, LandedRange, Table};
+use super::{table_name, Catalog, Column, HiveType, Table};
 use crate::error::{Error, Result};
-use crate::lake::{path_values, Format, Landing, ObjectStore, Registered, Registry, TableSource};
+use crate::lake::{
+    fence, path_values, Claim, Fence, Format, Landing, ObjectStore, Registered, Registry,
+    TableSource, TableState,
+};
 
 /// A catalog database seen through the sink's [`Registry`] interface.
 pub struct CatalogRegistry {
@@ -28,11 +33,11 @@ impl CatalogRegistry {
 }
 
 impl Registry for CatalogRegistry {
-    fn scheme(&self, table: &str) -> Result<Option<Vec<String>>> {
+    fn state(&self, table: &str) -> Result<Option<TableState>> {
         Ok(self
             .catalog
             .header(&self.database, &table_name(table))?
-            .map(|t| t.partition_keys.into_iter().map(|k| k.name).collect()))
+            .map(|t| t.state()))
     }
 
     fn declare(
@@ -42,53 +47,57 @@ impl Registry for CatalogRegistry {
         keys: &[String],
         reason: &str,
         source: &TableSource,
-    ) -> Result<Vec<String>> {
-        // The common case, a restart: nothing to write, and no partitions to read.
-        if let Some(existing) = self.catalog.header(&self.database, &table_name(table))? {
-            if existing.source.as_ref() == Some(source) {
-                return Ok(existing
-                    .partition_keys
-                    .into_iter()
-                    .map(|k| k.name)
-                    .collect());
-            }
-        }
+        partitions: &[i32],
+    ) -> Result<Claim> {
+        let mut epoch = 0;
         let declared = self
             .catalog
             .update(&self.database, &table_name(table), &mut |t| {
-                match t {
-                    // A crawled table, or a sink's from another broker or group: this sink's
-                    // topic is where its unlanded records are now.
-                    Some(existing) => {
-                        let changed = existing.source.as_ref() != Some(source);
-                        existing.source = Some(source.clone());
-                        Ok(changed)
-                    }
-                    None => {
-                        let mut new = Table::new(
-                            &self.database,
-                            &table_name(table),
-                            table,
-                            format,
-                            keys.iter().map(|k| partition_column(k)).collect(),
-                        );
-                        new.partitioning = Some(reason.to_string());
-                        new.source = Some(source.clone());
-                        *t = Some(new);
-                        Ok(true)
-                    }
-                }
+                let t = t.get_or_insert_with(|| {
+                    let mut new = Table::new(
+                        &self.database,
+                        &table_name(table),
+                        table,
+                        format,
+                        keys.iter().map(|k| partition_column(k)).collect(),
+                    );
+                    new.partitioning = Some(reason.to_string());
+                    new
+                });
+                // A crawled table, or a sink's from another broker or group: this sink's
+                // topic is where its unlanded records are now.
+                t.source = Some(source.clone());
+                epoch = t.claim(partitions);
+                Ok(true)
             })?;
-        let table = declared.ok_or_else(|| Error::Io(format!("table {table} vanished")))?;
-        Ok(table.partition_keys.into_iter().map(|k| k.name).collect())
+        let table = declared.ok_or_else(|| Error::io(format!("table {table} vanished")))?;
+        Ok(Claim {
+            epoch,
+            table: table.state(),
+        })
     }
 
-    fn locations(&self, table: &str) -> Result<BTreeMap<String, String>> {
-        Ok(self
+    fn claim(
+        &self,
+        table: &str,
+        source: &TableSource,
+        partitions: &[i32],
+    ) -> Result<Option<Claim>> {
+        let mut epoch = 0;
+        let claimed = self
             .catalog
-            .header(&self.database, &table_name(table))?
-            .map(|t| t.locations)
-            .unwrap_or_default())
+            .update(&self.database, &table_name(table), &mut |t| {
+                let Some(t) = t else {
+                    return Ok(false);
+                };
+                t.source = Some(source.clone());
+                epoch = t.claim(partitions);
+                Ok(true)
+            })?;
+        Ok(claimed.map(|t| Claim {
+            epoch,
+            table: t.state(),
+        }))
     }
 
     fn register(&self, landing: &Landing) -> Result<Registered> {
@@ -124,14 +133,26 @@ pub fn landed_columns(
         .collect()
 }
 
-/// Applies a landing to a table: `Moved` if a partition it wrote to now lives elsewhere,
-/// else adds its partitions and columns and records its offset range. Returns the
-/// partitions added.
+/// Applies a landing to a table: `Fenced` if the writer's claim on one of its partitions
+/// was overtaken or a range does not continue the table's, `Moved` if a partition it wrote
+/// to now lives elsewhere, else adds its partitions and columns and records its offset
+/// ranges. Returns the partitions added.
 pub fn apply_landing(
     table: &mut Table,
     landing: &Landing,
     columns: &[Vec<(String, HiveType)>],
 ) -> std::result::Result<Vec<Vec<String>>, Registered> {
+    let fenced: BTreeMap<i32, Fence> = landing
+        .ranges
+        .iter()
+        .filter_map(|(p, range)| {
+            let epoch = landing.epochs.get(p).copied();
+            fence(&table.claims, table.landed.get(p), *p, epoch, range).map(|f| (*p, f))
+        })
+        .collect();
+    if !fenced.is_empty() {
+        return Err(Registered::Fenced(fenced));
+    }
     let moved: BTreeMap<String, String> = landing
         .objects
         .iter()
@@ -151,19 +172,9 @@ pub fn apply_landing(
             added.push(values);
         }
     }
-    let range = table
+    table
         .landed
-        .entry(landing.partition)
-        .or_insert(LandedRange {
-            first: landing.first_offset,
-            next: landing.next_offset,
-        });
-    // A replay after a crash may land a shorter range than the one it replaces: what
-    // holds now is what was just written.
-    *range = LandedRange {
-        first: landing.first_offset,
-        next: landing.next_offset,
-    };
+        .extend(landing.ranges.iter().map(|(p, r)| (*p, *r)));
     Ok(added)
 }
 

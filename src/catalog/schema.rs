@@ -177,7 +177,7 @@ fn columns(schema: &Schema, url: &str) -> Result<Vec<(String, HiveType)>> {
             HiveType::from_polars(dtype)
                 .map(|t| (name.to_string(), t))
                 .ok_or_else(|| {
-                    Error::Schema(format!(
+                    Error::schema(format!(
                         "{url}: column {name:?} has type {dtype}, which the catalog cannot describe"
                     ))
                 })
@@ -219,7 +219,7 @@ fn ndjson_schema(sample: &[u8], truncated: bool) -> PolarsResult<Schema> {
 }
 
 fn unreadable(url: &str, err: PolarsError) -> Error {
-    Error::Schema(format!("{url} cannot be read: {err}"))
+    Error::schema(format!("{url} cannot be read: {err}"))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub fn create_topics(
     let existing = producer
         .client()
         .fetch_metadata(None, timeout)
-        .map_err(|e| Error::Kafka(format!("cannot list topics: {e}")))?;
+        .map_err(|e| Error::kafka(format!("cannot list topics: {e}")))?;
     let missing: Vec<(&str, bool)> = topics
         .iter()
         .filter(|(name, _)| {
@@ -46,7 +46,7 @@ pub fn create_topics(
             producer
                 .client()
                 .fetch_metadata(Some(name), timeout)
-                .map_err(|e| Error::Kafka(format!("cannot create topic {name:?}: {e}")))?;
+                .map_err(|e| Error::kafka(format!("cannot create topic {name:?}: {e}")))?;
         }
         Ok(())
     };
@@ -80,13 +80,13 @@ pub fn create_topics(
             Err(KafkaError::AdminOp(
                 RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut,
             )) => return auto_create(),
-            Err(e) => return Err(Error::Kafka(format!("cannot create topics: {e}"))),
+            Err(e) => return Err(Error::kafka(format!("cannot create topics: {e}"))),
         };
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(Error::Kafka(format!(
+                return Err(Error::kafka(format!(
                     "cannot create topic {name:?}: {code}"
                 )))
             }

@@ -213,6 +213,8 @@ pub struct GroupMember {
     topic: String,
     /// Partitions read to their end (until their next message).
     at_end: RefCell<HashSet<i32>>,
+    /// Where a partition the group has no offset for starts (`auto.offset.reset`).
+    reset: Offset,
 }
 
 impl GroupMember {
@@ -229,11 +231,21 @@ impl GroupMember {
     ) -> Result<Self> {
         let mut defaults = DEFAULTS.to_vec();
         defaults.push(("client.id", client_id));
-        if crate::embedded::is_embedded(&kafka.bootstrap_servers) {
+        // The consumer group protocol (KIP-848) takes its timings from the broker and
+        // refuses them on the client.
+        let broker_timed = kafka
+            .properties
+            .iter()
+            .any(|(k, v)| k == "group.protocol" && v.eq_ignore_ascii_case("consumer"));
+        if crate::embedded::is_embedded(&kafka.bootstrap_servers) && !broker_timed {
             defaults.extend(EMBEDDED_DEFAULTS);
         }
         let mut client = kafka.client_config(&defaults);
         client.set("group.id", group_id);
+        let reset = match client.get("auto.offset.reset") {
+            Some("latest" | "largest" | "end") => Offset::End,
+            _ => Offset::Beginning,
+        };
         let context = Context {
             topic: topic.to_string(),
             observer,
@@ -244,17 +256,18 @@ impl GroupMember {
             .map_err(|e| kafka.creation_error(e))?;
         let queue = FetchQueue::new(consumer.client().native_ptr())
             .map(Arc::new)
-            .ok_or_else(|| Error::Kafka("cannot create a consumer queue".into()))?;
+            .ok_or_else(|| Error::kafka("cannot create a consumer queue"))?;
         consumer.context().shared().queue = Some(queue.clone());
         super::require_topic(consumer.client(), kafka, topic, timeout)?;
         consumer
             .subscribe(&[topic])
-            .map_err(|e| Error::Kafka(format!("cannot subscribe to {topic:?}: {e}")))?;
+            .map_err(|e| Error::kafka(format!("cannot subscribe to {topic:?}: {e}")))?;
         Ok(GroupMember {
             queue,
             consumer,
             topic: topic.to_string(),
             at_end: RefCell::new(HashSet::new()),
+            reset,
         })
     }
 
@@ -377,7 +390,7 @@ impl GroupMember {
         }
         self.consumer
             .commit(&self.positions(offsets)?, CommitMode::Sync)
-            .map_err(|e| Error::Kafka(e.to_string()))
+            .map_err(|e| Error::kafka(e.to_string()))
     }
 
     /// `offsets` (partition, next offset to read) of this member's topic, as Kafka lists them.
@@ -385,7 +398,7 @@ impl GroupMember {
         let mut tpl = TopicPartitionList::new();
         for &(partition, offset) in offsets {
             tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset))
-                .map_err(|e| Error::Kafka(format!("bad offset: {e}")))?;
+                .map_err(|e| Error::kafka(format!("bad offset: {e}")))?;
         }
         Ok(tpl)
     }
@@ -406,7 +419,60 @@ impl GroupMember {
                 Offset::Offset(offset),
                 Duration::from_secs(5),
             )
-            .map_err(|e| Error::Kafka(e.to_string()))
+            .map_err(|e| Error::kafka(e.to_string()))
+    }
+
+    /// Reads `partition` from `offset`, or, with `None`, from where a group without a
+    /// committed offset starts (`auto.offset.reset`).
+    pub fn start_at(&self, partition: i32, offset: Option<i64>) -> Result<()> {
+        let at = offset.map_or(self.reset, Offset::Offset);
+        self.consumer
+            .seek(&self.topic, partition, at, Duration::from_secs(5))
+            .map_err(|e| Error::kafka(format!("cannot seek {}[{partition}]: {e}", self.topic)))
+    }
+
+    /// The group's committed offset of each of `partitions` (`None`: it has none, or it
+    /// expired), asked of the group's coordinator.
+    pub fn committed(
+        &self,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<HashMap<i32, Option<i64>>> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let committed = self.consumer.committed_offsets(tpl, timeout).map_err(|e| {
+            Error::kafka(format!(
+                "cannot read the committed offsets of {}: {e}",
+                self.topic
+            ))
+        })?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(next) => (e.partition(), Some(next)),
+                _ => (e.partition(), None),
+            })
+            .collect())
+    }
+
+    /// The first offset `partition` holds and the offset after its last (stable) record.
+    pub fn watermarks(&self, partition: i32, timeout: Duration) -> Result<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, timeout)
+            .map_err(|e| {
+                Error::kafka(format!(
+                    "cannot read the offsets of {}[{partition}]: {e}",
+                    self.topic
+                ))
+            })
+    }
+
+    /// The topic this member reads.
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 
     /// Each partition's end offset, as of the latest statistics.
@@ -520,7 +586,7 @@ impl Membership {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
-                Err(Error::Io(format!(
+                Err(Error::io(format!(
                     "stopped by an internal error (a bug: please report it): {what}"
                 )))
             });

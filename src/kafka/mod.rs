@@ -36,7 +36,7 @@ pub fn check_topic(what: &str, name: &str) -> Result<()> {
         || !name.chars().all(legal)
     {
         let shown: String = name.chars().take(60).collect();
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "{what} {shown:?}{} is not a valid Kafka topic name: use 1 to 249 letters, digits, \
              '.', '_' or '-'",
             if shown.len() < name.len() { "…" } else { "" }
@@ -62,7 +62,7 @@ fn require_topic<C: ClientContext>(
     timeout: Duration,
 ) -> Result<()> {
     let meta = client.fetch_metadata(Some(topic), timeout).map_err(|e| {
-        Error::Kafka(format!(
+        Error::kafka(format!(
             "cannot reach Kafka at {}: {e}",
             kafka.bootstrap_servers
         ))
@@ -74,7 +74,7 @@ fn require_topic<C: ClientContext>(
     if known {
         Ok(())
     } else {
-        Err(Error::NotFound(format!(
+        Err(Error::not_found(format!(
             "topic {topic:?} does not exist on {}: create it, or start the producer first",
             kafka.bootstrap_servers
         )))

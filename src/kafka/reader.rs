@@ -49,7 +49,7 @@ pub fn read_topic(
         .create()
         .map_err(|e| config.creation_error(e))?;
     let unreachable = |e| {
-        Error::Kafka(format!(
+        Error::kafka(format!(
             "cannot read topic {topic:?} from {}: {e}",
             config.bootstrap_servers
         ))
@@ -86,7 +86,7 @@ pub fn read_topic(
     let deadline = Instant::now() + timeout;
     while part.len() < wanted {
         let Some(msg) = consumer.poll(deadline.saturating_duration_since(Instant::now())) else {
-            return Err(Error::Kafka(format!(
+            return Err(Error::kafka(format!(
                 "timed out reading topic {topic:?} from {}: got {} of {wanted} messages",
                 config.bootstrap_servers,
                 part.len()
@@ -116,5 +116,5 @@ pub fn read_topic(
         Column::new("key".into(), key),
         Column::new("value".into(), value),
     ])
-    .map_err(|e| Error::Kafka(e.to_string()))
+    .map_err(|e| Error::kafka(e.to_string()))
 }

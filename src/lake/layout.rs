@@ -61,7 +61,7 @@ impl std::str::FromStr for Format {
         match text.to_ascii_lowercase().as_str() {
             "parquet" => Ok(Format::Parquet),
             "ndjson" | "jsonl" | "json" => Ok(Format::Ndjson),
-            other => Err(Error::Config(format!(
+            other => Err(Error::config(format!(
                 "format {other:?} is not supported: use \"parquet\" or \"ndjson\""
             ))),
         }
@@ -102,7 +102,7 @@ impl std::str::FromStr for PartitionKey {
             "date" | "day" => PartitionKey::Date,
             "hour" => PartitionKey::Hour,
             other => {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                 "partition key {other:?} is not supported: use symbol, year, month, date or hour"
             )))
             }

@@ -1,44 +1,19 @@
 //! A lake in a local directory. Objects appear atomically: written to a hidden temporary
-//! file beside their final name, synced, then renamed.
+//! file beside their final name, synced, then renamed over it (a replacing write) or
+//! linked to it (a create, which fails if the name exists).
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use polars::prelude::cloud::CloudOptions;
 
-use super::{ByteRange, ObjectMeta, ObjectStore};
+use super::{ByteRange, ObjectMeta, ObjectStore, Put};
 use crate::error::{Error, Result};
 
 /// Distinguishes temporary files of concurrent writers within one process.
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// How long a conditional write waits for another writer's lock.
-const LOCK_WAIT: Duration = Duration::from_secs(30);
-/// A lock held longer than this was left by a writer that died (a swap takes milliseconds).
-const STALE_LOCK: Duration = Duration::from_secs(10);
-
-/// Whether the process that took a lock has died (known where `/proc` lists processes).
-fn holder_gone(lock: &Path) -> bool {
-    let Ok(pid) = fs::read_to_string(lock) else {
-        return false;
-    };
-    let Ok(pid) = pid.trim().parse::<u32>() else {
-        return false;
-    };
-    Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// A digest of a local object's bytes: its version tag for conditional writes.
-fn tag(body: &[u8]) -> String {
-    // FNV-1a: stable across processes and builds, which a conditional write needs.
-    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{:x}-{hash:016x}", body.len())
-}
 
 /// A directory holding the lake's objects as plain files.
 #[derive(Debug)]
@@ -49,65 +24,14 @@ pub struct LocalStore {
 impl LocalStore {
     /// Uses `root` as the lake, creating it if needed.
     pub fn open(root: PathBuf) -> Result<Self> {
-        fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        fs::create_dir_all(&root).map_err(|e| Error::file(&root, e))?;
         if !root.is_dir() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "lake {} is not a directory",
                 root.display()
             )));
         }
         Ok(LocalStore { root })
-    }
-
-    /// Holds `<key>.lock` (created exclusively) while `f` runs: the compare and the swap of
-    /// a conditional write happen under it. A lock older than `STALE_LOCK` belonged to a
-    /// writer that died mid-swap and is broken.
-    fn locked<T>(&self, key: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let path = self.root.join(key);
-        let dir = path.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let lock = dir.join(format!(
-            ".{}.lock",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("object")
-        ));
-        let deadline = Instant::now() + LOCK_WAIT;
-        loop {
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&lock)
-            {
-                Ok(mut file) => {
-                    let _ = write!(file, "{}", std::process::id());
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let stale = holder_gone(&lock)
-                        || fs::metadata(&lock)
-                            .and_then(|m| m.modified())
-                            .ok()
-                            .and_then(|t| t.elapsed().ok())
-                            .is_some_and(|age| age > STALE_LOCK);
-                    if stale {
-                        let _ = fs::remove_file(&lock);
-                    } else if Instant::now() > deadline {
-                        return Err(Error::Io(format!(
-                            "{} is locked by another writer (remove {} if no writer is running)",
-                            path.display(),
-                            lock.display()
-                        )));
-                    } else {
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                }
-                Err(e) => return Err(Error::io(&lock, e)),
-            }
-        }
-        let result = f();
-        let _ = fs::remove_file(&lock);
-        result
     }
 
     fn write_synced(path: &Path, body: &[u8]) -> std::io::Result<()> {
@@ -116,12 +40,13 @@ impl LocalStore {
         file.sync_all()
     }
 
-    /// Writes `body` under a temporary name, syncs it and renames it to `key`; returns the
-    /// folder, whose entry must still be synced for the rename to be durable.
-    fn place(&self, key: &str, body: &[u8]) -> Result<PathBuf> {
+    /// Writes `body` under a temporary name, syncs it and moves it to `key` (replacing an
+    /// object there, or, with `Put::Create`, only if there is none: `Ok(None)` then). Returns
+    /// the folder, whose entry must still be synced for the move to be durable.
+    fn place(&self, key: &str, body: &[u8], mode: Put) -> Result<Option<PathBuf>> {
         let path = self.root.join(key);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e))?;
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -132,19 +57,33 @@ impl LocalStore {
             std::process::id(),
             TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = Self::write_synced(&temp, body).and_then(|()| fs::rename(&temp, &path));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(Error::io(&path, e));
+        let written = Self::write_synced(&temp, body).and_then(|()| match mode {
+            Put::Replace => fs::rename(&temp, &path).map(|()| true),
+            // A link fails if the name exists, whoever made it: the one atomic
+            // create-if-absent of a whole file that every local file system offers.
+            Put::Create => match fs::hard_link(&temp, &path) {
+                Ok(()) => fs::remove_file(&temp).map(|()| true),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    fs::remove_file(&temp).map(|()| false)
+                }
+                Err(e) => Err(e),
+            },
+        });
+        match written {
+            Ok(true) => Ok(Some(dir)),
+            Ok(false) => Ok(None),
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                Err(Error::file(&path, e))
+            }
         }
-        Ok(dir)
     }
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+        .map_err(|e| Error::file(dir, e))
 }
 
 /// Files written or folders synced at once: syncs mostly wait for the disk, and the
@@ -154,36 +93,48 @@ const IO_THREADS: usize = 32;
 impl ObjectStore for LocalStore {
     fn put(&self, key: &str, body: &[u8]) -> Result<()> {
         // The rename is durable only once the directory entry is.
-        sync_dir(&self.place(key, body)?)
+        match self.place(key, body, Put::Replace)? {
+            Some(dir) => sync_dir(&dir),
+            None => Ok(()),
+        }
+    }
+
+    fn put_new(&self, key: &str, body: &[u8]) -> Result<bool> {
+        match self.place(key, body, Put::Create)? {
+            Some(dir) => sync_dir(&dir).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Files are written and synced several at once, then each folder is synced once for
-    /// all the files renamed into it.
+    /// all the files moved into it.
     fn put_all(
         &self,
         objects: &[(&str, &[u8])],
+        mode: Put,
         _stop: &mut dyn FnMut() -> bool,
-    ) -> Option<Vec<Result<()>>> {
-        let placed =
-            crate::parallel::map_on(IO_THREADS, objects, |(key, body)| self.place(key, body));
-        let mut dirs: Vec<PathBuf> = placed.iter().flatten().cloned().collect();
+    ) -> Option<Vec<Result<bool>>> {
+        let placed = crate::parallel::map_on(IO_THREADS, objects, |(key, body)| {
+            self.place(key, body, mode)
+        });
+        let mut dirs: Vec<PathBuf> = placed.iter().flatten().flatten().cloned().collect();
         dirs.sort_unstable();
         dirs.dedup();
         let synced = crate::parallel::map_on(IO_THREADS, &dirs, |dir| sync_dir(dir));
-        let failed: Vec<(PathBuf, String)> = dirs
+        let failed: Vec<(PathBuf, Error)> = dirs
             .into_iter()
             .zip(synced)
-            .filter_map(|(dir, r)| r.err().map(|e| (dir, e.to_string())))
+            .filter_map(|(dir, r)| r.err().map(|e| (dir, e)))
             .collect();
         Some(
             placed
                 .into_iter()
-                .map(|r| {
-                    let dir = r?;
-                    match failed.iter().find(|(d, _)| *d == dir) {
-                        Some((_, e)) => Err(Error::Io(e.clone())),
-                        None => Ok(()),
-                    }
+                .map(|r| match r? {
+                    None => Ok(false),
+                    Some(dir) => match failed.iter().find(|(d, _)| *d == dir) {
+                        Some((_, e)) => Err(Error::io(e.to_string()).retryable(e.is_retryable())),
+                        None => Ok(true),
+                    },
                 })
                 .collect(),
         )
@@ -205,16 +156,16 @@ impl ObjectStore for LocalStore {
             let entries = match fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(&dir, e)),
+                Err(e) => return Err(Error::file(&dir, e)),
             };
             for entry in entries {
-                let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                let entry = entry.map_err(|e| Error::file(&dir, e))?;
                 let path = entry.path();
                 let meta = match entry.metadata() {
                     Ok(meta) => meta,
                     // Gone since the folder was read (a writer's temporary file renamed).
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(Error::io(&path, e)),
+                    Err(e) => return Err(Error::file(&path, e)),
                 };
                 if meta.is_dir() {
                     dirs.push(path);
@@ -255,28 +206,7 @@ impl ObjectStore for LocalStore {
             file.take(count).read_to_end(&mut body)?;
             Ok(body)
         };
-        read().map_err(|e| Error::io(&path, e))
-    }
-
-    fn read_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
-        match self.read(key, ByteRange::All) {
-            Ok(body) => {
-                let t = tag(&body);
-                Ok(Some((body, t)))
-            }
-            Err(Error::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn put_if(&self, key: &str, body: &[u8], expected: Option<&str>) -> Result<bool> {
-        self.locked(key, || {
-            let current = self.read_tagged(key)?.map(|(_, t)| t);
-            if current.as_deref() != expected {
-                return Ok(false);
-            }
-            self.put(key, body).map(|()| true)
-        })
+        read().map_err(|e| Error::file(&path, e))
     }
 
     fn delete(&self, keys: &[String]) -> Result<()> {
@@ -285,7 +215,7 @@ impl ObjectStore for LocalStore {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, e)),
+                Err(e) => return Err(Error::file(&path, e)),
             }
         }
         Ok(())
@@ -329,7 +259,9 @@ mod tests {
             .iter()
             .map(|(k, b)| (k.as_str(), b.as_slice()))
             .collect();
-        let results = store.put_all(&objects, &mut || false).unwrap();
+        let results = store
+            .put_all(&objects, Put::Replace, &mut || false)
+            .unwrap();
         assert_eq!(results.len(), 41);
         assert!(results[..40].iter().all(|r| r.is_ok()));
         assert!(results[40]
@@ -343,21 +275,34 @@ mod tests {
     }
 
     #[test]
-    fn conditional_writes_refuse_a_stale_version() {
+    fn a_create_leaves_an_object_that_is_there_and_racing_creates_have_one_winner() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path().to_path_buf()).unwrap();
-        assert!(store.put_if("c/t.json", b"one", None).unwrap());
-        assert!(!store.put_if("c/t.json", b"two", None).unwrap());
-        let (body, tag) = store.read_tagged("c/t.json").unwrap().unwrap();
-        assert_eq!(body, b"one");
-        assert!(store.put_if("c/t.json", b"two", Some(&tag)).unwrap());
-        assert!(!store.put_if("c/t.json", b"three", Some(&tag)).unwrap());
-        assert_eq!(store.read("c/t.json", ByteRange::All).unwrap(), b"two");
-        store
-            .delete(&["c/t.json".into(), "c/missing".into()])
+        assert!(store.put_new("t/a.parquet", b"one").unwrap());
+        assert!(!store.put_new("t/a.parquet", b"two").unwrap());
+        assert_eq!(store.read("t/a.parquet", ByteRange::All).unwrap(), b"one");
+        let writers: Vec<u8> = (0..8).collect();
+        let won = crate::parallel::map_on(8, &writers, |i| {
+            store.put_new("t/b.parquet", &[*i; 1000]).unwrap()
+        });
+        assert_eq!(won.iter().filter(|w| **w).count(), 1);
+        let body = store.read("t/b.parquet", ByteRange::All).unwrap();
+        assert!(body.len() == 1000 && body.iter().all(|b| *b == body[0]));
+        let results = store
+            .put_all(
+                &[("t/a.parquet", b"x"), ("t/c.parquet", b"y")],
+                Put::Create,
+                &mut || false,
+            )
             .unwrap();
-        assert!(store.read_tagged("c/t.json").unwrap().is_none());
-        assert!(store.list("").unwrap().is_empty(), "no lock file is left");
+        let created: Vec<bool> = results.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(created, [false, true]);
+        let names: Vec<String> = store.list("").unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(
+            names,
+            ["t/a.parquet", "t/b.parquet", "t/c.parquet"],
+            "no temporary file is left"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! endpoint, behind one small trait so writers do not care which) and how they are laid
 //! out (formats, Hive folders, object names), shared by the sink, the catalog and queries.
 
+pub mod document;
 pub mod layout;
 mod local;
 pub mod registry;
@@ -15,7 +16,10 @@ pub use layout::{
     ObjectName, PartitionKey,
 };
 pub use local::LocalStore;
-pub use registry::{LandedObject, Landing, Registered, Registry, TableSource};
+pub use registry::{
+    fence, Claim, Fence, LandedObject, LandedRange, Landing, Registered, Registry, TableSource,
+    TableState,
+};
 pub use s3::S3Store;
 
 use polars::prelude::cloud::CloudOptions;
@@ -40,21 +44,39 @@ pub enum ByteRange {
     Tail(u64),
 }
 
-/// Object storage as the lake needs it: whole-object writes that readers see completely or not at all.
+/// How a write treats an object already at its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// Replace it.
+    Replace,
+    /// Leave it, and say so: a data object is created once, so that a writer that lost its
+    /// partitions (a zombie) cannot overwrite what their new owner wrote.
+    Create,
+}
+
+/// Object storage as the lake needs it: whole-object writes that readers see completely or
+/// not at all, and writes that create an object only if none is there (S3's
+/// `If-None-Match: *`, an exclusive link on a local disk), which is what lets many writers
+/// share a lake without locks.
 pub trait ObjectStore: Send + Sync {
     /// Writes `body` at `key` (a `/`-separated path below the lake root), replacing any
     /// object already there. When this returns `Ok` the object is durable.
     fn put(&self, key: &str, body: &[u8]) -> Result<()>;
 
-    /// Writes every `(key, body)`, several at once; each write's result, in order. `stop`
-    /// is asked about every 100 ms while writes are under way; writes still running a
-    /// moment after it said to stop are abandoned (their objects may or may not exist)
-    /// and the result is `None`.
+    /// Writes `body` at `key` only if no object is there: `Ok(false)` if one is (it is
+    /// left as it was). When this returns `Ok(true)` the object is durable.
+    fn put_new(&self, key: &str, body: &[u8]) -> Result<bool>;
+
+    /// Writes every `(key, body)`, several at once, as `mode` says; each write's result, in
+    /// order: `Ok(false)` where `Put::Create` found an object. `stop` is asked about every
+    /// 100 ms while writes are under way; writes still running a moment after it said to
+    /// stop are abandoned (their objects may or may not exist) and the result is `None`.
     fn put_all(
         &self,
         objects: &[(&str, &[u8])],
+        mode: Put,
         stop: &mut dyn FnMut() -> bool,
-    ) -> Option<Vec<Result<()>>>;
+    ) -> Option<Vec<Result<bool>>>;
 
     /// The URL of `key` in this lake, for messages, reports and readers (Polars).
     fn url(&self, key: &str) -> String;
@@ -64,16 +86,6 @@ pub trait ObjectStore: Send + Sync {
 
     /// The bytes of `key`, or part of them; `NotFound` if there is no such object.
     fn read(&self, key: &str, range: ByteRange) -> Result<Vec<u8>>;
-
-    /// The bytes of `key` and a tag of this version of them (an S3 ETag, a digest of a
-    /// local file), for [`ObjectStore::put_if`]; `None` if there is no such object.
-    fn read_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>>;
-
-    /// Writes `body` at `key` only if the object is still the version tagged `expected`
-    /// (`None`: only if there is no object). `Ok(false)` if another writer got there first:
-    /// read again and retry. This is what keeps concurrent catalog writers from losing
-    /// each other's changes.
-    fn put_if(&self, key: &str, body: &[u8], expected: Option<&str>) -> Result<bool>;
 
     /// Deletes objects; keys that do not exist are no error.
     fn delete(&self, keys: &[String]) -> Result<()>;
@@ -97,7 +109,7 @@ impl LakeUrl {
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "lake {text:?} names no bucket: use s3://bucket/prefix"
                 )));
             }
@@ -108,12 +120,12 @@ impl LakeUrl {
         }
         let path = text.strip_prefix("file://").unwrap_or(text);
         if path.is_empty() {
-            return Err(Error::Config(
-                "lake is empty: give a directory or s3://bucket/prefix".into(),
+            return Err(Error::config(
+                "lake is empty: give a directory or s3://bucket/prefix",
             ));
         }
         if let Some((scheme, _)) = path.split_once("://") {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "lake {text:?}: scheme {scheme:?} is not supported (use s3:// or a local directory)"
             )));
         }
@@ -189,7 +201,7 @@ mod tests {
     fn rejects_unknown_schemes_and_empty_buckets() {
         for bad in ["gs://b/x", "s3:///x", ""] {
             assert!(
-                matches!(LakeUrl::parse(bad), Err(Error::Config(_))),
+                matches!(LakeUrl::parse(bad), Err(e) if e.is(crate::error::Kind::Config)),
                 "{bad}"
             );
         }

@@ -1,6 +1,10 @@
 //! What a writer tells the lake's catalog, without depending on which catalog it is: the
-//! table's partition scheme (decided once, then followed by every writer), the current
-//! folder of each partition (compaction moves them), and each landing's objects and offsets.
+//! table's partition scheme (decided once, by whoever records it first, then followed by
+//! every writer), the current folder of each partition (compaction moves them), which
+//! writer owns each Kafka partition now (claims, which fence out the writers before it),
+//! and each landing's objects and offsets. The table, not the consumer group, is the
+//! source of truth for what is landed: a sink resumes from the table's offsets whatever
+//! its group says.
 
 use std::collections::BTreeMap;
 
@@ -29,9 +33,41 @@ pub struct TableSource {
     pub time_zone: Option<String>,
 }
 
+/// The offsets of one Kafka partition landed last: `[first, next)`. Records before `next`
+/// are in registered objects; later ones only in Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandedRange {
+    pub first: i64,
+    pub next: i64,
+}
+
+/// What a writer needs to know of a table it lands into.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableState {
+    /// The partition folder keys.
+    pub scheme: Vec<String>,
+    /// Partitions compaction moved: partition path → folder.
+    pub locations: BTreeMap<String, String>,
+    /// Per Kafka partition, the range landed last.
+    pub landed: BTreeMap<i32, LandedRange>,
+    /// Per Kafka partition, the epoch of the writer that claimed it last.
+    pub claims: BTreeMap<i32, u64>,
+}
+
+/// A writer's claim on Kafka partitions of a table: landings made under an older claim of
+/// one of them are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub epoch: u64,
+    /// The table as it was when claimed.
+    pub table: TableState,
+}
+
 /// One object a landing wrote.
 pub struct LandedObject<'a> {
     pub key: String,
+    /// The Kafka partition whose records it holds.
+    pub partition: i32,
     /// The partition path (`date=2021-01-04`, empty when unpartitioned) …
     pub path: String,
     /// … and the folder the object was written to (the partition's location then).
@@ -39,17 +75,28 @@ pub struct LandedObject<'a> {
     pub body: &'a [u8],
 }
 
-/// A landed offset range of one Kafka partition and the objects holding it.
+/// The offset ranges of Kafka partitions landed together, and the objects holding them:
+/// registered in one catalog write, so a query sees all of it or none of it.
 pub struct Landing<'a> {
     pub table: &'a str,
     pub format: Format,
-    pub partition: i32,
-    /// The range is `[first_offset, next_offset)`. Every earlier range of this partition is
-    /// committed in Kafka (a range is started only after the previous one committed), so
-    /// objects named below `first_offset` can no longer be rewritten by a replay.
-    pub first_offset: i64,
-    pub next_offset: i64,
+    /// Per Kafka partition, the epoch of the writer's claim on it.
+    pub epochs: BTreeMap<i32, u64>,
+    /// Per Kafka partition, `[first, next)`: it must start where the table's range of the
+    /// partition ends (or later, after a gap the topic's retention made).
+    pub ranges: BTreeMap<i32, LandedRange>,
     pub objects: Vec<LandedObject<'a>>,
+}
+
+/// Why a landing of a partition was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fence {
+    /// Another writer claimed the partition since (a newer member of the group, or a sink
+    /// of another group): this writer no longer owns it.
+    Claimed { by: u64 },
+    /// The table's range already reaches `next`: the records are landed (by a writer that
+    /// got there first).
+    Behind { next: i64 },
 }
 
 /// The outcome of registering a landing.
@@ -59,16 +106,20 @@ pub enum Registered {
     /// These partitions were moved (compacted) since the objects were written: rewrite
     /// the objects in the new folders (partition path → folder) and register again.
     Moved(BTreeMap<String, String>),
+    /// Nothing was registered: these Kafka partitions may not be landed by this writer
+    /// from these offsets.
+    Fenced(BTreeMap<i32, Fence>),
 }
 
 /// A catalog as a writer sees it.
 pub trait Registry: Send + Sync {
-    /// The table's partition folder keys, if the table exists.
-    fn scheme(&self, table: &str) -> Result<Option<Vec<String>>>;
+    /// The table, if it exists.
+    fn state(&self, table: &str) -> Result<Option<TableState>>;
 
     /// Records `keys` (and why they were chosen) as the table's scheme unless a scheme is
-    /// already recorded; returns the scheme that holds. Two writers deciding at once agree
-    /// on whichever was recorded first.
+    /// already recorded, with a create that fails if another writer's is there, and claims
+    /// `partitions` in the same write; returns the table and claim that hold. Two writers
+    /// deciding at once agree on whichever was recorded first.
     fn declare(
         &self,
         table: &str,
@@ -76,13 +127,83 @@ pub trait Registry: Send + Sync {
         keys: &[String],
         reason: &str,
         source: &TableSource,
-    ) -> Result<Vec<String>>;
+        partitions: &[i32],
+    ) -> Result<Claim>;
 
-    /// The current folder of each partition path that has moved (others are in their
-    /// default folder, `table/path`).
-    fn locations(&self, table: &str) -> Result<BTreeMap<String, String>>;
+    /// Claims `partitions` of an existing table for this writer, fencing out earlier
+    /// claims: `None` if the table does not exist yet.
+    fn claim(&self, table: &str, source: &TableSource, partitions: &[i32])
+        -> Result<Option<Claim>>;
 
-    /// Registers the objects' partitions and columns and the landed range, in one step
-    /// that queries see whole.
+    /// Registers the objects' partitions and columns and the landed ranges, in one step
+    /// that queries see whole, if the writer's claim holds and each range continues the
+    /// table's.
     fn register(&self, landing: &Landing) -> Result<Registered>;
+}
+
+/// Applies the landing rules to one Kafka partition: the claim must be the latest, and the
+/// range must continue the table's (`landed`): ranges only move forward.
+pub fn fence(
+    claims: &BTreeMap<i32, u64>,
+    landed: Option<&LandedRange>,
+    partition: i32,
+    epoch: Option<u64>,
+    range: &LandedRange,
+) -> Option<Fence> {
+    let by = claims.get(&partition).copied().unwrap_or(0);
+    if Some(by) != epoch {
+        return Some(Fence::Claimed { by });
+    }
+    match landed {
+        Some(l) if range.first < l.next => Some(Fence::Behind { next: l.next }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_landing_must_hold_the_latest_claim_and_continue_the_table() {
+        let claims = BTreeMap::from([(0, 7), (1, 9)]);
+        let landed = LandedRange {
+            first: 0,
+            next: 100,
+        };
+        let next = LandedRange {
+            first: 100,
+            next: 150,
+        };
+        assert_eq!(fence(&claims, Some(&landed), 0, Some(7), &next), None);
+        // A later start: the topic's retention dropped records in between.
+        let after_gap = LandedRange {
+            first: 120,
+            next: 150,
+        };
+        assert_eq!(fence(&claims, Some(&landed), 0, Some(7), &after_gap), None);
+        // A zombie, or a sink of another group that started from offset 0.
+        assert_eq!(
+            fence(&claims, Some(&landed), 1, Some(7), &next),
+            Some(Fence::Claimed { by: 9 })
+        );
+        let replay = LandedRange {
+            first: 0,
+            next: 120,
+        };
+        assert_eq!(
+            fence(&claims, Some(&landed), 0, Some(7), &replay),
+            Some(Fence::Behind { next: 100 })
+        );
+        // Nobody claimed partition 2: a writer that did not claim it is refused.
+        assert_eq!(
+            fence(&claims, None, 2, Some(7), &next),
+            Some(Fence::Claimed { by: 0 })
+        );
+        assert_eq!(fence(&claims, None, 0, Some(7), &next), None);
+        assert_eq!(
+            fence(&claims, None, 0, None, &next),
+            Some(Fence::Claimed { by: 7 })
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! A lake in an S3 bucket (AWS, or any S3-compatible server through `endpoint_url`).
 
 use aws_config::SdkConfig;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
-use super::{ByteRange, ObjectMeta, ObjectStore};
+use super::{ByteRange, ObjectMeta, ObjectStore, Put};
 use crate::aws::{self, describe, AwsOptions};
 use crate::error::{Error, Result};
 
@@ -36,7 +37,7 @@ impl S3Store {
     pub fn open(bucket: &str, prefix: &str, options: &AwsOptions) -> Result<Self> {
         let part_size = options.part_size.unwrap_or(DEFAULT_PART_SIZE);
         if part_size < MIN_PART_SIZE {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "s3_part_size must be at least {MIN_PART_SIZE} bytes (5 MiB), got {part_size}"
             )));
         }
@@ -69,16 +70,16 @@ impl S3Store {
             return Err(aws::missing_credentials(options, &where_));
         }
         Err(match err.raw_response().map(|r| r.status().as_u16()) {
-            Some(404) => Error::NotFound(format!("bucket {where_} does not exist")),
-            Some(301) => Error::Config(format!(
+            Some(404) => Error::not_found(format!("bucket {where_} does not exist")),
+            Some(301) => Error::config(format!(
                 "bucket {where_} is in another region than {:?}: set region",
                 options.region.as_deref().unwrap_or("the default")
             )),
-            Some(403) => Error::Config(format!(
+            Some(403) => Error::config(format!(
                 "access to bucket {where_} was denied: check the credentials (AWS_ACCESS_KEY_ID / \
                  AWS_PROFILE) and the bucket policy"
             )),
-            _ => Error::Io(format!("cannot reach bucket {where_}: {}", describe(&err))),
+            _ => Error::io(format!("cannot reach bucket {where_}: {}", describe(&err))),
         })
     }
 
@@ -98,14 +99,6 @@ impl S3Store {
             part_size: self.part_size,
         }
     }
-
-    fn failed<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-        &self,
-        key: &str,
-        err: &SdkError<E, R>,
-    ) -> Error {
-        failed(&self.bucket, key, err)
-    }
 }
 
 /// Writes objects to one bucket.
@@ -120,36 +113,43 @@ impl Writer {
     /// Writes `body` at the full key `key`, giving up after a deadline that grows with the
     /// body: a server that stops answering mid-request must not hold a writer for ever
     /// (the SDK's read timeout does not cover a stalled upload, and it retries).
-    async fn put(&self, key: &str, body: &[u8]) -> Result<()> {
+    /// `Ok(false)` if `mode` is `Put::Create` and an object is there.
+    async fn put(&self, key: &str, body: &[u8], mode: Put) -> Result<bool> {
         let deadline = put_deadline(body.len());
         if body.len() > self.part_size {
-            return self.put_multipart(key, body, deadline).await;
+            return self.put_multipart(key, body, mode, deadline).await;
         }
         let write = async {
-            self.client
+            let request = self
+                .client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
-                .body(ByteStream::from(body.to_vec()))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.failed(key, &e))
+                .body(ByteStream::from(body.to_vec()));
+            let request = match mode {
+                Put::Replace => request,
+                Put::Create => request.if_none_match("*"),
+            };
+            match request.send().await {
+                Ok(_) => Ok(true),
+                Err(e) if precondition_failed(&e) => Ok(false),
+                Err(e) => Err(self.failed(key, &e)),
+            }
         };
         self.within(deadline, key, write).await
     }
 
     /// `write` of `key`, failed if it takes longer than `deadline`.
-    async fn within(
+    async fn within<T>(
         &self,
         deadline: Duration,
         key: &str,
-        write: impl std::future::Future<Output = Result<()>>,
-    ) -> Result<()> {
+        write: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
         tokio::time::timeout(deadline, write)
             .await
             .unwrap_or_else(|_| {
-                Err(Error::Io(format!(
+                Err(Error::io(format!(
                     "writing s3://{}/{key} timed out after {} s",
                     self.bucket,
                     deadline.as_secs()
@@ -159,7 +159,13 @@ impl Writer {
 
     /// A multipart upload, aborted if it fails or runs out of time: abandoned parts are
     /// stored (and billed) until aborted.
-    async fn put_multipart(&self, key: &str, body: &[u8], deadline: Duration) -> Result<()> {
+    async fn put_multipart(
+        &self,
+        key: &str,
+        body: &[u8],
+        mode: Put,
+        deadline: Duration,
+    ) -> Result<bool> {
         let started = Instant::now();
         let created = tokio::time::timeout(
             deadline,
@@ -171,7 +177,7 @@ impl Writer {
         )
         .await
         .map_err(|_| {
-            Error::Io(format!(
+            Error::io(format!(
                 "starting the upload of s3://{}/{key} timed out",
                 self.bucket
             ))
@@ -180,7 +186,8 @@ impl Writer {
         let upload_id = created.upload_id().unwrap_or_default().to_string();
         let upload = async {
             let parts = self.upload_parts(key, &upload_id, body).await?;
-            self.client
+            let complete = self
+                .client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
                 .key(key)
@@ -189,19 +196,32 @@ impl Writer {
                     CompletedMultipartUpload::builder()
                         .set_parts(Some(parts))
                         .build(),
-                )
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.failed(key, &e))
+                );
+            let complete = match mode {
+                Put::Replace => complete,
+                Put::Create => complete.if_none_match("*"),
+            };
+            match complete.send().await {
+                Ok(_) => Ok(true),
+                Err(e) if precondition_failed(&e) => Ok(false),
+                Err(e) => Err(self.failed(key, &e)),
+            }
         };
         let left = deadline.saturating_sub(started.elapsed());
-        let Err(e) = self.within(left, key, upload).await else {
-            return Ok(());
+        let e = match self.within(left, key, upload).await {
+            Ok(true) => return Ok(true),
+            // Refused because the object is there: the parts are nobody's.
+            Ok(false) => {
+                return match self.abort_upload(key, &upload_id).await {
+                    Ok(()) => Ok(false),
+                    Err(abort) => Err(abort),
+                }
+            }
+            Err(e) => e,
         };
         match self.abort_upload(key, &upload_id).await {
             Ok(()) => Err(e),
-            Err(abort) => Err(Error::Io(format!("{e}; {abort}"))),
+            Err(abort) => Err(Error::io(format!("{e}; {abort}"))),
         }
     }
 
@@ -226,7 +246,7 @@ impl Writer {
                 Err(_) => last = format!("no answer within {} s", ABORT_DEADLINE.as_secs()),
             }
         }
-        Err(Error::Io(format!(
+        Err(Error::io(format!(
             "the incomplete upload {upload_id} of s3://{}/{key} could not be aborted ({last}); \
              its parts stay stored until removed: an S3 lifecycle rule that aborts incomplete \
              multipart uploads does it (see the README)",
@@ -264,24 +284,42 @@ impl Writer {
         Ok(parts)
     }
 
-    fn failed<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    fn failed<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
         &self,
         key: &str,
-        err: &SdkError<E, R>,
+        err: &SdkError<E, HttpResponse>,
     ) -> Error {
         failed(&self.bucket, key, err)
     }
 }
 
-fn failed<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+/// Whether a conditional write was refused because of the object there: S3 answers 412,
+/// or 409 when another conditional write to the key is under way (then the other
+/// writer's object is there, or will be, which for a create is the same).
+fn precondition_failed<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    matches!(
+        aws::error_code(err),
+        Some("PreconditionFailed" | "ConditionalRequestConflict")
+    ) || matches!(
+        err.raw_response().map(|r| r.status().as_u16()),
+        Some(412 | 409)
+    )
+}
+
+fn failed<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     bucket: &str,
     key: &str,
-    err: &SdkError<E, R>,
+    err: &SdkError<E, HttpResponse>,
 ) -> Error {
-    Error::Io(format!(
-        "writing s3://{bucket}/{key} failed: {}",
-        describe(err)
-    ))
+    let why = describe(err);
+    let message = format!("writing s3://{bucket}/{key} failed: {why}");
+    match aws::error_code(err) {
+        Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => Error::config(
+            format!("{message} (check the credentials and bucket policy)"),
+        ),
+        Some("NoSuchBucket") => Error::not_found(message),
+        _ => Error::io(message).retryable(aws::transient(err)),
+    }
 }
 
 /// How long one object's write may take: 15 s, plus a second per MiB.
@@ -301,7 +339,15 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 impl ObjectStore for S3Store {
     fn put(&self, key: &str, body: &[u8]) -> Result<()> {
         let key = self.full_key(key);
-        self.runtime.block_on(self.writer().put(&key, body))
+        self.runtime
+            .block_on(self.writer().put(&key, body, Put::Replace))
+            .map(|_| ())
+    }
+
+    fn put_new(&self, key: &str, body: &[u8]) -> Result<bool> {
+        let key = self.full_key(key);
+        self.runtime
+            .block_on(self.writer().put(&key, body, Put::Create))
     }
 
     /// Up to [`IN_FLIGHT`] writes at once, as tasks of the store's runtime; dropping them
@@ -309,9 +355,10 @@ impl ObjectStore for S3Store {
     fn put_all(
         &self,
         objects: &[(&str, &[u8])],
+        mode: Put,
         stop: &mut dyn FnMut() -> bool,
-    ) -> Option<Vec<Result<()>>> {
-        let mut results: Vec<Option<Result<()>>> = objects.iter().map(|_| None).collect();
+    ) -> Option<Vec<Result<bool>>> {
+        let mut results: Vec<Option<Result<bool>>> = objects.iter().map(|_| None).collect();
         let mut queued = objects.iter().enumerate();
         self.runtime.block_on(async {
             let mut running = tokio::task::JoinSet::new();
@@ -323,7 +370,7 @@ impl ObjectStore for S3Store {
                         break;
                     };
                     let (writer, key, body) = (self.writer(), self.full_key(key), body.to_vec());
-                    let task = running.spawn(async move { writer.put(&key, &body).await });
+                    let task = running.spawn(async move { writer.put(&key, &body, mode).await });
                     tasks.insert(task.id(), i);
                 }
                 let finished = tokio::select! {
@@ -343,7 +390,7 @@ impl ObjectStore for S3Store {
                 };
                 let (id, result) = match finished {
                     Ok((id, result)) => (id, result),
-                    Err(e) => (e.id(), Err(Error::Io(format!("a write failed: {e}")))),
+                    Err(e) => (e.id(), Err(Error::io(format!("a write failed: {e}")))),
                 };
                 if let Some(i) = tasks.remove(&id) {
                     results[i] = Some(result);
@@ -353,7 +400,7 @@ impl ObjectStore for S3Store {
         Some(
             results
                 .into_iter()
-                .map(|r| r.unwrap_or_else(|| Err(Error::Io("a write was lost".into()))))
+                .map(|r| r.unwrap_or_else(|| Err(Error::io("a write was lost"))))
                 .collect(),
         )
     }
@@ -399,44 +446,7 @@ impl ObjectStore for S3Store {
     }
 
     fn read(&self, key: &str, range: ByteRange) -> Result<Vec<u8>> {
-        self.get(key, range).map(|(body, _)| body)
-    }
-
-    fn read_tagged(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
-        match self.get(key, ByteRange::All) {
-            Ok((body, tag)) => Ok(Some((body, tag))),
-            Err(Error::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn put_if(&self, key: &str, body: &[u8], expected: Option<&str>) -> Result<bool> {
-        let key = self.full_key(key);
-        let request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .body(ByteStream::from(body.to_vec()));
-        let request = match expected {
-            Some(tag) => request.if_match(tag),
-            None => request.if_none_match("*"),
-        };
-        match self.runtime.block_on(request.send()) {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    aws::error_code(&e),
-                    Some("PreconditionFailed" | "ConditionalRequestConflict")
-                ) || matches!(
-                    e.raw_response().map(|r| r.status().as_u16()),
-                    Some(412 | 409)
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.failed(&key, &e)),
-        }
+        self.get(key, range)
     }
 
     fn cloud_options(&self) -> Result<Option<CloudOptions>> {
@@ -478,14 +488,14 @@ impl ObjectStore for S3Store {
                     ObjectIdentifier::builder()
                         .key(self.full_key(k))
                         .build()
-                        .map_err(|e| Error::Io(format!("bad key {k:?}: {e}")))
+                        .map_err(|e| Error::io(format!("bad key {k:?}: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let delete = Delete::builder()
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| Error::Io(format!("bad delete request: {e}")))?;
+                .map_err(|e| Error::io(format!("bad delete request: {e}")))?;
             let out = self
                 .runtime
                 .block_on(
@@ -503,7 +513,7 @@ impl ObjectStore for S3Store {
                     )
                 })?;
             if let Some(err) = out.errors().first() {
-                return Err(Error::Io(format!(
+                return Err(Error::io(format!(
                     "deleting s3://{}/{} failed: {}",
                     self.bucket,
                     err.key().unwrap_or("?"),
@@ -516,8 +526,8 @@ impl ObjectStore for S3Store {
 }
 
 impl S3Store {
-    /// An object's bytes (or part of them) and its ETag.
-    fn get(&self, key: &str, range: ByteRange) -> Result<(Vec<u8>, String)> {
+    /// An object's bytes, or part of them.
+    fn get(&self, key: &str, range: ByteRange) -> Result<Vec<u8>> {
         let full = self.full_key(key);
         let header = match range {
             ByteRange::All => None,
@@ -536,11 +546,9 @@ impl S3Store {
             let output = match got {
                 Ok(output) => output,
                 // A range of an empty object cannot be satisfied: the object is just empty.
-                Err(e) if aws::error_code(&e) == Some("InvalidRange") => {
-                    return Ok((Vec::new(), String::new()))
-                }
+                Err(e) if aws::error_code(&e) == Some("InvalidRange") => return Ok(Vec::new()),
                 Err(e) if aws::error_code(&e) == Some("NoSuchKey") => {
-                    return Err(Error::NotFound(format!(
+                    return Err(Error::not_found(format!(
                         "s3://{}/{full} does not exist",
                         self.bucket
                     )))
@@ -553,11 +561,10 @@ impl S3Store {
                     ))
                 }
             };
-            let tag = output.e_tag().unwrap_or_default().to_string();
             let body = output.body.collect().await.map_err(|e| {
-                Error::Io(format!("reading s3://{}/{full} failed: {e}", self.bucket))
+                Error::io(format!("reading s3://{}/{full} failed: {e}", self.bucket))
             })?;
-            Ok((body.into_bytes().to_vec(), tag))
+            Ok(body.into_bytes().to_vec())
         })
     }
 }

@@ -233,13 +233,13 @@ fn event_duration(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
         return Ok(parse_duration(&value.extract::<String>()?)?);
     }
     let secs: f64 = value.extract().map_err(|_| {
-        Error::Config(format!(
+        Error::config(format!(
             "{name} must be a duration such as \"1m\" or a number of seconds"
         ))
     })?;
     let micros = (secs * 1e6).round();
     if !(micros >= 0.0 && micros < i64::MAX as f64) {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "{name} must be a non-negative duration, got {secs}"
         ))
         .into());
@@ -289,7 +289,7 @@ impl PyAnalytics {
             .unwrap_or_else(|e| e.into_inner())
             .of(kind);
         let df = frame(kind, &outputs, &self.names)
-            .map_err(|e| Error::Io(format!("cannot build the {} frame: {e}", kind.name())))?;
+            .map_err(|e| Error::io(format!("cannot build the {} frame: {e}", kind.name())))?;
         Ok(PyDataFrame(df))
     }
 }
@@ -344,9 +344,7 @@ impl PyAnalytics {
                 event_duration("window", w)?,
                 slide.map(|s| event_duration("slide", s)).transpose()?,
             )?),
-            None if slide.is_some() => {
-                return Err(Error::Config("slide needs a window".into()).into())
-            }
+            None if slide.is_some() => return Err(Error::config("slide needs a window").into()),
             None => None,
         };
         let spec = Spec::new(
@@ -389,7 +387,7 @@ impl PyAnalytics {
         cfg.fields.session_zone = match session_zone {
             Some(zone) => TimeFormat::new(None, Some(zone))
                 .map_err(|_| {
-                    Error::Config(format!(
+                    Error::config(format!(
                         "session_zone {zone:?} is not an IANA zone name (e.g. \"America/New_York\")"
                     ))
                 })?

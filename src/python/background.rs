@@ -133,7 +133,7 @@ impl<J: Job> Background<J> {
             State::Idle(job) => Ok(job),
             other => {
                 *state = other;
-                Err(Error::Config(format!(
+                Err(Error::config(format!(
                     "this {} is already running; call stop() first",
                     self.name
                 ))
@@ -192,7 +192,7 @@ impl<J: Job> Background<J> {
                 let result = job.run(&limits, &mut || stop.load(Ordering::Relaxed));
                 (job, result)
             })
-            .map_err(|e| Error::Io(format!("cannot start the {} thread: {e}", self.name)))?;
+            .map_err(|e| Error::io(format!("cannot start the {} thread: {e}", self.name)))?;
         *self.lock() = State::Running(handle);
         Ok(())
     }
@@ -227,7 +227,7 @@ impl<J: Job> Background<J> {
                     };
                     let (job, result) = handle
                         .join()
-                        .map_err(|_| Error::Io(format!("the {} thread panicked", self.name)))?;
+                        .map_err(|_| Error::io(format!("the {} thread panicked", self.name)))?;
                     *state = State::Idle(job);
                     result?;
                     return Ok(true);

@@ -1,8 +1,9 @@
-//! Maps core errors to the Python exception hierarchy defined in `stockstream/errors.py`.
+//! Maps core errors to the Python exception hierarchy defined in `stockstream/errors.py`;
+//! the exception's `retryable` attribute says whether the same call may succeed later.
 
 use pyo3::prelude::*;
 
-use crate::error::Error;
+use crate::error::{Error, Kind};
 
 pyo3::import_exception!(stockstream.errors, StockstreamError);
 pyo3::import_exception!(stockstream.errors, SchemaError);
@@ -14,14 +15,19 @@ pyo3::import_exception!(stockstream.errors, QueryError);
 
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
-        match err {
-            Error::Schema(m) => SchemaError::new_err(m),
-            Error::NotFound(m) => NotFoundError::new_err(m),
-            Error::Config(m) => ConfigError::new_err(m),
-            Error::Kafka(m) => KafkaError::new_err(m),
-            Error::Delivery(m) => DeliveryError::new_err(m),
-            Error::Query(m) => QueryError::new_err(m),
-            Error::Io(m) => StockstreamError::new_err(m),
-        }
+        let message = err.message().to_string();
+        let exception = match err.kind() {
+            Kind::Schema => SchemaError::new_err(message),
+            Kind::NotFound => NotFoundError::new_err(message),
+            Kind::Config => ConfigError::new_err(message),
+            Kind::Kafka => KafkaError::new_err(message),
+            Kind::Delivery => DeliveryError::new_err(message),
+            Kind::Query => QueryError::new_err(message),
+            Kind::Io => StockstreamError::new_err(message),
+        };
+        Python::attach(|py| {
+            let _ = exception.value(py).setattr("retryable", err.is_retryable());
+        });
+        exception
     }
 }

@@ -284,7 +284,7 @@ pub struct PyLake {
 /// A Python value as a SQL literal's value.
 fn param_of(name: &str, value: &Bound<'_, PyAny>) -> Result<Param> {
     let unsupported = || {
-        Error::Query(format!(
+        Error::query(format!(
             "parameter {{{name}}}: a {} cannot be a SQL literal (use None, a bool, an int, a \
              float, a string, a date or a date-time)",
             value
@@ -302,7 +302,7 @@ fn param_of(name: &str, value: &Bound<'_, PyAny>) -> Result<Param> {
     }
     if value.is_instance_of::<PyInt>() {
         return value.extract().map(Param::Int).map_err(|_| {
-            Error::Query(format!(
+            Error::query(format!(
                 "parameter {{{name}}}: the integer is beyond 64 bits"
             ))
         });
@@ -421,7 +421,7 @@ impl PyLake {
                 let tails: Vec<PyTailInfo> = tails.into_iter().map(PyTailInfo::from).collect();
                 if live == Some(true) {
                     if let Some(t) = tails.iter().find(|t| !t.live) {
-                        return Err(Error::Kafka(format!(
+                        return Err(Error::kafka(format!(
                             "live query of table {}: {}",
                             t.table,
                             t.reason.as_deref().unwrap_or("the tail cannot be read")
@@ -525,7 +525,7 @@ impl PyLake {
                 }
             }
             df!("table" => names, "url" => urls, "bytes" => sizes)
-                .map_err(|e| Error::Io(format!("cannot list files: {e}")))
+                .map_err(|e| Error::io(format!("cannot list files: {e}")))
         })?;
         Ok(PyDataFrame(frame))
     }
@@ -576,7 +576,7 @@ fn tables_frame(lake: &Lake, tables: &[Table]) -> Result<DataFrame> {
         "partitioning" => text(&|t| t.partitioning.clone().unwrap_or_default()),
         "source" => text(&|t| t.source.as_ref().map_or(String::new(), |s| s.topic.clone())),
     )
-    .map_err(|e| Error::Io(format!("cannot list tables: {e}")))
+    .map_err(|e| Error::io(format!("cannot list tables: {e}")))
 }
 
 /// Crawls a lake into a catalog, like an AWS Glue crawler: finds tables (top-level

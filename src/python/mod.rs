@@ -22,7 +22,7 @@ use pyo3::PyResult;
 /// A non-negative number of seconds given for option `name`.
 pub fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| {
-        crate::error::Error::Config(format!(
+        crate::error::Error::config(format!(
             "{name} must be a non-negative number of seconds, got {value}"
         ))
         .into()

@@ -346,7 +346,7 @@ impl PyProducer {
                 sent
             })
             .await
-            .map_err(|e| crate::error::Error::Kafka(format!("send task failed: {e}")))?
+            .map_err(|e| crate::error::Error::kafka(format!("send task failed: {e}")))?
         })
     }
 }
@@ -364,7 +364,7 @@ impl PyProducer {
     ) -> PyResult<Self> {
         let config = kafka_config(bootstrap_servers, config)?;
         let timeout = Duration::try_from_secs_f64(connect_timeout).map_err(|_| {
-            crate::error::Error::Config(format!(
+            crate::error::Error::config(format!(
                 "connect_timeout must be positive, got {connect_timeout}"
             ))
         })?;

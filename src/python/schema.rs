@@ -71,7 +71,7 @@ impl PyTickSchema {
     ) -> PyResult<Self> {
         for (name, value) in [("symbol", symbol), ("time", time), ("price", price)] {
             if value.trim().is_empty() {
-                return Err(Error::Config(format!("TickSchema: {name} is empty")).into());
+                return Err(Error::config(format!("TickSchema: {name} is empty")).into());
             }
         }
         let parsed = TimeFormat::new(time_format.as_deref(), time_zone.as_deref())?;
@@ -177,7 +177,7 @@ pub fn uses_old_keywords(
     }
     if replacement_given {
         let new = replacement.split('=').next().unwrap_or(replacement);
-        return Err(Error::Config(format!("give {new}= or {}, not both", named.join(", "))).into());
+        return Err(Error::config(format!("give {new}= or {}, not both", named.join(", "))).into());
     }
     deprecated(py, &named.join(", "), replacement)?;
     Ok(true)

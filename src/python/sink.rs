@@ -259,10 +259,9 @@ impl PyLakeSink {
             .transpose()?;
         let compact_grace = seconds("compact_grace", compact_grace)?;
         if compact_every.is_some() && catalog.is_none() {
-            return Err(crate::error::Error::Config(
+            return Err(crate::error::Error::config(
                 "compact_every needs a catalog (catalog=\"local\" or \"glue\"): compaction \
-                 switches partition locations there"
-                    .into(),
+                 switches partition locations there",
             )
             .into());
         }
@@ -345,7 +344,7 @@ impl PyLakeSink {
                             match catalog::compact(store.as_ref(), registry.as_ref(), &options) {
                                 Ok(r) => Ok(r.objects_merged),
                                 // Not landed yet: nothing to compact.
-                                Err(crate::error::Error::NotFound(_)) => Ok(0),
+                                Err(e) if e.is(crate::error::Kind::NotFound) => Ok(0),
                                 Err(e) => Err(e),
                             }
                         }),

@@ -60,7 +60,7 @@ pub fn polars_frame(frame: &Bound<'_, PyAny>) -> PyResult<DataFrame> {
     } else if frame.hasattr("__arrow_c_stream__")? {
         pl.call_method1("DataFrame", (frame,))?
     } else {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "frame: expected a Polars DataFrame or LazyFrame, a pandas DataFrame or a pyarrow \
              Table, got {}",
             frame.get_type().name()?
@@ -78,9 +78,9 @@ fn synthetic_config(
     interval: f64,
 ) -> PyResult<SyntheticConfig> {
     let start_us = time::parse_micros(start)
-        .ok_or_else(|| Error::Config(format!("start: cannot parse {start:?} as a date or time")))?;
+        .ok_or_else(|| Error::config(format!("start: cannot parse {start:?} as a date or time")))?;
     if !(interval.is_finite() && interval > 0.0) {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "interval must be a positive number of seconds, got {interval}"
         ))
         .into());
@@ -152,9 +152,9 @@ impl PyTickSource {
 
 /// A whole Parquet file, its missing file named.
 fn read_parquet(path: &Path) -> Result<DataFrame> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::file(path, e))?;
     ParquetReader::new(file).finish().map_err(|e| {
-        Error::Schema(format!(
+        Error::schema(format!(
             "{}: not a readable Parquet file: {e}",
             path.display()
         ))

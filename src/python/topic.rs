@@ -48,9 +48,7 @@ pub fn read_topic(
     let config = kafka_config(bootstrap_servers, config)?;
     let timeout = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::ZERO);
     let start = match (last, after) {
-        (Some(_), Some(_)) => {
-            return Err(Error::Config("give last or after, not both".into()).into())
-        }
+        (Some(_), Some(_)) => return Err(Error::config("give last or after, not both").into()),
         (Some(n), None) => Start::Last(n),
         (None, Some(next)) => Start::After(next),
         (None, None) => Start::Beginning,

@@ -34,7 +34,7 @@ pub fn run(
     runtime.block_on(async {
         let client = Client::new(&aws::sdk_config(aws_options).await);
         let failed = |what: &str, e: &dyn std::fmt::Display| {
-            Error::Query(format!("Athena {what} failed: {e}"))
+            Error::query(format!("Athena {what} failed: {e}"))
         };
         let mut start = client
             .start_query_execution()
@@ -69,7 +69,7 @@ pub fn run(
                     let reason = status
                         .and_then(|s| s.state_change_reason())
                         .unwrap_or("no reason given");
-                    return Err(Error::Query(format!(
+                    return Err(Error::query(format!(
                         "Athena query {id} {}: {reason}",
                         state.as_str().to_ascii_lowercase()
                     )));
@@ -82,7 +82,7 @@ pub fn run(
                     .query_execution_id(&id)
                     .send()
                     .await;
-                return Err(Error::Query(format!(
+                return Err(Error::query(format!(
                     "Athena query {id} did not finish within {:?}; it was cancelled",
                     options.timeout
                 )));
@@ -136,7 +136,7 @@ fn frame(columns: &[ColumnInfo], mut rows: Vec<Vec<Option<String>>>) -> Result<D
             let text = Series::new(info.name().into(), values);
             let typed = match athena_type(info.r#type()) {
                 Some(dtype) => text.strict_cast(&dtype).map_err(|e| {
-                    Error::Query(format!(
+                    Error::query(format!(
                         "Athena column {:?} ({}) has a value that is not one: {e}",
                         info.name(),
                         info.r#type()
@@ -147,7 +147,7 @@ fn frame(columns: &[ColumnInfo], mut rows: Vec<Vec<Option<String>>>) -> Result<D
             Ok(typed.into_column())
         })
         .collect::<Result<Vec<_>>>()?;
-    DataFrame::new_infer_height(series).map_err(|e| Error::Query(format!("Athena result: {e}")))
+    DataFrame::new_infer_height(series).map_err(|e| Error::query(format!("Athena result: {e}")))
 }
 
 /// The Polars type of an Athena (Trino) column type; text for the rest.

@@ -46,7 +46,7 @@ impl std::str::FromStr for QueryEngine {
         match text.trim().to_ascii_lowercase().as_str() {
             "polars" | "local" => Ok(QueryEngine::Polars),
             "athena" => Ok(QueryEngine::Athena),
-            other => Err(Error::Config(format!(
+            other => Err(Error::config(format!(
                 "engine {other:?} is not supported: use \"polars\" or \"athena\""
             ))),
         }
@@ -67,7 +67,7 @@ impl Lake {
     pub fn open(url: &str, catalog: CatalogKind, database: &str, aws: &AwsOptions) -> Result<Self> {
         if let LakeUrl::Local(path) = LakeUrl::parse(url)? {
             if !Path::new(&path).is_dir() {
-                return Err(Error::NotFound(format!(
+                return Err(Error::not_found(format!(
                     "lake {} does not exist (the sink creates it)",
                     path.display()
                 )));
@@ -177,7 +177,9 @@ impl Lake {
                 self.unknown_tables(&missing, e)
             }
             e => match sql_error(e) {
-                Error::Io(message) => self.name_unreadable(&tables, message),
+                e if e.is(crate::error::Kind::Io) => {
+                    self.name_unreadable(&tables, e.message().to_string())
+                }
                 e => e,
             },
         })
@@ -196,12 +198,12 @@ impl Lake {
                 catalog::object_schema(store, &o.key, o.size, table.format).err()
             });
             if let Some(err) = checked.into_iter().flatten().next() {
-                return Error::Schema(format!(
+                return Error::schema(format!(
                     "{err} ({message}); crawl the lake to leave it out of queries"
                 ));
             }
         }
-        Error::Io(message)
+        Error::io(message)
     }
 
     /// The objects a query of `table` reads: those in the current folders of its
@@ -381,7 +383,7 @@ impl Lake {
             ),
             Err(e) => format!("its tables cannot be listed: {e}"),
         };
-        Error::Query(format!(
+        Error::query(format!(
             "no table {} in database {:?} of {} ({known}; crawl the lake to add tables): {err}",
             missing.join(", "),
             self.database,
@@ -394,12 +396,12 @@ impl Lake {
 /// anything else (an unreadable object) is reported as it is, naming the object.
 fn sql_error(err: PolarsError) -> Error {
     match err {
-        PolarsError::SQLInterface(m) => Error::Query(format!("SQL error: {m}")),
-        PolarsError::SQLSyntax(m) => Error::Query(format!("SQL syntax error: {m}")),
-        PolarsError::ColumnNotFound(m) => Error::Query(format!("unknown column: {m}")),
-        PolarsError::SchemaFieldNotFound(m) => Error::Query(format!("unknown field: {m}")),
-        PolarsError::InvalidOperation(m) => Error::Query(format!("invalid query: {m}")),
-        e => Error::Io(format!("query failed: {e}")),
+        PolarsError::SQLInterface(m) => Error::query(format!("SQL error: {m}")),
+        PolarsError::SQLSyntax(m) => Error::query(format!("SQL syntax error: {m}")),
+        PolarsError::ColumnNotFound(m) => Error::query(format!("unknown column: {m}")),
+        PolarsError::SchemaFieldNotFound(m) => Error::query(format!("unknown field: {m}")),
+        PolarsError::InvalidOperation(m) => Error::query(format!("invalid query: {m}")),
+        e => Error::io(format!("query failed: {e}")),
     }
 }
 
@@ -416,7 +418,7 @@ mod tests {
         assert_eq!("local".parse::<QueryEngine>().unwrap(), QueryEngine::Polars);
         assert!(matches!(
             "duckdb".parse::<QueryEngine>(),
-            Err(Error::Config(_))
+            Err(e) if e.is(crate::error::Kind::Config)
         ));
         assert_eq!("JSONL".parse::<Format>().unwrap(), Format::Ndjson);
         assert!("csv".parse::<Format>().is_err());

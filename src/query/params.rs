@@ -22,7 +22,7 @@ impl Param {
             Param::Int(i) => i.to_string(),
             Param::Float(f) if f.is_finite() => format!("{f:?}"),
             Param::Float(f) => {
-                return Err(Error::Query(format!(
+                return Err(Error::query(format!(
                     "parameter {{{name}}} is {f}, which SQL has no literal for"
                 )))
             }
@@ -44,7 +44,7 @@ pub fn bind(query: &str, lookup: &mut dyn FnMut(&str) -> Result<Option<Param>>) 
             '{' => match placeholder(rest) {
                 Some((name, len)) => {
                     let value = lookup(name)?.ok_or_else(|| {
-                        Error::Query(format!(
+                        Error::query(format!(
                             "no value for {{{name}}}: define a variable {name} (or pass it in \
                              params)"
                         ))

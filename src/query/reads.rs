@@ -19,7 +19,7 @@ pub fn only_tables(query: &str) -> Result<()> {
     let mut check = OnlyTables;
     match statements.visit(&mut check) {
         ControlFlow::Continue(()) => Ok(()),
-        ControlFlow::Break(what) => Err(Error::Query(format!(
+        ControlFlow::Break(what) => Err(Error::query(format!(
             "SQL error: {what} reads outside the lake; a lake query reads only its tables \
              (see Lake.tables())"
         ))),

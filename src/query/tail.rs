@@ -147,7 +147,7 @@ fn read_tail(table: &Table, bounds: &TailBounds, info: &mut TailInfo) -> Result<
     let deadline = Instant::now() + bounds.timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
     let unreachable = |e: rdkafka::error::KafkaError| {
-        Error::Kafka(format!(
+        Error::kafka(format!(
             "reading the tail of {} from {}: {e}",
             source.topic, source.bootstrap_servers
         ))
@@ -272,7 +272,7 @@ fn read_tail(table: &Table, bounds: &TailBounds, info: &mut TailInfo) -> Result<
         return Ok(None);
     }
     Ok(Some(concat(frames, UnionArgs::default()).map_err(|e| {
-        Error::Io(format!("combining the tail of {}: {e}", table.name))
+        Error::io(format!("combining the tail of {}: {e}", table.name))
     })?))
 }
 
@@ -303,7 +303,7 @@ fn conform(table: &Table, path: &str, frame: DataFrame) -> Result<LazyFrame> {
 /// deprecates casting strings to dates).
 fn partition_value(kind: HiveType, value: &str) -> Result<Expr> {
     let bad = || {
-        Error::Schema(format!(
+        Error::schema(format!(
             "partition value {value:?} is not a {}",
             kind.name()
         ))

@@ -33,7 +33,7 @@ impl Partitioning {
             return Ok(Partitioning::Keys(keys));
         }
         if auto > 1 || keys.iter().any(|k| *k != PartitionKey::Symbol) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "partition_by {names:?}: \"auto\" chooses the time folders itself; it can only \
                  be combined with \"symbol\""
             )));
@@ -63,7 +63,7 @@ impl std::str::FromStr for ColumnType {
             "int" | "int64" | "bigint" => ColumnType::Int,
             "bool" | "boolean" => ColumnType::Bool,
             other => {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "column type {other:?} is not supported: use string, float, int or bool"
                 )))
             }
@@ -125,14 +125,12 @@ impl Default for RollPolicy {
 impl RollPolicy {
     pub fn validate(&self) -> Result<()> {
         if self.records == 0 || self.bytes == 0 || self.memory == 0 {
-            return Err(Error::Config(
-                "RollPolicy: records, bytes and buffer_bytes must be positive".into(),
+            return Err(Error::config(
+                "RollPolicy: records, bytes and buffer_bytes must be positive",
             ));
         }
         if self.age.is_zero() || self.idle.is_zero() {
-            return Err(Error::Config(
-                "RollPolicy: age and idle must be positive".into(),
-            ));
+            return Err(Error::config("RollPolicy: age and idle must be positive"));
         }
         Ok(())
     }
@@ -191,7 +189,7 @@ impl SinkConfig {
             ("time_field", &self.time_field),
         ] {
             if value.trim().is_empty() {
-                return Err(Error::Config(format!("{name} is empty")));
+                return Err(Error::config(format!("{name} is empty")));
             }
         }
         crate::kafka::check_topic("topic", &self.topic)?;
@@ -200,7 +198,7 @@ impl SinkConfig {
             || self.table.chars().any(char::is_control)
             || self.table.len() > 255
         {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "table {:?}: a table name may not start with '_' or '.', contain '/', '\\', '=' \
                  or control characters, or be longer than 255 bytes",
                 self.table

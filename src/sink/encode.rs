@@ -102,7 +102,7 @@ fn column(col: &super::batch::Column) -> Column {
 }
 
 fn encode_error(e: PolarsError) -> Error {
-    Error::Io(format!("cannot encode Parquet: {e}"))
+    Error::io(format!("cannot encode Parquet: {e}"))
 }
 
 #[cfg(test)]

@@ -1,12 +1,16 @@
 //! Kafka → lake: a consumer-group member that buffers each partition's records, lands them
-//! as objects named by (topic, partition, first offset), and commits an offset only after
-//! the objects holding everything before it are durable. A crash or rebalance replays from
-//! the committed offset and rewrites the same object names, so the lake holds each record
-//! exactly once.
+//! as objects named by (topic, partition, first offset), registers each landing's offsets
+//! in the table, and commits them in Kafka after. The table is the source of truth: each
+//! assigned partition resumes where the table's landed range ends (or the group's committed
+//! offset, if further), each landing must continue the table's range under this writer's
+//! claim, and objects are created only where none is (a zombie cannot overwrite its
+//! successor's). A crash or rebalance replays from the table's offset and rewrites the
+//! same unregistered objects, so the lake holds each record exactly once.
 
 mod batch;
 pub mod config;
 mod encode;
+mod ownership;
 mod partitioning;
 mod range;
 pub(crate) mod record;
@@ -18,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use config::{ColumnType, Partitioning, RollPolicy, SinkConfig};
+use ownership::Ownership;
 use partitioning::Density;
 use range::{Message, Object, PendingRange};
 pub use status::SinkStatus;
@@ -28,7 +33,8 @@ use crate::kafka::{
     self, Change, Fetched, Flow, GroupMember, Membership, Pipeline, RunLimits, TICK,
 };
 use crate::lake::{
-    LandedObject, Landing, Layout, ObjectStore, PartitionKey, Registered, Registry, TableSource,
+    Fence, LandedObject, LandedRange, Landing, Layout, ObjectName, ObjectStore, PartitionKey, Put,
+    Registered, Registry, TableSource, TableState,
 };
 
 const RETRY_MAX: Duration = Duration::from_secs(10);
@@ -60,18 +66,29 @@ struct Work {
     locations: BTreeMap<String, String>,
     topic_partitions: usize,
     maintenance: Option<Maintenance>,
+    /// Where each assigned partition starts and under which claim it is landed.
+    owned: Ownership,
 }
 
-/// How long each broker request checking an assignment for retention gaps may take.
-const GAP_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long each broker request settling an assignment may take.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a landing's writes ended.
 enum Written {
-    All,
+    /// Every object is written, but those of these partitions, which this writer may no
+    /// longer land (from there).
+    All(BTreeMap<i32, Fence>),
     /// Asked to stop while a write was being retried.
     Stopped,
     /// A partition being written was revoked while a write was being retried.
     Revoked,
+}
+
+/// An object to create, and the Kafka partition whose records it holds.
+struct Write<'a> {
+    key: &'a str,
+    body: &'a [u8],
+    partition: i32,
 }
 
 /// Work the sink's loop runs now and then between landings (compaction of its table).
@@ -137,6 +154,7 @@ impl Sink {
                 locations: BTreeMap::new(),
                 topic_partitions,
                 maintenance: None,
+                owned: Ownership::default(),
             },
         })
     }
@@ -145,21 +163,10 @@ impl Sink {
     /// its offsets are committed, so queries see new data without a crawl. A table the
     /// registry already knows keeps its recorded folders; asking for others is an error.
     pub fn register_in(mut self, registry: Arc<dyn Registry>) -> Result<Self> {
-        if let Some(recorded) = registry.scheme(&self.work.config.table)? {
-            let keys = recorded_keys(&self.work.config.table, &recorded)?;
-            if let Partitioning::Keys(asked) = &self.work.config.partition_by {
-                if *asked != keys {
-                    return Err(Error::Config(format!(
-                        "table {:?} is partitioned by {recorded:?} (recorded when it was first \
-                         landed), not {:?}: use partition_by=\"auto\" to follow it, or land into \
-                         another table",
-                        self.work.config.table,
-                        asked.iter().map(|k| k.name()).collect::<Vec<_>>()
-                    )));
-                }
-            }
+        if let Some(state) = registry.state(&self.work.config.table)? {
+            let keys = asked_keys(&self.work.config, &state.scheme)?;
             self.work.layout = Some(layout_of(&self.work.config, keys));
-            self.work.locations = registry.locations(&self.work.config.table)?;
+            self.work.locations = state.locations;
         }
         self.work.registry = Some(registry);
         Ok(self)
@@ -205,23 +212,19 @@ impl Sink {
 
 impl Pipeline for Work {
     /// A revoked partition's buffer is dropped before anything else is written: nothing was
-    /// committed for it, so its next owner reads it again.
-    fn apply(&mut self, member: &GroupMember, changes: &[Change]) -> Result<()> {
+    /// registered for it, so its next owner reads it again. An assigned partition's start
+    /// is settled before any of its messages is taken.
+    fn apply(&mut self, _member: &GroupMember, changes: &[Change]) -> Result<()> {
         for change in changes {
             match change {
                 Change::Revoked { partitions, .. } => {
                     for p in partitions {
-                        if let Some(range) = self.ranges.remove(p) {
-                            forget(&self.status, &mut self.buffered_bytes, &range);
-                        }
+                        self.drop_range(*p);
                         self.skip.insert(*p);
                     }
+                    self.owned.revoked(partitions);
                 }
-                Change::Assigned(partitions) => {
-                    for (p, from, to) in member.retention_gaps(partitions, GAP_CHECK_TIMEOUT) {
-                        self.report_gap(p, from, to);
-                    }
-                }
+                Change::Assigned(partitions) => self.owned.assigned(partitions),
             }
         }
         Ok(())
@@ -235,9 +238,10 @@ impl Pipeline for Work {
     ) -> Result<Flow> {
         SinkStatus::add(&self.status.consumed, messages.len() as u64);
         self.skip.clear();
+        self.settle(member)?;
         for m in messages {
             let partition = m.partition();
-            if self.skip.contains(&partition) {
+            if self.skip.contains(&partition) || !self.owned.takes(partition, m.offset()) {
                 continue;
             }
             let msg = Message {
@@ -276,6 +280,7 @@ impl Pipeline for Work {
     }
 
     fn tick(&mut self, member: &GroupMember, stop: &mut dyn FnMut() -> bool) -> Result<Flow> {
+        self.settle(member)?;
         if !self.land_due(member, stop)? {
             return Ok(Flow::Abandon);
         }
@@ -297,6 +302,135 @@ impl Pipeline for Work {
 }
 
 impl Work {
+    /// Decides where newly assigned partitions start: claims them in the table (fencing
+    /// out their earlier writers), then moves each to the later of the table's landed
+    /// offset and the group's committed one. A catalog or broker that does not answer is
+    /// tried again later (the partitions wait); a topic that holds fewer records than the
+    /// table landed is an error.
+    fn settle(&mut self, member: &GroupMember) -> Result<()> {
+        let partitions = self.owned.to_settle(Instant::now());
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        match self.settle_partitions(member, &partitions) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_retryable() => {
+                self.status.error(format!(
+                    "settling {}{partitions:?}: {e} (trying again)",
+                    self.config.topic
+                ));
+                self.owned.failed(Instant::now());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn settle_partitions(&mut self, member: &GroupMember, partitions: &[i32]) -> Result<()> {
+        let claim = match &self.registry {
+            Some(registry) => registry.claim(&self.config.table, &self.source, partitions)?,
+            None => None,
+        };
+        let committed = member.committed(partitions, BROKER_TIMEOUT)?;
+        let table = claim.as_ref().map(|c| &c.table);
+        let mut starts = Vec::new();
+        for &p in partitions {
+            let landed = table.and_then(|t| t.landed.get(&p)).map(|l| l.next);
+            let group = committed.get(&p).copied().flatten();
+            let (low, high) = member.watermarks(p, BROKER_TIMEOUT)?;
+            if let Some(landed) = landed.filter(|l| *l > high) {
+                return Err(Error::config(format!(
+                    "table {:?} holds {}[{p}] up to offset {landed}, but the topic ends at \
+                     {high}: it was deleted and created again, or this is another cluster. Land \
+                     it into another table (the landed records cannot be told from new ones)",
+                    self.config.table, self.config.topic
+                )));
+            }
+            starts.push((p, ownership::start(landed, group), landed, group, low));
+        }
+        if let Some(claim) = &claim {
+            self.follow(&claim.table)?;
+        }
+        for (p, start, landed, group, low) in starts {
+            if let Some(from) = start.filter(|s| *s < low) {
+                self.report_gap(p, from, low);
+            }
+            member.start_at(p, start)?;
+            if landed.is_some() && landed > group {
+                let landed = landed.unwrap_or_default();
+                self.status.resumed(p, landed);
+                self.status.note(format!(
+                    "{}[{p}] resumes at offset {landed}, where table {:?} ends ({})",
+                    self.config.topic,
+                    self.config.table,
+                    match group {
+                        Some(g) => format!("the group had committed {g}"),
+                        None => "the group had no committed offset".to_string(),
+                    }
+                ));
+            }
+            self.owned
+                .settled(p, start, claim.as_ref().map(|c| c.epoch));
+        }
+        Ok(())
+    }
+
+    /// Takes the table's recorded scheme and partition folders.
+    fn follow(&mut self, table: &TableState) -> Result<()> {
+        self.locations = table.locations.clone();
+        if !self.declared {
+            let keys = asked_keys(&self.config, &table.scheme)?;
+            self.adopt(keys);
+        }
+        Ok(())
+    }
+
+    /// Lands under these folder levels from now on; what was held undecoded is decoded.
+    fn adopt(&mut self, keys: Vec<PartitionKey>) {
+        let layout = layout_of(&self.config, keys);
+        for (partition, range) in &mut self.ranges {
+            range.release(*partition, &self.config, &layout);
+        }
+        self.layout = Some(layout);
+        self.declared = true;
+    }
+
+    /// Forgets what is buffered of `partition`.
+    fn drop_range(&mut self, partition: i32) {
+        if let Some(range) = self.ranges.remove(&partition) {
+            forget(&self.status, &mut self.buffered_bytes, &range);
+        }
+    }
+
+    /// Applies the table's refusals: a partition another writer claimed is no longer
+    /// landed by this one; one the table holds further is read again from there.
+    fn fence(&mut self, member: &GroupMember, fenced: &BTreeMap<i32, Fence>) {
+        for (&p, why) in fenced {
+            self.drop_range(p);
+            self.skip.insert(p);
+            match why {
+                Fence::Claimed { by } => {
+                    self.owned.fence(p);
+                    self.status.error(format!(
+                        "{}[{p}] is landed into table {:?} by another writer now (claim {by}): \
+                         this sink stops landing it until it is assigned again",
+                        self.config.topic, self.config.table
+                    ));
+                }
+                Fence::Behind { next } => {
+                    self.owned.rewind(p, *next);
+                    if let Err(e) = member.start_at(p, Some(*next)) {
+                        self.status.error(e.to_string());
+                    }
+                    self.status.note(format!(
+                        "{}[{p}]: table {:?} already holds offsets up to {next}; reading on from there",
+                        self.config.topic, self.config.table
+                    ));
+                }
+            }
+        }
+    }
+
     /// Records that the topic's retention deleted offsets `from..to` of `partition` before
     /// they were landed: counted, told, and noted in `_rejected/` next to the records the
     /// sink refused, so that the lake says what it is missing.
@@ -362,10 +496,10 @@ impl Work {
         self.land(member, &partitions, stop).map(|_| ())
     }
 
-    /// Writes the ranges of `partitions` to the lake (all their objects at once), then
-    /// commits the offsets after them in one request. Returns false if asked to stop while
-    /// a write was being retried; the ranges are then dropped uncommitted and read again
-    /// on restart.
+    /// Writes the ranges of `partitions` to the lake (all their objects at once), registers
+    /// them in the table in one catalog write, then commits the offsets after them in one
+    /// request. Returns false if asked to stop while a write was being retried; the ranges
+    /// are then dropped unregistered and read again on restart.
     fn land(
         &mut self,
         member: &GroupMember,
@@ -379,7 +513,7 @@ impl Work {
         if !partitions.iter().any(|p| self.ranges.contains_key(p)) {
             return Ok(true);
         }
-        if !self.declared && !self.declare(stop)? {
+        if !self.declared && !self.declare(member, stop)? {
             return Ok(false);
         }
         let ranges: Vec<(i32, PendingRange)> = partitions
@@ -401,10 +535,16 @@ impl Work {
             crate::parallel::map(&ranges, |(p, range)| range.objects(*p, &layout, &folder_of))
                 .into_iter()
                 .collect::<Result<Vec<_>>>()?;
-        let writes: Vec<(&str, &[u8])> = objects
+        let writes: Vec<Write> = ranges
             .iter()
-            .flatten()
-            .map(|o| (o.key.as_str(), o.body.as_ref()))
+            .zip(&objects)
+            .flat_map(|((p, _), objects)| {
+                objects.iter().map(|o| Write {
+                    key: &o.key,
+                    body: &o.body,
+                    partition: *p,
+                })
+            })
             .collect();
         let landing: Vec<i32> = ranges.iter().map(|(p, _)| *p).collect();
         let mut changes = Vec::new();
@@ -418,50 +558,63 @@ impl Work {
             });
             changes.extend(new);
             lost
-        });
+        })?;
         self.apply(member, &changes)?;
-        match written {
-            Written::All => {}
+        let fenced = match written {
+            Written::All(fenced) => fenced,
             Written::Stopped => return Ok(false),
             Written::Revoked => {
                 // Partitions still ours are read again from their range's start, so that
                 // their objects are rewritten whole; the revoked ones are the new owner's.
                 for (partition, range) in &ranges {
-                    if !self.skip.contains(partition) {
-                        let _ = member.seek(*partition, range.first_offset);
-                        self.skip.insert(*partition);
+                    if self.owned.claim(*partition).is_some() || self.registry.is_none() {
+                        self.rewind(member, *partition, range.first_offset);
                     }
                 }
                 self.status.set_state("running");
                 return Ok(true);
             }
-        }
-        for ((partition, range), objects) in ranges.iter().zip(&mut objects) {
-            if !self.register(*partition, range, objects, stop)? {
-                return Ok(false);
-            }
+        };
+        self.fence(member, &fenced);
+        let mut dropped: HashSet<i32> = fenced.into_keys().collect();
+        if !self.register(member, &ranges, &mut objects, &mut dropped, stop)? {
+            return Ok(false);
         }
         self.status.set_state("running");
+        let ranges: Vec<&(i32, PendingRange)> = ranges
+            .iter()
+            .filter(|(p, _)| !dropped.contains(p))
+            .collect();
         let offsets: Vec<(i32, i64)> = ranges.iter().map(|(p, r)| (*p, r.next_offset)).collect();
+        for (partition, range) in &ranges {
+            // Until the next statistics report, lag is the last report minus what
+            // landed since.
+            let landed = range.next_offset - range.first_offset;
+            let _ = self
+                .status
+                .lag
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lag| {
+                    (lag >= 0).then(|| (lag - landed).max(0))
+                });
+            SinkStatus::add(&self.status.written, range.accepted() as u64);
+            SinkStatus::add(
+                &self.status.rejected,
+                (range.records - range.accepted()) as u64,
+            );
+            self.status.landed(*partition, range.next_offset);
+        }
         match member.commit(&offsets) {
             Ok(()) => {
                 for (partition, range) in &ranges {
                     self.status.committed(*partition, range.next_offset);
-                    // Until the next statistics report, lag is the last report minus what
-                    // landed since.
-                    let landed = range.next_offset - range.first_offset;
-                    let _ =
-                        self.status
-                            .lag
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lag| {
-                                (lag >= 0).then(|| (lag - landed).max(0))
-                            });
-                    SinkStatus::add(&self.status.written, range.accepted() as u64);
-                    SinkStatus::add(
-                        &self.status.rejected,
-                        (range.records - range.accepted()) as u64,
-                    );
                 }
+            }
+            Err(e) if self.registry.is_some() => {
+                // The table holds the offsets: the group's are only a hint.
+                self.status.error(format!(
+                    "commit of {} failed ({e}); the table holds the landed offsets",
+                    self.config.topic
+                ));
             }
             Err(e) => {
                 // The objects are written but their offsets are not committed. Read the
@@ -472,65 +625,136 @@ impl Work {
                         "commit of {}[{partition}]@{} failed ({e}); re-reading from offset {}",
                         self.config.topic, range.next_offset, range.first_offset
                     ));
-                    let _ = member.seek(*partition, range.first_offset);
-                    self.skip.insert(*partition);
+                    self.rewind(member, *partition, range.first_offset);
                 }
             }
         }
         Ok(true)
     }
+
+    /// Reads `partition` again from `offset`, dropping what is buffered after it.
+    fn rewind(&mut self, member: &GroupMember, partition: i32, offset: i64) {
+        self.drop_range(partition);
+        self.owned.rewind(partition, offset);
+        if let Err(e) = member.seek(partition, offset) {
+            self.status.error(e.to_string());
+        }
+        self.skip.insert(partition);
+    }
 }
 
 impl Work {
     /// Writes objects, several at once, retrying the failed ones with backoff until all
-    /// are durable. Before each retry `revoked` says whether a partition being written was
+    /// are durable. With a table, objects are created only where none is: an object found
+    /// there is replaced only if this writer still holds its partition's claim and the
+    /// table has not registered it (a crashed run's leftover); otherwise the partition is
+    /// fenced. Before each retry `revoked` says whether a partition being written was
     /// taken away meanwhile (a rebalance, or an eviction during a long outage): then no
-    /// more is written.
+    /// more is written. A write refused for good (access denied, no such bucket) is an error.
     fn write_all(
         &self,
-        objects: &[(&str, &[u8])],
+        objects: &[Write],
         stop: &mut dyn FnMut() -> bool,
         revoked: &mut dyn FnMut() -> bool,
-    ) -> Written {
-        let mut pending: Vec<(&str, &[u8])> = objects.to_vec();
+    ) -> Result<Written> {
+        let mode = match self.registry {
+            Some(_) => Put::Create,
+            None => Put::Replace,
+        };
+        let mut pending: Vec<&Write> = objects.iter().collect();
+        let mut fenced = BTreeMap::new();
         let mut delay = Duration::from_millis(250);
         loop {
-            let Some(results) = self.store.put_all(&pending, stop) else {
-                return Written::Stopped;
+            let batch: Vec<(&str, &[u8])> = pending.iter().map(|w| (w.key, w.body)).collect();
+            let Some(results) = self.store.put_all(&batch, mode, stop) else {
+                return Ok(Written::Stopped);
             };
-            let mut failed = Vec::new();
+            let (mut failed, mut found) = (Vec::new(), Vec::new());
             for (object, result) in pending.iter().zip(results) {
                 match result {
-                    Ok(()) => {
+                    Ok(true) => {
                         SinkStatus::add(&self.status.files, 1);
-                        SinkStatus::add(&self.status.bytes, object.1.len() as u64);
+                        SinkStatus::add(&self.status.bytes, object.body.len() as u64);
                     }
+                    Ok(false) => found.push(*object),
+                    Err(e) if !e.is_retryable() => return Err(e),
                     Err(e) => {
                         self.status.error(e.to_string());
                         failed.push(*object);
                     }
                 }
             }
-            if failed.is_empty() {
-                return Written::All;
+            let mut cleared = Vec::new();
+            if !found.is_empty() {
+                match self.clear_leftovers(&found) {
+                    Ok(refused) => {
+                        fenced.extend(refused);
+                        cleared = found;
+                    }
+                    Err(e) if !e.is_retryable() => return Err(e),
+                    Err(e) => {
+                        self.status.error(e.to_string());
+                        failed.extend(found);
+                    }
+                }
             }
+            failed.retain(|w| !fenced.contains_key(&w.partition));
+            cleared.retain(|w| !fenced.contains_key(&w.partition));
+            if failed.is_empty() && cleared.is_empty() {
+                return Ok(Written::All(fenced));
+            }
+            let wait = !failed.is_empty();
             pending = failed;
+            pending.extend(cleared);
+            if !wait {
+                continue;
+            }
             self.status.set_state("retrying");
             if !sleep_unless_stopped(delay, stop) {
-                return Written::Stopped;
+                return Ok(Written::Stopped);
             }
             if revoked() {
-                return Written::Revoked;
+                return Ok(Written::Revoked);
             }
             delay = (delay * 2).min(RETRY_MAX);
         }
     }
 
-    /// Decides the folders of a new table from what is buffered (or takes the ones given)
-    /// and records them, unless another writer recorded its own first; then decodes what
-    /// was held. False if asked to stop while the catalog was unreachable.
-    fn declare(&mut self, stop: &mut dyn FnMut() -> bool) -> Result<bool> {
-        let (keys, reason) = match (&self.layout, &self.config.partition_by) {
+    /// Deletes the objects found where this writer creates its own, if they are leftovers
+    /// of an earlier run (not registered, and this writer still holds the partition's
+    /// claim); returns the partitions whose objects are not this writer's to replace.
+    fn clear_leftovers(&self, found: &[&Write]) -> Result<BTreeMap<i32, Fence>> {
+        let Some(registry) = &self.registry else {
+            return Ok(BTreeMap::new());
+        };
+        let state = registry.state(&self.config.table)?.unwrap_or_default();
+        let mut refused = BTreeMap::new();
+        let mut clear = Vec::new();
+        for w in found {
+            let p = w.partition;
+            let by = state.claims.get(&p).copied().unwrap_or(0);
+            if self.owned.claim(p) != Some(by) {
+                refused.insert(p, Fence::Claimed { by });
+                continue;
+            }
+            let first = ObjectName::parse(w.key, &self.config.topic).map(|n| n.first_offset);
+            match state.landed.get(&p) {
+                Some(l) if first.is_none_or(|f| f < l.next) => {
+                    refused.insert(p, Fence::Behind { next: l.next });
+                }
+                _ => clear.push(w.key.to_string()),
+            }
+        }
+        self.store.delete(&clear)?;
+        Ok(refused)
+    }
+}
+
+impl Work {
+    /// The folder levels of a new table: the ones given, or chosen from the event-time
+    /// density of what is buffered, and why.
+    fn choose_keys(&self) -> (Vec<PartitionKey>, String) {
+        match (&self.layout, &self.config.partition_by) {
             (Some(layout), _) => (layout.keys.clone(), "given".to_string()),
             (None, Partitioning::Auto { symbol }) => {
                 let mut density = Density {
@@ -552,61 +776,71 @@ impl Work {
                 (keys, reason)
             }
             (None, Partitioning::Keys(keys)) => (keys.clone(), "given".to_string()),
+        }
+    }
+
+    /// Records the table's folders (unless another writer recorded its own first: then
+    /// those are followed) with a claim on the partitions this writer holds unclaimed, then
+    /// decodes what was held. False if asked to stop while the catalog was unreachable.
+    fn declare(&mut self, member: &GroupMember, stop: &mut dyn FnMut() -> bool) -> Result<bool> {
+        let (keys, reason) = self.choose_keys();
+        let Some(registry) = self.registry.clone() else {
+            self.adopt(keys);
+            return Ok(true);
         };
-        let mut keys = keys;
-        if let Some(registry) = self.registry.clone() {
-            let names: Vec<String> = keys.iter().map(|k| k.name().to_string()).collect();
-            let mut delay = Duration::from_millis(250);
-            let recorded = loop {
-                let declared = registry
-                    .declare(
-                        &self.config.table,
-                        self.config.format,
-                        &names,
-                        &reason,
-                        &self.source,
-                    )
-                    .and_then(|recorded| {
-                        registry
-                            .locations(&self.config.table)
-                            .map(|l| (recorded, l))
-                    });
-                match declared {
-                    Ok(found) => break found,
-                    Err(e @ Error::Config(_)) => return Err(e),
-                    Err(e) => {
-                        self.status
-                            .error(format!("recording table {}: {e}", self.config.table));
-                        self.status.set_state("retrying");
-                        if !sleep_unless_stopped(delay, stop) {
-                            return Ok(false);
-                        }
-                        delay = (delay * 2).min(RETRY_MAX);
+        let names: Vec<String> = keys.iter().map(|k| k.name().to_string()).collect();
+        let partitions = self.owned.unclaimed();
+        let mut delay = Duration::from_millis(250);
+        let claim = loop {
+            let declared = registry.declare(
+                &self.config.table,
+                self.config.format,
+                &names,
+                &reason,
+                &self.source,
+                &partitions,
+            );
+            match declared {
+                Ok(claim) => break claim,
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) => {
+                    self.status
+                        .error(format!("recording table {}: {e}", self.config.table));
+                    self.status.set_state("retrying");
+                    if !sleep_unless_stopped(delay, stop) {
+                        return Ok(false);
                     }
+                    delay = (delay * 2).min(RETRY_MAX);
                 }
-            };
-            // Another member may have recorded the table first: follow it.
-            keys = recorded_keys(&self.config.table, &recorded.0)?;
-            self.locations = recorded.1;
-        }
-        let layout = layout_of(&self.config, keys);
-        for (partition, range) in &mut self.ranges {
-            range.release(*partition, &self.config, &layout);
-        }
-        self.layout = Some(layout);
-        self.declared = true;
+            }
+        };
+        self.owned.claimed(&partitions, claim.epoch);
+        // Another writer may have created the table, and landed these partitions, first.
+        let behind: BTreeMap<i32, Fence> = partitions
+            .iter()
+            .filter_map(|p| {
+                let landed = claim.table.landed.get(p)?;
+                let range = self.ranges.get(p)?;
+                (range.first_offset < landed.next)
+                    .then_some((*p, Fence::Behind { next: landed.next }))
+            })
+            .collect();
+        self.follow(&claim.table)?;
+        self.fence(member, &behind);
         Ok(true)
     }
 
-    /// Registers a landed range in the registry, if there is one: its partitions, columns
-    /// and offsets. Objects written into a partition that compaction moved meanwhile are
-    /// rewritten in its new folder first. Retried until it succeeds; false if asked to
-    /// stop meanwhile (nothing is committed then, and the range is landed again).
+    /// Registers landed ranges in the table, in one catalog write: their partitions,
+    /// columns and offsets. Objects written into a partition that compaction moved
+    /// meanwhile are rewritten in its new folder first; ranges the table refuses are
+    /// dropped (see [`Self::fence`]). Retried until it succeeds; false if asked to stop
+    /// meanwhile (nothing is registered then, and the ranges are landed again).
     fn register(
         &mut self,
-        partition: i32,
-        range: &PendingRange,
-        objects: &mut [Object<'_>],
+        member: &GroupMember,
+        all: &[(i32, PendingRange)],
+        objects: &mut [Vec<Object<'_>>],
+        dropped: &mut HashSet<i32>,
         stop: &mut dyn FnMut() -> bool,
     ) -> Result<bool> {
         let Some(registry) = self.registry.clone() else {
@@ -615,53 +849,99 @@ impl Work {
         let layout = self.layout.clone().expect("declared before landing");
         let mut delay = Duration::from_millis(250);
         loop {
+            let ranges: Vec<(usize, &(i32, PendingRange))> = all
+                .iter()
+                .enumerate()
+                .filter(|(_, (p, _))| !dropped.contains(p))
+                .collect();
+            if ranges.is_empty() {
+                return Ok(true);
+            }
             let landing = Landing {
                 table: &self.config.table,
                 format: self.config.format,
-                partition,
-                first_offset: range.first_offset,
-                next_offset: range.next_offset,
-                objects: objects
+                epochs: ranges
                     .iter()
-                    .filter_map(|o| {
-                        o.place.as_ref().map(|(path, folder)| LandedObject {
-                            key: o.key.clone(),
-                            path: path.clone(),
-                            folder: folder.clone(),
-                            body: &o.body,
+                    .filter_map(|(_, (p, _))| self.owned.claim(*p).map(|e| (*p, e)))
+                    .collect(),
+                ranges: ranges
+                    .iter()
+                    .map(|(_, (p, r))| {
+                        let range = LandedRange {
+                            first: r.first_offset,
+                            next: r.next_offset,
+                        };
+                        (*p, range)
+                    })
+                    .collect(),
+                objects: ranges
+                    .iter()
+                    .flat_map(|(slot, (p, _))| {
+                        objects[*slot].iter().filter_map(move |o| {
+                            o.place.as_ref().map(|(path, folder)| LandedObject {
+                                key: o.key.clone(),
+                                partition: *p,
+                                path: path.clone(),
+                                folder: folder.clone(),
+                                body: &o.body,
+                            })
                         })
                     })
                     .collect(),
             };
             match registry.register(&landing) {
                 Ok(Registered::Done) => return Ok(true),
+                Ok(Registered::Fenced(fenced)) => {
+                    self.fence(member, &fenced);
+                    dropped.extend(fenced.into_keys());
+                }
                 Ok(Registered::Moved(moved)) => {
-                    for object in objects.iter_mut() {
-                        let Some((path, folder)) = &mut object.place else {
-                            continue;
-                        };
-                        let Some(new_folder) = moved.get(path.as_str()) else {
-                            continue;
-                        };
-                        let key = layout.data_key(new_folder, partition, object.first_offset);
-                        let moved_write =
-                            self.write_all(&[(&key, &object.body)], stop, &mut || false);
-                        if !matches!(moved_write, Written::All) {
-                            return Ok(false);
+                    let mut rewrites = Vec::new();
+                    for (slot, (partition, _)) in &ranges {
+                        for (i, object) in objects[*slot].iter().enumerate() {
+                            let Some((path, _)) = &object.place else {
+                                continue;
+                            };
+                            if let Some(new_folder) = moved.get(path.as_str()) {
+                                let key =
+                                    layout.data_key(new_folder, *partition, object.first_offset);
+                                rewrites.push((*slot, *partition, i, key, new_folder.clone()));
+                            }
                         }
+                    }
+                    let writes: Vec<Write> = rewrites
+                        .iter()
+                        .map(|(slot, p, i, key, _)| Write {
+                            key,
+                            body: &objects[*slot][*i].body,
+                            partition: *p,
+                        })
+                        .collect();
+                    let fenced = match self.write_all(&writes, stop, &mut || false)? {
+                        Written::All(fenced) => fenced,
+                        Written::Stopped | Written::Revoked => return Ok(false),
+                    };
+                    drop(writes);
+                    for (slot, _, i, key, folder) in rewrites {
+                        let object = &mut objects[slot][i];
                         // The old folder is no longer read; the copy written there is garbage.
                         if let Err(e) = self.store.delete(std::slice::from_ref(&object.key)) {
                             self.status.error(e.to_string());
                         }
                         object.key = key;
-                        *folder = new_folder.clone();
+                        if let Some((_, old)) = &mut object.place {
+                            *old = folder;
+                        }
                     }
                     self.locations.extend(moved);
+                    self.fence(member, &fenced);
+                    dropped.extend(fenced.into_keys());
                 }
+                Err(e) if !e.is_retryable() => return Err(e),
                 Err(e) => {
                     self.status.error(format!(
-                        "registering {}[{partition}]@{} in the catalog: {e}",
-                        self.config.topic, range.first_offset
+                        "registering a landing of {} in the catalog: {e}",
+                        self.config.topic
                     ));
                     self.status.set_state("retrying");
                     if !sleep_unless_stopped(delay, stop) {
@@ -712,13 +992,30 @@ fn layout_of(config: &SinkConfig, keys: Vec<PartitionKey>) -> Layout {
     }
 }
 
+/// The folder levels a table's recorded scheme names, if the sink may follow them: a sink
+/// given other folder levels than the table's is refused.
+fn asked_keys(config: &SinkConfig, recorded: &[String]) -> Result<Vec<PartitionKey>> {
+    let keys = recorded_keys(&config.table, recorded)?;
+    if let Partitioning::Keys(asked) = &config.partition_by {
+        if *asked != keys {
+            return Err(Error::config(format!(
+                "table {:?} is partitioned by {recorded:?} (recorded when it was first landed), \
+                 not {:?}: use partition_by=\"auto\" to follow it, or land into another table",
+                config.table,
+                asked.iter().map(|k| k.name()).collect::<Vec<_>>()
+            )));
+        }
+    }
+    Ok(keys)
+}
+
 /// The folder levels a table's recorded scheme names.
 fn recorded_keys(table: &str, names: &[String]) -> Result<Vec<PartitionKey>> {
     names
         .iter()
         .map(|n| {
             str::parse::<PartitionKey>(n).map_err(|_| {
-                Error::Config(format!(
+                Error::config(format!(
                     "table {table:?} is partitioned by folders {names:?}, which a sink cannot \
                      write: land into another table"
                 ))

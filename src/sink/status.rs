@@ -37,6 +37,24 @@ pub struct Detail {
     pub assigned: Vec<i32>,
     /// Committed offsets by partition.
     pub committed: Vec<(i32, i64)>,
+    /// Registered next offsets by partition: what the table holds of each.
+    pub landed: Vec<(i32, i64)>,
+    /// Partitions that resumed from the table's offset because the group's committed
+    /// offset was missing (a new group, expired offsets) or behind it.
+    pub resumed: Vec<(i32, i64)>,
+    /// Things worth knowing that are not errors, latest last (at most [`NOTES`]).
+    pub notes: Vec<String>,
+}
+
+/// Notes kept in a status.
+pub const NOTES: usize = 20;
+
+/// Sets `partition`'s entry in a list sorted by partition.
+fn set(entries: &mut Vec<(i32, i64)>, partition: i32, offset: i64) {
+    match entries.binary_search_by_key(&partition, |(p, _)| *p) {
+        Ok(i) => entries[i].1 = offset,
+        Err(i) => entries.insert(i, (partition, offset)),
+    }
 }
 
 impl SinkStatus {
@@ -71,15 +89,28 @@ impl SinkStatus {
             .assigned = partitions;
     }
 
-    pub fn committed(&self, partition: i32, offset: i64) {
-        let mut d = self.detail.lock().unwrap_or_else(|e| e.into_inner());
-        match d.committed.iter_mut().find(|(p, _)| *p == partition) {
-            Some(entry) => entry.1 = offset,
-            None => {
-                d.committed.push((partition, offset));
-                d.committed.sort_unstable();
-            }
+    fn detail_mut(&self) -> std::sync::MutexGuard<'_, Detail> {
+        self.detail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn landed(&self, partition: i32, next: i64) {
+        set(&mut self.detail_mut().landed, partition, next);
+    }
+
+    pub fn resumed(&self, partition: i32, next: i64) {
+        set(&mut self.detail_mut().resumed, partition, next);
+    }
+
+    pub fn note(&self, message: String) {
+        let mut d = self.detail_mut();
+        if d.notes.len() == NOTES {
+            d.notes.remove(0);
         }
+        d.notes.push(message);
+    }
+
+    pub fn committed(&self, partition: i32, offset: i64) {
+        set(&mut self.detail_mut().committed, partition, offset);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);

@@ -92,7 +92,7 @@ fn values_of(series: &Series) -> Result<Values> {
         series
             .cast(dtype)
             .map(|s| s.rechunk())
-            .map_err(|e| Error::Schema(format!("column {:?}: {e}", series.name().as_str())))
+            .map_err(|e| Error::schema(format!("column {:?}: {e}", series.name().as_str())))
     };
     Ok(match series.dtype() {
         DataType::Float32 | DataType::Float64 => Values::F64(

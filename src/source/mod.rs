@@ -53,7 +53,7 @@ impl Mode {
         match name {
             "sample" => Ok(Mode::Sample { seed }),
             "replay" => Ok(Mode::Replay),
-            other => Err(Error::Config(format!(
+            other => Err(Error::config(format!(
                 "unknown mode {other:?}: expected \"sample\" or \"replay\" (or use a synthetic source)"
             ))),
         }
@@ -208,6 +208,6 @@ mod tests {
 
     #[test]
     fn unknown_mode_is_a_config_error() {
-        assert!(matches!(Mode::parse("shuffle", 0), Err(Error::Config(_))));
+        assert!(matches!(Mode::parse("shuffle", 0), Err(e) if e.is(crate::error::Kind::Config)));
     }
 }

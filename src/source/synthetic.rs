@@ -71,13 +71,13 @@ impl Synthetic {
     /// A generator; fails on zero symbols or a non-positive interval.
     pub fn new(cfg: &SyntheticConfig) -> Result<Self> {
         if !(1..=MAX_SYMBOLS).contains(&cfg.symbols) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "symbols must be between 1 and {MAX_SYMBOLS}, got {}",
                 cfg.symbols
             )));
         }
         if !(1..=MAX_INTERVAL_US).contains(&cfg.interval_us) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "interval must be between 1 µs and a year, got {} µs",
                 cfg.interval_us
             )));
@@ -129,7 +129,7 @@ impl Synthetic {
     /// The next `rows` bars as a table, continuing where the previous call stopped.
     pub fn next_table(&mut self, rows: usize) -> Result<TickTable> {
         if rows > MAX_TABLE_ROWS {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "rows must be at most {MAX_TABLE_ROWS} for one table in memory (got {rows}); \
                  send more by streaming: Producer.send(TickSource.synthetic(...), limit=...)"
             )));
@@ -170,10 +170,9 @@ impl Synthetic {
                 self.next_symbol = 0;
                 self.time_us = self.time_us.saturating_add(self.interval_us);
                 if self.time_us > LAST_US {
-                    return Err(Error::Config(
+                    return Err(Error::config(
                         "synthetic ticks passed the year 9999 (start + rows × interval); \
-                         use a shorter interval or fewer rows"
-                            .into(),
+                         use a shorter interval or fewer rows",
                     ));
                 }
                 self.skip_weekend();
@@ -190,11 +189,11 @@ impl Synthetic {
                 .zip(cols)
                 .map(|(name, values)| Column::new((*name).into(), values)),
         );
-        let df = DataFrame::new_infer_height(columns).map_err(|e| Error::Schema(e.to_string()))?;
+        let df = DataFrame::new_infer_height(columns).map_err(|e| Error::schema(e.to_string()))?;
         let symbols = df
             .column(TUTORIAL_COLUMNS[0])
             .and_then(|c| c.str().map(|s| s.rechunk().downcast_as_array().clone()))
-            .map_err(|e| Error::Schema(e.to_string()))?;
+            .map_err(|e| Error::schema(e.to_string()))?;
         TickTable::from_parts(df, symbols, times)
     }
 }

@@ -27,7 +27,7 @@ impl TickTable {
         let header = read_header(path)?;
         for column in schema.required() {
             if !header.iter().any(|h| h == column) {
-                return Err(Error::Schema(format!(
+                return Err(Error::schema(format!(
                     "{}: missing column {column:?} (the header has {header:?})",
                     path.display()
                 )));
@@ -46,7 +46,7 @@ impl TickTable {
             locate_bad_number(path, schema).unwrap_or_else(|| polars_error(path, err))
         })?;
         if df.height() == 0 {
-            return Err(Error::Schema(format!(
+            return Err(Error::schema(format!(
                 "{}: no data rows after the header",
                 path.display()
             )));
@@ -114,16 +114,16 @@ impl TickTable {
             .collect();
         for column in schema.required() {
             if !names.iter().any(|n| n == column) {
-                return Err(Error::Schema(format!(
+                return Err(Error::schema(format!(
                     "the frame has no column {column:?} (its columns are {names:?})"
                 )));
             }
         }
         if df.height() == 0 {
-            return Err(Error::Schema("the frame has no rows".into()));
+            return Err(Error::schema("the frame has no rows"));
         }
         let at = |row: usize, column: &str, what: String| {
-            Error::Schema(format!("frame row {row}, column {column:?}: {what}"))
+            Error::schema(format!("frame row {row}, column {column:?}: {what}"))
         };
         for name in &schema.numeric {
             let column = df
@@ -213,7 +213,7 @@ impl TickTable {
     /// them reads memory in order (rows taken at random would miss the cache on every field).
     pub fn gather(&self, rows: &[u32]) -> Result<TickTable> {
         let index = IdxCa::from_vec("".into(), rows.iter().map(|&r| r as IdxSize).collect());
-        let failed = |e: PolarsError| Error::Schema(format!("cannot gather rows: {e}"));
+        let failed = |e: PolarsError| Error::schema(format!("cannot gather rows: {e}"));
         let df = self.df.take(&index).map_err(failed)?;
         let symbols = StringChunked::with_chunk("".into(), self.symbols.clone())
             .take(&index)
@@ -251,11 +251,11 @@ impl std::fmt::Debug for TickTable {
 
 fn read_header(path: &Path) -> Result<Vec<String>> {
     let mut first = String::new();
-    BufReader::new(File::open(path).map_err(|e| Error::io(path, e))?)
+    BufReader::new(File::open(path).map_err(|e| Error::file(path, e))?)
         .read_line(&mut first)
-        .map_err(|e| Error::io(path, e))?;
+        .map_err(|e| Error::file(path, e))?;
     if first.trim().is_empty() {
-        return Err(Error::Schema(format!(
+        return Err(Error::schema(format!(
             "{}: the file is empty (expected a header line of column names)",
             path.display()
         )));
@@ -283,7 +283,7 @@ fn read_csv(path: &Path, types: Option<Schema>, n_rows: Option<usize>) -> Polars
 }
 
 fn polars_error(path: &Path, err: PolarsError) -> Error {
-    Error::Schema(format!("{}: {err}", path.display()))
+    Error::schema(format!("{}: {err}", path.display()))
 }
 
 /// Runs only after a typed read failed: re-reads every column as text to name the first
@@ -400,6 +400,6 @@ mod tests {
     #[test]
     fn reports_a_missing_file_as_not_found() {
         let err = TickTable::from_csv(Path::new("/nonexistent/x.csv"), &TickSchema::tutorial());
-        assert!(matches!(err, Err(Error::NotFound(m)) if m.contains("/nonexistent/x.csv")));
+        assert!(matches!(err, Err(Error::not_found(m)) if m.contains("/nonexistent/x.csv")));
     }
 }

@@ -62,7 +62,7 @@ impl TimeFormat {
         let format = format.map(str::trim).filter(|f| !f.is_empty());
         if let Some(f) = format {
             if StrftimeItems::new(f).any(|item| matches!(item, Item::Error)) {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "time_format {f:?} is not a strftime format (e.g. \"%d.%m.%Y %H:%M\")"
                 )));
             }
@@ -72,7 +72,7 @@ impl TimeFormat {
             .filter(|z| !z.is_empty())
             .map(|z| {
                 Tz::from_str(z).map_err(|_| {
-                    Error::Config(format!(
+                    Error::config(format!(
                         "time_zone {z:?} is not an IANA zone name (e.g. \"America/New_York\")"
                     ))
                 })
@@ -359,11 +359,11 @@ mod tests {
             .contains("YYYYMMDD"));
         assert!(matches!(
             TimeFormat::new(Some("%Q"), None),
-            Err(Error::Config(_))
+            Err(e) if e.is(crate::error::Kind::Config)
         ));
         assert!(matches!(
             TimeFormat::new(None, Some("Mars/Olympus")),
-            Err(Error::Config(_))
+            Err(e) if e.is(crate::error::Kind::Config)
         ));
     }
 

@@ -1,0 +1,190 @@
+//! Which Kafka partitions a sink may land, from which offset, under which claim. The table
+//! decides where a partition resumes: at the later of the group's committed offset and the
+//! table's landed offset, so a new group, expired group offsets or a restart with another
+//! `group_id` land nothing twice. A partition's messages are taken only once its start is
+//! settled, and never below it.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// The per-partition state of a sink's assignment.
+#[derive(Debug, Default)]
+pub struct Ownership {
+    /// Assigned, start not decided yet: their messages are not taken.
+    unsettled: BTreeSet<i32>,
+    /// This writer's claim on each partition in the table.
+    claims: HashMap<i32, u64>,
+    /// The next offset to take of each settled partition: what is below is landed.
+    next: HashMap<i32, i64>,
+    /// Claimed by another writer since: not landed by this one until assigned again.
+    fenced: HashSet<i32>,
+    /// After a failed attempt to settle, the next is not made before this.
+    retry_at: Option<Instant>,
+    delay: Duration,
+}
+
+const FIRST_DELAY: Duration = Duration::from_millis(250);
+const MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// Where a partition starts: the later of the table's landed offset and the group's
+/// committed one; `None` when neither knows (then the consumer's `auto.offset.reset`).
+pub fn start(landed: Option<i64>, committed: Option<i64>) -> Option<i64> {
+    landed.max(committed)
+}
+
+impl Ownership {
+    pub fn assigned(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.unsettled.insert(*p);
+            self.next.remove(p);
+            self.fenced.remove(p);
+        }
+        self.retry_at = None;
+    }
+
+    pub fn revoked(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            self.unsettled.remove(p);
+            self.claims.remove(p);
+            self.next.remove(p);
+            self.fenced.remove(p);
+        }
+    }
+
+    /// Partitions whose start is to be decided, if it is time to try.
+    pub fn to_settle(&self, now: Instant) -> Vec<i32> {
+        if self.retry_at.is_some_and(|t| now < t) {
+            return Vec::new();
+        }
+        self.unsettled.iter().copied().collect()
+    }
+
+    /// An attempt to settle failed: wait longer before the next.
+    pub fn failed(&mut self, now: Instant) {
+        self.delay = (self.delay * 2).clamp(FIRST_DELAY, MAX_DELAY);
+        self.retry_at = Some(now + self.delay);
+    }
+
+    /// `partition` starts at `from` (`None`: wherever the consumer starts) under `claim`.
+    pub fn settled(&mut self, partition: i32, from: Option<i64>, claim: Option<u64>) {
+        self.unsettled.remove(&partition);
+        self.next.insert(partition, from.unwrap_or(i64::MIN));
+        if let Some(epoch) = claim {
+            self.claims.insert(partition, epoch);
+        }
+        self.delay = Duration::ZERO;
+        self.retry_at = None;
+    }
+
+    /// Records a claim on `partitions` made after they were settled (when this writer
+    /// created the table).
+    pub fn claimed(&mut self, partitions: &[i32], epoch: u64) {
+        for p in partitions {
+            self.claims.insert(*p, epoch);
+        }
+    }
+
+    /// Settled partitions without a claim (the table did not exist when they were settled).
+    pub fn unclaimed(&self) -> Vec<i32> {
+        let mut out: Vec<i32> = self
+            .next
+            .keys()
+            .filter(|p| !self.claims.contains_key(p) && !self.fenced.contains(p))
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Whether the message at `offset` of `partition` is to be taken: its partition is
+    /// settled and this writer's, and the offset is not landed or taken already.
+    pub fn takes(&mut self, partition: i32, offset: i64) -> bool {
+        if self.fenced.contains(&partition) {
+            return false;
+        }
+        match self.next.get_mut(&partition) {
+            Some(next) if offset >= *next => {
+                *next = offset + 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `partition` is read again from `offset` (a replay, or the table was ahead).
+    pub fn rewind(&mut self, partition: i32, offset: i64) {
+        if let Some(next) = self.next.get_mut(&partition) {
+            *next = offset;
+        }
+    }
+
+    /// Another writer claimed `partition`: stop landing it.
+    pub fn fence(&mut self, partition: i32) {
+        self.claims.remove(&partition);
+        self.fenced.insert(partition);
+    }
+
+    /// This writer's claim on `partition`.
+    pub fn claim(&self, partition: i32) -> Option<u64> {
+        self.claims.get(&partition).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_starts_where_the_table_or_the_group_is_further() {
+        assert_eq!(start(Some(500), None), Some(500), "a new group");
+        assert_eq!(
+            start(Some(500), Some(200)),
+            Some(500),
+            "offsets from another run"
+        );
+        assert_eq!(start(Some(500), Some(700)), Some(700));
+        assert_eq!(start(None, Some(10)), Some(10), "a table not landed yet");
+        assert_eq!(start(None, None), None);
+    }
+
+    #[test]
+    fn messages_are_taken_once_settled_and_never_below_the_start() {
+        let mut o = Ownership::default();
+        o.assigned(&[0, 1]);
+        assert!(!o.takes(0, 0), "not settled yet");
+        assert_eq!(o.to_settle(Instant::now()), [0, 1]);
+        o.settled(0, Some(100), Some(3));
+        o.settled(1, None, None);
+        assert!(!o.takes(0, 99));
+        assert!(o.takes(0, 100) && o.takes(0, 105), "gaps are fine");
+        assert!(!o.takes(0, 101), "an offset already taken");
+        assert!(o.takes(1, 0));
+        assert_eq!(o.unclaimed(), [1]);
+        o.claimed(&o.unclaimed(), 4);
+        assert!(o.unclaimed().is_empty());
+        assert_eq!((o.claim(0), o.claim(1)), (Some(3), Some(4)));
+        o.rewind(0, 100);
+        assert!(o.takes(0, 100));
+        o.fence(1);
+        assert!(!o.takes(1, 5));
+        assert_eq!(o.claim(1), None);
+        o.revoked(&[0]);
+        assert!(!o.takes(0, 200));
+        o.assigned(&[1]);
+        o.settled(1, Some(5), Some(9));
+        assert!(o.takes(1, 5), "assigned again: landed again");
+    }
+
+    #[test]
+    fn failed_attempts_back_off() {
+        let mut o = Ownership::default();
+        o.assigned(&[2]);
+        let now = Instant::now();
+        o.failed(now);
+        assert!(o.to_settle(now).is_empty());
+        assert_eq!(o.to_settle(now + Duration::from_secs(1)), [2]);
+        o.failed(now);
+        o.failed(now);
+        assert!(o.to_settle(now + Duration::from_millis(600)).is_empty());
+    }
+}
