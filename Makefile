@@ -11,14 +11,11 @@ CACHE ?= $(HOME)/.cache/stockstream
 EXT_TARGET := $(CACHE)/target
 RUST_TARGET := $(CACHE)/target-rust
 WHEELS := $(CACHE)/wheels
-# Tansu: an independent Kafka-protocol broker for the integration tests (≈30 min cold build).
-TANSU_VERSION := 0.6.0
-TANSU := $(CACHE)/tansu-$(TANSU_VERSION)/bin/tansu
 
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-rust test-python tansu build-dev wheel-dev build-demo build-release sysdeps venv lint fmt bench wheel lab lab-install clean
+.PHONY: demo test test-rust test-python kafka build-dev wheel-dev build-demo build-release sysdeps venv lint fmt bench wheel lab lab-install clean
 
 demo: build-demo
 	$(PY) -m stockstream demo
@@ -28,15 +25,16 @@ test: build-dev test-rust test-python
 test-rust: sysdeps
 	CARGO_TARGET_DIR=$(RUST_TARGET) cargo test --lib
 
-test-python: build-dev wheel-dev tansu
-	STOCKSTREAM_TANSU=$(TANSU) STOCKSTREAM_WHEEL_DIR=$(WHEELS) $(PY) -m pytest -q tests
+test-python: build-dev wheel-dev kafka
+	STOCKSTREAM_WHEEL_DIR=$(WHEELS) $(PY) -m pytest -q tests
 
-tansu: $(TANSU)
-
-# The default features have no storage engine; the tests use SQLite.
-$(TANSU):
-	CARGO_TARGET_DIR=$(CACHE)/tansu-build cargo install tansu --version $(TANSU_VERSION) \
-		--locked --features libsql --root $(CACHE)/tansu-$(TANSU_VERSION)
+# Apache Kafka's own broker for the integration tests, resolved from Maven Central into
+# ~/.cache/stockstream (tests/kafka/pom.xml; jars are never in the checkout). Java 17 and
+# Maven come with the machine; a bare Debian gets them from its packages.
+kafka: venv
+	@command -v mvn >/dev/null && command -v java >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven openjdk-17-jre-headless; }
+	$(PY) tests/kafka/broker.py resolve
 
 # Debian packages the build links against (librdkafka's TLS support).
 sysdeps:

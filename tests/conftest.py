@@ -1,9 +1,14 @@
 import csv
+import io
 import itertools
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -137,20 +142,93 @@ def serve(command: list, port: int, **popen):
 # --- S3: moto's server, in this process so it can be stopped and restarted with its data ---
 
 
+GLUE_UPDATES = threading.Lock()
+
+
+def glue_version_conflict(environ) -> bytes | None:
+    """The error AWS Glue answers an UpdateTable whose VersionId is not the table's current
+    version with; None if it is (the request body is left readable)."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)
+    request = json.loads(body or b"{}")
+    asked = request.get("VersionId")
+    if asked is None:
+        return None
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.glue.models import glue_backends
+
+    region = re.search(r"/([a-z0-9-]+)/glue/", environ.get("HTTP_AUTHORIZATION", ""))
+    backend = glue_backends[DEFAULT_ACCOUNT_ID][region.group(1) if region else "us-east-1"]
+    try:
+        table = backend.get_table(request["DatabaseName"], request["TableInput"]["Name"])
+    except Exception:
+        return None
+    if str(table._current_version) == str(asked):
+        return None
+    return json.dumps(
+        {
+            "__type": "ConcurrentModificationException",
+            "message": "Update table failed due to concurrent modifications.",
+        }
+    ).encode()
+
+
+class Fault:
+    """A rule of an `S3Server`: requests it matches are held until released, or answered
+    with an error status, instead of being served at once."""
+
+    def __init__(self, method: str, pattern: str, status: int | None = None, times: int = -1):
+        self.method = method
+        self.pattern = re.compile(pattern)
+        self.status = status
+        self.times = times
+        self.released = threading.Event()
+        self.hits = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == self.method and self.pattern.search(path) is not None and self.times != 0
+
+    def release(self):
+        self.released.set()
+
+
 class S3Server:
     """A moto S3 (and Glue, Athena) server on loopback that logs every request it serves, like
-    S3 server access logs; `stop()` / `start()` simulate an outage, keeping the data."""
+    S3 server access logs; `stop()` / `start()` simulate an outage, keeping the data. Several
+    servers in one process share their data (moto's backends are per process), so a second
+    one is a second route to the same S3: one writer's requests can be held or failed
+    (`hold`, `fail`) while another's pass. Glue's UpdateTable is refused with
+    ConcurrentModificationException when its VersionId is not the table's current one, as
+    AWS does (moto ignores VersionId)."""
 
     def __init__(self):
         self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.requests: list[tuple[str, str]] = []
+        # What moto answered each request it served: (method, path, HTTP status).
+        self.answers: list[tuple[str, str, int]] = []
+        self.faults: list[Fault] = []
         self._server = None
+
+    def hold(self, method: str, pattern: str) -> Fault:
+        """Holds matching requests (their bodies received) until the fault is released."""
+        fault = Fault(method, pattern)
+        self.faults.append(fault)
+        return fault
+
+    def fail(self, method: str, pattern: str, status: int = 503, times: int = -1) -> Fault:
+        """Answers matching requests with `status` (`times` of them; -1: until removed)."""
+        fault = Fault(method, pattern, status, times)
+        self.faults.append(fault)
+        return fault
 
     def start(self):
         from moto.server import ThreadedMotoServer
 
         log = self.requests
+        answers = self.answers
+        faults = self.faults
 
         class Logged(ThreadedMotoServer):
             def _server_entry(self):
@@ -161,8 +239,37 @@ class S3Server:
                 moto = DomainDispatcherApplication(create_backend_app)
 
                 def app(environ, start_response):
-                    log.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")))
-                    return moto(environ, start_response)
+                    method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+                    log.append((method, path))
+                    for fault in list(faults):
+                        if not fault.matches(method, path):
+                            continue
+                        fault.hits += 1
+                        if fault.times > 0:
+                            fault.times -= 1
+                        if fault.status is None:
+                            fault.released.wait()
+                        else:
+                            # Read what the client sends, so the connection stays usable.
+                            environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                            start_response(f"{fault.status} Fault", [("Content-Length", "0")])
+                            return [b""]
+
+                    def answer(status, headers, *rest):
+                        answers.append((method, path, int(status.split()[0])))
+                        return start_response(status, headers, *rest)
+
+                    if environ.get("HTTP_X_AMZ_TARGET") != "AWSGlue.UpdateTable":
+                        return moto(environ, answer)
+                    # The version check and the update are one step, as in AWS.
+                    with GLUE_UPDATES:
+                        refused = glue_version_conflict(environ)
+                        if refused is not None:
+                            start_response(
+                                "400 Bad Request", [("Content-Type", "application/x-amz-json-1.1")]
+                            )
+                            return [refused]
+                        return list(moto(environ, answer))
 
                 self._server = make_server(
                     self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
@@ -229,11 +336,10 @@ def bucket(s3):
     return name
 
 
-# --- Kafka: the embedded broker and Tansu, an independent implementation ---
+# --- Kafka: the embedded broker, and Apache Kafka itself (transactions, compaction, KIP-848) ---
 
-TANSU = os.environ.get("STOCKSTREAM_TANSU") or str(
-    Path.home() / ".cache/stockstream/tansu-0.6.0/bin/tansu"
-)
+sys.path.insert(0, str(Path(__file__).parent / "kafka"))
+import broker as apache  # noqa: E402  (tests/kafka/broker.py; not a package: see its README)
 
 
 @dataclass
@@ -243,24 +349,25 @@ class Broker:
     create_topic: Callable[[str, int], None]
 
 
-@pytest.fixture(scope="session")
-def tansu(tmp_path_factory):
-    if not os.path.exists(TANSU):
-        message = f"Tansu is not installed at {TANSU} (make tansu installs it)"
+def start_apache_kafka(data_dir: Path, **props) -> "apache.Broker":
+    """A single-node Apache Kafka broker on 127.0.0.1 (resolved by `make kafka`)."""
+    try:
+        cache = apache.default_cache_dir()
+        apache.resolve(cache)
+    except Exception as e:  # no Java, no Maven, no Maven Central
+        message = f"Apache Kafka cannot be resolved here ({e}); make kafka resolves it"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("tansu")
-    url = f"tcp://127.0.0.1:{port}"
-    # The SQLite path is taken relative to the working directory.
-    with open(workdir / "tansu.log", "wb") as log:
-        with serve(
-            [TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "sqlite://tansu.db"],
-            port, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-        ):  # fmt: skip
-            yield f"127.0.0.1:{port}"
+    # Replayed ticks carry their event times (decades back) as Kafka timestamps, which
+    # time-based retention (7 days by default) deletes at its next check: keep everything.
+    return apache.start(cache, data_dir, extra_props={"log.retention.ms": -1, **props})
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory):
+    with start_apache_kafka(tmp_path_factory.mktemp("kafka")) as b:
+        yield b
 
 
 def _admin_create(bootstrap):
@@ -272,9 +379,12 @@ def _admin_create(bootstrap):
     return create
 
 
-@pytest.fixture(params=["embedded", "tansu"])
+def kafka_broker(bootstrap: str) -> Broker:
+    return Broker("kafka", bootstrap, _admin_create(bootstrap))
+
+
+@pytest.fixture(params=["embedded", "kafka"])
 def broker(request, kafka):
     if request.param == "embedded":
         return Broker("embedded", kafka.bootstrap_servers, kafka.create_topic)
-    bootstrap = request.getfixturevalue("tansu")
-    return Broker("tansu", bootstrap, _admin_create(bootstrap))
+    return kafka_broker(request.getfixturevalue("apache_kafka").bootstrap)

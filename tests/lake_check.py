@@ -9,6 +9,15 @@ import polars as pl
 TICK_COLUMNS = ["Index", "Date", "Open", "High", "Low", "Close", "Adj Close", "Volume", "CloseUSD"]
 
 
+def catalog_file(lake: Path, table: str, database: str = "stock_market") -> Path:
+    """The latest version of a table's document in the lake's local catalog."""
+    return max((lake / "_catalog" / database / table).glob("*.json"))
+
+
+def catalog_table(lake: Path, table: str, database: str = "stock_market") -> dict:
+    return json.loads(catalog_file(lake, table, database).read_text())
+
+
 def local_files(lake: Path, table: str, suffix: str = ".parquet") -> list[Path]:
     return sorted(p for p in (lake / table).rglob(f"*{suffix}") if not p.name.startswith("."))
 

@@ -1,13 +1,13 @@
 """The crawler and the catalog kept in the lake: tables, partitions, schema inference and
 evolution, incremental crawls, and what happens with bad or missing input."""
 
-import json
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 import stockstream as ss
+from lake_check import catalog_file, catalog_table
 
 
 def put(lake: Path, key: str, frame: pl.DataFrame) -> Path:
@@ -42,7 +42,7 @@ def test_crawl_finds_tables_partitions_and_columns(lake):
     assert report.objects_read == 3 and report.conflicts == [] and report.skipped == []
 
     # The catalog is human-readable JSON in the lake itself.
-    table = json.loads((lake / "_catalog/stock_market/ticks.json").read_text())
+    table = catalog_table(lake, "ticks")
     assert table["format"] == "parquet" and table["location"] == "ticks"
     assert table["partition_keys"] == [{"name": "date", "type": "date"}]
     assert table["partitions"] == [["2021-01-04"], ["2021-01-05"]]
@@ -116,7 +116,7 @@ def test_a_type_conflict_widens_to_text_is_reported_and_select_star_reads_every_
     assert (table, column, existing, found) == ("ticks", "Close", "double", "string")
     assert files[0].endswith("ticks/date=2021-01-04/part-t-0-0.parquet")
     assert files[1].endswith("ticks/date=2021-01-06/part-t-0-2.parquet")
-    table = json.loads((lake / "_catalog/stock_market/ticks.json").read_text())
+    table = catalog_table(lake, "ticks")
     assert {"name": "Close", "type": "string"} in table["columns"]
     assert table["widened"] == ["Close"]
     # Every object is read, each with its own stored type, as text.
@@ -175,7 +175,7 @@ def test_ndjson_tables(tmp_path):
     put(lake, "raw/symbol=%5EGSPC/part-r-0-2.json", pl.DataFrame({"Close": [2.5], "Date": ["c"]}))
     report = ss.crawl(str(lake))
     assert {c for _, c, _ in report.columns_added} == {"Close", "Date"}
-    table = json.loads((lake / "_catalog/stock_market/raw.json").read_text())
+    table = catalog_table(lake, "raw")
     assert table["format"] == "ndjson"
     # Integers in one object, a float in another: the column is a double.
     assert {"name": "Close", "type": "double"} in table["columns"]
@@ -228,8 +228,9 @@ def test_bad_options_are_config_errors(lake):
 
 def test_a_damaged_catalog_file_is_named(lake):
     ss.crawl(str(lake))
-    (lake / "_catalog/stock_market/ticks.json").write_text("{ not json")
-    with pytest.raises(ss.SchemaError, match="ticks.json"):
+    damaged = catalog_file(lake, "ticks")
+    damaged.write_text("{ not json")
+    with pytest.raises(ss.SchemaError, match=damaged.name):
         ss.Lake(str(lake)).sql("SELECT * FROM ticks")
 
 

@@ -195,6 +195,7 @@ def test_crawls_and_compactions_count_their_work_in_a_notebook_kernel(lake, monk
 
     monkeypatch.setattr(stockstream.progress, "default_counter", Recorder)
     (lake / "_catalog").rename(lake / "_old_catalog")
+    (lake / "_crawler").rename(lake / "_old_crawler")
     report = ss.crawl(str(lake))
     assert drawn == [("objects read", report.objects_read)] and report.objects_read == 2
     ss.Lake(str(lake)).compact()

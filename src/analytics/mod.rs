@@ -270,12 +270,15 @@ impl Analytics {
     ) -> Result<Self> {
         config.validate()?;
         let status = Arc::new(AnalyticsStatus::new());
-        let mut producer_config = kafka.client_config(&PRODUCER_DEFAULTS);
-        if config.exactly_once {
-            for (key, value) in transactions::producer_properties(&config.group_id, &config.topic) {
-                producer_config.set(key, value);
-            }
+        let transactional = config
+            .exactly_once
+            .then(|| transactions::producer_properties(&config.group_id, &config.topic));
+        let mut defaults: Vec<(&str, &str)> = PRODUCER_DEFAULTS.to_vec();
+        for (key, value) in transactional.iter().flatten() {
+            defaults.retain(|(k, _)| k != key);
+            defaults.push((key, value));
         }
+        let producer_config = kafka.client_config(&defaults);
         let producer: ThreadedProducer<Deliveries> = producer_config
             .create_with_context(Deliveries {
                 status: status.clone(),
@@ -580,6 +583,9 @@ impl Work {
                 if let Some(change) = self.config.spec.adopt(&mut state) {
                     self.status.warn(change);
                 }
+                // The snapshot says where its state ends, whatever the group committed (a
+                // new group, expired offsets): read on from there.
+                member.start_at(p, Some(state.next_offset))?;
                 self.states.insert(p, state);
                 self.last_seen.insert(p, now);
             }
@@ -644,9 +650,6 @@ impl Work {
         }
         let flush_timeout = Duration::from_secs(130);
         let producer = &self.emitter.producer;
-        producer
-            .flush(flush_timeout)
-            .map_err(|e| Error::kafka(format!("outputs could not be delivered: {e}")))?;
         let mut partitions: Vec<i32> = self.dirty.iter().copied().collect();
         partitions.sort_unstable();
         let generation = crate::source::time::now_micros() as u64;
@@ -670,16 +673,15 @@ impl Work {
             }
             offsets.push((p, state.next_offset));
         }
-        // Chunks are durable before the headers that point to them, and old chunks are
-        // deleted only after: a crash at any point leaves one whole checkpoint.
+        // Chunks are acknowledged before the headers that point to them are sent, and old
+        // chunks are deleted only after: a crash or a failed delivery at any point leaves
+        // one whole checkpoint.
         for (records, what) in [
+            (Vec::new(), "the outputs"),
             (chunks, "the checkpoint's chunks"),
             (headers, "the checkpoint"),
             (stale, "the deletion of an older checkpoint"),
         ] {
-            if records.is_empty() {
-                continue;
-            }
             for (k, v) in &records {
                 self.emitter
                     .send(&self.config.state_topic, k.as_bytes(), v.as_deref());
@@ -687,13 +689,14 @@ impl Work {
             producer
                 .flush(flush_timeout)
                 .map_err(|e| Error::kafka(format!("{what} could not be saved: {e}")))?;
-        }
-        let failed = producer.context().failed.swap(0, Ordering::Relaxed);
-        if failed > 0 {
-            // Nothing is committed, so a restart replays from the previous checkpoint.
-            return Err(Error::delivery(format!(
-                "{failed} outputs or checkpoints were not delivered; the last error is in status()"
-            )));
+            let failed = producer.context().failed.swap(0, Ordering::Relaxed);
+            if failed > 0 {
+                // Nothing is committed, so a restart replays from the previous checkpoint.
+                return Err(Error::delivery(format!(
+                    "{failed} messages of {what} were not delivered; the last error is in \
+                     status()"
+                )));
+            }
         }
         self.dirty.clear();
         Ok(offsets)

@@ -17,8 +17,9 @@ const AT_LEAST_ONCE: &str = "without exactly_once, Analytics is at-least-once: a
     outputs emitted since the last checkpoint are emitted again (identical records, \
     identified by symbol and event time)";
 
-/// The producer properties that make it transactional, with an id of its own.
-pub fn producer_properties(group_id: &str, topic: &str) -> [(&'static str, String); 2] {
+/// The producer properties that make it transactional, with an id of its own (a user's
+/// properties still override them).
+pub fn producer_properties(group_id: &str, topic: &str) -> [(&'static str, String); 3] {
     let unique = format!(
         "{}-{}",
         std::process::id(),
@@ -29,8 +30,11 @@ pub fn producer_properties(group_id: &str, topic: &str) -> [(&'static str, Strin
             "transactional.id",
             format!("stockstream-analytics-{group_id}-{topic}-{unique}"),
         ),
-        // librdkafka requires it to be at least the message timeout (120 s here).
-        ("transaction.timeout.ms", "120000".to_string()),
+        // A job that dies leaves its transaction open until this passes, and until then
+        // read_committed readers of its outputs and state wait at the transaction's start.
+        // Kafka Streams uses 10 s as well; librdkafka needs the message timeout within it.
+        ("transaction.timeout.ms", "10000".to_string()),
+        ("message.timeout.ms", "10000".to_string()),
     ]
 }
 

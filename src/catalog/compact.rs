@@ -5,11 +5,13 @@
 //! The old folder is deleted only after a grace period, so queries that listed it before
 //! the switch can finish.
 //!
-//! Only objects that no sink can rewrite are merged: those named below the first offset
-//! of their Kafka partition's last landed range (every earlier range is committed).
-//! Objects that are registered but could still be rewritten by a replay are copied as
-//! they are; objects not registered yet are left to their sink, whose registration is
-//! refused for a moved partition and which then rewrites them in the new folder.
+//! Only registered objects are merged: a sink never rewrites them (it resumes after the
+//! table's landed offsets, and creates objects only where none is). Objects not registered
+//! yet are left to their sink, whose registration is refused for a moved partition and
+//! which then rewrites them in the new folder. A compaction records the folder it writes
+//! before writing it, and a versioned folder that no version of the table refers to, as a
+//! partition's location, a retired folder within its grace period or a staged one, is
+//! deleted: what a killed or outraced compaction left.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -19,7 +21,7 @@ use polars::prelude::*;
 
 use super::{table_name, Catalog, Retired, Table};
 use crate::error::{Error, Result};
-use crate::lake::{is_hidden, table_folder, Format, ObjectMeta, ObjectName, ObjectStore};
+use crate::lake::{is_hidden, table_folder, Format, ObjectMeta, ObjectStore};
 use crate::progress::Counter;
 
 /// What to compact and how.
@@ -136,7 +138,7 @@ pub fn compact(
             let objects = by_folder.remove(&folder).unwrap_or_default();
             partitions.push((path, objects));
         }
-        delete_orphans(store, &table, by_folder, options.grace, &mut report)?;
+        delete_orphans(store, &table, by_folder, &mut report)?;
         for (path, objects) in partitions {
             compact_partition(store, catalog, &table, &path, objects, options, &mut report)?;
             options.done.add(1);
@@ -157,21 +159,6 @@ fn data_objects(table: &Table, objects: Vec<ObjectMeta>) -> Vec<ObjectMeta> {
         .collect()
 }
 
-/// Whether no sink can rewrite `key` any more: it holds only committed records, or it is
-/// not a sink's object at all (a merged object, or one another writer made).
-fn settled(table: &Table, key: &str) -> bool {
-    let Some(source) = &table.source else {
-        return true;
-    };
-    match ObjectName::parse(key, &source.topic) {
-        Some(name) => table
-            .landed
-            .get(&name.partition)
-            .is_some_and(|l| name.first_offset < l.first),
-        None => true,
-    }
-}
-
 fn compact_partition(
     store: &dyn ObjectStore,
     catalog: &dyn Catalog,
@@ -186,13 +173,25 @@ fn compact_partition(
     objects.sort_by(|a, b| a.key.cmp(&b.key));
     let small: Vec<&ObjectMeta> = objects
         .iter()
-        .filter(|o| o.size < options.target_bytes && settled(table, &o.key))
+        .filter(|o| o.size < options.target_bytes && table.visible(&o.key))
         .collect();
     if small.len() < options.min_objects {
         return Ok(());
     }
     let version = version_name();
     let new_folder = format!("{}/_v{version}", table_folder(&table.location, path));
+    // Recorded before anything is written in it, so that no cleanup takes it for nobody's.
+    let staged = Retired {
+        folder: new_folder.clone(),
+        at_ms: now_ms(),
+    };
+    catalog.update(&table.database, &table.name, &mut |current| {
+        let Some(current) = current else {
+            return Ok(false);
+        };
+        current.staged.push(staged.clone());
+        Ok(true)
+    })?;
     let merged: BTreeSet<&str> = small.iter().map(|o| o.key.as_str()).collect();
     let mut written = Vec::new();
     let mut bins: Vec<Vec<&ObjectMeta>> = vec![Vec::new()];
@@ -221,13 +220,15 @@ fn compact_partition(
     let mut carried: BTreeSet<String> = BTreeSet::new();
     let mut raced = false;
     catalog.update(&table.database, &table.name, &mut |current| {
+        raced = false;
         let Some(current) = current else {
             raced = true;
             return Ok(false);
         };
+        current.staged.retain(|s| s.folder != new_folder);
         if current.folder(path) != old_folder {
             raced = true;
-            return Ok(false);
+            return Ok(true);
         }
         let now = data_objects(current, store.list(&format!("{old_folder}/"))?);
         for object in now {
@@ -324,30 +325,27 @@ fn merge(store: &dyn ObjectStore, format: Format, objects: &[&ObjectMeta]) -> Re
     }
 }
 
-/// A versioned folder no partition uses is what a killed or outraced compaction left;
-/// it is deleted once older than this (or the grace period, if longer), so that a
-/// compaction still writing its folder is never disturbed.
-const ORPHAN_AGE: Duration = Duration::from_secs(3600);
-
-/// Deletes the versioned folders no partition points to and no grace period protects.
+/// Deletes the versioned folders the table does not refer to: not a partition's location
+/// (those are not in `others`), not retired or staged (those go when their grace period
+/// is over).
 fn delete_orphans(
     store: &dyn ObjectStore,
     table: &Table,
     others: BTreeMap<String, Vec<ObjectMeta>>,
-    grace: Duration,
     report: &mut CompactReport,
 ) -> Result<()> {
-    let retired: BTreeSet<&str> = table.retired.iter().map(|r| r.folder.as_str()).collect();
-    let oldest = now_ms() - grace.max(ORPHAN_AGE).as_millis() as i64;
+    let referred: BTreeSet<&str> = table
+        .retired
+        .iter()
+        .chain(&table.staged)
+        .map(|r| r.folder.as_str())
+        .collect();
     for (folder, objects) in others {
-        let Some(version) = folder.rsplit('/').next().and_then(|v| v.strip_prefix("_v")) else {
-            continue;
-        };
-        let made = version
-            .split('-')
+        let versioned = folder
+            .rsplit('/')
             .next()
-            .and_then(|ms| ms.parse::<i64>().ok());
-        if retired.contains(folder.as_str()) || made.is_none_or(|ms| ms >= oldest) {
+            .is_some_and(|v| v.starts_with("_v"));
+        if !versioned || referred.contains(folder.as_str()) {
             continue;
         }
         let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
@@ -358,7 +356,8 @@ fn delete_orphans(
     Ok(())
 }
 
-/// Deletes the folders whose grace period is over, then forgets them in the catalog.
+/// Deletes the folders whose grace period is over (retired ones, and staged ones of
+/// compactions that never switched), then forgets them in the catalog.
 fn delete_retired(
     store: &dyn ObjectStore,
     catalog: &dyn Catalog,
@@ -367,10 +366,12 @@ fn delete_retired(
     report: &mut CompactReport,
 ) -> Result<()> {
     let due_before = now_ms() - grace.as_millis() as i64;
+    let current: BTreeSet<String> = table.locations.values().cloned().collect();
     let due: Vec<&Retired> = table
         .retired
         .iter()
-        .filter(|r| r.at_ms <= due_before)
+        .chain(&table.staged)
+        .filter(|r| r.at_ms <= due_before && !current.contains(&r.folder))
         .collect();
     if due.is_empty() {
         return Ok(());
@@ -392,9 +393,10 @@ fn delete_retired(
         let Some(current) = current else {
             return Ok(false);
         };
-        let before = current.retired.len();
+        let before = current.retired.len() + current.staged.len();
         current.retired.retain(|r| !done.contains(&r.folder));
-        Ok(current.retired.len() != before)
+        current.staged.retain(|r| !done.contains(&r.folder));
+        Ok(current.retired.len() + current.staged.len() != before)
     })?;
     Ok(())
 }

@@ -23,6 +23,7 @@ const FOLDERS_PARAMETER: &str = "stockstream.partition_folders";
 const SOURCE_PARAMETER: &str = "stockstream.source";
 const LANDED_PARAMETER: &str = "stockstream.landed";
 const RETIRED_PARAMETER: &str = "stockstream.retired";
+const STAGED_PARAMETER: &str = "stockstream.staged";
 const PARTITIONING_PARAMETER: &str = "stockstream.partitioning";
 const WIDENED_PARAMETER: &str = "stockstream.widened";
 const CLAIMS_PARAMETER: &str = "stockstream.claims";
@@ -355,6 +356,7 @@ impl GlueCatalog {
         table.source = serde_json::from_value(decode(SOURCE_PARAMETER)?).unwrap_or(None);
         table.landed = serde_json::from_value(decode(LANDED_PARAMETER)?).unwrap_or_default();
         table.retired = serde_json::from_value(decode(RETIRED_PARAMETER)?).unwrap_or_default();
+        table.staged = serde_json::from_value(decode(STAGED_PARAMETER)?).unwrap_or_default();
         table.partitioning = parameter(PARTITIONING_PARAMETER).cloned();
         table.widened = serde_json::from_value(decode(WIDENED_PARAMETER)?).unwrap_or_default();
         table.claims = serde_json::from_value(decode(CLAIMS_PARAMETER)?).unwrap_or_default();
@@ -543,6 +545,9 @@ fn table_input(table: &Table, root: &str, moving: &BTreeMap<String, String>) -> 
     }
     if !table.retired.is_empty() {
         record(RETIRED_PARAMETER, serde_json::json!(table.retired));
+    }
+    if !table.staged.is_empty() {
+        record(STAGED_PARAMETER, serde_json::json!(table.staged));
     }
     if !table.widened.is_empty() {
         record(WIDENED_PARAMETER, serde_json::json!(table.widened));

@@ -68,6 +68,10 @@ pub struct Table {
     /// Folders replaced by compaction, deleted once their grace period has passed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retired: Vec<Retired>,
+    /// Folders a compaction is writing, recorded before it writes them: a folder no
+    /// version of the table refers to (current, retired or staged) is nobody's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub staged: Vec<Retired>,
     /// The topic a sink lands here, for live queries of what is not landed yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<TableSource>,
@@ -141,6 +145,7 @@ impl Table {
             partitioning: None,
             locations: BTreeMap::new(),
             retired: Vec::new(),
+            staged: Vec::new(),
             source: None,
             landed: BTreeMap::new(),
             claims: BTreeMap::new(),

@@ -412,6 +412,7 @@ impl GroupMember {
     /// Reads `partition` again from `offset`. Messages fetched from the old position and
     /// not yet polled are dropped; those of a batch already handed out are not.
     pub fn seek(&self, partition: i32, offset: i64) -> Result<()> {
+        self.at_end.borrow_mut().remove(&partition);
         self.consumer
             .seek(
                 &self.topic,
@@ -426,6 +427,7 @@ impl GroupMember {
     /// committed offset starts (`auto.offset.reset`).
     pub fn start_at(&self, partition: i32, offset: Option<i64>) -> Result<()> {
         let at = offset.map_or(self.reset, Offset::Offset);
+        self.at_end.borrow_mut().remove(&partition);
         self.consumer
             .seek(&self.topic, partition, at, Duration::from_secs(5))
             .map_err(|e| Error::kafka(format!("cannot seek {}[{partition}]: {e}", self.topic)))

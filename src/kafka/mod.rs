@@ -17,7 +17,7 @@ use rdkafka::metadata::Metadata;
 pub use admin::create_topics;
 pub use member::{Change, GroupMember, Membership, Observer, Polled};
 pub use queue::Fetched;
-pub use reader::{read_topic, Start};
+pub use reader::{read, read_topic, Bounds, Read, Start};
 pub use run::{run, Flow, Pipeline, RunLimits, TICK};
 pub use send::{flush, send_waiting, serve_reports};
 

@@ -1,23 +1,23 @@
-//! Reads what a topic holds right now, from the start of each partition to its current
-//! end, without joining a consumer group (like `kcat -C -e`): for demos, notebooks,
-//! checks and restoring checkpoints.
+//! Reads what a topic holds right now, without joining a consumer group (like
+//! `kcat -C -e`): from a start offset of each partition up to the end offsets seen when the
+//! read begins, within bounds. One reader serves the live tail of queries, `read_topic`
+//! and the restore of analytics checkpoints. Offsets need not hold a message each: the
+//! markers of Kafka transactions, aborted records (under `read_committed`) and records
+//! removed by log compaction leave gaps, so a partition is done when the consumer's
+//! position reaches its end offset, not after a count of messages.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use polars::prelude::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::partition_ids;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
-
-const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
-    ("group.id", "stockstream-reader"),
-    ("enable.auto.commit", "false"),
-    ("enable.partition.eof", "false"),
-];
 
 /// Where in each partition a read starts.
 #[derive(Debug, Clone, Default)]
@@ -25,11 +25,164 @@ pub enum Start {
     /// Each partition's first message.
     #[default]
     Beginning,
-    /// The last N messages of each partition.
+    /// The last N offsets of each partition.
     Last(usize),
     /// The given next offset of each partition (the first message for the others): to
     /// carry on after an earlier read.
     After(HashMap<i32, i64>),
+}
+
+impl Start {
+    /// The first offset to read of a partition holding `[low, high)`.
+    fn offset(&self, partition: i32, low: i64, high: i64) -> i64 {
+        match self {
+            Start::Beginning => low,
+            Start::Last(n) => high.saturating_sub(*n as i64).max(low),
+            Start::After(next) => next.get(&partition).copied().unwrap_or(low).max(low),
+        }
+    }
+}
+
+/// How much one read may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub records: usize,
+    pub bytes: usize,
+    /// For the whole read, connecting included.
+    pub timeout: Duration,
+}
+
+/// What a read covered.
+#[derive(Debug, Clone, Default)]
+pub struct Read {
+    /// Per partition, the offsets read: `[from, to)`; `to` is the end offset seen at the
+    /// start unless the read was cut short.
+    pub offsets: BTreeMap<i32, (i64, i64)>,
+    pub records: usize,
+    pub bytes: usize,
+    /// A bound (records, bytes or time) stopped the read before the end offsets.
+    pub truncated: bool,
+}
+
+impl Read {
+    /// Partitions not read to their end offset.
+    fn open(&self, ends: &BTreeMap<i32, i64>) -> usize {
+        ends.iter()
+            .filter(|(p, end)| self.offsets.get(p).is_some_and(|r| r.1 < **end))
+            .count()
+    }
+}
+
+const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
+    ("group.id", "stockstream-reader"),
+    ("enable.auto.commit", "false"),
+    ("enable.partition.eof", "true"),
+    ("client.id", "stockstream-reader"),
+];
+
+/// Reads `topic` from `start` (given each partition's id, first offset and end offset;
+/// `None` skips the partition) up to the end offsets seen now, handing each message to
+/// `take` in offset order per partition. Fails if the broker does not answer; a read
+/// that runs out of `bounds` returns what it got, marked truncated.
+pub fn read(
+    config: &KafkaConfig,
+    client_id: &str,
+    topic: &str,
+    start: &dyn Fn(i32, i64, i64) -> Option<i64>,
+    bounds: &Bounds,
+    take: &mut dyn FnMut(&BorrowedMessage<'_>),
+) -> Result<Read> {
+    // librdkafka refuses some names (a NUL byte, a huge one) in a way its Rust binding panics on.
+    super::check_topic("topic", topic)?;
+    let mut client = config.client_config(&CONSUMER_DEFAULTS);
+    client.set("client.id", client_id);
+    let consumer: BaseConsumer = client.create().map_err(|e| config.creation_error(e))?;
+    let deadline = Instant::now() + bounds.timeout;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let failed = |e: KafkaError| {
+        Error::kafka(format!(
+            "cannot read topic {topic:?} from {}: {e}",
+            config.bootstrap_servers
+        ))
+        .caused_by(e)
+    };
+    let meta = consumer
+        .fetch_metadata(Some(topic), left())
+        .map_err(failed)?;
+    let mut read = Read::default();
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in partition_ids(&meta) {
+        // Under read_committed (librdkafka's default) this is the last stable offset: an
+        // open transaction's records are not waited for.
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, left())
+            .map_err(failed)?;
+        let Some(from) = start(p, low, high).map(|f| f.max(low)) else {
+            continue;
+        };
+        if high > from {
+            assignment
+                .add_partition_offset(topic, p, Offset::Offset(from))
+                .map_err(failed)?;
+            ends.insert(p, high);
+            read.offsets.insert(p, (from, from));
+        }
+    }
+    if ends.is_empty() {
+        return Ok(read);
+    }
+    consumer.assign(&assignment).map_err(failed)?;
+    while read.open(&ends) > 0 {
+        if read.records >= bounds.records || read.bytes >= bounds.bytes || left().is_zero() {
+            read.truncated = true;
+            break;
+        }
+        match consumer.poll(left().min(Duration::from_millis(100))) {
+            Some(Ok(m)) => {
+                let p = m.partition();
+                let (Some(&end), Some(range)) = (ends.get(&p), read.offsets.get_mut(&p)) else {
+                    continue;
+                };
+                if m.offset() < range.1 || range.1 >= end {
+                    continue;
+                }
+                if m.offset() >= end {
+                    range.1 = end;
+                    continue;
+                }
+                range.1 = m.offset() + 1;
+                read.records += 1;
+                read.bytes += m.payload().map_or(0, <[u8]>::len);
+                take(&m);
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => reached_end(&mut read, &ends, p),
+            Some(Err(e)) => return Err(failed(e)),
+            None => {
+                // Offsets without a message at the end of a partition (a transaction's
+                // marker) end its read without a message or an end-of-partition event.
+                if let Ok(position) = consumer.position() {
+                    for e in position.elements() {
+                        if let (Offset::Offset(at), Some(&end)) =
+                            (e.offset(), ends.get(&e.partition()))
+                        {
+                            if at >= end {
+                                reached_end(&mut read, &ends, e.partition());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(read)
+}
+
+/// Marks `partition` read to its end offset.
+fn reached_end(read: &mut Read, ends: &BTreeMap<i32, i64>, partition: i32) {
+    if let (Some(&end), Some(range)) = (ends.get(&partition), read.offsets.get_mut(&partition)) {
+        range.1 = range.1.max(end);
+    }
 }
 
 /// Every message of `topic` from `start` up to the end offsets seen at the start, at most
@@ -42,72 +195,39 @@ pub fn read_topic(
     limit: Option<usize>,
     timeout: Duration,
 ) -> Result<DataFrame> {
-    // librdkafka refuses some names (a NUL byte, a huge one) in a way its Rust binding panics on.
-    super::check_topic("topic", topic)?;
-    let consumer: BaseConsumer = config
-        .client_config(&CONSUMER_DEFAULTS)
-        .create()
-        .map_err(|e| config.creation_error(e))?;
-    let unreachable = |e| {
-        Error::kafka(format!(
-            "cannot read topic {topic:?} from {}: {e}",
-            config.bootstrap_servers
-        ))
-    };
-    let meta = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(unreachable)?;
-    let partitions = partition_ids(&meta);
-    let mut assignment = TopicPartitionList::new();
-    let mut remaining = 0i64;
-    let mut ends = Vec::new();
-    for &p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(unreachable)?;
-        let first = match start {
-            Start::Beginning => low,
-            Start::Last(n) => high.saturating_sub(*n as i64).max(low),
-            Start::After(next) => next.get(&p).copied().unwrap_or(low).max(low),
-        };
-        if high > first {
-            assignment
-                .add_partition_offset(topic, p, Offset::Offset(first))
-                .map_err(unreachable)?;
-            remaining += high - first;
-        }
-        ends.push((p, high));
-    }
-    let wanted = limit.map_or(remaining, |l| remaining.min(l as i64)) as usize;
-    consumer.assign(&assignment).map_err(unreachable)?;
-
     let (mut part, mut offset, mut ts, mut key, mut value) =
         (vec![], vec![], vec![], vec![], vec![]);
-    let deadline = Instant::now() + timeout;
-    while part.len() < wanted {
-        let Some(msg) = consumer.poll(deadline.saturating_duration_since(Instant::now())) else {
-            return Err(Error::kafka(format!(
-                "timed out reading topic {topic:?} from {}: got {} of {wanted} messages",
-                config.bootstrap_servers,
-                part.len()
-            )));
-        };
-        let msg = msg.map_err(unreachable)?;
-        let end = ends
-            .iter()
-            .find(|(p, _)| *p == msg.partition())
-            .map_or(0, |e| e.1);
-        if msg.offset() >= end {
-            continue;
-        }
-        part.push(msg.partition());
-        offset.push(msg.offset());
-        ts.push(msg.timestamp().to_millis());
-        key.push(msg.key().map(|k| String::from_utf8_lossy(k).into_owned()));
-        value.push(
-            msg.payload()
-                .map(|v| String::from_utf8_lossy(v).into_owned()),
-        );
+    let bounds = Bounds {
+        records: limit.unwrap_or(usize::MAX),
+        bytes: usize::MAX,
+        timeout,
+    };
+    let read = read(
+        config,
+        "stockstream-reader",
+        topic,
+        &|p, low, high| Some(start.offset(p, low, high)),
+        &bounds,
+        &mut |m| {
+            part.push(m.partition());
+            offset.push(m.offset());
+            ts.push(m.timestamp().to_millis());
+            key.push(m.key().map(|k| String::from_utf8_lossy(k).into_owned()));
+            value.push(m.payload().map(|v| String::from_utf8_lossy(v).into_owned()));
+        },
+    )?;
+    if read.truncated && part.len() < bounds.records {
+        return Err(Error::kafka(format!(
+            "timed out reading topic {topic:?} from {}: got {} messages, up to offsets {:?} \
+             of {:?}",
+            config.bootstrap_servers,
+            part.len(),
+            read.offsets
+                .iter()
+                .map(|(p, r)| (*p, r.1))
+                .collect::<Vec<_>>(),
+            read.offsets.keys().collect::<Vec<_>>()
+        )));
     }
     DataFrame::new_infer_height(vec![
         Column::new("partition".into(), part),
@@ -117,4 +237,62 @@ pub fn read_topic(
         Column::new("value".into(), value),
     ])
     .map_err(|e| Error::kafka(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::*;
+    use crate::embedded::EmbeddedKafka;
+
+    #[test]
+    fn reads_each_partition_from_its_start_to_the_end_seen_and_stops_at_a_bound() {
+        let kafka = EmbeddedKafka::start(1, 2).unwrap();
+        kafka.create_topic("t", Some(2)).unwrap();
+        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
+        let producer: BaseProducer = config.client_config(&[]).create().unwrap();
+        for i in 0..100 {
+            let value = i.to_string();
+            producer
+                .send(
+                    BaseRecord::<(), _>::to("t")
+                        .partition(i % 2)
+                        .payload(&value),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let bounds = Bounds {
+            records: usize::MAX,
+            bytes: usize::MAX,
+            timeout: Duration::from_secs(20),
+        };
+        let mut seen: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        let from = |p: i32, _: i64, _: i64| (p == 0).then_some(40);
+        let read = read(&config, "test", "t", &from, &bounds, &mut |m| {
+            seen.entry(m.partition()).or_default().push(m.offset());
+        })
+        .unwrap();
+        assert_eq!(read.offsets, BTreeMap::from([(0, (40, 50))]));
+        assert_eq!(seen[&0], (40..50).collect::<Vec<_>>());
+        assert!(!read.truncated && read.records == 10);
+        let few = Bounds {
+            records: 3,
+            ..bounds
+        };
+        let cut = super::read(
+            &config,
+            "test",
+            "t",
+            &|_, low, _| Some(low),
+            &few,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(cut.truncated && cut.records == 3);
+        let frame =
+            read_topic(&config, "t", &Start::Last(5), None, Duration::from_secs(20)).unwrap();
+        assert_eq!(frame.height(), 10);
+    }
 }

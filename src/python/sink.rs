@@ -38,6 +38,11 @@ use crate::sink::{ColumnType, Partitioning, RollPolicy, Sink, SinkConfig, SinkSt
 ///     lag: records in the assigned partitions beyond the committed offsets (None until known).
 ///     assigned: the Kafka partitions this member owns.
 ///     committed: committed offset by partition.
+///     landed: by partition, the offset up to which this sink registered records in the
+///         table (the table, not the group, is where a sink resumes).
+///     resumed: partitions that resumed at the table's offset because the group had no
+///         committed offset (a new group, expired offsets) or an older one, and where.
+///     notes: things worth knowing that are not errors (the latest 20).
 ///     last_commit: Unix time of the last commit, or None.
 ///     errors: failed writes, commits and client errors so far (all retried or recovered);
 ///         last_error: the latest one.
@@ -62,6 +67,9 @@ pub struct PySinkStatus {
     lag: Option<i64>,
     assigned: Vec<i32>,
     committed: BTreeMap<i32, i64>,
+    landed: BTreeMap<i32, i64>,
+    resumed: BTreeMap<i32, i64>,
+    notes: Vec<String>,
     last_commit: Option<f64>,
     errors: u64,
     last_error: Option<String>,
@@ -86,6 +94,9 @@ impl PySinkStatus {
             lag: (lag >= 0).then_some(lag),
             assigned: detail.assigned,
             committed: detail.committed.into_iter().collect(),
+            landed: detail.landed.into_iter().collect(),
+            resumed: detail.resumed.into_iter().collect(),
+            notes: detail.notes,
             last_commit: (last_commit > 0).then(|| last_commit as f64 / 1000.0),
             errors: load(&status.errors),
             last_error: detail.last_error,

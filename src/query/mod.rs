@@ -154,7 +154,13 @@ impl Lake {
                     if let Some(bounds) = live {
                         let (tail, info) = tail::read(&table, bounds);
                         if let Some(tail) = tail {
-                            scan = concat([scan, tail], UnionArgs::default()).map_err(sql_error)?;
+                            let args = UnionArgs {
+                                // A table whose first landing is not registered has no
+                                // columns yet: the tail brings them.
+                                diagonal: table.columns.is_empty(),
+                                ..UnionArgs::default()
+                            };
+                            scan = concat([scan, tail], args).map_err(sql_error)?;
                         }
                         tails.push(info);
                     }

@@ -1,20 +1,21 @@
 //! Live queries: the records Kafka holds but the lake does not yet. For a table a sink
-//! feeds, each Kafka partition's tail after its last registered landing is read (up to the
-//! end offsets seen when the query starts), decoded exactly as the sink will land it, and
-//! added to the table's scan. Objects named at or beyond a partition's landed offset are
-//! left out of the scan, so a record is counted once whether it is landed or not.
+//! feeds, each Kafka partition is read from the table's landed offset (or the start of the
+//! log, for a partition nothing was registered for) up to the end offsets seen when the
+//! query starts, decoded exactly as the sink will land it, and added to the table's scan.
+//! Objects named at or beyond a partition's landed offset are left out of the scan, so a
+//! record is counted once whether it is landed or not, whatever the sinks are doing.
 
 use std::collections::BTreeMap;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use polars::prelude::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message as _;
 
 use crate::catalog::{HiveType, Table};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
+use crate::kafka::Bounds;
 use crate::lake::{Layout, PartitionKey};
 use crate::sink::{self, ColumnType, Partitioning, SinkConfig};
 use crate::source::time::TimeFormat;
@@ -54,7 +55,7 @@ pub struct TailInfo {
 }
 
 /// A message as read from the tail: offset, timestamp, key, value.
-type Read = (i64, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
+type Message = (i64, Option<i64>, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// How long a broker has to accept a connection before the query goes on without it.
 const CONNECT_PROBE: Duration = Duration::from_millis(300);
@@ -135,126 +136,34 @@ fn read_tail(table: &Table, bounds: &TailBounds, info: &mut TailInfo) -> Result<
     let source = table.source.as_ref().expect("checked by the caller");
     let (config, layout) = sink_config(table)?;
     let kafka = KafkaConfig::new(&source.bootstrap_servers, Vec::new())?;
-    let consumer: BaseConsumer = kafka
-        .client_config(&[
-            ("group.id", source.group_id.as_str()),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "false"),
-            ("client.id", "stockstream-live-query"),
-        ])
-        .create()
-        .map_err(|e| kafka.creation_error(e))?;
-    let deadline = Instant::now() + bounds.timeout;
-    let left = || deadline.saturating_duration_since(Instant::now());
-    let unreachable = |e: rdkafka::error::KafkaError| {
-        Error::kafka(format!(
-            "reading the tail of {} from {}: {e}",
-            source.topic, source.bootstrap_servers
-        ))
+    // Each partition from where the table's registered objects end: objects written
+    // beyond are not read (see `Table::visible`), so every record is counted once.
+    let from = |p: i32, low: i64, _high: i64| Some(table.landed.get(&p).map_or(low, |l| l.next));
+    let limits = Bounds {
+        records: bounds.records,
+        bytes: bounds.bytes,
+        timeout: bounds.timeout,
     };
-    let meta = consumer
-        .fetch_metadata(Some(&source.topic), left())
-        .map_err(unreachable)?;
-    let partitions = crate::kafka::partition_ids(&meta);
-    // Partitions no landing has registered start where the group has committed, else at
-    // the start of the log (where the sink starts too).
-    let unlanded: Vec<i32> = partitions
-        .iter()
-        .copied()
-        .filter(|p| !table.landed.contains_key(p))
-        .collect();
-    let mut committed = BTreeMap::new();
-    if !unlanded.is_empty() {
-        let mut tpl = TopicPartitionList::new();
-        for p in &unlanded {
-            tpl.add_partition(&source.topic, *p);
-        }
-        if let Ok(c) = consumer.committed_offsets(tpl, left()) {
-            for e in c.elements() {
-                if let Offset::Offset(o) = e.offset() {
-                    committed.insert(e.partition(), o);
-                }
-            }
-        }
-    }
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for &p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(&source.topic, p, left())
-            .map_err(unreachable)?;
-        let from = table
-            .landed
-            .get(&p)
-            .map(|l| l.next)
-            .or_else(|| committed.get(&p).copied())
-            .unwrap_or(low)
-            .max(low);
-        if high > from {
-            assignment
-                .add_partition_offset(&source.topic, p, Offset::Offset(from))
-                .map_err(unreachable)?;
-            ends.insert(p, high);
-            info.offsets.insert(p, (from, from));
-        }
-    }
-    if ends.is_empty() {
-        return Ok(None);
-    }
-    consumer.assign(&assignment).map_err(unreachable)?;
-    let mut messages: BTreeMap<i32, Vec<Read>> = BTreeMap::new();
-    let mut open = ends.len();
-    while open > 0 {
-        if info.records >= bounds.records || info.bytes >= bounds.bytes || left().is_zero() {
-            info.truncated = true;
-            break;
-        }
-        let Some(polled) = consumer.poll(left().min(Duration::from_millis(100))) else {
-            // Offsets without a message (transaction markers, compacted records) end a
-            // partition's tail without a message at its last offset.
-            if let Ok(position) = consumer.position() {
-                for e in position.elements() {
-                    let (Offset::Offset(at), Some(&end)) = (e.offset(), ends.get(&e.partition()))
-                    else {
-                        continue;
-                    };
-                    if let Some(range) = info.offsets.get_mut(&e.partition()) {
-                        if at >= end && range.1 < end {
-                            range.1 = end;
-                            open -= 1;
-                        }
-                    }
-                }
-            }
-            continue;
-        };
-        let m = polled.map_err(unreachable)?;
-        let p = m.partition();
-        let Some(&end) = ends.get(&p) else { continue };
-        let Some(range) = info.offsets.get_mut(&p) else {
-            continue;
-        };
-        if m.offset() < range.1 || range.1 >= end {
-            continue;
-        }
-        if m.offset() >= end {
-            range.1 = end;
-            open -= 1;
-            continue;
-        }
-        range.1 = m.offset() + 1;
-        if range.1 >= end {
-            open -= 1;
-        }
-        info.records += 1;
-        info.bytes += m.payload().map_or(0, <[u8]>::len);
-        messages.entry(p).or_default().push((
-            m.offset(),
-            m.timestamp().to_millis(),
-            m.key().map(<[u8]>::to_vec),
-            m.payload().map(<[u8]>::to_vec),
-        ));
-    }
+    let mut messages: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
+    let read = crate::kafka::read(
+        &kafka,
+        "stockstream-live-query",
+        &source.topic,
+        &from,
+        &limits,
+        &mut |m| {
+            messages.entry(m.partition()).or_default().push((
+                m.offset(),
+                m.timestamp().to_millis(),
+                m.key().map(<[u8]>::to_vec),
+                m.payload().map(<[u8]>::to_vec),
+            ));
+        },
+    )?;
+    info.records = read.records;
+    info.bytes = read.bytes;
+    info.truncated = read.truncated;
+    info.offsets = read.offsets;
     let mut frames = Vec::new();
     for (p, msgs) in &messages {
         let decoded = sink::decode(
@@ -271,15 +180,33 @@ fn read_tail(table: &Table, bounds: &TailBounds, info: &mut TailInfo) -> Result<
     if frames.is_empty() {
         return Ok(None);
     }
-    Ok(Some(concat(frames, UnionArgs::default()).map_err(|e| {
+    let args = UnionArgs {
+        // A table whose first landing is not registered yet has no columns: its tail
+        // frames keep their own, which may differ.
+        diagonal: table.columns.is_empty(),
+        ..UnionArgs::default()
+    };
+    Ok(Some(concat(frames, args).map_err(|e| {
         Error::io(format!("combining the tail of {}: {e}", table.name))
     })?))
 }
 
 /// A tail frame with exactly the table's columns and types (missing columns null, columns
-/// the catalog does not know yet left out), plus its partition columns.
+/// the catalog does not know yet left out), plus its partition columns. A table that has
+/// no columns yet (its first landing is not registered) takes the frame's own.
 fn conform(table: &Table, path: &str, frame: DataFrame) -> Result<LazyFrame> {
     let have = frame.schema().clone();
+    if table.columns.is_empty() {
+        let mut exprs: Vec<Expr> = have.iter_names().map(|n| col(n.clone())).collect();
+        for (key, value) in table
+            .partition_keys
+            .iter()
+            .zip(crate::lake::path_values(path))
+        {
+            exprs.push(partition_value(key.kind, &value)?.alias(key.name.as_str()));
+        }
+        return Ok(frame.lazy().select(exprs));
+    }
     let mut exprs: Vec<Expr> = table
         .file_schema()
         .iter()

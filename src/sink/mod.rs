@@ -295,9 +295,10 @@ impl Pipeline for Work {
         Ok(Flow::Continue)
     }
 
-    /// What is buffered when the run ends is landed by `run`.
+    /// What is buffered when the run ends is landed by `run`; a partition whose start is
+    /// not settled has not been read yet.
     fn drained(&self) -> bool {
-        true
+        !self.owned.settling()
     }
 }
 
@@ -319,6 +320,7 @@ impl Work {
                     "settling {}{partitions:?}: {e} (trying again)",
                     self.config.topic
                 ));
+                self.status.set_state("retrying");
                 self.owned.failed(Instant::now());
                 Ok(())
             }
@@ -327,6 +329,7 @@ impl Work {
     }
 
     fn settle_partitions(&mut self, member: &GroupMember, partitions: &[i32]) -> Result<()> {
+        self.status.set_state("running");
         let claim = match &self.registry {
             Some(registry) => registry.claim(&self.config.table, &self.source, partitions)?,
             None => None,

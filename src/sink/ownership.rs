@@ -59,6 +59,11 @@ impl Ownership {
         self.unsettled.iter().copied().collect()
     }
 
+    /// Whether partitions wait for their start to be decided.
+    pub fn settling(&self) -> bool {
+        !self.unsettled.is_empty()
+    }
+
     /// An attempt to settle failed: wait longer before the next.
     pub fn failed(&mut self, now: Instant) {
         self.delay = (self.delay * 2).clamp(FIRST_DELAY, MAX_DELAY);

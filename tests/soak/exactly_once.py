@@ -1,0 +1,190 @@
+"""Soak: the sink's exactly-once promise, run many times (not part of `make test`).
+
+    python tests/soak/exactly_once.py outage [--runs 10]
+    python tests/soak/exactly_once.py sigkill [--runs 10]
+
+outage:  two members of one group land a topic into an S3 lake (moto, the catalog in the
+         lake) while a producer writes; S3 goes away for longer than max.poll.interval.ms,
+         so members are evicted and rejoin while their writes are being retried.
+sigkill: two members run as processes and are SIGKILLed at random moments, again and
+         again, while a producer writes; halfway the group id changes (a new group starts
+         with no offsets: the table says where to resume); a last member lands the rest.
+
+Each run ends with every object of the table read back (registered or not) and checked:
+each Kafka offset of each partition exactly once. One line per run; exit status 1 if any
+run was not exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import polars as pl  # noqa: E402
+
+import stockstream as ss  # noqa: E402
+from conftest import AWS_ENV, S3Server  # noqa: E402
+from lake_check import read_local_parquet, read_s3_parquet  # noqa: E402
+
+RECORDS = 20_000
+TIMINGS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500, "max_poll_interval_ms": 6000}
+
+
+def verdict(df: pl.DataFrame, ends: dict[int, int]) -> tuple[int, int, int]:
+    """(rows, offsets written twice, offsets missing) over `ends`."""
+    doubled = missing = 0
+    for partition, end in ends.items():
+        offsets = df.filter(pl.col("_kafka_partition") == partition)["_kafka_offset"]
+        counts = offsets.value_counts()
+        doubled += counts.filter(pl.col("count") > 1).height
+        missing += len(set(range(end)) - set(offsets.to_list()))
+    return df.height, doubled, missing
+
+
+def end_offsets(kafka, topic) -> dict[int, int]:
+    frame = ss.read_topic(kafka.bootstrap_servers, topic, last=1)
+    return {p: o + 1 for p, o in zip(frame["partition"], frame["offset"])}
+
+
+def outage_run(kafka, seed: int) -> tuple[int, int, int, int]:
+    rng = random.Random(seed)
+    topic = f"soak-{uuid.uuid4().hex[:8]}"
+    kafka.create_topic(topic, 4)
+    server = S3Server()
+    server.start()
+    bucket = f"soak-{uuid.uuid4().hex[:8]}"
+    server.client().create_bucket(Bucket=bucket)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    members = [
+        ss.LakeSink(
+            kafka.bootstrap_servers,
+            topic,
+            group,
+            f"s3://{bucket}",
+            aws=ss.AwsOptions(endpoint_url=server.endpoint_url),
+            kafka_metadata=True,
+            roll=ss.RollPolicy(records=200, idle=0.5),
+            **TIMINGS,
+        )
+        for _ in range(2)
+    ]
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    feeding = threading.Thread(
+        target=lambda: producer.send(
+            ss.TickSource.synthetic(40, seed=seed), rate=2000, limit=RECORDS
+        )
+    )
+    for m in members:
+        m.start()
+    feeding.start()
+    time.sleep(rng.uniform(2, 5))
+    server.stop()
+    time.sleep(rng.uniform(8, 14))  # longer than max.poll.interval.ms
+    server.start()
+    feeding.join()
+    deadline = time.monotonic() + 180
+    while sum(m.status().written for m in members) < RECORDS and time.monotonic() < deadline:
+        time.sleep(0.2)
+    written = sum(m.stop().written for m in members)
+    df = read_s3_parquet(server.client(), bucket, f"{topic}/")
+    server.stop()
+    return (written, *verdict(df, end_offsets(kafka, topic)))
+
+
+def sink_process(kafka, topic, group, lake) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "stockstream", "sink", str(lake), "-b",
+            kafka.bootstrap_servers, "-t", topic, "-g", group, "--kafka-metadata",
+            "--flush-records", "300", "--quiet", "-X", "session.timeout.ms=6000", "-X",
+            "heartbeat.interval.ms=500", "-X", "max.poll.interval.ms=10000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def sigkill_run(kafka, seed: int, lake: Path) -> tuple[int, int, int, int]:
+    rng = random.Random(seed)
+    topic = f"soak-{uuid.uuid4().hex[:8]}"
+    kafka.create_topic(topic, 4)
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    feeding = threading.Thread(
+        target=lambda: producer.send(
+            ss.TickSource.synthetic(40, seed=seed), rate=3000, limit=RECORDS
+        )
+    )
+    feeding.start()
+    groups = [f"g-{uuid.uuid4().hex[:6]}", f"h-{uuid.uuid4().hex[:6]}"]
+    for round in range(4):
+        group = groups[round // 2]
+        procs = [sink_process(kafka, topic, group, lake) for _ in range(2)]
+        time.sleep(rng.uniform(2.0, 6.0))
+        for p in procs:
+            if rng.random() < 0.8:
+                p.send_signal(signal.SIGKILL)
+            else:
+                p.terminate()
+        for p in procs:
+            p.wait()
+    feeding.join()
+    last = ss.LakeSink(
+        kafka.bootstrap_servers,
+        topic,
+        f"last-{uuid.uuid4().hex[:6]}",
+        str(lake),
+        kafka_metadata=True,
+        **TIMINGS,
+    )
+    status = last.run(stop_at_end=True)
+    df = read_local_parquet(lake, topic)
+    return (status.written, *verdict(df, end_offsets(kafka, topic)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", choices=["outage", "sigkill"])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    import os
+    import tempfile
+
+    os.environ.update(AWS_ENV)
+    base = args.seed if args.seed is not None else random.randrange(1 << 20)
+    failures = 0
+    print(f"scenario {args.scenario}, {args.runs} runs, {RECORDS} records each, seeds from {base}")
+    with ss.EmbeddedKafka(partitions=4) as kafka:
+        for run in range(args.runs):
+            seed = base + run
+            began = time.monotonic()
+            with tempfile.TemporaryDirectory() as tmp:
+                if args.scenario == "outage":
+                    result = outage_run(kafka, seed)
+                else:
+                    result = sigkill_run(kafka, seed, Path(tmp) / "lake")
+            written, rows, doubled, missing = result
+            exact = rows == RECORDS and doubled == 0 and missing == 0
+            failures += not exact
+            print(
+                f"run {run + 1:2d} seed {seed}: rows {rows}, offsets twice {doubled}, "
+                f"missing {missing}, last run wrote {written}, "
+                f"{time.monotonic() - began:.0f} s: {'exact' if exact else 'NOT EXACT'}",
+                flush=True,
+            )
+    print(f"{args.runs - failures}/{args.runs} runs exact")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
