@@ -184,3 +184,115 @@ fn merge_columns(table: &mut Table, found: &[(String, HiveType)]) {
         table.merge_column(name, *kind);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::catalog::LocalCatalog;
+    use crate::lake::{LandedObject, LandedRange, LocalStore};
+
+    fn source() -> TableSource {
+        TableSource {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic: "ticks".into(),
+            group_id: "g".into(),
+            symbol_field: "Index".into(),
+            time_field: "Date".into(),
+            columns: BTreeMap::new(),
+            kafka_metadata: false,
+            time_format: None,
+            time_zone: None,
+        }
+    }
+
+    fn landing<'a>(
+        epoch: u64,
+        partition: i32,
+        first: i64,
+        next: i64,
+        body: &'a [u8],
+    ) -> Landing<'a> {
+        Landing {
+            table: "ticks",
+            format: Format::Ndjson,
+            epochs: BTreeMap::from([(partition, epoch)]),
+            ranges: BTreeMap::from([(partition, LandedRange { first, next })]),
+            objects: vec![LandedObject {
+                key: format!("ticks/date=2021-01-04/part-ticks-{partition}-{first:020}.json"),
+                partition,
+                path: "date=2021-01-04".into(),
+                folder: "ticks/date=2021-01-04".into(),
+                body,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_first_scheme_holds_claims_fence_older_writers_and_offsets_only_move_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalStore::open(dir.path().to_path_buf()).unwrap());
+        let catalog = Arc::new(LocalCatalog::new(store.clone()));
+        let registry = CatalogRegistry::new(catalog, store, "db");
+        let body = b"{\"Index\":\"NYA\",\"Close\":1.5}\n";
+        let date = ["date".to_string()];
+        let first = registry
+            .declare("ticks", Format::Ndjson, &date, "auto", &source(), &[0])
+            .unwrap();
+        // A second writer deciding other folders adopts the recorded ones.
+        let second = registry
+            .declare(
+                "ticks",
+                Format::Ndjson,
+                &["year".into()],
+                "auto",
+                &source(),
+                &[1],
+            )
+            .unwrap();
+        assert_eq!(second.table.scheme, date);
+        assert!(second.epoch > first.epoch);
+        assert_eq!(
+            registry
+                .register(&landing(first.epoch, 0, 0, 10, body))
+                .unwrap(),
+            Registered::Done
+        );
+        // A new owner of partition 0 (another member, or a sink of another group).
+        let owner = registry.claim("ticks", &source(), &[0]).unwrap().unwrap();
+        assert_eq!(owner.table.landed[&0], LandedRange { first: 0, next: 10 });
+        let zombie = registry
+            .register(&landing(first.epoch, 0, 10, 20, body))
+            .unwrap();
+        assert_eq!(
+            zombie,
+            Registered::Fenced(BTreeMap::from([(0, Fence::Claimed { by: owner.epoch })]))
+        );
+        // A replay from an older offset would land records twice: refused.
+        let replay = registry
+            .register(&landing(owner.epoch, 0, 5, 20, body))
+            .unwrap();
+        assert_eq!(
+            replay,
+            Registered::Fenced(BTreeMap::from([(0, Fence::Behind { next: 10 })]))
+        );
+        assert_eq!(
+            registry
+                .register(&landing(owner.epoch, 0, 10, 20, body))
+                .unwrap(),
+            Registered::Done
+        );
+        let state = registry.state("ticks").unwrap().unwrap();
+        assert_eq!(
+            state.landed[&0],
+            LandedRange {
+                first: 10,
+                next: 20
+            }
+        );
+        assert_eq!(state.claims[&1], second.epoch);
+        assert!(registry.claim("other", &source(), &[0]).unwrap().is_none());
+    }
+}

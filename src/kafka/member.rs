@@ -152,15 +152,18 @@ impl ConsumerContext for Context {
                         }
                     }
                 }
-                shared.changes.push(Change::Assigned(partitions.clone()));
+                shared.changes.push(Change::Assigned(partitions));
                 drop(shared);
                 self.complete(consumer, tpl, true);
-                self.observer.assigned(partitions);
+                self.observer.assigned(held(consumer, &[]));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost = consumer.assignment_lost();
                 let mut shared = self.shared();
-                shared.changes.push(Change::Revoked { partitions, lost });
+                shared.changes.push(Change::Revoked {
+                    partitions: partitions.clone(),
+                    lost,
+                });
                 // Lost partitions may have a new owner already, and a closing member has
                 // no pipeline left to apply the revoke: nothing to wait for.
                 let settle_now = lost || shared.queue.is_none();
@@ -171,7 +174,8 @@ impl ConsumerContext for Context {
                 if settle_now {
                     self.complete(consumer, tpl, false);
                 }
-                self.observer.assigned(Vec::new());
+                // An incremental revoke (cooperative or KIP-848 groups) leaves the rest.
+                self.observer.assigned(held(consumer, &partitions));
             }
             _ => {
                 self.observer
@@ -612,6 +616,20 @@ impl Drop for GroupMember {
         self.consumer.context().shared().queue = None;
         self.settle();
     }
+}
+
+/// The partitions `consumer` is assigned now, less `leaving`.
+fn held<C: ConsumerContext>(consumer: &BaseConsumer<C>, leaving: &[i32]) -> Vec<i32> {
+    consumer
+        .assignment()
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .map(|e| e.partition())
+                .filter(|p| !leaving.contains(p))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Records in `topic`'s fetched partitions beyond their committed offsets, from a
