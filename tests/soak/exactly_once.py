@@ -18,6 +18,7 @@ run was not exact.
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import signal
 import subprocess
@@ -161,6 +162,7 @@ def main() -> int:
     import tempfile
 
     os.environ.update(AWS_ENV)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     base = args.seed if args.seed is not None else random.randrange(1 << 20)
     failures = 0
     print(f"scenario {args.scenario}, {args.runs} runs, {RECORDS} records each, seeds from {base}")
