@@ -14,9 +14,11 @@ from conftest import AWS_ENV, free_port, serve
 
 def test_unreachable_broker_is_a_kafka_error_within_the_timeout(tmp_path):
     began = time.monotonic()
-    with pytest.raises(ss.KafkaError, match=r"cannot reach Kafka at 127\.0\.0\.1:1"):
+    with pytest.raises(ss.KafkaError, match=r"cannot reach Kafka at 127\.0\.0\.1:1") as e:
         ss.LakeSink("127.0.0.1:1", "t", "g", str(tmp_path), connect_timeout=1.0)
     assert time.monotonic() - began < 10
+    # A broker that is away may come back: worth trying again later.
+    assert e.value.retryable is True
 
 
 def test_missing_topic_is_not_found(kafka, tmp_path):
@@ -134,3 +136,37 @@ def test_refused_credentials_are_a_config_error_without_the_secret(
     finally:
         os.environ["AWS_SECRET_ACCESS_KEY"] = saved
     assert secret not in str(err.value)
+
+
+def land_some(bootstrap, topic, lake, n, seed, start):
+    ss.Producer(bootstrap, topic).send(ss.TickSource.synthetic(6, seed=seed, start=start), limit=n)
+    sink = ss.LakeSink(
+        bootstrap, topic, f"g-{uuid.uuid4().hex[:6]}", str(lake), session_timeout_ms=6000
+    )
+    return sink.run(stop_at_end=True)
+
+
+@pytest.mark.parametrize("records", [200, 5000], ids=["fewer", "more"])
+def test_a_topic_created_again_with_other_records_is_refused_not_taken_for_landed(
+    tmp_path, records
+):
+    # An embedded broker that restarted: same topic name, offsets from 0, other records.
+    lake = tmp_path / "lake"
+    with ss.EmbeddedKafka(partitions=2) as before:
+        assert land_some(before.bootstrap_servers, "ticks", lake, 1000, 1, "2001-01-02").written
+    with ss.EmbeddedKafka(partitions=2) as after:
+        with pytest.raises(ss.ConfigError, match="deleted and created again") as refused:
+            land_some(after.bootstrap_servers, "ticks", lake, records, 2, "2011-01-03")
+    assert "another table" in str(refused.value)
+
+
+def test_a_table_holding_another_topic_is_refused(kafka, topic, tmp_path):
+    lake = tmp_path / "lake"
+    land_some(kafka.bootstrap_servers, topic, lake, 100, 1, "2001-01-02")
+    other = f"{topic}-other"
+    kafka.create_topic(other, 4)
+    ss.Producer(kafka.bootstrap_servers, other).send(ss.TickSource.synthetic(6), limit=10)
+    with pytest.raises(ss.ConfigError, match=f'holds topic "{topic}"'):
+        ss.LakeSink(
+            kafka.bootstrap_servers, other, "g", str(lake), table=topic, session_timeout_ms=6000
+        ).run(stop_at_end=True)

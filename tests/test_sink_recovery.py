@@ -10,6 +10,7 @@ import time
 import uuid
 
 import polars as pl
+import pytest
 
 import stockstream as ss
 from conftest import S3Server, end_offsets
@@ -319,3 +320,42 @@ def test_writes_stalled_mid_request_go_to_retrying_and_recover_and_stop_promptly
         < pl.col("_kafka_partition").replace_strict(committed, default=0, return_dtype=pl.Int64)
     )
     assert_exactly_once(df, committed)
+
+
+def test_a_bucket_deleted_mid_run_ends_the_run_at_once_naming_it(kafka, topic, aws_env):
+    server, bucket = private_s3("deleted")
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers,
+        topic,
+        f"gone-{uuid.uuid4().hex[:6]}",
+        f"s3://{bucket}",
+        aws=ss.AwsOptions(endpoint_url=server.endpoint_url),
+        roll=ss.RollPolicy(records=100, idle=0.5),
+    )
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    try:
+        producer.send(ss.TickSource.synthetic(8, seed=1), limit=400)
+        sink.start()
+        deadline = time.monotonic() + 30
+        while sink.status().written == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        s3 = server.client()
+        while True:  # the sink may write between the last delete and the bucket's
+            for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+                s3.delete_object(Bucket=bucket, Key=obj["Key"])
+            try:
+                s3.delete_bucket(Bucket=bucket)
+                break
+            except s3.exceptions.ClientError:
+                assert time.monotonic() < deadline
+        producer.send(ss.TickSource.synthetic(8, seed=2, start="2011-01-03"), limit=400)
+        # Not retried for ever: a missing bucket does not come back by itself.
+        deadline = time.monotonic() + 30
+        while sink.running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not sink.running and sink.status().state == "failed", sink.status()
+        with pytest.raises(ss.NotFoundError, match=bucket) as ended:
+            sink.stop()
+        assert ended.value.retryable is False
+    finally:
+        server.stop()

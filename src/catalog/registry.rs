@@ -64,9 +64,7 @@ impl Registry for CatalogRegistry {
                     new.partitioning = Some(reason.to_string());
                     new
                 });
-                // A crawled table, or a sink's from another broker or group: this sink's
-                // topic is where its unlanded records are now.
-                t.source = Some(source.clone());
+                adopt(t, source)?;
                 epoch = t.claim(partitions);
                 Ok(true)
             })?;
@@ -90,7 +88,7 @@ impl Registry for CatalogRegistry {
                 let Some(t) = t else {
                     return Ok(false);
                 };
-                t.source = Some(source.clone());
+                adopt(t, source)?;
                 epoch = t.claim(partitions);
                 Ok(true)
             })?;
@@ -104,6 +102,23 @@ impl Registry for CatalogRegistry {
         self.catalog
             .register_landing(&self.database, self.store.as_ref(), landing)
     }
+}
+
+/// Makes `source` the table's: the topic its unlanded records are in now (a crawled table,
+/// or a sink's from another broker or group). A table whose landed offsets are another
+/// topic's cannot take this one's.
+fn adopt(table: &mut Table, source: &TableSource) -> Result<()> {
+    if let Some(existing) = &table.source {
+        if existing.topic != source.topic && !table.landed.is_empty() {
+            return Err(Error::config(format!(
+                "table {:?} holds topic {:?} (its landed offsets are that topic's), not {:?}: \
+                 land {:?} into another table",
+                table.name, existing.topic, source.topic, source.topic
+            )));
+        }
+    }
+    table.source = Some(source.clone());
+    Ok(())
 }
 
 /// A partition key column as the sink writes it: symbols are strings, whatever they look
@@ -218,7 +233,7 @@ mod tests {
             table: "ticks",
             format: Format::Ndjson,
             epochs: BTreeMap::from([(partition, epoch)]),
-            ranges: BTreeMap::from([(partition, LandedRange { first, next })]),
+            ranges: BTreeMap::from([(partition, LandedRange::new(first, next))]),
             objects: vec![LandedObject {
                 key: format!("ticks/date=2021-01-04/part-ticks-{partition}-{first:020}.json"),
                 partition,
@@ -262,7 +277,7 @@ mod tests {
         );
         // A new owner of partition 0 (another member, or a sink of another group).
         let owner = registry.claim("ticks", &source(), &[0]).unwrap().unwrap();
-        assert_eq!(owner.table.landed[&0], LandedRange { first: 0, next: 10 });
+        assert_eq!(owner.table.landed[&0], LandedRange::new(0, 10));
         let zombie = registry
             .register(&landing(first.epoch, 0, 10, 20, body))
             .unwrap();
@@ -285,13 +300,7 @@ mod tests {
             Registered::Done
         );
         let state = registry.state("ticks").unwrap().unwrap();
-        assert_eq!(
-            state.landed[&0],
-            LandedRange {
-                first: 10,
-                next: 20
-            }
-        );
+        assert_eq!(state.landed[&0], LandedRange::new(10, 20));
         assert_eq!(state.claims[&1], second.epoch);
         assert!(registry.claim("other", &source(), &[0]).unwrap().is_none());
     }

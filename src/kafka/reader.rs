@@ -80,15 +80,15 @@ const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
     ("client.id", "stockstream-reader"),
 ];
 
-/// Reads `topic` from `start` (given each partition's id, first offset and end offset;
-/// `None` skips the partition) up to the end offsets seen now, handing each message to
-/// `take` in offset order per partition. Fails if the broker does not answer; a read
-/// that runs out of `bounds` returns what it got, marked truncated.
+/// Reads the offsets `wanted` says of each partition of `topic` (given its id, first
+/// offset and end offset; `None` skips the partition), up to the end offsets seen now,
+/// handing each message to `take` in offset order per partition. Fails if the broker does
+/// not answer; a read that runs out of `bounds` returns what it got, marked truncated.
 pub fn read(
     config: &KafkaConfig,
     client_id: &str,
     topic: &str,
-    start: &dyn Fn(i32, i64, i64) -> Option<i64>,
+    wanted: &dyn Fn(i32, i64, i64) -> Option<std::ops::Range<i64>>,
     bounds: &Bounds,
     take: &mut dyn FnMut(&BorrowedMessage<'_>),
 ) -> Result<Read> {
@@ -118,14 +118,15 @@ pub fn read(
         let (low, high) = consumer
             .fetch_watermarks(topic, p, left())
             .map_err(failed)?;
-        let Some(from) = start(p, low, high).map(|f| f.max(low)) else {
+        let Some(range) = wanted(p, low, high) else {
             continue;
         };
-        if high > from {
+        let (from, end) = (range.start.max(low), range.end.min(high));
+        if end > from {
             assignment
                 .add_partition_offset(topic, p, Offset::Offset(from))
                 .map_err(failed)?;
-            ends.insert(p, high);
+            ends.insert(p, end);
             read.offsets.insert(p, (from, from));
         }
     }
@@ -206,7 +207,7 @@ pub fn read_topic(
         config,
         "stockstream-reader",
         topic,
-        &|p, low, high| Some(start.offset(p, low, high)),
+        &|p, low, high| Some(start.offset(p, low, high)..high),
         &bounds,
         &mut |m| {
             part.push(m.partition());
@@ -269,7 +270,7 @@ mod tests {
             timeout: Duration::from_secs(20),
         };
         let mut seen: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-        let from = |p: i32, _: i64, _: i64| (p == 0).then_some(40);
+        let from = |p: i32, _: i64, high: i64| (p == 0).then_some(40..high);
         let read = read(&config, "test", "t", &from, &bounds, &mut |m| {
             seen.entry(m.partition()).or_default().push(m.offset());
         })
@@ -285,7 +286,7 @@ mod tests {
             &config,
             "test",
             "t",
-            &|_, low, _| Some(low),
+            &|_, low, high| Some(low..high),
             &few,
             &mut |_| {},
         )

@@ -39,6 +39,30 @@ pub struct TableSource {
 pub struct LandedRange {
     pub first: i64,
     pub next: i64,
+    /// The record at `next - 1`, to tell the topic these offsets belong to from another
+    /// topic of the same name (deleted and created again, or on another cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<LastRecord>,
+}
+
+impl LandedRange {
+    pub fn new(first: i64, next: i64) -> Self {
+        LandedRange {
+            first,
+            next,
+            last: None,
+        }
+    }
+}
+
+/// What identifies a record well enough to tell two logs apart: its Kafka timestamp and
+/// the sizes of its key and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+    pub key_bytes: usize,
+    pub value_bytes: usize,
 }
 
 /// What a writer needs to know of a table it lands into.
@@ -167,30 +191,18 @@ mod tests {
     #[test]
     fn a_landing_must_hold_the_latest_claim_and_continue_the_table() {
         let claims = BTreeMap::from([(0, 7), (1, 9)]);
-        let landed = LandedRange {
-            first: 0,
-            next: 100,
-        };
-        let next = LandedRange {
-            first: 100,
-            next: 150,
-        };
+        let landed = LandedRange::new(0, 100);
+        let next = LandedRange::new(100, 150);
         assert_eq!(fence(&claims, Some(&landed), 0, Some(7), &next), None);
         // A later start: the topic's retention dropped records in between.
-        let after_gap = LandedRange {
-            first: 120,
-            next: 150,
-        };
+        let after_gap = LandedRange::new(120, 150);
         assert_eq!(fence(&claims, Some(&landed), 0, Some(7), &after_gap), None);
         // A zombie, or a sink of another group that started from offset 0.
         assert_eq!(
             fence(&claims, Some(&landed), 1, Some(7), &next),
             Some(Fence::Claimed { by: 9 })
         );
-        let replay = LandedRange {
-            first: 0,
-            next: 120,
-        };
+        let replay = LandedRange::new(0, 120);
         assert_eq!(
             fence(&claims, Some(&landed), 0, Some(7), &replay),
             Some(Fence::Behind { next: 100 })

@@ -138,7 +138,8 @@ fn read_tail(table: &Table, bounds: &TailBounds, info: &mut TailInfo) -> Result<
     let kafka = KafkaConfig::new(&source.bootstrap_servers, Vec::new())?;
     // Each partition from where the table's registered objects end: objects written
     // beyond are not read (see `Table::visible`), so every record is counted once.
-    let from = |p: i32, low: i64, _high: i64| Some(table.landed.get(&p).map_or(low, |l| l.next));
+    let from =
+        |p: i32, low: i64, high: i64| Some(table.landed.get(&p).map_or(low, |l| l.next)..high);
     let limits = Bounds {
         records: bounds.records,
         bytes: bounds.bytes,

@@ -21,6 +21,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::Message as _;
+
 pub use config::{ColumnType, Partitioning, RollPolicy, SinkConfig};
 use ownership::Ownership;
 use partitioning::Density;
@@ -33,8 +35,8 @@ use crate::kafka::{
     self, Change, Fetched, Flow, GroupMember, Membership, Pipeline, RunLimits, TICK,
 };
 use crate::lake::{
-    Fence, LandedObject, LandedRange, Landing, Layout, ObjectName, ObjectStore, PartitionKey, Put,
-    Registered, Registry, TableSource, TableState,
+    Fence, LandedObject, LandedRange, Landing, LastRecord, Layout, ObjectName, ObjectStore,
+    PartitionKey, Put, Registered, Registry, TableSource, TableState,
 };
 
 const RETRY_MAX: Duration = Duration::from_secs(10);
@@ -47,6 +49,9 @@ pub struct Sink {
 
 /// Everything but the consumer, so that messages borrowed from it can be processed.
 struct Work {
+    /// How to reach Kafka, for reads outside the group (checking a partition's last
+    /// landed record).
+    kafka: KafkaConfig,
     store: Arc<dyn ObjectStore>,
     config: SinkConfig,
     /// `None` until the first landing decides the folders of a new table.
@@ -141,6 +146,7 @@ impl Sink {
         Ok(Sink {
             membership,
             work: Work {
+                kafka: kafka.clone(),
                 store,
                 config,
                 layout,
@@ -336,6 +342,9 @@ impl Work {
         };
         let committed = member.committed(partitions, BROKER_TIMEOUT)?;
         let table = claim.as_ref().map(|c| &c.table);
+        if let Some(table) = table {
+            self.check_identity(table, partitions)?;
+        }
         let mut starts = Vec::new();
         for &p in partitions {
             let landed = table.and_then(|t| t.landed.get(&p)).map(|l| l.next);
@@ -374,6 +383,62 @@ impl Work {
             }
             self.owned
                 .settled(p, start, claim.as_ref().map(|c| c.epoch));
+        }
+        Ok(())
+    }
+
+    /// Checks that the records the table says it landed last are still at their offsets: a
+    /// topic deleted and created again (an embedded broker that restarted, or another
+    /// cluster) reuses the offsets for other records, which the sink would take for landed.
+    fn check_identity(&self, table: &TableState, partitions: &[i32]) -> Result<()> {
+        let expected: HashMap<i32, (i64, LastRecord)> = partitions
+            .iter()
+            .filter_map(|p| {
+                let landed = table.landed.get(p)?;
+                Some((*p, (landed.next - 1, landed.last?)))
+            })
+            .collect();
+        if expected.is_empty() {
+            return Ok(());
+        }
+        let mut found = HashMap::new();
+        let bounds = crate::kafka::Bounds {
+            records: usize::MAX,
+            bytes: usize::MAX,
+            timeout: BROKER_TIMEOUT,
+        };
+        // Partitions whose last landed record the topic's retention or compaction removed
+        // since are not read: nothing is left there to compare.
+        let wanted = |p: i32, _: i64, _: i64| expected.get(&p).map(|(at, _)| *at..*at + 1);
+        crate::kafka::read(
+            &self.kafka,
+            "stockstream-sink-check",
+            &self.config.topic,
+            &wanted,
+            &bounds,
+            &mut |m| {
+                let seen = LastRecord {
+                    timestamp: m.timestamp().to_millis(),
+                    key_bytes: m.key().map_or(0, <[u8]>::len),
+                    value_bytes: m.payload().map_or(0, <[u8]>::len),
+                };
+                found.insert(m.partition(), (m.offset(), seen));
+            },
+        )?;
+        for (p, (at, last)) in expected {
+            if let Some((offset, seen)) = found.get(&p) {
+                if *offset == at && *seen != last {
+                    return Err(Error::config(format!(
+                        "table {:?} landed {}[{p}] up to offset {}, but the record there now is \
+                         another ({seen:?}, landed {last:?}): the topic was deleted and created \
+                         again (an embedded broker restarted), or this is another cluster. Land it \
+                         into another table (the landed records cannot be told from new ones)",
+                        self.config.table,
+                        self.config.topic,
+                        at + 1
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -873,6 +938,7 @@ impl Work {
                         let range = LandedRange {
                             first: r.first_offset,
                             next: r.next_offset,
+                            last: r.last,
                         };
                         (*p, range)
                     })

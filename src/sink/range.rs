@@ -12,7 +12,7 @@ use super::encode::encode;
 use super::partitioning::Density;
 use super::record::{Record, Scalar};
 use crate::error::Result;
-use crate::lake::{Format, Layout};
+use crate::lake::{Format, LastRecord, Layout};
 use crate::parallel;
 use crate::source::time::epoch_micros;
 
@@ -23,6 +23,17 @@ pub struct Message<'a> {
     pub timestamp: Option<i64>,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
+}
+
+impl Message<'_> {
+    /// What the table records of a range's last message.
+    fn identity(&self) -> LastRecord {
+        LastRecord {
+            timestamp: self.timestamp,
+            key_bytes: self.key.map_or(0, <[u8]>::len),
+            value_bytes: self.payload.map_or(0, <[u8]>::len),
+        }
+    }
 }
 
 /// A lake object ready to write.
@@ -50,6 +61,8 @@ pub struct PendingRange {
     pub first_offset: i64,
     /// The offset after the last buffered record: what is committed once this range is landed.
     pub next_offset: i64,
+    /// The last buffered record, as the table records it.
+    pub last: Option<LastRecord>,
     pub opened: Instant,
     /// When `records` was last seen to change (checked on the sink's timer, not per record).
     last_change: Instant,
@@ -74,6 +87,7 @@ impl PendingRange {
         PendingRange {
             first_offset,
             next_offset: first_offset,
+            last: None,
             opened: now,
             last_change: now,
             records_seen: 0,
@@ -96,6 +110,7 @@ impl PendingRange {
             payload: msg.payload.map(<[u8]>::to_vec),
         });
         self.next_offset = msg.offset + 1;
+        self.last = Some(msg.identity());
         self.bytes += msg.payload.map_or(0, <[u8]>::len);
         self.records += 1;
     }
@@ -177,6 +192,7 @@ impl PendingRange {
             batch.rows += 1;
         }
         self.next_offset = msg.offset + 1;
+        self.last = Some(msg.identity());
         self.bytes += payload.len();
         self.records += 1;
         outcome.err()
