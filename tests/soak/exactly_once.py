@@ -96,6 +96,10 @@ def outage_run(kafka, seed: int) -> tuple[int, int, int, int]:
     deadline = time.monotonic() + 180
     while sum(m.status().written for m in members) < RECORDS and time.monotonic() < deadline:
         time.sleep(0.2)
+    if sum(m.status().written for m in members) < RECORDS:
+        for m in members:
+            st = m.status()
+            print(f"  stalled: {st} landed {st.landed} error {st.last_error} notes {st.notes}")
     written = sum(m.stop().written for m in members)
     df = read_s3_parquet(server.client(), bucket, f"{topic}/")
     server.stop()
