@@ -26,15 +26,15 @@ test-rust: sysdeps
 	CARGO_TARGET_DIR=$(RUST_TARGET) cargo test --lib
 
 test-python: build-dev wheel-dev kafka
-	STOCKSTREAM_WHEEL_DIR=$(WHEELS) $(PY) -m pytest -q tests
+	STOCKSTREAM_CACHE=$(CACHE) STOCKSTREAM_WHEEL_DIR=$(WHEELS) $(PY) -m pytest -q tests
 
 # Apache Kafka's own broker for the integration tests, resolved from Maven Central into
-# ~/.cache/stockstream (tests/kafka/pom.xml; jars are never in the checkout). Java 17 and
+# $(CACHE) (tests/kafka/pom.xml; jars are never in the checkout). Java 17 and
 # Maven come with the machine; a bare Debian gets them from its packages.
 kafka: venv
 	@command -v mvn >/dev/null && command -v java >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven openjdk-17-jre-headless; }
-	$(PY) tests/kafka/broker.py resolve
+	STOCKSTREAM_CACHE=$(CACHE) $(PY) tests/kafka/broker.py resolve
 
 # Debian packages the build links against (librdkafka's TLS support).
 sysdeps:

@@ -3,7 +3,7 @@
 - not given: the embedded broker inside the benchmark's own process (it shares the 2 cores
   and the process with the contender measured there);
 - ``process``: the embedded broker in a child process of its own;
-- ``HOST:PORT``: a broker already running elsewhere (Tansu, a real cluster), whose admin API
+- ``HOST:PORT``: a broker already running elsewhere (Apache Kafka, a real cluster), whose admin API
   creates the topics.
 
 Every benchmark prints which one it used, so runs can be compared side by side.

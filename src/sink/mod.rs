@@ -478,11 +478,14 @@ impl Work {
             self.skip.insert(p);
             match why {
                 Fence::Claimed { by } => {
-                    self.owned.fence(p);
+                    self.owned.fence(p, Instant::now());
                     self.status.error(format!(
                         "{}[{p}] is landed into table {:?} by another writer now (claim {by}): \
-                         this sink stops landing it until it is assigned again",
-                        self.config.topic, self.config.table
+                         this sink stops landing it, and claims it back in {} s if the group \
+                         still assigns it here",
+                        self.config.topic,
+                        self.config.table,
+                        ownership::FENCE_RECHECK.as_secs()
                     ));
                 }
                 Fence::Behind { next } => {

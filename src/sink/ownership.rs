@@ -4,7 +4,7 @@
 //! `group_id` land nothing twice. A partition's messages are taken only once its start is
 //! settled, and never below it.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// The per-partition state of a sink's assignment.
@@ -16,8 +16,11 @@ pub struct Ownership {
     claims: HashMap<i32, u64>,
     /// The next offset to take of each settled partition: what is below is landed.
     next: HashMap<i32, i64>,
-    /// Claimed by another writer since: not landed by this one until assigned again.
-    fenced: HashSet<i32>,
+    /// Claimed by another writer since: not landed by this one, and settled again (claimed
+    /// back) at the given time if the group still assigns them here by then. An evicted
+    /// member learns of it at its next poll; one the group left holding a partition
+    /// must not hold it idle for ever.
+    fenced: HashMap<i32, Instant>,
     /// After a failed attempt to settle, the next is not made before this.
     retry_at: Option<Instant>,
     delay: Duration,
@@ -25,6 +28,9 @@ pub struct Ownership {
 
 const FIRST_DELAY: Duration = Duration::from_millis(250);
 const MAX_DELAY: Duration = Duration::from_secs(10);
+/// How long a fenced partition that is still assigned here waits before it is claimed back:
+/// long enough for a rebalance that moved it to reach this member first.
+pub const FENCE_RECHECK: Duration = Duration::from_secs(5);
 
 /// Where a partition starts: the later of the table's landed offset and the group's
 /// committed one; `None` when neither knows (then the consumer's `auto.offset.reset`).
@@ -51,17 +57,26 @@ impl Ownership {
         }
     }
 
-    /// Partitions whose start is to be decided, if it is time to try.
-    pub fn to_settle(&self, now: Instant) -> Vec<i32> {
+    /// Partitions whose start is to be decided, if it is time to try: newly assigned ones,
+    /// and fenced ones still assigned here after [`FENCE_RECHECK`].
+    pub fn to_settle(&mut self, now: Instant) -> Vec<i32> {
+        let due: Vec<i32> = (self.fenced.iter())
+            .filter(|(_, at)| now >= **at)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            self.fenced.remove(&p);
+            self.unsettled.insert(p);
+        }
         if self.retry_at.is_some_and(|t| now < t) {
             return Vec::new();
         }
         self.unsettled.iter().copied().collect()
     }
 
-    /// Whether partitions wait for their start to be decided.
+    /// Whether partitions wait for their start to be decided (or to be claimed back).
     pub fn settling(&self) -> bool {
-        !self.unsettled.is_empty()
+        !self.unsettled.is_empty() || !self.fenced.is_empty()
     }
 
     /// An attempt to settle failed: wait longer before the next.
@@ -94,7 +109,7 @@ impl Ownership {
         let mut out: Vec<i32> = self
             .next
             .keys()
-            .filter(|p| !self.claims.contains_key(p) && !self.fenced.contains(p))
+            .filter(|p| !self.claims.contains_key(p) && !self.fenced.contains_key(p))
             .copied()
             .collect();
         out.sort_unstable();
@@ -104,7 +119,7 @@ impl Ownership {
     /// Whether the message at `offset` of `partition` is to be taken: its partition is
     /// settled and this writer's, and the offset is not landed or taken already.
     pub fn takes(&mut self, partition: i32, offset: i64) -> bool {
-        if self.fenced.contains(&partition) {
+        if self.fenced.contains_key(&partition) {
             return false;
         }
         match self.next.get_mut(&partition) {
@@ -123,10 +138,14 @@ impl Ownership {
         }
     }
 
-    /// Another writer claimed `partition`: stop landing it.
-    pub fn fence(&mut self, partition: i32) {
+    /// Another writer claimed `partition`: stop landing it; claim it back at
+    /// `now + FENCE_RECHECK` if it is still assigned here then.
+    pub fn fence(&mut self, partition: i32, now: Instant) {
         self.claims.remove(&partition);
-        self.fenced.insert(partition);
+        self.next.remove(&partition);
+        if !self.unsettled.contains(&partition) {
+            self.fenced.insert(partition, now + FENCE_RECHECK);
+        }
     }
 
     /// This writer's claim on `partition`.
@@ -170,9 +189,12 @@ mod tests {
         assert_eq!((o.claim(0), o.claim(1)), (Some(3), Some(4)));
         o.rewind(0, 100);
         assert!(o.takes(0, 100));
-        o.fence(1);
+        let now = Instant::now();
+        o.fence(1, now);
         assert!(!o.takes(1, 5));
         assert_eq!(o.claim(1), None);
+        assert!(o.settling(), "claimed back later");
+        assert!(o.to_settle(now).is_empty(), "not at once");
         o.revoked(&[0]);
         assert!(!o.takes(0, 200));
         o.assigned(&[1]);
@@ -181,10 +203,45 @@ mod tests {
     }
 
     #[test]
+    fn a_fenced_partition_still_assigned_is_claimed_back_after_a_pause() {
+        let mut o = Ownership::default();
+        o.assigned(&[0, 1]);
+        o.settled(0, Some(10), Some(1));
+        o.settled(1, Some(20), Some(1));
+        let now = Instant::now();
+        o.fence(0, now);
+        assert!(!o.takes(0, 10));
+        assert_eq!(o.claim(1), Some(1), "the other partition stays claimed");
+        assert_eq!(o.to_settle(now + FENCE_RECHECK), [0]);
+        o.settled(0, Some(30), Some(2));
+        assert!(!o.settling());
+        assert!(o.takes(0, 30) && o.claim(0) == Some(2));
+    }
+
+    #[test]
+    fn a_fence_on_a_partition_assigned_again_waits_for_nothing() {
+        let mut o = Ownership::default();
+        o.assigned(&[3]);
+        o.settled(3, Some(0), Some(1));
+        // An eviction: revoked and assigned again before an old landing's refusal arrives.
+        o.revoked(&[3]);
+        o.assigned(&[3]);
+        o.fence(3, Instant::now());
+        assert_eq!(
+            o.to_settle(Instant::now()),
+            [3],
+            "settled as a new assignment"
+        );
+        o.revoked(&[3]);
+        assert!(!o.settling());
+    }
+
+    #[test]
     fn failed_attempts_back_off() {
         let mut o = Ownership::default();
         o.assigned(&[2]);
         let now = Instant::now();
+        assert_eq!(o.to_settle(now), [2]);
         o.failed(now);
         assert!(o.to_settle(now).is_empty());
         assert_eq!(o.to_settle(now + Duration::from_secs(1)), [2]);

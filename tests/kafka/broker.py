@@ -107,7 +107,8 @@ def kafka_version() -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$STOCKSTREAM_KAFKA_CACHE`` or ``~/.cache/stockstream/kafka-<version>-<pom hash>``.
+    """``$STOCKSTREAM_KAFKA_CACHE``, or ``kafka-<version>-<pom hash>`` in ``$STOCKSTREAM_CACHE``
+    (the Makefile's ``CACHE``; ``~/.cache/stockstream`` by default).
 
     The POM's hash is part of the name, so changing pom.xml (a version bump) resolves afresh.
     """
@@ -115,8 +116,13 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env)
     digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:10]
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "stockstream" / f"kafka-{kafka_version()}-{digest}"
+    base = os.environ.get("STOCKSTREAM_CACHE")
+    folder = (
+        Path(base)
+        if base
+        else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stockstream"
+    )
+    return folder / f"kafka-{kafka_version()}-{digest}"
 
 
 def _libs_complete(libs: Path) -> bool:
