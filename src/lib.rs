@@ -13,6 +13,7 @@ pub mod parallel;
 pub mod producer;
 pub mod progress;
 pub mod query;
+pub mod record;
 pub mod sink;
 pub mod source;
 
@@ -30,6 +31,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<python::options::PyAwsOptions>()?;
     m.add_class::<python::options::PyRollPolicy>()?;
     m.add_class::<python::options::PyOutputs>()?;
+    m.add_class::<python::pipelines::PyPipeline>()?;
     m.add_class::<python::sink::PyLakeSink>()?;
     m.add_class::<python::sink::PySinkStatus>()?;
     m.add_class::<python::analytics::PyAnalytics>()?;

@@ -172,40 +172,17 @@ def test_any_csv_with_a_symbol_and_time_column(kafka, topic, write_csv):
     assert msgs[0].timestamp()[1] == event_ms("2024-03-01T14:30:00")
 
 
-def test_the_deprecated_column_keywords_still_work_and_warn(kafka, topic, write_csv, tmp_path):
-    path = write_csv("ticker,ts,price\nAAPL,2024-03-01T14:30:00Z,179.5\n")
-    producer = ss.Producer(kafka.bootstrap_servers, topic)
-    with pytest.warns(DeprecationWarning, match=r"symbol_column=, time_column=.*schema=TickSchema"):
-        report = producer.send_csv(path, symbol_column="ticker", time_column="ts")
-    assert report.delivered == 1
-    with pytest.raises(ss.ConfigError, match="not both"):
-        producer.send_csv(path, schema=ss.TickSchema("ticker", "ts"), symbol_column="ticker")
-    with pytest.warns(DeprecationWarning, match="symbol_field="):
-        sink = ss.LakeSink(
-            kafka.bootstrap_servers, topic, "g-old", str(tmp_path), symbol_field="ticker",
-            time_field="ts",
-        )  # fmt: skip
-    assert sink.run(stop_at_end=True).written == 1
-    with pytest.warns(DeprecationWarning, match="price_field="):
-        a = ss.Analytics(kafka.bootstrap_servers, topic, "g-old-a", symbol_field="ticker",
-                         time_field="ts", price_field="price", volume_field="")  # fmt: skip
-    assert a.run(stop_at_end=True, duration=30).ticks == 1
-
-
-def test_option_groups_replace_loose_keywords_which_still_work_and_warn(kafka, topic, tmp_path):
+def test_options_are_objects_and_a_loose_keyword_is_refused_by_name(kafka, topic, tmp_path):
     lake = str(tmp_path)
-    with pytest.warns(DeprecationWarning, match=r"flush_idle=.*roll=RollPolicy"):
-        old = ss.LakeSink(kafka.bootstrap_servers, topic, "g-roll", lake, flush_idle=1.0)
-    new = ss.LakeSink(kafka.bootstrap_servers, topic, "g-roll", lake, roll=ss.RollPolicy(idle=1.0))
-    assert repr(old).split("(")[0] == repr(new).split("(")[0] == "LakeSink"
-    with pytest.raises(ss.ConfigError, match="give roll= or flush_idle=, not both"):
-        ss.LakeSink(kafka.bootstrap_servers, topic, "g", lake, roll=ss.RollPolicy(), flush_idle=1)
+    # Not a sink option: taken for a librdkafka property, which librdkafka refuses by name.
+    with pytest.raises(ss.StockstreamError, match=r"flush\.idle"):
+        ss.LakeSink(kafka.bootstrap_servers, topic, "g-roll", lake, flush_idle=1.0)
+    sink = ss.LakeSink(kafka.bootstrap_servers, topic, "g-roll", lake, roll=ss.RollPolicy(idle=1.0))
+    assert repr(sink).startswith("LakeSink(")
     with pytest.raises(ss.ConfigError, match="age"):
         ss.RollPolicy(age=-1)
-    with pytest.warns(DeprecationWarning, match=r"region=.*aws=AwsOptions"):
-        ss.Lake(lake, region="eu-west-1")
-    with pytest.warns(DeprecationWarning, match=r"windows_topic=.*outputs=Outputs"):
-        ss.Analytics(kafka.bootstrap_servers, topic, "g-out", window="1m", windows_topic="w-old")
+    with pytest.raises(TypeError, match="symbol_column"):
+        ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV, symbol_column="Index")
     outputs = ss.Outputs(windows="w-new", state="s-new")
     assert (outputs.windows, outputs.alerts, outputs.state) == ("w-new", None, "s-new")
     ss.Analytics(kafka.bootstrap_servers, topic, "g-out", window="1m", outputs=outputs)

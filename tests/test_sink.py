@@ -1,4 +1,4 @@
-"""The lake sink against real brokers (the embedded one and Apache Kafka) and a real S3 server (moto)."""
+"""The lake sink against real brokers (embedded, Apache Kafka) and a real S3 server (moto)."""
 
 import _thread
 import json

@@ -3,9 +3,10 @@
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal, final
+from typing import Any, Generic, Literal, TypeVar, final
 
 import polars
+from typing_extensions import Self, disjoint_base
 
 __version__: str
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "TailInfo",
     "AwsOptions",
     "Outputs",
+    "Pipeline",
     "RollPolicy",
     "TickSchema",
     "TickSource",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 _Path = str | PathLike[str]
+_Status = TypeVar("_Status", SinkStatus, AnalyticsStatus)
 # A callback given each SendReport, or False for no progress display.
 _Progress = Callable[[SendReport], object] | bool
 # A Polars DataFrame or LazyFrame, a pandas DataFrame, a pyarrow Table, or any object with
@@ -186,9 +189,6 @@ class TickSource:
         *,
         seed: int = 0,
         schema: TickSchema | None = None,
-        symbol_column: str | None = None,
-        time_column: str | None = None,
-        numeric_columns: Sequence[str] | None = None,
     ) -> TickSource: ...
     @staticmethod
     def frame(
@@ -197,9 +197,6 @@ class TickSource:
         *,
         seed: int = 0,
         schema: TickSchema | None = None,
-        symbol_column: str | None = None,
-        time_column: str | None = None,
-        numeric_columns: Sequence[str] | None = None,
     ) -> TickSource: ...
     @staticmethod
     def parquet(
@@ -208,9 +205,6 @@ class TickSource:
         *,
         seed: int = 0,
         schema: TickSchema | None = None,
-        symbol_column: str | None = None,
-        time_column: str | None = None,
-        numeric_columns: Sequence[str] | None = None,
     ) -> TickSource: ...
     @staticmethod
     def synthetic(
@@ -263,9 +257,6 @@ class Producer:
         duration: float | None = None,
         seed: int = 0,
         schema: TickSchema | None = None,
-        symbol_column: str | None = None,
-        time_column: str | None = None,
-        numeric_columns: Sequence[str] | None = None,
         progress: _Progress | None = None,
     ) -> SendReport: ...
     def send_frame(
@@ -279,9 +270,6 @@ class Producer:
         duration: float | None = None,
         seed: int = 0,
         schema: TickSchema | None = None,
-        symbol_column: str | None = None,
-        time_column: str | None = None,
-        numeric_columns: Sequence[str] | None = None,
         progress: _Progress | None = None,
     ) -> SendReport: ...
     def send(
@@ -315,9 +303,6 @@ class Producer:
         duration: float | None = None,
         seed: int = 0,
         schema: TickSchema | None = None,
-        symbol_column: str | None = None,
-        time_column: str | None = None,
-        numeric_columns: Sequence[str] | None = None,
         progress: _Progress | None = None,
     ) -> Awaitable[SendReport]: ...
     def stop(self) -> None: ...
@@ -380,8 +365,35 @@ class SinkStatus:
     def last_error(self) -> str | None: ...
     def _repr_html_(self) -> str: ...
 
+@disjoint_base
+class Pipeline(Generic[_Status]):
+    """What every long-running pipeline (``LakeSink``, ``Analytics``) does."""
+
+    def run(
+        self,
+        limit: int | None = None,
+        duration: float | None = None,
+        stop_at_end: bool = False,
+        progress: bool | None = None,
+    ) -> _Status: ...
+    def start(
+        self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False
+    ) -> None: ...
+    def stop(self) -> _Status: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+    def status(self) -> _Status: ...
+    @property
+    def running(self) -> bool: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
 @final
-class LakeSink:
+class LakeSink(Pipeline[SinkStatus]):
     """Lands a Kafka topic in a lake (a local directory or ``s3://bucket/prefix``), exactly once."""
 
     def __new__(
@@ -393,7 +405,7 @@ class LakeSink:
         *,
         format: _Format = "parquet",
         table: str | None = None,
-        partition_by: str | Sequence[str] | None = None,
+        partition_by: str | Sequence[str] | None = None,  # "auto"
         roll: RollPolicy | None = None,
         schema: TickSchema | None = None,
         columns: dict[str, str] | None = None,
@@ -404,41 +416,8 @@ class LakeSink:
         compact_every: float | None = None,
         compact_grace: float = 3600.0,
         connect_timeout: float = 10.0,
-        flush_records: int | None = None,
-        flush_bytes: int | None = None,
-        flush_age: float | None = None,
-        flush_idle: float | None = None,
-        buffer_bytes: int | None = None,
-        symbol_field: str | None = None,
-        time_field: str | None = None,
-        endpoint_url: str | None = None,
-        region: str | None = None,
-        aws_profile: str | None = None,
-        s3_part_size: int | None = None,
         **config: _Config,
     ) -> LakeSink: ...
-    def run(
-        self,
-        limit: int | None = None,
-        duration: float | None = None,
-        stop_at_end: bool = False,
-        progress: bool | None = None,
-    ) -> SinkStatus: ...
-    def start(
-        self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False
-    ) -> None: ...
-    def stop(self) -> SinkStatus: ...
-    def wait(self, timeout: float | None = None) -> bool: ...
-    def status(self) -> SinkStatus: ...
-    @property
-    def running(self) -> bool: ...
-    def __enter__(self) -> LakeSink: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool: ...
 
 @final
 class AnalyticsStatus:
@@ -485,7 +464,7 @@ class AnalyticsStatus:
     def _repr_html_(self) -> str: ...
 
 @final
-class Analytics:
+class Analytics(Pipeline[AnalyticsStatus]):
     """Per-symbol, event-time analytics on a topic of stock ticks, as a consumer group member."""
 
     def __new__(
@@ -510,45 +489,14 @@ class Analytics:
         schema: TickSchema | None = None,
         session_zone: str | None = None,
         connect_timeout: float = 10.0,
-        windows_topic: str | None = None,
-        indicators_topic: str | None = None,
-        alerts_topic: str | None = None,
-        late_topic: str | None = None,
-        state_topic: str | None = None,
-        symbol_field: str | None = None,
-        time_field: str | None = None,
-        price_field: str | None = None,
-        volume_field: str | None = None,
         **config: _Config,
     ) -> Analytics: ...
-    def run(
-        self,
-        limit: int | None = None,
-        duration: float | None = None,
-        stop_at_end: bool = False,
-        progress: bool | None = None,
-    ) -> AnalyticsStatus: ...
-    def start(
-        self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False
-    ) -> None: ...
-    def stop(self) -> AnalyticsStatus: ...
-    def wait(self, timeout: float | None = None) -> bool: ...
-    def status(self) -> AnalyticsStatus: ...
-    @property
-    def running(self) -> bool: ...
     @property
     def indicator_names(self) -> list[str]: ...
     def windows(self) -> polars.DataFrame: ...
     def indicators(self) -> polars.DataFrame: ...
     def alerts(self) -> polars.DataFrame: ...
     def late(self) -> polars.DataFrame: ...
-    def __enter__(self) -> Analytics: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool: ...
 
 @final
 class CrawlReport:
@@ -630,9 +578,6 @@ class Lake:
         database: str = "stock_market",
         catalog: _Catalog = "local",
         aws: AwsOptions | None = None,
-        endpoint_url: str | None = None,
-        region: str | None = None,
-        aws_profile: str | None = None,
     ) -> Lake: ...
     def sql(
         self,
@@ -674,18 +619,12 @@ def crawl(
     on_error: _OnError = "skip",
     aws: AwsOptions | None = None,
     progress: bool | None = None,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    aws_profile: str | None = None,
 ) -> CrawlReport: ...
 def running_pipelines() -> list[LakeSink | Producer | Analytics]: ...
 def read_ticks(
     path: _Path,
     *,
     schema: TickSchema | None = None,
-    symbol_column: str | None = None,
-    time_column: str | None = None,
-    numeric_columns: Sequence[str] | None = None,
 ) -> polars.DataFrame: ...
 def synthetic_ticks(
     rows: int,

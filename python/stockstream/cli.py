@@ -11,7 +11,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from stockstream import _core
 from stockstream.errors import StockstreamError
@@ -153,16 +153,14 @@ def cmd_produce(args: argparse.Namespace) -> int:
         )
     else:
         path = args.file or _bundled()
-        schema = None
-        if any((args.symbol_column, args.time_column, args.numeric_column, args.time_format,
-                args.time_zone)):  # fmt: skip
-            schema = _core.TickSchema(
-                args.symbol_column or "Index",
-                args.time_column or "Date",
-                numeric=args.numeric_column or [],
-                time_format=args.time_format,
-                time_zone=args.time_zone,
-            )
+        # Another layout is checked for the columns named only: it may have no Close.
+        other = args.symbol_column or args.time_column
+        schema = _schema(
+            args,
+            symbol=args.symbol_column,
+            time=args.time_column,
+            numeric=args.numeric_column or ([] if other else None),
+        )
         read = _core.TickSource.parquet if str(path).endswith(".parquet") else _core.TickSource.csv
         source = read(path, args.mode, seed=args.seed, schema=schema)
     progress = TerminalProgress()
@@ -204,7 +202,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
             buffer_bytes=args.buffer_bytes,
         ),
         kafka_metadata=args.kafka_metadata,
-        schema=_sink_schema(args),
+        schema=_schema(args, symbol=args.symbol_field, time=args.time_field),
         columns=dict(_pair(c, "--column") for c in args.column) or None,
         connect_timeout=args.connect_timeout,
         aws=_aws(args, part_size=args.s3_part_size),
@@ -226,14 +224,22 @@ def _aws(args: argparse.Namespace, part_size: Optional[int] = None) -> "_core.Aw
     )
 
 
-def _sink_schema(args: argparse.Namespace) -> "Optional[_core.TickSchema]":
-    """Return the sink's tick schema, or None for the tutorial's fields and declared columns."""
-    default = (args.symbol_field, args.time_field) == ("Index", "Date")
-    if default and not (args.time_format or args.time_zone):
+def _given(**options: Any) -> dict:
+    """Return the options the command line gave; one not given (None) takes the API's default."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _schema(args: argparse.Namespace, **fields: Any) -> "Optional[_core.TickSchema]":
+    """Return a tick schema of the fields and time options given.
+
+    None if none was given: the tutorial's fields (and for a sink its declared columns).
+    """
+    given = _given(**fields, time_format=args.time_format, time_zone=args.time_zone)
+    if not given:
         return None
-    return _core.TickSchema(
-        args.symbol_field, args.time_field, time_format=args.time_format, time_zone=args.time_zone
-    )
+    if given.get("volume") == "":
+        given["volume"] = None  # ticks without a volume
+    return _core.TickSchema(**given)
 
 
 def _bootstrap(args: argparse.Namespace) -> str:
@@ -291,13 +297,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         ),
         checkpoint_interval=args.checkpoint_interval,
         exactly_once=args.exactly_once,
-        schema=_core.TickSchema(
-            args.symbol_field,
-            args.time_field,
-            args.price_field,
-            args.volume_field or None,
-            time_format=args.time_format,
-            time_zone=args.time_zone,
+        schema=_schema(
+            args,
+            symbol=args.symbol_field,
+            time=args.time_field,
+            price=args.price_field,
+            volume=args.volume_field,
         ),
         session_zone=args.session_zone,
         connect_timeout=args.connect_timeout,
@@ -528,8 +533,8 @@ def parser() -> argparse.ArgumentParser:
     sk.add_argument("--table", help="lake folder to write (default: the topic name)")
     sk.add_argument(
         "--partition-by",
-        default="auto",
-        help="auto (chosen from the data), or a comma list of symbol,year,month,date,hour; "
+        help="auto (the default: chosen from the data), or a comma list of "
+        "symbol,year,month,date,hour; "
         "symbol,auto adds symbol folders",
     )
     sk.add_argument(
@@ -542,8 +547,8 @@ def parser() -> argparse.ArgumentParser:
     sk.add_argument("--buffer-bytes", type=int, help="memory for all buffers before landing")
     sk.add_argument("--s3-part-size", type=int, help="bytes per S3 multipart upload part")
     sk.add_argument("--kafka-metadata", action="store_true", help="add _kafka_* columns")
-    sk.add_argument("--symbol-field", default="Index", help="the field holding the symbol")
-    sk.add_argument("--time-field", default="Date", help="the field holding the event time")
+    sk.add_argument("--symbol-field", help="the field holding the symbol (default Index)")
+    sk.add_argument("--time-field", help="the field holding the event time (default Date)")
     sk.add_argument(
         "--column",
         action="append",
@@ -576,7 +581,7 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         help='"price crosses 15000", "sma_5 crosses sma_20", "move 2%%" (repeatable)',
     )
-    a.add_argument("--allowed-lateness", default="0s", help="e.g. 30s")
+    a.add_argument("--allowed-lateness", help="e.g. 30s (default: none)")
     a.add_argument("--idle-timeout", type=float, default=10.0, help="seconds of quiet")
     a.add_argument("--windows-topic", help="produce closed windows here")
     a.add_argument("--indicators-topic", help="produce per-tick indicators here")
@@ -591,10 +596,10 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="outputs, state and offsets in Kafka transactions (a broker with transactions)",
     )
-    a.add_argument("--symbol-field", default="Index")
-    a.add_argument("--time-field", default="Date")
-    a.add_argument("--price-field", default="Close")
-    a.add_argument("--volume-field", default="Volume", help='"" if ticks have no volume')
+    a.add_argument("--symbol-field", help="default Index")
+    a.add_argument("--time-field", help="default Date")
+    a.add_argument("--price-field", help="default Close")
+    a.add_argument("--volume-field", help='default Volume; "" if ticks have no volume')
     _time_options(a)
     a.add_argument("--session-zone", help="exchange time zone where trading days begin")
     a.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach Kafka")

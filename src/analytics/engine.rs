@@ -7,7 +7,7 @@
 //! arrives is late: it goes to the side output and changes nothing. Everything here is
 //! serialisable, so a partition's state can be checkpointed and restored as one value.
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -15,42 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::indicator::IndicatorState;
 use super::output::{Alert, Bar, Indicators, Late, Output};
 use super::spec::{Indicator, Operand, Rule, RuleKind, WindowSpec};
-
-/// One decoded input record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Tick {
-    pub symbol: String,
-    /// Event time, microseconds since the epoch (UTC).
-    pub time: i64,
-    pub price: f64,
-    pub volume: f64,
-    pub offset: i64,
-    /// The tick's high and low, when it carries them (bars); ATR uses them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range: Option<(f64, f64)>,
-    /// The trading day in the session zone (days since the epoch): session VWAP resets
-    /// when it changes.
-    #[serde(default)]
-    pub session: i32,
-}
-
-/// Release order: event time, then arrival.
-impl Ord for Tick {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.time, self.offset).cmp(&(other.time, other.offset))
-    }
-}
-impl PartialOrd for Tick {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl PartialEq for Tick {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Tick {}
+use super::tick::Tick;
 
 /// What to compute, checked and resolved once.
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::Tick;
 use super::spec::{BandPart, IndicatorKind, MacdPart, Span};
+use super::tick::Tick;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum IndicatorState {

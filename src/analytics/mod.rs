@@ -32,11 +32,11 @@ use rdkafka::producer::ThreadedProducer;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::Message as _;
 
-pub use engine::{PartitionState, Spec, Tick};
+pub use engine::{PartitionState, Spec};
 pub use output::{Kind, Output};
 use snapshot::Chunked;
 pub use status::AnalyticsStatus;
-pub use tick::TickFields;
+pub use tick::{Tick, TickFields};
 use transactions::Transactions;
 
 use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
@@ -475,7 +475,7 @@ impl Work {
             }
             Ok(tick)
                 if tick.time
-                    > crate::source::time::now_micros().saturating_add(self.config.max_future) =>
+                    > crate::record::time::now_micros().saturating_add(self.config.max_future) =>
             {
                 state.next_offset = offset + 1;
                 self.status.reject(format!(
@@ -652,7 +652,7 @@ impl Work {
         let producer = &self.emitter.producer;
         let mut partitions: Vec<i32> = self.dirty.iter().copied().collect();
         partitions.sort_unstable();
-        let generation = crate::source::time::now_micros() as u64;
+        let generation = crate::record::time::now_micros() as u64;
         let (mut chunks, mut headers, mut stale) = (Vec::new(), Vec::new(), Vec::new());
         for &p in &partitions {
             let Some(state) = self.states.get(&p) else {

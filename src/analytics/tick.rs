@@ -1,13 +1,51 @@
-//! Reading a tick from one JSON message: which fields hold the symbol, the event time, the
-//! price and the volume, and why a message does not make a tick.
+//! A tick (one input record of an analytics job), and reading it from one JSON message:
+//! which fields hold the symbol, the event time, the price and the volume, and why a
+//! message does not make a tick.
 
-use crate::sink::record::{Record, Scalar};
+use std::cmp::Ordering;
+
 use chrono::TimeZone as _;
 use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
 
-use crate::source::time::{epoch_micros, TimeFormat};
+use crate::record::time::{epoch_micros, TimeFormat};
+use crate::record::{Record, Scalar};
 
-use super::engine::Tick;
+/// One decoded input record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tick {
+    pub symbol: String,
+    /// Event time, microseconds since the epoch (UTC).
+    pub time: i64,
+    pub price: f64,
+    pub volume: f64,
+    pub offset: i64,
+    /// The tick's high and low, when it carries them (bars); ATR uses them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<(f64, f64)>,
+    /// The trading day in the session zone (days since the epoch): session VWAP resets
+    /// when it changes.
+    #[serde(default)]
+    pub session: i32,
+}
+
+/// Release order: event time, then arrival.
+impl Ord for Tick {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.time, self.offset).cmp(&(other.time, other.offset))
+    }
+}
+impl PartialOrd for Tick {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Tick {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Tick {}
 
 /// The input fields; the defaults are the tutorial's columns.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ pub fn producer_properties(group_id: &str, topic: &str) -> [(&'static str, Strin
     let unique = format!(
         "{}-{}",
         std::process::id(),
-        crate::source::time::now_micros()
+        crate::record::time::now_micros()
     );
     [
         (

@@ -4,6 +4,7 @@
 
 mod admin;
 mod member;
+mod membership;
 mod queue;
 mod reader;
 mod run;
@@ -15,7 +16,8 @@ use rdkafka::client::{Client, ClientContext};
 use rdkafka::metadata::Metadata;
 
 pub use admin::create_topics;
-pub use member::{Change, GroupMember, Membership, Observer, Polled};
+pub use member::{Change, GroupMember, Observer, Polled};
+pub use membership::Membership;
 pub use queue::Fetched;
 pub use reader::{read, read_topic, Bounds, Read, Start};
 pub use run::{run, Flow, Pipeline, RunLimits, TICK};

@@ -10,18 +10,18 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3_polars::PyDataFrame;
 
-use super::background::{live_status, run_limits, Background};
 use super::kafka_config::kafka_config;
 use super::options::PyOutputs;
-use super::schema::{uses_old_keywords, PyTickSchema, SCHEMA};
+use super::pipelines::{PyPipeline, Snapshot};
+use super::schema::PyTickSchema;
 use super::{html_table, repr_of, seconds};
 use crate::analytics::output::{frame, iso, Value};
 use crate::analytics::spec::{parse_duration, Indicator, Rule, WindowSpec};
 use crate::analytics::{
-    Analytics, AnalyticsConfig, AnalyticsStatus, Callback, Kind, Output, Recent, Spec, TickFields,
+    Analytics, AnalyticsConfig, AnalyticsStatus, Callback, Kind, Output, Recent, Spec,
 };
 use crate::error::{Error, Result};
-use crate::source::time::TimeFormat;
+use crate::record::time::TimeFormat;
 
 /// A snapshot of an analytics job's counters.
 ///
@@ -208,9 +208,6 @@ impl PyAnalyticsStatus {
 ///         is then empty) and how the time is written (integer times are epochs).
 ///     session_zone: the exchange's IANA zone, where trading days (and so session
 ///         ``vwap``) begin; the schema's ``time_zone`` if given, else UTC.
-///     symbol_field, time_field, price_field, volume_field: deprecated, use ``schema``.
-///     windows_topic, indicators_topic, alerts_topic, late_topic, state_topic: deprecated,
-///         use ``outputs``.
 ///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
 ///     **config: any librdkafka property (``session_timeout_ms=6000``, SASL/SSL…).
 ///
@@ -218,13 +215,10 @@ impl PyAnalyticsStatus {
 ///     KafkaError: Kafka cannot be reached within ``connect_timeout``.
 ///     NotFoundError: the topic does not exist.
 ///     ConfigError: an invalid window, indicator, rule or option.
-#[pyclass(name = "Analytics", module = "stockstream._core", frozen)]
+#[pyclass(name = "Analytics", module = "stockstream._core", extends = PyPipeline, frozen)]
 pub struct PyAnalytics {
-    job: Background<Analytics>,
-    status: Arc<AnalyticsStatus>,
     recent: Arc<Mutex<Recent>>,
     names: Vec<String>,
-    describe: String,
 }
 
 /// An event-time duration: a string such as ``"1m"`` or a number of seconds.
@@ -278,10 +272,6 @@ fn python_callback(function: Py<PyAny>) -> Callback {
 }
 
 impl PyAnalytics {
-    fn snapshot(&self) -> PyAnalyticsStatus {
-        PyAnalyticsStatus::of(&self.status, self.job.running())
-    }
-
     fn frame(&self, kind: Kind) -> PyResult<PyDataFrame> {
         let outputs = self
             .recent
@@ -302,8 +292,6 @@ impl PyAnalytics {
         indicators=None, alerts=None, allowed_lateness=None, max_future=None, idle_timeout=10.0,
         outputs=None, checkpoint_interval=2.0, exactly_once=false, callback=None,
         callback_kinds=None, keep=10_000, schema=None, session_zone=None, connect_timeout=10.0,
-        windows_topic=None, indicators_topic=None, alerts_topic=None, late_topic=None,
-        state_topic=None, symbol_field=None, time_field=None, price_field=None, volume_field=None,
         **config
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -328,17 +316,8 @@ impl PyAnalytics {
         schema: Option<PyRef<'_, PyTickSchema>>,
         session_zone: Option<&str>,
         connect_timeout: f64,
-        windows_topic: Option<String>,
-        indicators_topic: Option<String>,
-        alerts_topic: Option<String>,
-        late_topic: Option<String>,
-        state_topic: Option<String>,
-        symbol_field: Option<String>,
-        time_field: Option<String>,
-        price_field: Option<String>,
-        volume_field: Option<String>,
         config: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
+    ) -> PyResult<PyClassInitializer<Self>> {
         let window = match window {
             Some(w) => Some(WindowSpec::new(
                 event_duration("window", w)?,
@@ -363,25 +342,7 @@ impl PyAnalytics {
                 .unwrap_or(0),
         )?;
         let mut cfg = AnalyticsConfig::new(topic, group_id, spec);
-        let old = [
-            ("symbol_field", symbol_field.is_some()),
-            ("time_field", time_field.is_some()),
-            ("price_field", price_field.is_some()),
-            ("volume_field", volume_field.is_some()),
-        ];
-        if uses_old_keywords(py, SCHEMA, schema.is_some(), &old)? {
-            let tutorial = TickFields::default();
-            cfg.fields = TickFields {
-                symbol: symbol_field.unwrap_or(tutorial.symbol),
-                time: time_field.unwrap_or(tutorial.time),
-                price: price_field.unwrap_or(tutorial.price),
-                volume: match volume_field {
-                    Some(v) => (!v.is_empty()).then_some(v),
-                    None => tutorial.volume,
-                },
-                ..TickFields::default()
-            };
-        } else if let Some(schema) = &schema {
+        if let Some(schema) = &schema {
             cfg.fields = schema.fields();
         }
         cfg.fields.session_zone = match session_zone {
@@ -400,25 +361,7 @@ impl PyAnalytics {
         cfg.idle_timeout = seconds("idle_timeout", idle_timeout)?;
         cfg.checkpoint_interval = seconds("checkpoint_interval", checkpoint_interval)?;
         cfg.exactly_once = exactly_once;
-        let old = PyOutputs::new(
-            windows_topic,
-            indicators_topic,
-            alerts_topic,
-            late_topic,
-            state_topic,
-        );
-        let given = [
-            ("windows_topic", old.windows.is_some()),
-            ("indicators_topic", old.indicators.is_some()),
-            ("alerts_topic", old.alerts.is_some()),
-            ("late_topic", old.late.is_some()),
-            ("state_topic", old.state.is_some()),
-        ];
-        let outputs = if uses_old_keywords(py, "outputs=Outputs(...)", outputs.is_some(), &given)? {
-            old
-        } else {
-            outputs.as_deref().cloned().unwrap_or_default()
-        };
+        let outputs = outputs.as_deref().cloned().unwrap_or_default();
         cfg.topics = [
             outputs.windows,
             outputs.indicators,
@@ -446,77 +389,18 @@ impl PyAnalytics {
         let connect_timeout = seconds("connect_timeout", connect_timeout)?;
         let describe = format!("Analytics(topic={topic:?}, group_id={group_id:?})");
         let job = py.detach(|| Analytics::new(&kafka, cfg, callback, connect_timeout))?;
-        Ok(PyAnalytics {
-            status: job.status(),
+        let this = PyAnalytics {
             recent: job.recent(),
             names: job.indicator_names().to_vec(),
-            job: Background::new(job, "analytics"),
-            describe,
-        })
-    }
-
-    /// Runs in the foreground until ``limit`` messages, ``duration`` seconds, or (with
-    /// ``stop_at_end``) every assigned partition is read to its end and its windows are
-    /// closed by the idle timeout; then checkpoints. Ctrl-C also checkpoints, then raises.
-    /// In a notebook kernel its status is shown, redrawn as it runs (``progress=False``:
-    /// not shown).
-    ///
-    /// Returns:
-    ///     AnalyticsStatus: the counters after the run.
-    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false, progress=None))]
-    fn run(
-        slf: &Bound<'_, Self>,
-        limit: Option<u64>,
-        duration: Option<f64>,
-        stop_at_end: bool,
-        progress: Option<bool>,
-    ) -> PyResult<PyAnalyticsStatus> {
-        let show = live_status(slf.as_any(), progress)?;
-        let this = slf.get();
-        this.job
-            .run(slf.py(), &run_limits(limit, duration, stop_at_end)?, show)?;
-        Ok(this.snapshot())
-    }
-
-    /// Starts in a background thread and returns at once; watch it with ``status()`` and
-    /// ``windows()`` / ``alerts()``, end it with ``stop()``. Takes the same limits as ``run``.
-    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false))]
-    fn start(
-        slf: &Bound<'_, Self>,
-        limit: Option<u64>,
-        duration: Option<f64>,
-        stop_at_end: bool,
-    ) -> PyResult<()> {
-        slf.get()
-            .job
-            .start(run_limits(limit, duration, stop_at_end)?)?;
-        super::pipelines::track(slf.as_any());
-        Ok(())
-    }
-
-    /// Stops a background run after a last checkpoint and returns the final counters.
-    /// Raises the error that ended the run, if one did.
-    fn stop(&self, py: Python<'_>) -> PyResult<PyAnalyticsStatus> {
-        self.job.stop(py)?;
-        Ok(self.snapshot())
-    }
-
-    /// Waits for a background run to end by itself. Returns False if ``timeout`` seconds
-    /// passed first. Raises the error that ended the run.
-    #[pyo3(signature = (timeout=None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        self.job.wait(py, timeout)
-    }
-
-    /// The current counters (see ``AnalyticsStatus``).
-    fn status(&self) -> PyAnalyticsStatus {
-        self.snapshot()
-    }
-
-    /// Whether a background run is in progress.
-    #[getter(running)]
-    fn is_running(&self) -> bool {
-        self.job.running()
+        };
+        let status = job.status();
+        let snapshot: Snapshot = Box::new(move |py, running| {
+            Ok(Py::new(py, PyAnalyticsStatus::of(&status, running))?.into_any())
+        });
+        Ok(
+            PyClassInitializer::from(PyPipeline::new(job, "analytics", snapshot, describe))
+                .add_subclass(this),
+        )
     }
 
     /// The indicator columns, in order (including those alert rules added).
@@ -543,20 +427,5 @@ impl PyAnalytics {
     /// The latest late ticks (at most ``keep``), as a Polars DataFrame.
     fn late(&self) -> PyResult<PyDataFrame> {
         self.frame(Kind::Late)
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    /// Stops a background run on leaving a ``with`` block.
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
-        self.job.stop(py)?;
-        Ok(false)
-    }
-
-    fn __repr__(&self) -> String {
-        self.describe.clone()
     }
 }

@@ -87,9 +87,9 @@ impl Job for Analytics {
     }
 }
 
-enum State<J> {
-    Idle(Box<J>),
-    Running(JoinHandle<(Box<J>, Result<()>)>),
+enum State {
+    Idle(Box<dyn Job>),
+    Running(JoinHandle<(Box<dyn Job>, Result<()>)>),
     /// Only while a foreground `run` holds the job, or after a background thread panicked.
     Busy,
 }
@@ -107,15 +107,15 @@ pub fn run_limits(
     })
 }
 
-pub struct Background<J> {
-    state: Mutex<State<J>>,
+pub struct Background {
+    state: Mutex<State>,
     stop: Arc<AtomicBool>,
     /// What the job is called in messages and thread names (`sink`, `analytics`).
     name: &'static str,
 }
 
-impl<J: Job> Background<J> {
-    pub fn new(job: J, name: &'static str) -> Self {
+impl Background {
+    pub fn new(job: impl Job, name: &'static str) -> Self {
         Background {
             state: Mutex::new(State::Idle(Box::new(job))),
             stop: Arc::new(AtomicBool::new(false)),
@@ -123,11 +123,11 @@ impl<J: Job> Background<J> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<J>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take_idle(&self) -> PyResult<Box<J>> {
+    fn take_idle(&self) -> PyResult<Box<dyn Job>> {
         let mut state = self.lock();
         match std::mem::replace(&mut *state, State::Busy) {
             State::Idle(job) => Ok(job),
@@ -242,7 +242,7 @@ impl<J: Job> Background<J> {
     }
 }
 
-impl<J> Drop for Background<J> {
+impl Drop for Background {
     /// A job dropped while running in the background finishes cleanly and stops.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

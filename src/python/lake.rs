@@ -6,7 +6,7 @@ use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 use pyo3_polars::PyDataFrame;
 
 use super::background::with_progress;
-use super::options::{aws_or_keywords, PyAwsOptions};
+use super::options::{aws_options, PyAwsOptions};
 use super::{html_table, repr_of, seconds};
 use crate::catalog::{CatalogKind, CompactOptions, CompactReport, CrawlReport, OnError, Table};
 use crate::error::{Error, Result};
@@ -270,7 +270,6 @@ impl PyTailInfo {
 ///         needs an ``s3://`` lake).
 ///     aws: ``AwsOptions`` for S3 and Glue; credentials come from the AWS default chain
 ///         (environment, profile, SSO, instance role).
-///     endpoint_url, region, aws_profile: deprecated, use ``aws``.
 ///
 /// Raises:
 ///     NotFoundError: a local lake directory or the bucket does not exist.
@@ -332,23 +331,17 @@ fn param_of(name: &str, value: &Bound<'_, PyAny>) -> Result<Param> {
 impl PyLake {
     #[new]
     #[pyo3(signature = (
-        lake="lake", *, database="stock_market", catalog="local", aws=None, endpoint_url=None,
-        region=None, aws_profile=None
+        lake="lake", *, database="stock_market", catalog="local", aws=None
     ))]
-    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         lake: &str,
         database: &str,
         catalog: &str,
         aws: Option<PyRef<'_, PyAwsOptions>>,
-        endpoint_url: Option<String>,
-        region: Option<String>,
-        aws_profile: Option<String>,
     ) -> PyResult<Self> {
         let kind = str::parse::<CatalogKind>(catalog)?;
-        let old = PyAwsOptions::new(endpoint_url, region, aws_profile, None);
-        let aws = aws_or_keywords(py, aws.as_deref(), old)?;
+        let aws = aws_options(aws.as_deref());
         let lake = py.detach(|| Lake::open(lake, kind, database, &aws))?;
         Ok(PyLake {
             lake,
@@ -595,7 +588,6 @@ fn tables_frame(lake: &Lake, tables: &[Table]) -> Result<DataFrame> {
 ///         ``"raise"``.
 ///     aws: ``AwsOptions`` for S3 and Glue.
 ///     progress: in a notebook kernel a bar counts the objects read; ``False``: none.
-///     endpoint_url, region, aws_profile: deprecated, use ``aws``.
 ///
 /// Returns:
 ///     CrawlReport: what changed.
@@ -606,7 +598,7 @@ fn tables_frame(lake: &Lake, tables: &[Table]) -> Result<DataFrame> {
 #[pyfunction]
 #[pyo3(signature = (
     lake="lake", *, database="stock_market", table=None, catalog="local", on_error="skip",
-    aws=None, progress=None, endpoint_url=None, region=None, aws_profile=None
+    aws=None, progress=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn crawl(
@@ -618,14 +610,10 @@ pub fn crawl(
     on_error: &str,
     aws: Option<PyRef<'_, PyAwsOptions>>,
     progress: Option<bool>,
-    endpoint_url: Option<String>,
-    region: Option<String>,
-    aws_profile: Option<String>,
 ) -> PyResult<PyCrawlReport> {
     let kind = str::parse::<CatalogKind>(catalog)?;
     let on_error = str::parse::<OnError>(on_error)?;
-    let old = PyAwsOptions::new(endpoint_url, region, aws_profile, None);
-    let aws = aws_or_keywords(py, aws.as_deref(), old)?;
+    let aws = aws_options(aws.as_deref());
     let read = Counter::default();
     let report = with_progress(py, progress, "objects read", &read, || {
         Lake::open(lake, kind, database, &aws)

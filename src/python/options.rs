@@ -4,7 +4,6 @@
 
 use pyo3::prelude::*;
 
-use super::schema::uses_old_keywords;
 use super::seconds;
 use crate::aws::AwsOptions;
 use crate::sink::RollPolicy;
@@ -64,6 +63,11 @@ impl PyAwsOptions {
     }
 }
 
+/// The AWS options of a call's `aws=` argument (the default chain's if not given).
+pub fn aws_options(aws: Option<&PyAwsOptions>) -> AwsOptions {
+    aws.cloned().unwrap_or_default().options()
+}
+
 impl PyAwsOptions {
     pub fn options(&self) -> AwsOptions {
         AwsOptions {
@@ -74,27 +78,6 @@ impl PyAwsOptions {
             part_size: self.part_size,
         }
     }
-}
-
-/// The AWS options of a call: `aws=`, or the deprecated loose keywords `old` (warned).
-pub fn aws_or_keywords(
-    py: Python<'_>,
-    aws: Option<&PyAwsOptions>,
-    old: PyAwsOptions,
-) -> PyResult<AwsOptions> {
-    let given = [
-        ("endpoint_url", old.endpoint_url.is_some()),
-        ("region", old.region.is_some()),
-        ("aws_profile", old.profile.is_some()),
-        ("s3_part_size", old.part_size.is_some()),
-    ];
-    Ok(
-        if uses_old_keywords(py, "aws=AwsOptions(...)", aws.is_some(), &given)? {
-            old.options()
-        } else {
-            aws.cloned().unwrap_or_default().options()
-        },
-    )
 }
 
 /// When a sink lands what it buffers of one Kafka partition: at the first limit reached.
@@ -131,7 +114,20 @@ impl PyRollPolicy {
         idle: Option<f64>,
         buffer_bytes: Option<usize>,
     ) -> PyResult<Self> {
-        let policy = roll_policy(["age", "idle"], records, bytes, age, idle, buffer_bytes)?;
+        let defaults = RollPolicy::default();
+        let policy = RollPolicy {
+            records: records.unwrap_or(defaults.records),
+            bytes: bytes.unwrap_or(defaults.bytes),
+            age: age
+                .map(|s| seconds("age", s))
+                .transpose()?
+                .unwrap_or(defaults.age),
+            idle: idle
+                .map(|s| seconds("idle", s))
+                .transpose()?
+                .unwrap_or(defaults.idle),
+            memory: buffer_bytes.unwrap_or(defaults.memory),
+        };
         policy.validate()?;
         Ok(PyRollPolicy { policy })
     }
@@ -178,33 +174,6 @@ impl PyRollPolicy {
     pub fn policy(&self) -> RollPolicy {
         self.policy.clone()
     }
-}
-
-/// A roll policy of the given limits, the defaults for the others; `names` are what the
-/// caller calls the age and idle arguments, for errors.
-pub fn roll_policy(
-    names: [&str; 2],
-    records: Option<usize>,
-    bytes: Option<usize>,
-    age: Option<f64>,
-    idle: Option<f64>,
-    buffer_bytes: Option<usize>,
-) -> PyResult<RollPolicy> {
-    let defaults = RollPolicy::default();
-    let [age_name, idle_name] = names;
-    Ok(RollPolicy {
-        records: records.unwrap_or(defaults.records),
-        bytes: bytes.unwrap_or(defaults.bytes),
-        age: age
-            .map(|s| seconds(age_name, s))
-            .transpose()?
-            .unwrap_or(defaults.age),
-        idle: idle
-            .map(|s| seconds(idle_name, s))
-            .transpose()?
-            .unwrap_or(defaults.idle),
-        memory: buffer_bytes.unwrap_or(defaults.memory),
-    })
 }
 
 /// Where an analytics job writes: one topic per kind of output (created if missing; None:

@@ -390,7 +390,6 @@ impl PyProducer {
     ///     duration: stop after this many seconds.
     ///     seed: random seed for ``"sample"``.
     ///     schema: a ``TickSchema`` for other CSV layouts (see ``TickSource.csv``).
-    ///     symbol_column, time_column, numeric_columns: deprecated, use ``schema``.
     ///     progress: called about every 100 ms with a ``SendReport`` of the counts so far.
     ///         By default a progress bar in a notebook kernel (nothing elsewhere);
     ///         ``False`` shows nothing.
@@ -403,8 +402,7 @@ impl PyProducer {
     ///     KeyboardInterrupt: after flushing what was already handed to Kafka
     ///         (``last_report`` has the counts).
     #[pyo3(signature = (path, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
-                        schema=None, symbol_column=None, time_column=None, numeric_columns=None,
-                        progress=None))]
+                        schema=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_csv(
         &self,
@@ -417,25 +415,11 @@ impl PyProducer {
         duration: Option<f64>,
         seed: u64,
         schema: Option<PyRef<'_, PyTickSchema>>,
-        symbol_column: Option<&str>,
-        time_column: Option<&str>,
-        numeric_columns: Option<Vec<String>>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PySendReport> {
         let options = options(rate, speedup, limit, duration)?;
-        let source = PyTickSource::load_csv(
-            py,
-            path,
-            mode,
-            seed,
-            source_schema(
-                py,
-                schema.as_deref(),
-                symbol_column,
-                time_column,
-                numeric_columns,
-            )?,
-        )?;
+        let source =
+            PyTickSource::load_csv(py, path, mode, seed, source_schema(schema.as_deref()))?;
         self.send_blocking(py, &source, options, progress)
     }
 
@@ -443,8 +427,7 @@ impl PyProducer {
     /// ``LazyFrame``, a pandas ``DataFrame`` or a pyarrow ``Table`` (see
     /// ``TickSource.frame``). Pacing, return value and errors as for ``send_csv``.
     #[pyo3(signature = (frame, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
-                        schema=None, symbol_column=None, time_column=None, numeric_columns=None,
-                        progress=None))]
+                        schema=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_frame(
         &self,
@@ -457,19 +440,10 @@ impl PyProducer {
         duration: Option<f64>,
         seed: u64,
         schema: Option<PyRef<'_, PyTickSchema>>,
-        symbol_column: Option<&str>,
-        time_column: Option<&str>,
-        numeric_columns: Option<Vec<String>>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<PySendReport> {
         let options = options(rate, speedup, limit, duration)?;
-        let schema = source_schema(
-            py,
-            schema.as_deref(),
-            symbol_column,
-            time_column,
-            numeric_columns,
-        )?;
+        let schema = source_schema(schema.as_deref());
         let source = PyTickSource::load_frame(py, polars_frame(frame)?, mode, seed, schema)?;
         self.send_blocking(py, &source, options, progress)
     }
@@ -518,8 +492,7 @@ impl PyProducer {
 
     /// Awaitable ``send_csv`` (the file is loaded before the first ``await`` returns control).
     #[pyo3(signature = (path, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
-                        schema=None, symbol_column=None, time_column=None, numeric_columns=None,
-                        progress=None))]
+                        schema=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn send_csv_async<'py>(
         slf: &Bound<'py, Self>,
@@ -531,26 +504,12 @@ impl PyProducer {
         duration: Option<f64>,
         seed: u64,
         schema: Option<PyRef<'_, PyTickSchema>>,
-        symbol_column: Option<&str>,
-        time_column: Option<&str>,
-        numeric_columns: Option<Vec<String>>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let options = options(rate, speedup, limit, duration)?;
-        let source = PyTickSource::load_csv(
-            py,
-            path,
-            mode,
-            seed,
-            source_schema(
-                py,
-                schema.as_deref(),
-                symbol_column,
-                time_column,
-                numeric_columns,
-            )?,
-        )?;
+        let source =
+            PyTickSource::load_csv(py, path, mode, seed, source_schema(schema.as_deref()))?;
         Self::send_tracked(slf, Py::new(py, source)?, options, progress)
     }
 

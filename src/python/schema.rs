@@ -1,12 +1,11 @@
 //! Python face of the tick schema: one object naming a tick's fields and how its time is
 //! written, taken by sources, the producer, the sink and analytics alike.
 
-use pyo3::exceptions::PyDeprecationWarning;
 use pyo3::prelude::*;
 
 use crate::analytics::TickFields;
 use crate::error::Error;
-use crate::source::time::TimeFormat;
+use crate::record::time::TimeFormat;
 use crate::source::TickSchema;
 
 /// What a tick looks like: which field is the symbol (the Kafka key), the event time, the
@@ -143,42 +142,4 @@ impl PyTickSchema {
                 .collect()
         })
     }
-}
-
-/// What replaces the deprecated field-name keywords.
-pub const SCHEMA: &str = "schema=TickSchema(...)";
-
-/// Warns that `old` keyword arguments are deprecated in favour of `new` (for one release).
-pub fn deprecated(py: Python<'_>, old: &str, new: &str) -> PyResult<()> {
-    let message = format!("{old} is deprecated and will be removed: use {new}");
-    PyErr::warn(
-        py,
-        &py.get_type::<PyDeprecationWarning>(),
-        &std::ffi::CString::new(message).unwrap_or_default(),
-        2,
-    )
-}
-
-/// Whether a call uses the deprecated keywords `old` (name, given) instead of
-/// `replacement` (`"schema=TickSchema(...)"`): if so it warns, and giving both is an error.
-pub fn uses_old_keywords(
-    py: Python<'_>,
-    replacement: &str,
-    replacement_given: bool,
-    old: &[(&str, bool)],
-) -> PyResult<bool> {
-    let named: Vec<String> = old
-        .iter()
-        .filter(|(_, given)| *given)
-        .map(|(n, _)| format!("{n}="))
-        .collect();
-    if named.is_empty() {
-        return Ok(false);
-    }
-    if replacement_given {
-        let new = replacement.split('=').next().unwrap_or(replacement);
-        return Err(Error::config(format!("give {new}= or {}, not both", named.join(", "))).into());
-    }
-    deprecated(py, &named.join(", "), replacement)?;
-    Ok(true)
 }

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use super::background::{live_status, run_limits, Background};
 use super::kafka_config::kafka_config;
-use super::options::{aws_or_keywords, roll_policy, PyAwsOptions, PyRollPolicy};
-use super::schema::{uses_old_keywords, PyTickSchema, SCHEMA};
+use super::options::{aws_options, PyAwsOptions, PyRollPolicy};
+use super::pipelines::{PyPipeline, Snapshot};
+use super::schema::PyTickSchema;
 use super::{html_table, repr_of, seconds};
 use crate::catalog::{self, CatalogKind};
 use crate::catalog::{CatalogRegistry, CompactOptions};
@@ -153,8 +153,10 @@ impl PySinkStatus {
 ///     lake: a directory, ``file:///dir`` or ``s3://bucket/prefix``.
 ///     format: ``"parquet"`` (zstd, typed columns) or ``"ndjson"`` (one JSON object per line).
 ///     table: the lake folder to write into; the topic name by default.
-///     partition_by: folder levels from each record: ``"date"`` (default), ``"hour"``,
-///         ``"month"``, ``"year"``, ``"symbol"``, a list of them, or ``[]`` for none.
+///     partition_by: folder levels from each record: ``"auto"`` (None, the default: chosen
+///         from the event-time density of the first landing, and recorded in the catalog),
+///         ``"date"``, ``"hour"``, ``"month"``, ``"year"``, ``"symbol"``, a list of them
+///         (``["symbol", "auto"]``), or ``[]`` for none.
 ///     roll: a ``RollPolicy``: when a partition's buffer is landed (records, bytes, age,
 ///         idle time) and how much is buffered in all.
 ///     schema: a ``TickSchema``: the fields holding the symbol and the event time, and how
@@ -167,27 +169,16 @@ impl PySinkStatus {
 ///         16 MiB by default and at least 5 MiB); credentials come from the AWS default
 ///         chain (environment, profile, SSO, instance role).
 ///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
-///     flush_records, flush_bytes, flush_age, flush_idle, buffer_bytes: deprecated, use
-///         ``roll``.
-///     symbol_field, time_field: deprecated, use ``schema``.
-///     endpoint_url, region, aws_profile, s3_part_size: deprecated, use ``aws``.
 ///     **config: any librdkafka consumer property (``session_timeout_ms=6000``, SASL/SSL…).
 ///
 /// Raises:
 ///     KafkaError: Kafka cannot be reached within ``connect_timeout``.
 ///     NotFoundError: the topic or the bucket does not exist.
 ///     ConfigError: an invalid option, or the credentials were refused.
-#[pyclass(name = "LakeSink", module = "stockstream._core", frozen)]
-pub struct PyLakeSink {
-    job: Background<Sink>,
-    status: Arc<SinkStatus>,
-    describe: String,
-}
+#[pyclass(name = "LakeSink", module = "stockstream._core", extends = PyPipeline, frozen)]
+pub struct PyLakeSink {}
 
 fn partitioning(value: &Bound<'_, PyAny>) -> PyResult<Partitioning> {
-    if value.is_none() {
-        return Ok(Partitioning::Keys(Vec::new()));
-    }
     let names: Vec<String> = if value.is_instance_of::<PyString>() {
         value
             .extract::<String>()?
@@ -201,12 +192,6 @@ fn partitioning(value: &Bound<'_, PyAny>) -> PyResult<Partitioning> {
     Ok(Partitioning::parse(&names)?)
 }
 
-impl PyLakeSink {
-    fn snapshot(&self) -> PySinkStatus {
-        PySinkStatus::of(&self.status, self.job.running())
-    }
-}
-
 #[pymethods]
 impl PyLakeSink {
     #[new]
@@ -214,9 +199,7 @@ impl PyLakeSink {
         bootstrap_servers, topic, group_id="stockstream-sink", lake="lake", *, format="parquet",
         table=None, partition_by=None, roll=None, schema=None, columns=None, kafka_metadata=false,
         aws=None, catalog=Some("local"), database="stock_market", compact_every=None,
-        compact_grace=3600.0, connect_timeout=10.0, flush_records=None, flush_bytes=None,
-        flush_age=None, flush_idle=None, buffer_bytes=None, symbol_field=None, time_field=None,
-        endpoint_url=None, region=None, aws_profile=None, s3_part_size=None, **config
+        compact_grace=3600.0, connect_timeout=10.0, **config
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -238,19 +221,8 @@ impl PyLakeSink {
         compact_every: Option<f64>,
         compact_grace: f64,
         connect_timeout: f64,
-        flush_records: Option<usize>,
-        flush_bytes: Option<usize>,
-        flush_age: Option<f64>,
-        flush_idle: Option<f64>,
-        buffer_bytes: Option<usize>,
-        symbol_field: Option<String>,
-        time_field: Option<String>,
-        endpoint_url: Option<String>,
-        region: Option<String>,
-        aws_profile: Option<String>,
-        s3_part_size: Option<usize>,
         config: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
+    ) -> PyResult<PyClassInitializer<Self>> {
         let catalog = catalog.map(str::parse::<CatalogKind>).transpose()?;
         if catalog.is_some() {
             catalog::check_database(database)?;
@@ -276,33 +248,8 @@ impl PyLakeSink {
             )
             .into());
         }
-        let old_roll = [
-            ("flush_records", flush_records.is_some()),
-            ("flush_bytes", flush_bytes.is_some()),
-            ("flush_age", flush_age.is_some()),
-            ("flush_idle", flush_idle.is_some()),
-            ("buffer_bytes", buffer_bytes.is_some()),
-        ];
-        cfg.roll = if uses_old_keywords(py, "roll=RollPolicy(...)", roll.is_some(), &old_roll)? {
-            roll_policy(
-                ["flush_age", "flush_idle"],
-                flush_records,
-                flush_bytes,
-                flush_age,
-                flush_idle,
-                buffer_bytes,
-            )?
-        } else {
-            roll.map_or_else(RollPolicy::default, |r| r.policy())
-        };
-        let old = [
-            ("symbol_field", symbol_field.is_some()),
-            ("time_field", time_field.is_some()),
-        ];
-        if uses_old_keywords(py, SCHEMA, schema.is_some(), &old)? {
-            cfg.symbol_field = symbol_field.unwrap_or(cfg.symbol_field);
-            cfg.time_field = time_field.unwrap_or(cfg.time_field);
-        } else if let Some(schema) = &schema {
+        cfg.roll = roll.map_or_else(RollPolicy::default, |r| r.policy());
+        if let Some(schema) = &schema {
             (cfg.symbol_field, cfg.time_field, cfg.time_format) = schema.sink_fields();
             cfg.columns = schema
                 .numbers()
@@ -317,11 +264,7 @@ impl PyLakeSink {
                 .collect::<Result<_>>()?;
         }
         cfg.kafka_metadata = kafka_metadata;
-        let s3 = aws_or_keywords(
-            py,
-            aws.as_deref(),
-            PyAwsOptions::new(endpoint_url, region, aws_profile, s3_part_size),
-        )?;
+        let s3 = aws_options(aws.as_deref());
         let describe = format!(
             "LakeSink(topic={topic:?}, group_id={group_id:?}, lake={lake:?}, format={format:?})"
         );
@@ -364,89 +307,13 @@ impl PyLakeSink {
                 None => sink,
             })
         })?;
-        Ok(PyLakeSink {
-            status: sink.status(),
-            job: Background::new(sink, "sink"),
-            describe,
-        })
-    }
-
-    /// Runs in the foreground until ``limit`` messages, ``duration`` seconds, or (with
-    /// ``stop_at_end``) every assigned partition is read to its end; then lands and commits
-    /// everything buffered. Ctrl-C / a notebook interrupt also lands and commits, then raises.
-    /// In a notebook kernel its status is shown, redrawn as it runs (``progress=False``:
-    /// not shown).
-    ///
-    /// Returns:
-    ///     SinkStatus: the counters after the run.
-    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false, progress=None))]
-    fn run(
-        slf: &Bound<'_, Self>,
-        limit: Option<u64>,
-        duration: Option<f64>,
-        stop_at_end: bool,
-        progress: Option<bool>,
-    ) -> PyResult<PySinkStatus> {
-        let show = live_status(slf.as_any(), progress)?;
-        let this = slf.get();
-        this.job
-            .run(slf.py(), &run_limits(limit, duration, stop_at_end)?, show)?;
-        Ok(this.snapshot())
-    }
-
-    /// Starts consuming in a background thread and returns at once; the notebook stays
-    /// usable. Watch it with ``status()``; end it with ``stop()``. Takes the same limits as ``run``.
-    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false))]
-    fn start(
-        slf: &Bound<'_, Self>,
-        limit: Option<u64>,
-        duration: Option<f64>,
-        stop_at_end: bool,
-    ) -> PyResult<()> {
-        slf.get()
-            .job
-            .start(run_limits(limit, duration, stop_at_end)?)?;
-        super::pipelines::track(slf.as_any());
-        Ok(())
-    }
-
-    /// Stops a background run: lands and commits what is buffered, then returns the final
-    /// counters. Raises the error that ended the run, if one did.
-    fn stop(&self, py: Python<'_>) -> PyResult<PySinkStatus> {
-        self.job.stop(py)?;
-        Ok(self.snapshot())
-    }
-
-    /// Waits for a background run to end by itself (its limit, duration or ``stop_at_end``).
-    /// Returns False if ``timeout`` seconds passed first. Raises the error that ended the run.
-    #[pyo3(signature = (timeout=None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        self.job.wait(py, timeout)
-    }
-
-    /// The current counters (see ``SinkStatus``).
-    fn status(&self) -> PySinkStatus {
-        self.snapshot()
-    }
-
-    /// Whether a background run is in progress.
-    #[getter(running)]
-    fn is_running(&self) -> bool {
-        self.job.running()
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    /// Stops a background run on leaving a ``with`` block.
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
-        self.stop(py)?;
-        Ok(false)
-    }
-
-    fn __repr__(&self) -> String {
-        self.describe.clone()
+        let status = sink.status();
+        let snapshot: Snapshot = Box::new(move |py, running| {
+            Ok(Py::new(py, PySinkStatus::of(&status, running))?.into_any())
+        });
+        Ok(
+            PyClassInitializer::from(PyPipeline::new(sink, "sink", snapshot, describe))
+                .add_subclass(PyLakeSink {}),
+        )
     }
 }

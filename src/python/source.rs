@@ -8,34 +8,16 @@ use pyo3_polars::PyDataFrame;
 
 use polars::prelude::{DataFrame, ParquetReader, SerReader};
 
-use super::schema::{uses_old_keywords, PyTickSchema, SCHEMA};
+use super::schema::PyTickSchema;
 use crate::error::{Error, Result};
+use crate::record::time;
 use crate::source::{
-    time, Mode, Synthetic, SyntheticConfig, TableSource, TickSchema, TickSource, TickTable,
+    Mode, Synthetic, SyntheticConfig, TableSource, TickSchema, TickSource, TickTable,
 };
 
-/// The schema of a source: `schema=`, the deprecated column keywords, or the tutorial's.
-pub fn source_schema(
-    py: Python<'_>,
-    schema: Option<&PyTickSchema>,
-    symbol_column: Option<&str>,
-    time_column: Option<&str>,
-    numeric_columns: Option<Vec<String>>,
-) -> PyResult<TickSchema> {
-    let old = [
-        ("symbol_column", symbol_column.is_some()),
-        ("time_column", time_column.is_some()),
-        ("numeric_columns", numeric_columns.is_some()),
-    ];
-    if uses_old_keywords(py, SCHEMA, schema.is_some(), &old)? {
-        let tutorial = TickSchema::tutorial();
-        return Ok(TickSchema::custom(
-            symbol_column.unwrap_or(&tutorial.symbol),
-            time_column.unwrap_or(&tutorial.time),
-            &numeric_columns.unwrap_or_default(),
-        ));
-    }
-    Ok(schema.map_or_else(TickSchema::tutorial, PyTickSchema::source))
+/// The schema of a source: `schema=`, or the tutorial's.
+pub fn source_schema(schema: Option<&PyTickSchema>) -> TickSchema {
+    schema.map_or_else(TickSchema::tutorial, PyTickSchema::source)
 }
 
 /// A Polars frame of whatever frame the caller has: Polars (eager or lazy), pandas, a
@@ -174,32 +156,20 @@ impl PyTickSource {
     ///     schema: a ``TickSchema`` for other layouts: the symbol (Kafka key) and time
     ///         columns, the columns that must be numeric (checked up front) and how the
     ///         time is written. By default the tutorial's columns.
-    ///     symbol_column, time_column, numeric_columns: deprecated, use ``schema``.
     ///
     /// Raises:
     ///     NotFoundError: the file does not exist.
     ///     SchemaError: a column is missing or a value does not parse (the message names the line).
     #[staticmethod]
-    #[pyo3(signature = (path, mode="replay", *, seed=0, schema=None, symbol_column=None,
-                        time_column=None, numeric_columns=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (path, mode="replay", *, seed=0, schema=None))]
     fn csv(
         py: Python<'_>,
         path: PathBuf,
         mode: &str,
         seed: u64,
         schema: Option<PyRef<'_, PyTickSchema>>,
-        symbol_column: Option<&str>,
-        time_column: Option<&str>,
-        numeric_columns: Option<Vec<String>>,
     ) -> PyResult<Self> {
-        let schema = source_schema(
-            py,
-            schema.as_deref(),
-            symbol_column,
-            time_column,
-            numeric_columns,
-        )?;
+        let schema = source_schema(schema.as_deref());
         Self::load_csv(py, path, mode, seed, schema)
     }
 
@@ -215,51 +185,29 @@ impl PyTickSource {
     ///     SchemaError: a column is missing or a value does not parse (the message names
     ///         the row, counted from 0, and the column).
     #[staticmethod]
-    #[pyo3(signature = (frame, mode="replay", *, seed=0, schema=None, symbol_column=None,
-                        time_column=None, numeric_columns=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (frame, mode="replay", *, seed=0, schema=None))]
     fn frame(
         py: Python<'_>,
         frame: &Bound<'_, PyAny>,
         mode: &str,
         seed: u64,
         schema: Option<PyRef<'_, PyTickSchema>>,
-        symbol_column: Option<&str>,
-        time_column: Option<&str>,
-        numeric_columns: Option<Vec<String>>,
     ) -> PyResult<Self> {
-        let schema = source_schema(
-            py,
-            schema.as_deref(),
-            symbol_column,
-            time_column,
-            numeric_columns,
-        )?;
+        let schema = source_schema(schema.as_deref());
         Self::load_frame(py, polars_frame(frame)?, mode, seed, schema)
     }
 
     /// Ticks from a Parquet file; the same arguments and errors as ``TickSource.frame``.
     #[staticmethod]
-    #[pyo3(signature = (path, mode="replay", *, seed=0, schema=None, symbol_column=None,
-                        time_column=None, numeric_columns=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (path, mode="replay", *, seed=0, schema=None))]
     fn parquet(
         py: Python<'_>,
         path: PathBuf,
         mode: &str,
         seed: u64,
         schema: Option<PyRef<'_, PyTickSchema>>,
-        symbol_column: Option<&str>,
-        time_column: Option<&str>,
-        numeric_columns: Option<Vec<String>>,
     ) -> PyResult<Self> {
-        let schema = source_schema(
-            py,
-            schema.as_deref(),
-            symbol_column,
-            time_column,
-            numeric_columns,
-        )?;
+        let schema = source_schema(schema.as_deref());
         let df = py.detach(|| read_parquet(&path))?;
         Self::load_frame(py, df, mode, seed, schema)
     }
@@ -298,23 +246,13 @@ impl PyTickSource {
 /// Raises:
 ///     NotFoundError, SchemaError: as for ``TickSource.csv``.
 #[pyfunction]
-#[pyo3(signature = (path, *, schema=None, symbol_column=None, time_column=None,
-                    numeric_columns=None))]
+#[pyo3(signature = (path, *, schema=None))]
 pub fn read_ticks(
     py: Python<'_>,
     path: PathBuf,
     schema: Option<PyRef<'_, PyTickSchema>>,
-    symbol_column: Option<&str>,
-    time_column: Option<&str>,
-    numeric_columns: Option<Vec<String>>,
 ) -> PyResult<PyDataFrame> {
-    let schema = source_schema(
-        py,
-        schema.as_deref(),
-        symbol_column,
-        time_column,
-        numeric_columns,
-    )?;
+    let schema = source_schema(schema.as_deref());
     let table = py.detach(|| TickTable::from_csv(&path, &schema))?;
     Ok(PyDataFrame(table.frame().clone()))
 }

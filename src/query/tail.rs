@@ -17,8 +17,8 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::kafka::Bounds;
 use crate::lake::{Layout, PartitionKey};
+use crate::record::time::TimeFormat;
 use crate::sink::{self, ColumnType, Partitioning, SinkConfig};
-use crate::source::time::TimeFormat;
 
 /// How much of a tail one query reads at most.
 #[derive(Debug, Clone, Copy)]

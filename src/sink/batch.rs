@@ -3,7 +3,7 @@
 //! that does not fit is rejected instead of corrupting the file.
 
 use super::config::{ColumnType, SinkConfig};
-use super::record::{Record, Scalar};
+use crate::record::{Record, Scalar};
 
 /// Kafka coordinates of each row, kept when the sink adds them as columns.
 #[derive(Debug, Default)]

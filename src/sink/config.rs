@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::lake::{Format, PartitionKey};
-use crate::source::time::TimeFormat;
+use crate::record::time::TimeFormat;
 
 /// How a table's folders are chosen when the sink first lands it; afterwards every
 /// writer follows the scheme recorded in the catalog.

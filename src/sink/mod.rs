@@ -13,7 +13,6 @@ mod encode;
 mod ownership;
 mod partitioning;
 mod range;
-pub(crate) mod record;
 mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

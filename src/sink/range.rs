@@ -10,11 +10,11 @@ use super::batch::{Batch, EventTime};
 use super::config::SinkConfig;
 use super::encode::encode;
 use super::partitioning::Density;
-use super::record::{Record, Scalar};
 use crate::error::Result;
 use crate::lake::{Format, LastRecord, Layout};
 use crate::parallel;
-use crate::source::time::epoch_micros;
+use crate::record::time::epoch_micros;
+use crate::record::{Record, Scalar};
 
 /// One message as the sink sees it.
 pub struct Message<'a> {

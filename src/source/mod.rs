@@ -7,7 +7,6 @@ mod rng;
 mod schema;
 mod synthetic;
 mod table;
-pub mod time;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -13,7 +13,7 @@ pub const TUTORIAL_COLUMNS: [&str; 9] = [
     "CloseUSD",
 ];
 
-use super::time::TimeFormat;
+use crate::record::time::TimeFormat;
 
 /// Names the symbol column (the Kafka key), the event-time column and how it is written,
 /// and the columns that must hold numbers. Any other column is carried through with the

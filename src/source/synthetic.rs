@@ -222,7 +222,7 @@ fn format_time(time_us: i64, interval_us: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::time::parse_micros;
+    use crate::record::time::parse_micros;
 
     fn cfg(symbols: usize, interval_us: i64) -> SyntheticConfig {
         SyntheticConfig {

@@ -1,6 +1,12 @@
-//! Decoding one Kafka message into its fields, without building a JSON tree and without
-//! a heap allocation per message: keys and strings borrow from the message whenever they
-//! contain no escapes, and the list of fields reuses the storage of the previous record.
+//! Records: one Kafka message's JSON object decoded into its fields, and (`time`) the
+//! event time of a field, as the sink, analytics, the topic reader and the live tail read
+//! them.
+//!
+//! Decoding builds no JSON tree and makes no heap allocation per message: keys and strings
+//! borrow from the message whenever they contain no escapes, and the list of fields
+//! reuses the storage of the previous record.
+
+pub mod time;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
