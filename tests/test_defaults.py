@@ -74,7 +74,7 @@ def stub_defaults(path: str) -> dict:
 
 
 PUBLIC = [
-    "LakeSink", "Analytics", "Lake", "Lake.sql", "Lake.compact", "Producer", "Producer.send_csv",
+    "LakeSink", "Analytics", "Lake", "Lake.sql", "Lake.compact", "Producer", "Producer.send_async",
     "Producer.send", "TickSchema", "RollPolicy", "AwsOptions", "Outputs", "TickSource.csv",
     "TickSource.synthetic", "crawl", "read_topic", "read_ticks", "synthetic_ticks",
     "EmbeddedKafka", "Pipeline.run", "Pipeline.start",

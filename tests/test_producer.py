@@ -185,6 +185,8 @@ def test_options_are_objects_and_a_loose_keyword_is_refused_by_name(kafka, topic
         ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV, symbol_column="Index")
     outputs = ss.Outputs(windows="w-new", state="s-new")
     assert (outputs.windows, outputs.alerts, outputs.state) == ("w-new", None, "s-new")
+    for option in (outputs, ss.AwsOptions(region="eu-west-1", part_size=5 << 20)):
+        assert eval(repr(option), vars(ss)) == option, "repr reads back as Python"
     ss.Analytics(kafka.bootstrap_servers, topic, "g-out", window="1m", outputs=outputs)
 
 

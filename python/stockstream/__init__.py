@@ -50,7 +50,6 @@ from stockstream._core import (
     LakeSink,
     Outputs,
     Pipeline,
-    Producer,
     RollPolicy,
     SendReport,
     SinkStatus,
@@ -74,6 +73,7 @@ from stockstream.errors import (
     SchemaError,
     StockstreamError,
 )
+from stockstream.producer import Producer
 from stockstream.progress import ProgressBar
 
 BUNDLED_CSV = Path(__file__).parent / "data" / "indexProcessed_synthetic.csv"

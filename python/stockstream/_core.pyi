@@ -234,7 +234,7 @@ class EmbeddedKafka:
         tb: TracebackType | None,
     ) -> bool: ...
 
-@final
+@disjoint_base
 class Producer:
     """Produces stock ticks to one Kafka topic."""
 
@@ -246,32 +246,6 @@ class Producer:
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> Producer: ...
-    def send_csv(
-        self,
-        path: _Path,
-        mode: _Mode = "replay",
-        *,
-        rate: float | None = None,
-        speedup: float | None = None,
-        limit: int | None = None,
-        duration: float | None = None,
-        seed: int = 0,
-        schema: TickSchema | None = None,
-        progress: _Progress | None = None,
-    ) -> SendReport: ...
-    def send_frame(
-        self,
-        frame: _Frame,
-        mode: _Mode = "replay",
-        *,
-        rate: float | None = None,
-        speedup: float | None = None,
-        limit: int | None = None,
-        duration: float | None = None,
-        seed: int = 0,
-        schema: TickSchema | None = None,
-        progress: _Progress | None = None,
-    ) -> SendReport: ...
     def send(
         self,
         source: TickSource,
@@ -292,19 +266,6 @@ class Producer:
         duration: float | None = None,
         progress: _Progress | None = None,
     ) -> Awaitable[SendReport]: ...
-    def send_csv_async(
-        self,
-        path: _Path,
-        mode: _Mode = "replay",
-        *,
-        rate: float | None = None,
-        speedup: float | None = None,
-        limit: int | None = None,
-        duration: float | None = None,
-        seed: int = 0,
-        schema: TickSchema | None = None,
-        progress: _Progress | None = None,
-    ) -> Awaitable[SendReport]: ...
     def stop(self) -> None: ...
     @property
     def running(self) -> bool: ...
@@ -315,7 +276,7 @@ class Producer:
     def bootstrap_servers(self) -> str: ...
     @property
     def last_report(self) -> SendReport | None: ...
-    def __enter__(self) -> Producer: ...
+    def __enter__(self) -> Self: ...
     def __exit__(
         self,
         exc_type: type[BaseException] | None,

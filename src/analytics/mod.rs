@@ -15,6 +15,7 @@
 
 mod engine;
 mod indicator;
+pub mod options;
 pub mod output;
 mod snapshot;
 pub mod spec;
@@ -33,6 +34,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerConte
 use rdkafka::Message as _;
 
 pub use engine::{PartitionState, Spec};
+pub use options::{Outputs, CALLBACK_KINDS};
 pub use output::{Kind, Output};
 use snapshot::Chunked;
 pub use status::AnalyticsStatus;
@@ -47,6 +49,7 @@ use crate::kafka::{
 };
 
 /// Everything an analytics job needs besides Kafka.
+#[derive(Debug, Clone)]
 pub struct AnalyticsConfig {
     pub topic: String,
     pub group_id: String,

@@ -9,6 +9,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::record::time::{epoch_micros, TimeFormat};
+use crate::record::TickSchema;
 use crate::record::{Record, Scalar};
 
 /// One decoded input record.
@@ -62,6 +63,20 @@ pub struct TickFields {
     pub low: String,
     /// Where trading days begin and end (UTC if `None`).
     pub session_zone: Option<Tz>,
+}
+
+/// The fields of a tick as a schema names them (a bar's high and low keep their names).
+impl From<&TickSchema> for TickFields {
+    fn from(schema: &TickSchema) -> Self {
+        TickFields {
+            symbol: schema.symbol.clone(),
+            time: schema.time.clone(),
+            price: schema.price.clone(),
+            volume: schema.volume.clone(),
+            time_format: schema.time_format.clone(),
+            ..TickFields::default()
+        }
+    }
 }
 
 impl Default for TickFields {

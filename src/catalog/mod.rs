@@ -363,19 +363,20 @@ impl std::str::FromStr for CatalogKind {
 pub fn open(
     kind: CatalogKind,
     store: Arc<dyn ObjectStore>,
-    lake: &str,
+    lake: &LakeUrl,
     aws: &AwsOptions,
 ) -> Result<Arc<dyn Catalog>> {
     Ok(match kind {
         CatalogKind::Local => Arc::new(LocalCatalog::new(store)),
         CatalogKind::Glue => {
-            let LakeUrl::S3 { bucket, prefix } = LakeUrl::parse(lake)? else {
+            let LakeUrl::S3 { bucket, prefix } = lake else {
                 return Err(Error::config(format!(
-                    "AWS Glue can only describe a lake in S3, not {lake:?}: use catalog=\"local\" \
-                     or an s3:// lake"
+                    "AWS Glue can only describe a lake in S3, not {:?}: use catalog=\"local\" \
+                     or an s3:// lake",
+                    lake.to_string()
                 )));
             };
-            Arc::new(GlueCatalog::new(&bucket, &prefix, aws)?)
+            Arc::new(GlueCatalog::new(bucket, prefix, aws)?)
         }
     })
 }

@@ -133,6 +133,17 @@ impl LakeUrl {
     }
 }
 
+/// As written back: `s3://bucket/prefix` or the directory.
+impl std::fmt::Display for LakeUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LakeUrl::Local(path) => write!(f, "{}", path.display()),
+            LakeUrl::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            LakeUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
 /// `~` and `~/dir` as a shell would read them (a folder literally named `~` is never meant).
 fn expand_home(path: &str) -> PathBuf {
     let home = || std::env::var_os("HOME").filter(|h| !h.is_empty());
@@ -147,10 +158,10 @@ fn expand_home(path: &str) -> PathBuf {
 
 /// Opens the lake at `url`, checking that it can be written to (the directory can be
 /// created; the bucket exists and the credentials are accepted).
-pub fn open(url: &str, s3: &AwsOptions) -> Result<Arc<dyn ObjectStore>> {
-    Ok(match LakeUrl::parse(url)? {
-        LakeUrl::Local(root) => Arc::new(LocalStore::open(root)?),
-        LakeUrl::S3 { bucket, prefix } => Arc::new(S3Store::open(&bucket, &prefix, s3)?),
+pub fn open(url: &LakeUrl, s3: &AwsOptions) -> Result<Arc<dyn ObjectStore>> {
+    Ok(match url {
+        LakeUrl::Local(root) => Arc::new(LocalStore::open(root.clone())?),
+        LakeUrl::S3 { bucket, prefix } => Arc::new(S3Store::open(bucket, prefix, s3)?),
     })
 }
 

@@ -16,12 +16,12 @@ use super::pipelines::{PyPipeline, Snapshot};
 use super::schema::PyTickSchema;
 use super::{html_table, repr_of, seconds};
 use crate::analytics::output::{frame, iso, Value};
-use crate::analytics::spec::{parse_duration, Indicator, Rule, WindowSpec};
+use crate::analytics::spec::parse_duration;
 use crate::analytics::{
-    Analytics, AnalyticsConfig, AnalyticsStatus, Callback, Kind, Output, Recent, Spec,
+    options, Analytics, AnalyticsConfig, AnalyticsStatus, Callback, Kind, Output, Recent,
+    TickFields, CALLBACK_KINDS,
 };
 use crate::error::{Error, Result};
-use crate::record::time::TimeFormat;
 
 /// A snapshot of an analytics job's counters.
 ///
@@ -318,60 +318,30 @@ impl PyAnalytics {
         connect_timeout: f64,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let window = match window {
-            Some(w) => Some(WindowSpec::new(
-                event_duration("window", w)?,
-                slide.map(|s| event_duration("slide", s)).transpose()?,
-            )?),
-            None if slide.is_some() => return Err(Error::config("slide needs a window").into()),
-            None => None,
+        let duration = |name, value: Option<&Bound<'_, PyAny>>| {
+            value.map(|v| event_duration(name, v)).transpose()
         };
-        let spec = Spec::new(
-            window,
-            strings(indicators)?
-                .iter()
-                .map(|n| str::parse::<Indicator>(n))
-                .collect::<Result<_>>()?,
-            strings(alerts)?
-                .iter()
-                .map(|r| str::parse::<Rule>(r))
-                .collect::<Result<_>>()?,
-            allowed_lateness
-                .map(|l| event_duration("allowed_lateness", l))
-                .transpose()?
-                .unwrap_or(0),
+        let spec = options::spec(
+            duration("window", window)?,
+            duration("slide", slide)?,
+            &strings(indicators)?,
+            &strings(alerts)?,
+            duration("allowed_lateness", allowed_lateness)?.unwrap_or(0),
         )?;
         let mut cfg = AnalyticsConfig::new(topic, group_id, spec);
         if let Some(schema) = &schema {
-            cfg.fields = schema.fields();
+            cfg.fields = TickFields::from(&schema.schema);
         }
-        cfg.fields.session_zone = match session_zone {
-            Some(zone) => TimeFormat::new(None, Some(zone))
-                .map_err(|_| {
-                    Error::config(format!(
-                        "session_zone {zone:?} is not an IANA zone name (e.g. \"America/New_York\")"
-                    ))
-                })?
-                .zone(),
-            None => cfg.fields.time_format.zone(),
-        };
-        if let Some(ahead) = max_future {
-            cfg.max_future = event_duration("max_future", ahead)?;
+        if let Some(ahead) = duration("max_future", max_future)? {
+            cfg.max_future = ahead;
         }
         cfg.idle_timeout = seconds("idle_timeout", idle_timeout)?;
         cfg.checkpoint_interval = seconds("checkpoint_interval", checkpoint_interval)?;
         cfg.exactly_once = exactly_once;
-        let outputs = outputs.as_deref().cloned().unwrap_or_default();
-        cfg.topics = [
-            outputs.windows,
-            outputs.indicators,
-            outputs.alerts,
-            outputs.late,
-        ];
-        if let Some(t) = outputs.state {
-            cfg.state_topic = t;
-        }
         cfg.keep = keep;
+        let cfg = cfg
+            .with_outputs(outputs.map(|o| o.outputs()).unwrap_or_default())
+            .with_session_zone(session_zone)?;
         let callback = match callback {
             Some(f) => {
                 let wanted = match callback_kinds {
@@ -379,7 +349,7 @@ impl PyAnalytics {
                         .iter()
                         .map(|n| n.parse())
                         .collect::<Result<_>>()?,
-                    None => vec![Kind::Window, Kind::Alert],
+                    None => CALLBACK_KINDS.to_vec(),
                 };
                 Some((wanted, python_callback(f)))
             }

@@ -10,6 +10,7 @@ use super::options::{aws_options, PyAwsOptions};
 use super::{html_table, repr_of, seconds};
 use crate::catalog::{CatalogKind, CompactOptions, CompactReport, CrawlReport, OnError, Table};
 use crate::error::{Error, Result};
+use crate::lake::LakeUrl;
 use crate::progress::Counter;
 use crate::query::params::{bind, Param};
 use crate::query::{AthenaOptions, Lake, QueryEngine, TailBounds, TailInfo};
@@ -342,7 +343,8 @@ impl PyLake {
     ) -> PyResult<Self> {
         let kind = str::parse::<CatalogKind>(catalog)?;
         let aws = aws_options(aws.as_deref());
-        let lake = py.detach(|| Lake::open(lake, kind, database, &aws))?;
+        let url = LakeUrl::parse(lake)?;
+        let lake = py.detach(|| Lake::open(&url, kind, database, &aws))?;
         Ok(PyLake {
             lake,
             last: std::sync::Mutex::new(Vec::new()),
@@ -543,7 +545,7 @@ impl PyLake {
     fn __repr__(&self) -> String {
         format!(
             "Lake({:?}, database={:?}, catalog={})",
-            self.lake.url(),
+            self.lake.url().to_string(),
             self.lake.database(),
             self.lake.catalog().describe()
         )
@@ -616,7 +618,7 @@ pub fn crawl(
     let aws = aws_options(aws.as_deref());
     let read = Counter::default();
     let report = with_progress(py, progress, "objects read", &read, || {
-        Lake::open(lake, kind, database, &aws)
+        Lake::open(&LakeUrl::parse(lake)?, kind, database, &aws)
             .and_then(|lake| lake.crawl(table, on_error, read.clone()))
     })?;
     Ok(report.into())

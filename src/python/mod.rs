@@ -53,6 +53,13 @@ pub fn html_table<K: AsRef<str>>(caption: &str, rows: &[(K, String)]) -> String 
 }
 
 /// `Name(key=value, …)`, the plain repr matching `html_table`'s rows.
+/// An optional value as Python writes it: `'text'`, `5` or `None`.
+pub fn py_value<T: std::fmt::Debug>(value: &Option<T>) -> String {
+    value
+        .as_ref()
+        .map_or_else(|| "None".to_string(), |v| format!("{v:?}"))
+}
+
 pub fn repr_of(name: &str, fields: &[(&str, String)]) -> String {
     let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{name}({})", body.join(", "))

@@ -4,7 +4,8 @@
 
 use pyo3::prelude::*;
 
-use super::seconds;
+use super::{py_value, repr_of, seconds};
+use crate::analytics::Outputs;
 use crate::aws::AwsOptions;
 use crate::sink::RollPolicy;
 
@@ -56,9 +57,14 @@ impl PyAwsOptions {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "AwsOptions(endpoint_url={:?}, region={:?}, profile={:?}, part_size={:?})",
-            self.endpoint_url, self.region, self.profile, self.part_size
+        repr_of(
+            "AwsOptions",
+            &[
+                ("endpoint_url", py_value(&self.endpoint_url)),
+                ("region", py_value(&self.region)),
+                ("profile", py_value(&self.profile)),
+                ("part_size", py_value(&self.part_size)),
+            ],
         )
     }
 }
@@ -192,15 +198,15 @@ impl PyRollPolicy {
 #[derive(Clone, PartialEq, Default)]
 pub struct PyOutputs {
     #[pyo3(get)]
-    pub windows: Option<String>,
+    windows: Option<String>,
     #[pyo3(get)]
-    pub indicators: Option<String>,
+    indicators: Option<String>,
     #[pyo3(get)]
-    pub alerts: Option<String>,
+    alerts: Option<String>,
     #[pyo3(get)]
-    pub late: Option<String>,
+    late: Option<String>,
     #[pyo3(get)]
-    pub state: Option<String>,
+    state: Option<String>,
 }
 
 #[pymethods]
@@ -224,9 +230,34 @@ impl PyOutputs {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "Outputs(windows={:?}, indicators={:?}, alerts={:?}, late={:?}, state={:?})",
-            self.windows, self.indicators, self.alerts, self.late, self.state
+        repr_of(
+            "Outputs",
+            &[
+                ("windows", py_value(&self.windows)),
+                ("indicators", py_value(&self.indicators)),
+                ("alerts", py_value(&self.alerts)),
+                ("late", py_value(&self.late)),
+                ("state", py_value(&self.state)),
+            ],
         )
+    }
+}
+
+impl PyOutputs {
+    pub fn outputs(&self) -> Outputs {
+        let PyOutputs {
+            windows,
+            indicators,
+            alerts,
+            late,
+            state,
+        } = self.clone();
+        Outputs {
+            windows,
+            indicators,
+            alerts,
+            late,
+            state,
+        }
     }
 }

@@ -2,7 +2,6 @@
 //!
 //! Methods take one parameter per Python keyword argument, so some exceed clippy's argument count.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,9 +10,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict};
 
 use super::kafka_config::kafka_config;
-use super::schema::PyTickSchema;
 use super::seconds;
-use super::source::{polars_frame, source_schema, PyTickSource};
+use super::source::PyTickSource;
 use crate::producer::{Control, Producer, SendOptions, SendReport};
 
 /// What one send did: counts, timing, and anything the caller should know.
@@ -215,7 +213,7 @@ impl Drop for CancelOnDrop {
 /// Raises:
 ///     KafkaError: no broker answered within ``connect_timeout``.
 ///     ConfigError: an unknown or invalid property.
-#[pyclass(name = "Producer", module = "stockstream._core", frozen)]
+#[pyclass(name = "Producer", module = "stockstream._core", subclass, frozen)]
 pub struct PyProducer {
     inner: Arc<Producer>,
     last_report: Arc<Mutex<Option<PySendReport>>>,
@@ -376,20 +374,18 @@ impl PyProducer {
         })
     }
 
-    /// Sends the rows of a CSV file; see ``TickSource.csv`` for ``mode`` and the column arguments.
+    /// Sends ticks from a ``TickSource`` until it ends or ``limit``/``duration`` is reached.
+    /// Synthetic and sampled sources never end by themselves: give ``limit`` or
+    /// ``duration`` (or press Ctrl-C). A replayed row's time is its message's timestamp.
     ///
     /// Args:
-    ///     path: the CSV file.
-    ///     mode: ``"replay"`` (every row once, in event-time order; the message timestamp is the
-    ///         row's time) or ``"sample"`` (random rows forever, like the tutorial).
+    ///     source: a ``TickSource`` (a file or frame replayed or sampled, or synthetic ticks).
     ///     rate: messages per second (``1.0`` is the tutorial's loop); ``None`` is as fast as
     ///         the broker allows.
     ///     speedup: replay event time this many times faster than real time
     ///         (``86400`` turns one day of ticks into one second).
     ///     limit: stop after this many messages.
     ///     duration: stop after this many seconds.
-    ///     seed: random seed for ``"sample"``.
-    ///     schema: a ``TickSchema`` for other CSV layouts (see ``TickSource.csv``).
     ///     progress: called about every 100 ms with a ``SendReport`` of the counts so far.
     ///         By default a progress bar in a notebook kernel (nothing elsewhere);
     ///         ``False`` shows nothing.
@@ -401,57 +397,6 @@ impl PyProducer {
     ///     DeliveryError: some messages were not delivered (``err.report`` has the counts).
     ///     KeyboardInterrupt: after flushing what was already handed to Kafka
     ///         (``last_report`` has the counts).
-    #[pyo3(signature = (path, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
-                        schema=None, progress=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn send_csv(
-        &self,
-        py: Python<'_>,
-        path: PathBuf,
-        mode: &str,
-        rate: Option<f64>,
-        speedup: Option<f64>,
-        limit: Option<u64>,
-        duration: Option<f64>,
-        seed: u64,
-        schema: Option<PyRef<'_, PyTickSchema>>,
-        progress: Option<Py<PyAny>>,
-    ) -> PyResult<PySendReport> {
-        let options = options(rate, speedup, limit, duration)?;
-        let source =
-            PyTickSource::load_csv(py, path, mode, seed, source_schema(schema.as_deref()))?;
-        self.send_blocking(py, &source, options, progress)
-    }
-
-    /// Sends the rows of a frame already in memory: a Polars ``DataFrame`` or
-    /// ``LazyFrame``, a pandas ``DataFrame`` or a pyarrow ``Table`` (see
-    /// ``TickSource.frame``). Pacing, return value and errors as for ``send_csv``.
-    #[pyo3(signature = (frame, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
-                        schema=None, progress=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn send_frame(
-        &self,
-        py: Python<'_>,
-        frame: &Bound<'_, PyAny>,
-        mode: &str,
-        rate: Option<f64>,
-        speedup: Option<f64>,
-        limit: Option<u64>,
-        duration: Option<f64>,
-        seed: u64,
-        schema: Option<PyRef<'_, PyTickSchema>>,
-        progress: Option<Py<PyAny>>,
-    ) -> PyResult<PySendReport> {
-        let options = options(rate, speedup, limit, duration)?;
-        let schema = source_schema(schema.as_deref());
-        let source = PyTickSource::load_frame(py, polars_frame(frame)?, mode, seed, schema)?;
-        self.send_blocking(py, &source, options, progress)
-    }
-
-    /// Sends ticks from a ``TickSource`` until it ends or ``limit``/``duration`` is reached.
-    ///
-    /// Same pacing, bounds, return value and errors as ``send_csv``. Synthetic and sampled
-    /// sources never end by themselves: give ``limit`` or ``duration`` (or press Ctrl-C).
     #[pyo3(signature = (source, *, rate=None, speedup=None, limit=None, duration=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn send(
@@ -488,29 +433,6 @@ impl PyProducer {
     ) -> PyResult<Bound<'py, PyAny>> {
         let options = options(rate, speedup, limit, duration)?;
         Self::send_tracked(slf, source, options, progress)
-    }
-
-    /// Awaitable ``send_csv`` (the file is loaded before the first ``await`` returns control).
-    #[pyo3(signature = (path, mode="replay", *, rate=None, speedup=None, limit=None, duration=None, seed=0,
-                        schema=None, progress=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn send_csv_async<'py>(
-        slf: &Bound<'py, Self>,
-        path: PathBuf,
-        mode: &str,
-        rate: Option<f64>,
-        speedup: Option<f64>,
-        limit: Option<u64>,
-        duration: Option<f64>,
-        seed: u64,
-        schema: Option<PyRef<'_, PyTickSchema>>,
-        progress: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let options = options(rate, speedup, limit, duration)?;
-        let source =
-            PyTickSource::load_csv(py, path, mode, seed, source_schema(schema.as_deref()))?;
-        Self::send_tracked(slf, Py::new(py, source)?, options, progress)
     }
 
     /// Whether a send is in progress (in the foreground or awaitable).

@@ -3,10 +3,7 @@
 
 use pyo3::prelude::*;
 
-use crate::analytics::TickFields;
-use crate::error::Error;
-use crate::record::time::TimeFormat;
-use crate::source::TickSchema;
+use crate::record::TickSchema;
 
 /// What a tick looks like: which field is the symbol (the Kafka key), the event time, the
 /// price and the volume, and how the time is written.
@@ -37,21 +34,7 @@ use crate::source::TickSchema;
 )]
 #[derive(Clone, PartialEq)]
 pub struct PyTickSchema {
-    #[pyo3(get)]
-    symbol: String,
-    #[pyo3(get)]
-    time: String,
-    #[pyo3(get)]
-    price: String,
-    #[pyo3(get)]
-    volume: Option<String>,
-    #[pyo3(get)]
-    numeric: Option<Vec<String>>,
-    #[pyo3(get)]
-    time_format: Option<String>,
-    #[pyo3(get)]
-    time_zone: Option<String>,
-    parsed: TimeFormat,
+    pub schema: TickSchema,
 }
 
 #[pymethods]
@@ -65,81 +48,73 @@ impl PyTickSchema {
         price: &str,
         volume: Option<&str>,
         numeric: Option<Vec<String>>,
-        time_format: Option<String>,
-        time_zone: Option<String>,
+        time_format: Option<&str>,
+        time_zone: Option<&str>,
     ) -> PyResult<Self> {
-        for (name, value) in [("symbol", symbol), ("time", time), ("price", price)] {
-            if value.trim().is_empty() {
-                return Err(Error::config(format!("TickSchema: {name} is empty")).into());
-            }
-        }
-        let parsed = TimeFormat::new(time_format.as_deref(), time_zone.as_deref())?;
-        Ok(PyTickSchema {
-            symbol: symbol.to_string(),
-            time: time.to_string(),
-            price: price.to_string(),
-            volume: volume.filter(|v| !v.is_empty()).map(str::to_string),
+        let schema = TickSchema {
             numeric,
-            time_format,
-            time_zone,
-            parsed,
+            ..TickSchema::named([symbol, time, price], volume)?
+        };
+        Ok(PyTickSchema {
+            schema: schema.timed(time_format, time_zone)?,
         })
     }
 
+    #[getter]
+    fn symbol(&self) -> &str {
+        &self.schema.symbol
+    }
+
+    #[getter]
+    fn time(&self) -> &str {
+        &self.schema.time
+    }
+
+    #[getter]
+    fn price(&self) -> &str {
+        &self.schema.price
+    }
+
+    #[getter]
+    fn volume(&self) -> Option<&str> {
+        self.schema.volume.as_deref()
+    }
+
+    #[getter]
+    fn numeric(&self) -> Option<Vec<String>> {
+        self.schema.numeric.clone()
+    }
+
+    #[getter]
+    fn time_format(&self) -> Option<&str> {
+        self.schema.time_format.format()
+    }
+
+    #[getter]
+    fn time_zone(&self) -> Option<String> {
+        self.schema.time_format.zone().map(|z| z.name().to_string())
+    }
+
     fn __repr__(&self) -> String {
+        let s = &self.schema;
         let mut parts = vec![
-            format!("symbol={:?}", self.symbol),
-            format!("time={:?}", self.time),
-            format!("price={:?}", self.price),
-            match &self.volume {
+            format!("symbol={:?}", s.symbol),
+            format!("time={:?}", s.time),
+            format!("price={:?}", s.price),
+            match &s.volume {
                 Some(v) => format!("volume={v:?}"),
                 None => "volume=None".into(),
             },
         ];
-        if let Some(n) = &self.numeric {
+        if let Some(n) = &s.numeric {
             parts.push(format!("numeric={n:?}"));
         }
-        if let Some(f) = &self.time_format {
+        if let Some(f) = self.time_format() {
             parts.push(format!("time_format={f:?}"));
         }
-        if let Some(z) = &self.time_zone {
+        if let Some(z) = self.time_zone() {
             parts.push(format!("time_zone={z:?}"));
         }
         format!("TickSchema({})", parts.join(", "))
-    }
-}
-
-impl PyTickSchema {
-    /// The columns a source checks.
-    pub fn source(&self) -> TickSchema {
-        let mut schema = TickSchema::custom(&self.symbol, &self.time, &self.numbers());
-        schema.time_format = self.parsed.clone();
-        schema
-    }
-
-    /// The fields analytics reads.
-    pub fn fields(&self) -> TickFields {
-        TickFields {
-            symbol: self.symbol.clone(),
-            time: self.time.clone(),
-            price: self.price.clone(),
-            volume: self.volume.clone(),
-            time_format: self.parsed.clone(),
-            ..TickFields::default()
-        }
-    }
-
-    /// The sink's symbol field, time field and time format.
-    pub fn sink_fields(&self) -> (String, String, TimeFormat) {
-        (self.symbol.clone(), self.time.clone(), self.parsed.clone())
-    }
-
-    /// The numeric fields: `numeric`, or the price and the volume.
-    pub fn numbers(&self) -> Vec<String> {
-        self.numeric.clone().unwrap_or_else(|| {
-            std::iter::once(self.price.clone())
-                .chain(self.volume.clone())
-                .collect()
-        })
     }
 }

@@ -1,11 +1,11 @@
 //! Python face of the lake sink: foreground `run` (Ctrl-C lands what is buffered, then
 //! raises) and background `start` / `status` / `stop` for notebooks.
 //!
-//! The constructor takes one parameter per Python keyword argument, hence its length.
+//! The constructor converts its Python arguments into a [`SinkBuilder`], which decides the
+//! rest.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -15,12 +15,12 @@ use super::options::{aws_options, PyAwsOptions, PyRollPolicy};
 use super::pipelines::{PyPipeline, Snapshot};
 use super::schema::PyTickSchema;
 use super::{html_table, repr_of, seconds};
-use crate::catalog::{self, CatalogKind};
-use crate::catalog::{CatalogRegistry, CompactOptions};
+use crate::catalog::CatalogKind;
 use crate::error::Result;
-use crate::lake;
-use crate::lake::Format;
-use crate::sink::{ColumnType, Partitioning, RollPolicy, Sink, SinkConfig, SinkStatus};
+use crate::lake::{Format, LakeUrl};
+use crate::sink::{
+    ColumnType, LakeTarget, Partitioning, RollPolicy, SinkBuilder, SinkConfig, SinkStatus,
+};
 
 /// A snapshot of a sink's counters.
 ///
@@ -223,13 +223,10 @@ impl PyLakeSink {
         connect_timeout: f64,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let catalog = catalog.map(str::parse::<CatalogKind>).transpose()?;
-        if catalog.is_some() {
-            catalog::check_database(database)?;
-        }
-        let kafka = kafka_config(bootstrap_servers, config)?;
-        let connect_timeout = seconds("connect_timeout", connect_timeout)?;
-        let mut cfg = SinkConfig::new(topic, group_id);
+        let mut cfg = match &schema {
+            Some(schema) => SinkConfig::new(topic, group_id).with_schema(&schema.schema),
+            None => SinkConfig::new(topic, group_id),
+        };
         cfg.format = str::parse::<Format>(format)?;
         if let Some(table) = table {
             cfg.table = table;
@@ -237,26 +234,7 @@ impl PyLakeSink {
         if let Some(keys) = partition_by {
             cfg.partition_by = partitioning(keys)?;
         }
-        let compact_every = compact_every
-            .map(|s| seconds("compact_every", s))
-            .transpose()?;
-        let compact_grace = seconds("compact_grace", compact_grace)?;
-        if compact_every.is_some() && catalog.is_none() {
-            return Err(crate::error::Error::config(
-                "compact_every needs a catalog (catalog=\"local\" or \"glue\"): compaction \
-                 switches partition locations there",
-            )
-            .into());
-        }
         cfg.roll = roll.map_or_else(RollPolicy::default, |r| r.policy());
-        if let Some(schema) = &schema {
-            (cfg.symbol_field, cfg.time_field, cfg.time_format) = schema.sink_fields();
-            cfg.columns = schema
-                .numbers()
-                .into_iter()
-                .map(|n| (n, ColumnType::Float))
-                .collect();
-        }
         if let Some(columns) = columns {
             cfg.columns = columns
                 .iter()
@@ -264,49 +242,22 @@ impl PyLakeSink {
                 .collect::<Result<_>>()?;
         }
         cfg.kafka_metadata = kafka_metadata;
-        let s3 = aws_options(aws.as_deref());
+        let target = LakeTarget {
+            aws: aws_options(aws.as_deref()),
+            catalog: catalog.map(str::parse::<CatalogKind>).transpose()?,
+            database: database.to_string(),
+            compact_every: compact_every
+                .map(|s| seconds("compact_every", s))
+                .transpose()?,
+            compact_grace: seconds("compact_grace", compact_grace)?,
+            ..LakeTarget::new(LakeUrl::parse(lake)?)
+        };
+        let builder = SinkBuilder::new(kafka_config(bootstrap_servers, config)?, cfg, target)
+            .connect_timeout(seconds("connect_timeout", connect_timeout)?);
         let describe = format!(
             "LakeSink(topic={topic:?}, group_id={group_id:?}, lake={lake:?}, format={format:?})"
         );
-        let sink = py.detach(|| -> Result<Sink> {
-            cfg.validate()?;
-            let store = lake::open(lake, &s3)?;
-            let registry = catalog
-                .map(|kind| catalog::open(kind, store.clone(), lake, &s3))
-                .transpose()?;
-            let table = cfg.table.clone();
-            let sink = Sink::new(&kafka, cfg, store.clone(), connect_timeout)?;
-            let Some(registry) = registry else {
-                return Ok(sink);
-            };
-            let sink = sink.register_in(Arc::new(CatalogRegistry::new(
-                registry.clone(),
-                store.clone(),
-                database,
-            )))?;
-            Ok(match compact_every {
-                Some(every) => {
-                    let options = CompactOptions {
-                        database: database.to_string(),
-                        table: Some(table),
-                        grace: compact_grace,
-                        ..CompactOptions::default()
-                    };
-                    sink.maintain_every(
-                        every,
-                        Box::new(move || {
-                            match catalog::compact(store.as_ref(), registry.as_ref(), &options) {
-                                Ok(r) => Ok(r.objects_merged),
-                                // Not landed yet: nothing to compact.
-                                Err(e) if e.is(crate::error::Kind::NotFound) => Ok(0),
-                                Err(e) => Err(e),
-                            }
-                        }),
-                    )
-                }
-                None => sink,
-            })
-        })?;
+        let sink = py.detach(|| builder.build())?;
         let status = sink.status();
         let snapshot: Snapshot = Box::new(move |py, running| {
             Ok(Py::new(py, PySinkStatus::of(&status, running))?.into_any())

@@ -12,12 +12,12 @@ use super::schema::PyTickSchema;
 use crate::error::{Error, Result};
 use crate::record::time;
 use crate::source::{
-    Mode, Synthetic, SyntheticConfig, TableSource, TickSchema, TickSource, TickTable,
+    Columns, Mode, Synthetic, SyntheticConfig, TableSource, TickSource, TickTable,
 };
 
 /// The schema of a source: `schema=`, or the tutorial's.
-pub fn source_schema(schema: Option<&PyTickSchema>) -> TickSchema {
-    schema.map_or_else(TickSchema::tutorial, PyTickSchema::source)
+pub fn source_schema(schema: Option<&PyTickSchema>) -> Columns {
+    schema.map_or_else(Columns::tutorial, |s| Columns::of(&s.schema))
 }
 
 /// A Polars frame of whatever frame the caller has: Polars (eager or lazy), pandas, a
@@ -101,7 +101,7 @@ impl PyTickSource {
         path: PathBuf,
         mode: &str,
         seed: u64,
-        schema: TickSchema,
+        schema: Columns,
     ) -> PyResult<Self> {
         let mode = Mode::parse(mode, seed)?;
         let source = py.detach(|| TableSource::from_csv(&path, &schema, mode))?;
@@ -120,7 +120,7 @@ impl PyTickSource {
         df: DataFrame,
         mode: &str,
         seed: u64,
-        schema: TickSchema,
+        schema: Columns,
     ) -> PyResult<Self> {
         let mode = Mode::parse(mode, seed)?;
         let (rows, columns) = (df.height(), df.width());
@@ -153,7 +153,7 @@ impl PyTickSource {
     ///     mode: ``"replay"`` sends every row once in event-time order; ``"sample"`` draws
     ///         random rows with replacement forever, like the tutorial's ``df.sample(1)`` loop.
     ///     seed: random seed for ``"sample"``.
-    ///     schema: a ``TickSchema`` for other layouts: the symbol (Kafka key) and time
+    ///     schema: a ``Columns`` for other layouts: the symbol (Kafka key) and time
     ///         columns, the columns that must be numeric (checked up front) and how the
     ///         time is written. By default the tutorial's columns.
     ///
@@ -238,7 +238,7 @@ impl PyTickSource {
 ///
 /// Args:
 ///     path: the CSV file (the tutorial's columns unless the column arguments are given).
-///     schema: a ``TickSchema`` for other layouts, as for ``TickSource.csv``.
+///     schema: a ``Columns`` for other layouts, as for ``TickSource.csv``.
 ///
 /// Returns:
 ///     polars.DataFrame with the file's columns; the tutorial's price and volume columns are Float64.

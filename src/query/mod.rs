@@ -55,7 +55,7 @@ impl std::str::FromStr for QueryEngine {
 
 /// A lake with its catalog: what `Lake(...)` is in Python.
 pub struct Lake {
-    url: String,
+    url: LakeUrl,
     store: Arc<dyn ObjectStore>,
     catalog: Arc<dyn Catalog>,
     database: String,
@@ -64,9 +64,14 @@ pub struct Lake {
 
 impl Lake {
     /// Opens the lake at `url` and its catalog. A local lake must exist.
-    pub fn open(url: &str, catalog: CatalogKind, database: &str, aws: &AwsOptions) -> Result<Self> {
-        if let LakeUrl::Local(path) = LakeUrl::parse(url)? {
-            if !Path::new(&path).is_dir() {
+    pub fn open(
+        url: &LakeUrl,
+        catalog: CatalogKind,
+        database: &str,
+        aws: &AwsOptions,
+    ) -> Result<Self> {
+        if let LakeUrl::Local(path) = url {
+            if !Path::new(path).is_dir() {
                 return Err(Error::not_found(format!(
                     "lake {} does not exist (the sink creates it)",
                     path.display()
@@ -77,7 +82,7 @@ impl Lake {
         let store = lake::open(url, aws)?;
         let catalog = catalog::open(catalog, store.clone(), url, aws)?;
         Ok(Lake {
-            url: url.to_string(),
+            url: url.clone(),
             store,
             catalog,
             database: database.to_string(),
@@ -85,7 +90,7 @@ impl Lake {
         })
     }
 
-    pub fn url(&self) -> &str {
+    pub fn url(&self) -> &LakeUrl {
         &self.url
     }
 

@@ -6,7 +6,10 @@
 //! borrow from the message whenever they contain no escapes, and the list of fields
 //! reuses the storage of the previous record.
 
+mod schema;
 pub mod time;
+
+pub use schema::TickSchema;
 
 use std::borrow::Cow;
 use std::cell::RefCell;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::lake::{Format, PartitionKey};
 use crate::record::time::TimeFormat;
+use crate::record::TickSchema;
 
 /// How a table's folders are chosen when the sink first lands it; afterwards every
 /// writer follows the scheme recorded in the catalog.
@@ -178,6 +179,18 @@ impl SinkConfig {
                 .collect(),
             kafka_metadata: false,
         }
+    }
+
+    /// Reads ticks as `schema` names them: the symbol and time fields, the time's format,
+    /// and its numeric fields declared as floats (in place of the tutorial's columns).
+    pub fn with_schema(mut self, schema: &TickSchema) -> Self {
+        self.symbol_field = schema.symbol.clone();
+        self.time_field = schema.time.clone();
+        self.time_format = schema.time_format.clone();
+        self.columns = (schema.numbers().into_iter())
+            .map(|n| (n, ColumnType::Float))
+            .collect();
+        self
     }
 
     pub fn validate(&self) -> Result<()> {

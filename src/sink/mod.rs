@@ -8,6 +8,7 @@
 //! same unregistered objects, so the lake holds each record exactly once.
 
 mod batch;
+mod builder;
 pub mod config;
 mod encode;
 mod ownership;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message as _;
 
+pub use builder::{LakeTarget, SinkBuilder, CONNECT_TIMEOUT};
 pub use config::{ColumnType, Partitioning, RollPolicy, SinkConfig};
 use ownership::Ownership;
 use partitioning::Density;
@@ -314,7 +316,7 @@ impl Work {
     /// tried again later (the partitions wait); a topic that holds fewer records than the
     /// table landed is an error.
     fn settle(&mut self, member: &GroupMember) -> Result<()> {
-        let partitions = self.owned.to_settle(Instant::now());
+        let partitions = self.owned.due(Instant::now());
         if partitions.is_empty() {
             return Ok(());
         }

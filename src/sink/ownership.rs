@@ -59,7 +59,7 @@ impl Ownership {
 
     /// Partitions whose start is to be decided, if it is time to try: newly assigned ones,
     /// and fenced ones still assigned here after [`FENCE_RECHECK`].
-    pub fn to_settle(&mut self, now: Instant) -> Vec<i32> {
+    pub fn due(&mut self, now: Instant) -> Vec<i32> {
         let due: Vec<i32> = (self.fenced.iter())
             .filter(|(_, at)| now >= **at)
             .map(|(p, _)| *p)
@@ -176,7 +176,7 @@ mod tests {
         let mut o = Ownership::default();
         o.assigned(&[0, 1]);
         assert!(!o.takes(0, 0), "not settled yet");
-        assert_eq!(o.to_settle(Instant::now()), [0, 1]);
+        assert_eq!(o.due(Instant::now()), [0, 1]);
         o.settled(0, Some(100), Some(3));
         o.settled(1, None, None);
         assert!(!o.takes(0, 99));
@@ -194,7 +194,7 @@ mod tests {
         assert!(!o.takes(1, 5));
         assert_eq!(o.claim(1), None);
         assert!(o.settling(), "claimed back later");
-        assert!(o.to_settle(now).is_empty(), "not at once");
+        assert!(o.due(now).is_empty(), "not at once");
         o.revoked(&[0]);
         assert!(!o.takes(0, 200));
         o.assigned(&[1]);
@@ -212,7 +212,7 @@ mod tests {
         o.fence(0, now);
         assert!(!o.takes(0, 10));
         assert_eq!(o.claim(1), Some(1), "the other partition stays claimed");
-        assert_eq!(o.to_settle(now + FENCE_RECHECK), [0]);
+        assert_eq!(o.due(now + FENCE_RECHECK), [0]);
         o.settled(0, Some(30), Some(2));
         assert!(!o.settling());
         assert!(o.takes(0, 30) && o.claim(0) == Some(2));
@@ -227,11 +227,7 @@ mod tests {
         o.revoked(&[3]);
         o.assigned(&[3]);
         o.fence(3, Instant::now());
-        assert_eq!(
-            o.to_settle(Instant::now()),
-            [3],
-            "settled as a new assignment"
-        );
+        assert_eq!(o.due(Instant::now()), [3], "settled as a new assignment");
         o.revoked(&[3]);
         assert!(!o.settling());
     }
@@ -241,12 +237,12 @@ mod tests {
         let mut o = Ownership::default();
         o.assigned(&[2]);
         let now = Instant::now();
-        assert_eq!(o.to_settle(now), [2]);
+        assert_eq!(o.due(now), [2]);
         o.failed(now);
-        assert!(o.to_settle(now).is_empty());
-        assert_eq!(o.to_settle(now + Duration::from_secs(1)), [2]);
+        assert!(o.due(now).is_empty());
+        assert_eq!(o.due(now + Duration::from_secs(1)), [2]);
         o.failed(now);
         o.failed(now);
-        assert!(o.to_settle(now + Duration::from_millis(600)).is_empty());
+        assert!(o.due(now + Duration::from_millis(600)).is_empty());
     }
 }

@@ -2,16 +2,16 @@
 //! order) or a synthetic generator. Every source hands out chunks of rows of a
 //! [`TickTable`], so the producer has one code path for all of them.
 
+mod columns;
 pub(crate) mod json;
 mod rng;
-mod schema;
 mod synthetic;
 mod table;
 
 use std::path::Path;
 use std::sync::Arc;
 
-pub use schema::{TickSchema, TUTORIAL_COLUMNS};
+pub use columns::{Columns, TUTORIAL_COLUMNS};
 pub use synthetic::{Synthetic, SyntheticConfig};
 pub use table::TickTable;
 
@@ -72,7 +72,7 @@ enum Walk {
 
 impl TableSource {
     /// Loads and validates `path`, then walks it in `mode`.
-    pub fn from_csv(path: &Path, schema: &TickSchema, mode: Mode) -> Result<Self> {
+    pub fn from_csv(path: &Path, schema: &Columns, mode: Mode) -> Result<Self> {
         Ok(Self::new(
             Arc::new(TickTable::from_csv(path, schema)?),
             mode,

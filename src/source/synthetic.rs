@@ -4,8 +4,8 @@
 use chrono::{DateTime, Datelike, Weekday};
 use polars::prelude::*;
 
+use super::columns::TUTORIAL_COLUMNS;
 use super::rng::Rng;
-use super::schema::TUTORIAL_COLUMNS;
 use super::table::TickTable;
 use crate::error::{Error, Result};
 

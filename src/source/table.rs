@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use polars::prelude::*;
 
+use super::columns::Columns;
 use super::json::RowEncoder;
-use super::schema::TickSchema;
 use crate::error::{Error, Result};
 
 type StrArray = <StringType as PolarsDataType>::Array;
@@ -23,7 +23,7 @@ pub struct TickTable {
 
 impl TickTable {
     /// Loads and validates a CSV file. Errors name the file, the line and the column.
-    pub fn from_csv(path: &Path, schema: &TickSchema) -> Result<Self> {
+    pub fn from_csv(path: &Path, schema: &Columns) -> Result<Self> {
         let header = read_header(path)?;
         for column in schema.required() {
             if !header.iter().any(|h| h == column) {
@@ -55,7 +55,7 @@ impl TickTable {
     }
 
     /// Validates a frame read from a file: its symbol and time columns are text.
-    pub fn from_frame(df: DataFrame, schema: &TickSchema, origin: &str) -> Result<Self> {
+    pub fn from_frame(df: DataFrame, schema: &Columns, origin: &str) -> Result<Self> {
         let origin = Path::new(origin);
         Self::validated(df, schema, &|row, column, what| {
             Error::at_row(origin, row + 1, column, what)
@@ -66,7 +66,7 @@ impl TickTable {
     /// for a bad value (`row` counted from 0).
     fn validated(
         df: DataFrame,
-        schema: &TickSchema,
+        schema: &Columns,
         at: &dyn Fn(usize, &str, String) -> Error,
     ) -> Result<Self> {
         let text_column = |name: &str| -> Result<StrArray> {
@@ -106,7 +106,7 @@ impl TickTable {
     /// date-time columns are taken as they are (zone-aware ones converted to UTC); text
     /// and integer times are read as from a file. Errors name the row (0-based, as the
     /// frame counts them) and the column.
-    pub fn from_user_frame(mut df: DataFrame, schema: &TickSchema) -> Result<Self> {
+    pub fn from_user_frame(mut df: DataFrame, schema: &Columns) -> Result<Self> {
         let names: Vec<String> = df
             .get_column_names()
             .iter()
@@ -288,7 +288,7 @@ fn polars_error(path: &Path, err: PolarsError) -> Error {
 
 /// Runs only after a typed read failed: re-reads every column as text to name the first
 /// value that is not a number, since Polars' own message does not give the row.
-fn locate_bad_number(path: &Path, schema: &TickSchema) -> Option<Error> {
+fn locate_bad_number(path: &Path, schema: &Columns) -> Option<Error> {
     let text = CsvReadOptions::default()
         .with_has_header(true)
         .with_infer_schema_length(Some(0))
@@ -339,7 +339,7 @@ mod tests {
             "{HEADER}NYA,1966-01-03,528.69,528.69,528.69,528.69,528.69,0.0,528.69\n\
              HSI,1966-01-02,2.5,3,2,2.75,2.75,100,0.35\n"
         ));
-        let t = TickTable::from_csv(f.path(), &TickSchema::tutorial()).unwrap();
+        let t = TickTable::from_csv(f.path(), &Columns::tutorial()).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t.symbol(1), "HSI");
         assert_eq!(t.chronological_order(), vec![1, 0]);
@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn names_a_missing_column() {
         let f = csv("Index,Date,Open\nNYA,1966-01-03,1\n");
-        let err = TickTable::from_csv(f.path(), &TickSchema::tutorial())
+        let err = TickTable::from_csv(f.path(), &Columns::tutorial())
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing column \"High\""), "{err}");
@@ -365,7 +365,7 @@ mod tests {
         let f = csv(&format!(
             "{HEADER}NYA,1966-01-03,1,1,1,1,1,0,1\nNYA,1966-01-04,1,1,1,oops,1,0,1\n"
         ));
-        let err = TickTable::from_csv(f.path(), &TickSchema::tutorial())
+        let err = TickTable::from_csv(f.path(), &Columns::tutorial())
             .unwrap_err()
             .to_string();
         assert!(
@@ -377,7 +377,7 @@ mod tests {
     #[test]
     fn names_the_line_of_a_bad_date() {
         let f = csv("sym,ts,px\nA,2021-01-01 10:00:00,1\nA,not a time,2\n");
-        let schema = TickSchema::custom("sym", "ts", &[]);
+        let schema = Columns::custom("sym", "ts", &[]);
         let err = TickTable::from_csv(f.path(), &schema)
             .unwrap_err()
             .to_string();
@@ -390,16 +390,16 @@ mod tests {
     #[test]
     fn rejects_empty_and_header_only_files() {
         let empty = csv("");
-        let err = TickTable::from_csv(empty.path(), &TickSchema::tutorial()).unwrap_err();
+        let err = TickTable::from_csv(empty.path(), &Columns::tutorial()).unwrap_err();
         assert!(err.to_string().contains("the file is empty"), "{err}");
         let header_only = csv(HEADER);
-        let err = TickTable::from_csv(header_only.path(), &TickSchema::tutorial()).unwrap_err();
+        let err = TickTable::from_csv(header_only.path(), &Columns::tutorial()).unwrap_err();
         assert!(err.to_string().contains("no data rows"), "{err}");
     }
 
     #[test]
     fn reports_a_missing_file_as_not_found() {
-        let err = TickTable::from_csv(Path::new("/nonexistent/x.csv"), &TickSchema::tutorial());
+        let err = TickTable::from_csv(Path::new("/nonexistent/x.csv"), &Columns::tutorial());
         assert!(
             matches!(err, Err(e) if e.is(crate::error::Kind::NotFound) && e.message().contains("/nonexistent/x.csv"))
         );

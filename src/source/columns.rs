@@ -14,22 +14,23 @@ pub const TUTORIAL_COLUMNS: [&str; 9] = [
 ];
 
 use crate::record::time::TimeFormat;
+use crate::record::TickSchema;
 
 /// Names the symbol column (the Kafka key), the event-time column and how it is written,
 /// and the columns that must hold numbers. Any other column is carried through with the
 /// type Polars infers.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TickSchema {
+pub struct Columns {
     pub symbol: String,
     pub time: String,
     pub numeric: Vec<String>,
     pub time_format: TimeFormat,
 }
 
-impl TickSchema {
+impl Columns {
     /// The tutorial's schema: `Index` is the symbol, `Date` the event time, the rest numbers.
     pub fn tutorial() -> Self {
-        TickSchema {
+        Columns {
             symbol: TUTORIAL_COLUMNS[0].to_string(),
             time: TUTORIAL_COLUMNS[1].to_string(),
             numeric: TUTORIAL_COLUMNS[2..]
@@ -42,11 +43,21 @@ impl TickSchema {
 
     /// Any CSV: a symbol column, a date/time column, and optionally columns that must be numeric.
     pub fn custom(symbol: &str, time: &str, numeric: &[String]) -> Self {
-        TickSchema {
+        Columns {
             symbol: symbol.to_string(),
             time: time.to_string(),
             numeric: numeric.to_vec(),
             time_format: TimeFormat::default(),
+        }
+    }
+
+    /// The columns a [`TickSchema`] names: its symbol and time, and its numbers.
+    pub fn of(schema: &TickSchema) -> Self {
+        Columns {
+            symbol: schema.symbol.clone(),
+            time: schema.time.clone(),
+            numeric: schema.numbers(),
+            time_format: schema.time_format.clone(),
         }
     }
 

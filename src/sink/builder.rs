@@ -1,0 +1,228 @@
+//! A sink from its options: the lake it lands in, the catalog that records its table (and
+//! so its landed offsets), and whether it compacts what it lands. Each decision is made
+//! here, whoever builds the sink (the Python class, the command line, a test).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Sink, SinkConfig};
+use crate::aws::AwsOptions;
+use crate::catalog::{self, CatalogKind, CatalogRegistry, CompactOptions};
+use crate::config::KafkaConfig;
+use crate::error::{Error, Kind, Result};
+use crate::lake::{self, LakeUrl};
+
+/// How long a sink waits for Kafka before giving up, unless told otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a sink lands and what records its table.
+#[derive(Debug, Clone)]
+pub struct LakeTarget {
+    pub url: LakeUrl,
+    pub aws: AwsOptions,
+    /// The catalog holding the table and its landed offsets. `None`: objects only, and a
+    /// restart resumes from the group's committed offsets alone.
+    pub catalog: Option<CatalogKind>,
+    pub database: String,
+    /// Compact the table this often (it needs a catalog: compaction switches partition
+    /// locations there).
+    pub compact_every: Option<Duration>,
+    /// How long the objects a compaction replaced stay, for readers that listed them.
+    pub compact_grace: Duration,
+}
+
+impl LakeTarget {
+    /// The lake at `url`, its local catalog, database `stock_market`, no compaction.
+    pub fn new(url: LakeUrl) -> Self {
+        LakeTarget {
+            url,
+            aws: AwsOptions::default(),
+            catalog: Some(CatalogKind::Local),
+            database: catalog::DEFAULT_DATABASE.to_string(),
+            compact_every: None,
+            compact_grace: CompactOptions::default().grace,
+        }
+    }
+
+    /// Checks the options without reaching anything.
+    pub fn validate(&self) -> Result<()> {
+        if self.catalog.is_some() {
+            catalog::check_database(&self.database)?;
+        }
+        if self.compact_every.is_some() && self.catalog.is_none() {
+            return Err(Error::config(
+                "compact_every needs a catalog (catalog=\"local\" or \"glue\"): compaction \
+                 switches partition locations there",
+            ));
+        }
+        if let (Some(CatalogKind::Glue), LakeUrl::Local(path)) = (self.catalog, &self.url) {
+            return Err(Error::config(format!(
+                "AWS Glue can only describe a lake in S3, not {}: use catalog=\"local\" or an \
+                 s3:// lake",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// What compacting `table` means for this target.
+    fn compaction(&self, table: &str) -> CompactOptions {
+        CompactOptions {
+            database: self.database.clone(),
+            table: Some(table.to_string()),
+            grace: self.compact_grace,
+            ..CompactOptions::default()
+        }
+    }
+}
+
+/// Builds a [`Sink`] of a topic into a lake target.
+pub struct SinkBuilder {
+    kafka: KafkaConfig,
+    config: SinkConfig,
+    target: LakeTarget,
+    connect_timeout: Duration,
+}
+
+impl SinkBuilder {
+    pub fn new(kafka: KafkaConfig, config: SinkConfig, target: LakeTarget) -> Self {
+        SinkBuilder {
+            kafka,
+            config,
+            target,
+            connect_timeout: CONNECT_TIMEOUT,
+        }
+    }
+
+    /// How long to wait for Kafka when the sink joins its group.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Checks every option without reaching Kafka, the lake or the catalog.
+    pub fn validate(&self) -> Result<()> {
+        self.config.validate()?;
+        self.target.validate()
+    }
+
+    /// Opens the lake (checking it can be written to), the catalog, and joins the group:
+    /// a sink that records each landing in the table, and compacts it if asked.
+    pub fn build(self) -> Result<Sink> {
+        self.validate()?;
+        let target = self.target;
+        let store = lake::open(&target.url, &target.aws)?;
+        let catalog = target
+            .catalog
+            .map(|kind| catalog::open(kind, store.clone(), &target.url, &target.aws))
+            .transpose()?;
+        let compaction = target.compaction(&self.config.table);
+        let sink = Sink::new(
+            &self.kafka,
+            self.config,
+            store.clone(),
+            self.connect_timeout,
+        )?;
+        let Some(catalog) = catalog else {
+            return Ok(sink);
+        };
+        let registry = CatalogRegistry::new(catalog.clone(), store.clone(), &target.database);
+        let sink = sink.register_in(Arc::new(registry))?;
+        let Some(every) = target.compact_every else {
+            return Ok(sink);
+        };
+        Ok(sink.maintain_every(
+            every,
+            Box::new(move || {
+                match catalog::compact(store.as_ref(), catalog.as_ref(), &compaction) {
+                    Ok(report) => Ok(report.objects_merged),
+                    // Not landed yet: nothing to compact.
+                    Err(e) if e.is(Kind::NotFound) => Ok(0),
+                    Err(e) => Err(e),
+                }
+            }),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embedded::EmbeddedKafka;
+    use crate::kafka::RunLimits;
+
+    fn target(dir: &std::path::Path) -> LakeTarget {
+        LakeTarget::new(LakeUrl::Local(dir.to_path_buf()))
+    }
+
+    #[test]
+    fn compaction_needs_a_catalog_and_glue_an_s3_lake() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = target(dir.path());
+        assert!(t.validate().is_ok());
+        t.compact_every = Some(Duration::from_secs(60));
+        t.catalog = None;
+        let e = t.validate().unwrap_err();
+        assert!(e.is(Kind::Config) && e.to_string().contains("compact_every needs a catalog"));
+        t.compact_every = None;
+        t.catalog = Some(CatalogKind::Glue);
+        assert!(t.validate().unwrap_err().to_string().contains("AWS Glue"));
+    }
+
+    #[test]
+    fn the_database_is_checked_only_where_a_catalog_uses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = target(dir.path());
+        t.database = "Not-A-Name".into();
+        assert!(t.validate().unwrap_err().is(Kind::Config));
+        t.catalog = None;
+        assert!(t.validate().is_ok());
+    }
+
+    /// Lands 30 records of a fresh topic with `target`.
+    fn land(kafka: &EmbeddedKafka, topic: &str, target: LakeTarget) -> Sink {
+        kafka.create_topic(topic, Some(1)).unwrap();
+        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
+        let producer: rdkafka::producer::BaseProducer = config.client_config(&[]).create().unwrap();
+        for i in 0..30 {
+            let value = format!(
+                r#"{{"Index":"NYA","Date":"2021-01-{:02}","Close":{i}}}"#,
+                i + 1
+            );
+            producer
+                .send(rdkafka::producer::BaseRecord::<(), _>::to(topic).payload(&value))
+                .unwrap();
+        }
+        rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).unwrap();
+        let sink_config = SinkConfig::new(topic, "g");
+        let mut sink = SinkBuilder::new(config, sink_config, target)
+            .build()
+            .unwrap();
+        let limits = RunLimits {
+            limit: None,
+            duration: Some(Duration::from_secs(30)),
+            stop_at_end: true,
+        };
+        sink.run(&limits, &mut || false).unwrap();
+        sink
+    }
+
+    #[test]
+    fn a_catalog_records_the_table_and_none_leaves_objects_only() {
+        let kafka = EmbeddedKafka::start(1, 1).unwrap();
+        let with = tempfile::tempdir().unwrap();
+        let sink = land(&kafka, "with", target(with.path()));
+        assert_eq!(sink.status().detail().landed, [(0, 30)]);
+        assert!(with.path().join("_catalog/stock_market/with").is_dir());
+        let without = tempfile::tempdir().unwrap();
+        let mut t = target(without.path());
+        t.catalog = None;
+        let sink = land(&kafka, "without", t);
+        assert_eq!(sink.status().detail().landed, [(0, 30)]);
+        assert!(
+            !without.path().join("_catalog").exists(),
+            "nothing records a table"
+        );
+        assert!(without.path().join("without").is_dir());
+    }
+}
