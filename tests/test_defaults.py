@@ -12,24 +12,21 @@ from stockstream import _core, cli
 
 STUB = ast.parse((Path(_core.__file__).parent / "_core.pyi").read_text())
 
+
 # What the CLI's subcommands build, and which of their options fill an option object's field.
+def fields(cls, mapping: dict) -> dict:
+    return {dest: (cls, field) for field, dest in mapping.items()}
+
+
 COMMANDS = {
-    "sink": (ss.LakeSink, {"flush_records": (ss.RollPolicy, "records"),
-                           "flush_bytes": (ss.RollPolicy, "bytes"),
-                           "flush_age": (ss.RollPolicy, "age"),
-                           "flush_idle": (ss.RollPolicy, "idle"),
-                           "buffer_bytes": (ss.RollPolicy, "buffer_bytes"),
-                           "s3_part_size": (ss.AwsOptions, "part_size"),
-                           "symbol_field": (ss.TickSchema, "symbol"),
-                           "time_field": (ss.TickSchema, "time")}),
-    "analyze": (ss.Analytics, {"symbol_field": (ss.TickSchema, "symbol"),
-                               "time_field": (ss.TickSchema, "time"),
-                               "price_field": (ss.TickSchema, "price"),
-                               "volume_field": (ss.TickSchema, "volume"),
-                               "windows_topic": (ss.Outputs, "windows"),
-                               "state_topic": (ss.Outputs, "state")}),
+    "sink": (ss.LakeSink, {**fields(ss.RollPolicy, cli.ROLL), **fields(ss.AwsOptions, cli.AWS),
+                           **fields(ss.TickSchema, cli.SINK_SCHEMA)}),
+    "analyze": (ss.Analytics, {**fields(ss.TickSchema, cli.ANALYTICS_SCHEMA),
+                               **fields(ss.Outputs, cli.OUTPUTS)}),
+    "produce": (ss.Producer.send_csv, fields(ss.TickSchema, cli.PRODUCE_SCHEMA)),
     "crawl": (ss.crawl, {}),
     "compact": (ss.Lake.compact, {}),
+    "query": (ss.Lake, {}),
 }  # fmt: skip
 
 

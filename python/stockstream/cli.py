@@ -4,6 +4,7 @@ Each command is a thin layer over the Python API of the same name.
 """
 
 import argparse
+import inspect
 import json
 import os
 import signal
@@ -156,10 +157,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         # Another layout is checked for the columns named only: it may have no Close.
         other = args.symbol_column or args.time_column
         schema = _schema(
-            args,
-            symbol=args.symbol_column,
-            time=args.time_column,
-            numeric=args.numeric_column or ([] if other else None),
+            args, PRODUCE_SCHEMA, numeric=args.numeric_column or ([] if other else None)
         )
         read = _core.TickSource.parquet if str(path).endswith(".parquet") else _core.TickSource.csv
         source = read(path, args.mode, seed=args.seed, schema=schema)
@@ -186,55 +184,63 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 def cmd_sink(args: argparse.Namespace) -> int:
     """Land a topic in a lake, printing a status line, until a limit or Ctrl-C / SIGTERM."""
-    sink = _core.LakeSink(
+    sink = _call(
+        _core.LakeSink,
+        args,
         _bootstrap(args),
-        args.topic,
-        args.group_id,
-        args.lake,
-        format=args.format,
-        table=args.table,
-        partition_by=args.partition_by,
-        roll=_core.RollPolicy(
-            records=args.flush_records,
-            bytes=args.flush_bytes,
-            age=args.flush_age,
-            idle=args.flush_idle,
-            buffer_bytes=args.buffer_bytes,
-        ),
-        kafka_metadata=args.kafka_metadata,
-        schema=_schema(args, symbol=args.symbol_field, time=args.time_field),
+        roll=_core.RollPolicy(**_options(args, ROLL)),
+        schema=_schema(args, SINK_SCHEMA),
         columns=dict(_pair(c, "--column") for c in args.column) or None,
-        connect_timeout=args.connect_timeout,
-        aws=_aws(args, part_size=args.s3_part_size),
+        aws=_aws(args),
         catalog=None if args.catalog == "none" else args.catalog,
-        database=args.database,
-        compact_every=args.compact_every,
         **_properties(args.property),
     )
     return _run_until_stopped(sink, args, _status_line)
 
 
-def _aws(args: argparse.Namespace, part_size: Optional[int] = None) -> "_core.AwsOptions":
-    """Return the AWS options the command's ``--endpoint-url``, ``--region``, ``--profile`` name."""
-    return _core.AwsOptions(
-        endpoint_url=args.endpoint_url,
-        region=args.region,
-        profile=args.profile,
-        part_size=part_size,
-    )
+def _aws(args: argparse.Namespace) -> "_core.AwsOptions":
+    """Return the AWS options the command's ``--endpoint-url``, ``--region`` etc. name."""
+    return _core.AwsOptions(**_options(args, AWS))
 
 
-def _given(**options: Any) -> dict:
-    """Return the options the command line gave; one not given (None) takes the API's default."""
-    return {name: value for name, value in options.items() if value is not None}
+# Which command-line option fills which field of an option object (field: option dest).
+ROLL = {"records": "flush_records", "bytes": "flush_bytes", "age": "flush_age",
+        "idle": "flush_idle", "buffer_bytes": "buffer_bytes"}  # fmt: skip
+AWS = {"endpoint_url": "endpoint_url", "region": "region", "profile": "profile",
+       "part_size": "s3_part_size"}  # fmt: skip
+OUTPUTS = {"windows": "windows_topic", "indicators": "indicators_topic",
+           "alerts": "alerts_topic", "late": "late_topic", "state": "state_topic"}  # fmt: skip
+SINK_SCHEMA = {"symbol": "symbol_field", "time": "time_field"}
+ANALYTICS_SCHEMA = {**SINK_SCHEMA, "price": "price_field", "volume": "volume_field"}
+PRODUCE_SCHEMA = {"symbol": "symbol_column", "time": "time_column"}
 
 
-def _schema(args: argparse.Namespace, **fields: Any) -> "Optional[_core.TickSchema]":
+def _options(args: argparse.Namespace, fields: dict) -> dict:
+    """Return the fields the command line gave of one option object.
+
+    One not given (None, or absent from this command) takes the API's default.
+    """
+    given = {field: getattr(args, dest, None) for field, dest in fields.items()}
+    return {field: value for field, value in given.items() if value is not None}
+
+
+def _call(target: Any, args: argparse.Namespace, *positional: Any, **explicit: Any) -> Any:
+    """Call an API class or function with ``positional``, ``explicit`` and the rest given.
+
+    The rest: each other parameter that an option of the same name gave (unless left unset).
+    """
+    names = list(inspect.signature(target).parameters)[len(positional) :]
+    given = _options(args, {name: name for name in names if name not in explicit})
+    return target(*positional, **given, **explicit)
+
+
+def _schema(args: argparse.Namespace, fields: dict, **extra: Any) -> "Optional[_core.TickSchema]":
     """Return a tick schema of the fields and time options given.
 
     None if none was given: the tutorial's fields (and for a sink its declared columns).
     """
-    given = _given(**fields, time_format=args.time_format, time_zone=args.time_zone)
+    given = _options(args, {**fields, "time_format": "time_format", "time_zone": "time_zone"})
+    given.update((k, v) for k, v in extra.items() if v is not None)
     if not given:
         return None
     if given.get("volume") == "":
@@ -278,34 +284,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    analytics = _core.Analytics(
+    analytics = _call(
+        _core.Analytics,
+        args,
         _bootstrap(args),
-        args.topic,
-        args.group_id,
-        window=args.window,
-        slide=args.slide,
         indicators=args.indicator,
         alerts=args.alert,
-        allowed_lateness=args.allowed_lateness,
-        idle_timeout=args.idle_timeout,
-        outputs=_core.Outputs(
-            windows=args.windows_topic,
-            indicators=args.indicators_topic,
-            alerts=args.alerts_topic,
-            late=args.late_topic,
-            state=args.state_topic,
-        ),
-        checkpoint_interval=args.checkpoint_interval,
-        exactly_once=args.exactly_once,
-        schema=_schema(
-            args,
-            symbol=args.symbol_field,
-            time=args.time_field,
-            price=args.price_field,
-            volume=args.volume_field,
-        ),
-        session_zone=args.session_zone,
-        connect_timeout=args.connect_timeout,
+        outputs=_core.Outputs(**_options(args, OUTPUTS)),
+        schema=_schema(args, ANALYTICS_SCHEMA),
         callback=print_alert,
         callback_kinds=["alert"],
         **_properties(args.property),
@@ -315,14 +301,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_crawl(args: argparse.Namespace) -> int:
     """Crawl a lake into its catalog and print what changed."""
-    report = _core.crawl(
-        args.lake,
-        database=args.database,
-        table=args.table,
-        catalog=args.catalog,
-        on_error=args.on_error,
-        aws=_aws(args),
-    )
+    report = _call(_core.crawl, args, aws=_aws(args))
     for table in report.tables_created:
         print(f"table created: {args.database}.{table}")
     for table in report.tables_updated:
@@ -345,12 +324,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
 
 def _lake(args: argparse.Namespace) -> "_core.Lake":
     """Open the lake and catalog that the command's options name."""
-    return _core.Lake(
-        args.lake,
-        database=args.database,
-        catalog=args.catalog,
-        aws=_aws(args),
-    )
+    return _call(_core.Lake, args, aws=_aws(args))
 
 
 def cmd_query(args: argparse.Namespace) -> int:
