@@ -51,6 +51,13 @@ def write_csv(tmp_path):
     return write
 
 
+def lake_sink(kafka, topic, lake, **options) -> ss.LakeSink:
+    """A sink of ``topic`` for a new group into the directory ``lake``; date folders unless told."""
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    options = {"partition_by": "date", **options}
+    return ss.LakeSink(kafka.bootstrap_servers, topic, group, str(lake), **options)
+
+
 def csv_rows(path):
     """The CSV's rows as the tutorial's pandas code would send them: numbers as floats."""
     with open(path, newline="") as f:

@@ -99,14 +99,21 @@ def test_a_new_group_on_a_table_landed_in_two_runs_lands_nothing_twice(
     assert live_count(ss.Lake(str(lake)), table_name(fresh_topic)) == N
 
 
-def test_group_offsets_deleted_between_two_runs_land_nothing_twice(apache_kafka, tmp_path):
-    broker = kafka_broker(apache_kafka.bootstrap)
+def land_a_part(bootstrap, lake, name):
+    """A new topic of N records, 9,000 of them landed by a new group: (broker, topic, group,
+    the table's landed offsets)."""
+    broker = kafka_broker(bootstrap)
     topic = f"eo-{uuid.uuid4().hex[:8]}"
     broker.create_topic(topic, 4)
-    lake = tmp_path / "lake"
     produce(broker.bootstrap_servers, topic)
-    group = gid("deleted")
+    group = gid(name)
     landed = sink(broker.bootstrap_servers, topic, group, lake).run(limit=9000).landed
+    return broker, topic, group, landed
+
+
+def test_group_offsets_deleted_between_two_runs_land_nothing_twice(apache_kafka, tmp_path):
+    lake = tmp_path / "lake"
+    broker, topic, group, landed = land_a_part(apache_kafka.bootstrap, lake, "deleted")
     deleted = apache.offset_delete("127.0.0.1", apache_kafka.port, group, topic, range(4))
     assert deleted == {"error": 0, "partitions": {p: 0 for p in range(4)}}, deleted
     status = sink(broker.bootstrap_servers, topic, group, lake).run(stop_at_end=True)
@@ -127,13 +134,8 @@ def test_expired_group_offsets_land_nothing_twice(tmp_path):
     # A broker of its own: offsets of an empty group expire after a minute (Kafka's least).
     settings = {"offsets.retention.minutes": 1, "offsets.retention.check.interval.ms": 1000}
     with start_apache_kafka(tmp_path / "kafka", **settings) as expiring:
-        broker = kafka_broker(expiring.bootstrap)
-        topic = f"eo-{uuid.uuid4().hex[:8]}"
-        broker.create_topic(topic, 4)
         lake = tmp_path / "lake"
-        produce(broker.bootstrap_servers, topic)
-        group = gid("expired")
-        landed = sink(broker.bootstrap_servers, topic, group, lake).run(limit=9000).landed
+        broker, topic, group, landed = land_a_part(expiring.bootstrap, lake, "expired")
         assert committed(broker.bootstrap_servers, group, topic)
         deadline = time.monotonic() + 120
         while committed(broker.bootstrap_servers, group, topic):

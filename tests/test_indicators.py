@@ -112,20 +112,11 @@ def expected(ticks):
         vwap=(pl.col("Close") * pl.col("Volume")).cum_sum().over(by, session)
         / pl.col("Volume").cum_sum().over(by, session),
     ).with_columns(macd_hist=pl.col("macd") - pl.col("macd_signal"))
-    return df.select(
-        symbol="Index",
-        time="Date",
-        rsi_14="rsi_14",
-        macd="macd",
-        macd_signal="macd_signal",
-        macd_hist="macd_hist",
-        bb_upper_20="bb_upper_20",
-        bb_lower_20="bb_lower_20",
-        bb_pctb_20="bb_pctb_20",
-        atr_14="atr_14",
-        vwap="vwap",
-        roc_10="roc_10",
-    ).sort("symbol", "time")
+    names = ["rsi_14", "macd", "macd_signal", "macd_hist", "bb_upper_20", "bb_lower_20",
+             "bb_pctb_20", "atr_14", "vwap", "roc_10"]  # fmt: skip
+    return df.select(pl.col("Index").alias("symbol"), pl.col("Date").alias("time"), *names).sort(
+        "symbol", "time"
+    )
 
 
 NAMES = ["rsi_14", "macd", "macd_signal", "macd_hist", "bb_upper_20", "bb_lower_20",

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 import stockstream as ss
-from conftest import end_offsets
+from conftest import end_offsets, lake_sink
 
 GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 
@@ -88,15 +88,7 @@ def test_queries_hammering_a_table_while_objects_land_never_double_count(kafka, 
     table = topic.replace("-", "_")
     n = 6000
     ss.Producer(kafka.bootstrap_servers, topic).send(intraday_source(), limit=n)
-    sink = ss.LakeSink(
-        kafka.bootstrap_servers,
-        topic,
-        group_id(),
-        str(lake),
-        partition_by="date",
-        roll=ss.RollPolicy(records=150, idle=0.05),
-        **GROUP,
-    )
+    sink = lake_sink(kafka, topic, lake, roll=ss.RollPolicy(records=150, idle=0.05), **GROUP)
     sink.run(limit=10)
     sink.start()
     db = ss.Lake(str(lake))

@@ -73,36 +73,27 @@ def test_sql_magic_errors_are_the_query_errors(ip, lake):
         ip.run_line_magic("stockstream", f"lake {lake} --colour red")
 
 
-def test_status_and_stop_cover_every_background_pipeline(ip, kafka, topic, tmp_path):
+@pytest.mark.parametrize("kind", ["LakeSink", "Analytics"])
+def test_status_and_stop_cover_every_background_pipeline(ip, kafka, topic, tmp_path, kind):
     ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV, limit=500)
-    sink = ss.LakeSink(kafka.bootstrap_servers, topic, f"g-{uuid.uuid4().hex[:6]}", str(tmp_path))
-    sink.start()
-    assert ss.running_pipelines() == [sink]
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    if kind == "LakeSink":
+        pipeline = ss.LakeSink(kafka.bootstrap_servers, topic, group, str(tmp_path))
+    else:
+        pipeline = ss.Analytics(kafka.bootstrap_servers, topic, group)
+    pipeline.start()
+    assert ss.running_pipelines() == [pipeline]
     with capture_output() as shown:
         ip.run_line_magic("stockstream", "status")
-    assert "LakeSink" in shown.outputs[0].data["text/html"]
+    assert kind in shown.outputs[0].data["text/html"]
 
     with capture_output() as shown:
         ip.run_line_magic("stockstream", "stop")
-    assert not sink.running and ss.running_pipelines() == []
-    assert "written" in shown.outputs[0].data["text/html"]
+    assert not pipeline.running and ss.running_pipelines() == []
+    assert "stopped" in shown.outputs[0].data["text/html"]
     with capture_output() as shown:
         ip.run_line_magic("stockstream", "status")
     assert "no background pipelines" in shown.outputs[0].data["text/html"]
-
-
-def test_status_and_stop_cover_a_background_analytics_job(ip, kafka, topic):
-    analytics = ss.Analytics(kafka.bootstrap_servers, topic, f"g-{uuid.uuid4().hex[:6]}")
-    analytics.start()
-    assert ss.running_pipelines() == [analytics]
-    with capture_output() as shown:
-        ip.run_line_magic("stockstream", "status")
-    assert "Analytics" in shown.outputs[0].data["text/html"]
-
-    with capture_output() as shown:
-        ip.run_line_magic("stockstream", "stop")
-    assert not analytics.running and ss.running_pipelines() == []
-    assert "stopped" in shown.outputs[0].data["text/html"]
 
 
 def test_an_interrupted_cell_stops_only_its_own_work(kafka, topic, tmp_path, sigint_raises):

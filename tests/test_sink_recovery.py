@@ -99,16 +99,18 @@ def private_s3(prefix):
     return server, bucket
 
 
+def s3_sink(kafka, topic, name, **options):
+    """A sink of ``topic`` (a new group) into a new bucket of a private S3 server."""
+    server, bucket = private_s3(name)
+    aws = ss.AwsOptions(endpoint_url=server.endpoint_url)
+    group = f"{name}-{uuid.uuid4().hex[:6]}"
+    sink = ss.LakeSink(kafka.bootstrap_servers, topic, group, f"s3://{bucket}", aws=aws, **options)
+    return sink, server, bucket
+
+
 def test_an_s3_outage_mid_run_loses_nothing(kafka, topic, aws_env):
-    server, bucket = private_s3("outage")
-    sink = ss.LakeSink(
-        kafka.bootstrap_servers,
-        topic,
-        f"outage-{uuid.uuid4().hex[:6]}",
-        f"s3://{bucket}",
-        aws=ss.AwsOptions(endpoint_url=server.endpoint_url),
-        kafka_metadata=True,
-        roll=ss.RollPolicy(records=200),
+    sink, server, bucket = s3_sink(
+        kafka, topic, "outage", kafka_metadata=True, roll=ss.RollPolicy(records=200)
     )
     n = 6000
     sink.start()
@@ -143,15 +145,7 @@ def test_an_s3_outage_mid_run_loses_nothing(kafka, topic, aws_env):
 
 
 def test_stop_during_an_outage_returns_promptly_without_committing(kafka, topic, aws_env):
-    server, bucket = private_s3("gone")
-    sink = ss.LakeSink(
-        kafka.bootstrap_servers,
-        topic,
-        "g",
-        f"s3://{bucket}",
-        aws=ss.AwsOptions(endpoint_url=server.endpoint_url),
-        roll=ss.RollPolicy(idle=0.5),
-    )
+    sink, server, _ = s3_sink(kafka, topic, "gone", roll=ss.RollPolicy(idle=0.5))
     server.stop()
     ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV, limit=50)
     sink.start(stop_at_end=True)
@@ -323,14 +317,8 @@ def test_writes_stalled_mid_request_go_to_retrying_and_recover_and_stop_promptly
 
 
 def test_a_bucket_deleted_mid_run_ends_the_run_at_once_naming_it(kafka, topic, aws_env):
-    server, bucket = private_s3("deleted")
-    sink = ss.LakeSink(
-        kafka.bootstrap_servers,
-        topic,
-        f"gone-{uuid.uuid4().hex[:6]}",
-        f"s3://{bucket}",
-        aws=ss.AwsOptions(endpoint_url=server.endpoint_url),
-        roll=ss.RollPolicy(records=100, idle=0.5),
+    sink, server, bucket = s3_sink(
+        kafka, topic, "deleted", roll=ss.RollPolicy(records=100, idle=0.5)
     )
     producer = ss.Producer(kafka.bootstrap_servers, topic)
     try:
