@@ -705,3 +705,207 @@ impl Work {
         Ok(offsets)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::output::{iso, Alert, Bar};
+    use super::spec::parse_duration;
+    use super::*;
+    use crate::embedded::EmbeddedKafka;
+
+    fn daily() -> Spec {
+        let day = parse_duration("1d").unwrap();
+        options::spec(Some(day), None, &[], &[], 0).unwrap()
+    }
+
+    #[test]
+    fn an_output_topic_may_not_be_the_input_or_the_state_topic() {
+        let mut config = AnalyticsConfig::new("ticks", "g", daily());
+        config.topics[Kind::Window.index()] = Some("bars".into());
+        assert!(config.validate().is_ok());
+        for clash in ["ticks", "g-state"] {
+            config.topics[Kind::Alert.index()] = Some(clash.into());
+            let e = config.validate().unwrap_err();
+            assert!(
+                e.to_string().contains("also the input or state topic"),
+                "{e}"
+            );
+        }
+        config.topics[Kind::Alert.index()] = None;
+        config.checkpoint_interval = Duration::ZERO;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("positive"));
+        config.checkpoint_interval = Duration::from_secs(1);
+        config.state_topic = " ".into();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("state_topic is empty"));
+    }
+
+    fn bar(symbol: &str, start: i64) -> Output {
+        Output::Window(Bar {
+            symbol: symbol.into(),
+            start,
+            end: start + 1,
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            volume: 0.0,
+            vwap: None,
+            count: 1,
+            change_pct: 0.0,
+        })
+    }
+
+    #[test]
+    fn recent_outputs_are_bounded_per_kind_and_keep_the_latest() {
+        let mut recent = Recent {
+            keep: 2,
+            by_kind: Default::default(),
+        };
+        for start in 0..3 {
+            recent.push(bar("NYA", start));
+        }
+        recent.push(Output::Alert(Alert {
+            symbol: "NYA".into(),
+            rule: "price crosses 2".into(),
+            time: 5,
+            value: 2.5,
+            direction: "above",
+        }));
+        let starts: Vec<i64> = recent
+            .of(Kind::Window)
+            .iter()
+            .map(|o| match o {
+                Output::Window(b) => b.start,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Three windows in a queue of two: the oldest went, and the alert did not push one out.
+        assert_eq!(starts, [1, 2]);
+        assert_eq!(recent.of(Kind::Alert).len(), 1);
+        assert!(recent.of(Kind::Late).is_empty());
+        let mut none = Recent::default();
+        none.push(bar("NYA", 0));
+        assert!(none.of(Kind::Window).is_empty());
+    }
+
+    fn produce(kafka: &KafkaConfig, ticks: &[(&str, f64)]) {
+        let producer: BaseProducer = kafka.client_config(&[]).create().unwrap();
+        for (date, close) in ticks {
+            let value = format!(r#"{{"Index":"NYA","Date":"{date}","Close":{close},"Volume":1}}"#);
+            producer
+                .send(BaseRecord::to("ticks").key("NYA").payload(&value))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    fn job(kafka: &KafkaConfig, group: &str, state_topic: &str, idle: Duration) -> Analytics {
+        let mut config = AnalyticsConfig::new("ticks", group, daily());
+        config.state_topic = state_topic.into();
+        config.idle_timeout = idle;
+        Analytics::new(kafka, config, None, Duration::from_secs(10)).unwrap()
+    }
+
+    fn run(job: &mut Analytics, limit: Option<u64>) {
+        let limits = RunLimits {
+            limit,
+            duration: Some(Duration::from_secs(30)),
+            stop_at_end: limit.is_none(),
+        };
+        job.run(&limits, &mut || false).unwrap();
+    }
+
+    /// The closed windows: day, open, close, ticks.
+    fn windows(job: &Analytics) -> Vec<(String, f64, f64, u64)> {
+        let recent = job.recent();
+        let recent = recent.lock().unwrap();
+        recent
+            .of(Kind::Window)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Window(b) => {
+                    Some((iso(b.start)[..10].to_string(), b.open, b.close, b.count))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn day(date: &str, open: f64, close: f64, count: u64) -> (String, f64, f64, u64) {
+        (date.to_string(), open, close, count)
+    }
+
+    #[test]
+    fn a_window_open_at_a_checkpoint_closes_after_a_restart_with_the_ticks_of_both_runs() {
+        let embedded = EmbeddedKafka::start(1, 1).unwrap();
+        embedded.create_topic("ticks", Some(1)).unwrap();
+        let kafka = KafkaConfig::new(embedded.bootstrap_servers(), vec![]).unwrap();
+        produce(
+            &kafka,
+            &[
+                ("2021-01-04", 1.0),
+                ("2021-01-04", 2.0),
+                ("2021-01-05", 3.0),
+            ],
+        );
+        // Long idle timeout: nothing may close the 5th's window before the checkpoint.
+        let mut first = job(&kafka, "first", "state", Duration::from_secs(60));
+        run(&mut first, Some(3));
+        assert_eq!(windows(&first), [day("2021-01-04", 1.0, 2.0, 2)]);
+        assert!(first.status().checkpoints.load(Ordering::Relaxed) >= 1);
+        drop(first);
+        produce(&kafka, &[("2021-01-05", 4.0), ("2021-01-06", 5.0)]);
+        // Another group has no committed offsets: only the snapshot says where to go on.
+        let mut second = job(&kafka, "second", "state", Duration::from_millis(200));
+        run(&mut second, None);
+        assert_eq!(
+            windows(&second),
+            [
+                day("2021-01-05", 3.0, 4.0, 2),
+                day("2021-01-06", 5.0, 5.0, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tick_dated_far_ahead_of_the_clock_is_rejected_and_moves_no_watermark() {
+        let embedded = EmbeddedKafka::start(1, 1).unwrap();
+        embedded.create_topic("ticks", Some(1)).unwrap();
+        let kafka = KafkaConfig::new(embedded.bootstrap_servers(), vec![]).unwrap();
+        produce(
+            &kafka,
+            &[
+                ("2021-01-04", 1.0),
+                ("2999-01-01", 9.0),
+                ("2021-01-05", 2.0),
+            ],
+        );
+        let mut job = job(&kafka, "g", "g-state", Duration::from_millis(200));
+        run(&mut job, None);
+        assert_eq!(
+            windows(&job),
+            [
+                day("2021-01-04", 1.0, 1.0, 1),
+                day("2021-01-05", 2.0, 2.0, 1)
+            ]
+        );
+        let status = job.status();
+        assert_eq!(status.rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(status.late.load(Ordering::Relaxed), 0);
+        let why = status.detail().last_rejected.unwrap();
+        assert!(
+            why.contains("ticks[0]@1") && why.contains("max_future"),
+            "{why}"
+        );
+    }
+}

@@ -138,7 +138,7 @@ pub fn compact(
             let objects = by_folder.remove(&folder).unwrap_or_default();
             partitions.push((path, objects));
         }
-        delete_orphans(store, &table, by_folder, &mut report)?;
+        delete_orphans(store, catalog, &table, by_folder, &mut report)?;
         for (path, objects) in partitions {
             compact_partition(store, catalog, &table, &path, objects, options, &mut report)?;
             options.done.add(1);
@@ -325,20 +325,24 @@ fn merge(store: &dyn ObjectStore, format: Format, objects: &[&ObjectMeta]) -> Re
     }
 }
 
-/// Deletes the versioned folders the table does not refer to: not a partition's location
-/// (those are not in `others`), not retired or staged (those go when their grace period
-/// is over).
+/// Deletes the versioned folders the table does not refer to: not a partition's location,
+/// not retired or staged (those go when their grace period is over).
 fn delete_orphans(
     store: &dyn ObjectStore,
+    catalog: &dyn Catalog,
     table: &Table,
     others: BTreeMap<String, Vec<ObjectMeta>>,
     report: &mut CompactReport,
 ) -> Result<()> {
-    let referred: BTreeSet<&str> = table
-        .retired
-        .iter()
-        .chain(&table.staged)
+    // The table as it is now, read after the listing: a concurrent compaction records its
+    // folder before writing into it, and a switch or a sink's rewrite into a moved folder
+    // is recorded before the listing could show it, so nothing listed is missed here.
+    let Some(now) = catalog.table(&table.database, &table.name)? else {
+        return Ok(());
+    };
+    let referred: BTreeSet<&str> = (now.retired.iter().chain(&now.staged))
         .map(|r| r.folder.as_str())
+        .chain(now.locations.values().map(String::as_str))
         .collect();
     for (folder, objects) in others {
         let versioned = folder
@@ -415,4 +419,260 @@ fn version_name() -> String {
     let random = std::collections::hash_map::RandomState::new();
     let salt = std::hash::BuildHasher::hash_one(&random, (nanos, std::process::id()));
     format!("{}-{:08x}", nanos / 1_000_000, salt as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::catalog::{Column, HiveType, LocalCatalog, DEFAULT_DATABASE as DB};
+    use crate::lake::{ByteRange, LandedRange, LocalStore, TableSource};
+
+    struct Lake {
+        _dir: tempfile::TempDir,
+        store: Arc<dyn ObjectStore>,
+        catalog: LocalCatalog,
+    }
+
+    fn lake(table: Table) -> Lake {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalStore::open(dir.path().to_path_buf()).unwrap());
+        let catalog = LocalCatalog::new(store.clone());
+        catalog
+            .update(DB, &table.name, &mut |t| {
+                *t = Some(table.clone());
+                Ok(true)
+            })
+            .unwrap();
+        Lake {
+            _dir: dir,
+            store,
+            catalog,
+        }
+    }
+
+    impl Lake {
+        fn compact(&self, grace: Duration) -> CompactReport {
+            let options = CompactOptions {
+                grace,
+                ..CompactOptions::default()
+            };
+            compact(self.store.as_ref(), &self.catalog, &options).unwrap()
+        }
+
+        fn table(&self, name: &str) -> Table {
+            self.catalog.table(DB, name).unwrap().unwrap()
+        }
+
+        fn text(&self, key: &str) -> String {
+            String::from_utf8(self.store.read(key, ByteRange::All).unwrap()).unwrap()
+        }
+
+        fn keys(&self, prefix: &str) -> Vec<String> {
+            self.store
+                .list(prefix)
+                .unwrap()
+                .into_iter()
+                .map(|o| o.key)
+                .collect()
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn small_objects_merge_into_a_new_folder_and_the_old_one_goes_after_its_grace() {
+        let date = Column {
+            name: "date".into(),
+            kind: HiveType::String,
+        };
+        let mut table = Table::new(DB, "ticks", "ticks", Format::Ndjson, vec![date]);
+        table.partitions.insert(vec!["2021-01-04".into()]);
+        let lake = lake(table);
+        let old = "ticks/date=2021-01-04";
+        // The middle object lacks its last newline: lines must not run together.
+        for (name, body) in [
+            ("a", "{\"v\":1}\n"),
+            ("b", "{\"v\":2}"),
+            ("c", "{\"v\":3}\n"),
+        ] {
+            lake.store
+                .put(&format!("{old}/{name}.json"), body.as_bytes())
+                .unwrap();
+        }
+        let report = lake.compact(HOUR);
+        assert_eq!(
+            report.partitions,
+            [("ticks".to_string(), "date=2021-01-04".to_string())]
+        );
+        assert_eq!((report.objects_merged, report.objects_written), (3, 1));
+        let table = lake.table("ticks");
+        let new = table.folder("date=2021-01-04");
+        assert!(new.starts_with(&format!("{old}/_v")), "{new}");
+        assert_eq!(
+            lake.text(&format!("{new}/compacted-00000.json")),
+            "{\"v\":1}\n{\"v\":2}\n{\"v\":3}\n"
+        );
+        assert_eq!(table.retired.len(), 1);
+        assert_eq!(table.retired[0].folder, old);
+        assert!(table.staged.is_empty());
+        // Readers that listed the old folder before the switch can still read it.
+        assert_eq!(lake.keys(&format!("{old}/a")).len(), 1);
+
+        let report = lake.compact(Duration::ZERO);
+        assert_eq!((report.folders_deleted, report.objects_deleted), (1, 3));
+        assert!(
+            report.partitions.is_empty(),
+            "one object is nothing to merge"
+        );
+        // The new folder lies below the retired one, and survives its deletion.
+        assert_eq!(
+            lake.keys(&format!("{old}/")),
+            [format!("{new}/compacted-00000.json")]
+        );
+        assert!(lake.table("ticks").retired.is_empty());
+    }
+
+    fn part(first_offset: i64) -> String {
+        format!("events/part-t-0-{first_offset:020}.json")
+    }
+
+    #[test]
+    fn objects_a_sink_has_not_registered_are_left_to_it() {
+        let mut table = Table::new(DB, "events", "events", Format::Ndjson, Vec::new());
+        table.source = Some(TableSource {
+            bootstrap_servers: "localhost:9092".into(),
+            topic: "t".into(),
+            group_id: "g".into(),
+            symbol_field: "Index".into(),
+            time_field: "Date".into(),
+            columns: Default::default(),
+            kafka_metadata: false,
+            time_format: None,
+            time_zone: None,
+        });
+        table.landed.insert(0, LandedRange::new(0, 10));
+        let lake = lake(table);
+        for first in [0, 10, 20] {
+            let line = format!("{{\"offset\":{first}}}\n");
+            lake.store.put(&part(first), line.as_bytes()).unwrap();
+        }
+        // One registered object alone is not worth merging.
+        assert!(lake.compact(HOUR).partitions.is_empty());
+
+        lake.catalog
+            .update(DB, "events", &mut |t| {
+                t.as_mut()
+                    .unwrap()
+                    .landed
+                    .insert(0, LandedRange::new(10, 20));
+                Ok(true)
+            })
+            .unwrap();
+        let report = lake.compact(HOUR);
+        assert_eq!((report.objects_merged, report.objects_carried), (2, 0));
+        let new = lake.table("events").folder("");
+        assert!(new.starts_with("events/_v"), "{new}");
+        assert_eq!(
+            lake.text(&format!("{new}/compacted-00000.json")),
+            "{\"offset\":0}\n{\"offset\":10}\n"
+        );
+        // Its sink registers it later, is told the partition moved, and rewrites it there.
+        assert_eq!(lake.keys(&format!("{new}/")).len(), 1);
+        assert_eq!(lake.text(&part(20)), "{\"offset\":20}\n");
+    }
+
+    fn parquet(frame: &mut DataFrame) -> Vec<u8> {
+        let mut out = Vec::new();
+        ParquetWriter::new(&mut out).finish(frame).unwrap();
+        out
+    }
+
+    #[test]
+    fn parquet_objects_merge_with_every_column_and_large_ones_are_carried_over() {
+        let lake = lake(Table::new(DB, "bars", "bars", Format::Parquet, Vec::new()));
+        let a = parquet(&mut df!("v" => [1i64, 2]).unwrap());
+        let b = parquet(&mut df!("v" => [3i64], "note" => ["new"]).unwrap());
+        let values: Vec<i64> = (0..50_000).map(|i| i * 7919 % 100_003).collect();
+        let big = parquet(&mut df!("v" => values).unwrap());
+        let target = (a.len() + b.len()) as u64;
+        assert!(big.len() as u64 >= target);
+        for (name, body) in [("a", &a), ("b", &b), ("big", &big)] {
+            lake.store
+                .put(&format!("bars/{name}.parquet"), body)
+                .unwrap();
+        }
+        let options = CompactOptions {
+            target_bytes: target,
+            ..CompactOptions::default()
+        };
+        let report = compact(lake.store.as_ref(), &lake.catalog, &options).unwrap();
+        assert_eq!(
+            (
+                report.objects_merged,
+                report.objects_written,
+                report.objects_carried
+            ),
+            (2, 1, 1)
+        );
+        let new = lake.table("bars").folder("");
+        assert_eq!(
+            lake.keys(&format!("{new}/")),
+            [
+                format!("{new}/big.parquet"),
+                format!("{new}/compacted-00000.parquet")
+            ]
+        );
+        let merged = lake
+            .store
+            .read(&format!("{new}/compacted-00000.parquet"), ByteRange::All)
+            .unwrap();
+        let frame = ParquetReader::new(Cursor::new(merged)).finish().unwrap();
+        let v: Vec<Option<i64>> = frame.column("v").unwrap().i64().unwrap().iter().collect();
+        assert_eq!(v, [Some(1), Some(2), Some(3)]);
+        let note: Vec<Option<&str>> = frame
+            .column("note")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(note, [None, None, Some("new")]);
+    }
+
+    #[test]
+    fn a_version_folder_no_version_of_the_table_refers_to_is_deleted() {
+        let mut table = Table::new(DB, "t", "t", Format::Ndjson, Vec::new());
+        table.staged.push(Retired {
+            folder: "t/_v2-live".into(),
+            at_ms: now_ms(),
+        });
+        let lake = lake(table);
+        for key in [
+            "t/a.json",
+            "t/_v1-dead/compacted-00000.json",
+            "t/_v2-live/compacted-00000.json",
+            "t/raw/x.json",
+        ] {
+            lake.store.put(key, b"{}\n").unwrap();
+        }
+        let report = lake.compact(HOUR);
+        assert_eq!((report.folders_deleted, report.objects_deleted), (1, 1));
+        assert_eq!(
+            lake.keys("t/"),
+            [
+                "t/_v2-live/compacted-00000.json",
+                "t/a.json",
+                "t/raw/x.json"
+            ]
+        );
+        let missing = CompactOptions {
+            table: Some("nope".into()),
+            ..CompactOptions::default()
+        };
+        let e = compact(lake.store.as_ref(), &lake.catalog, &missing).unwrap_err();
+        assert!(e.is(crate::error::Kind::NotFound), "{e}");
+    }
 }

@@ -752,3 +752,217 @@ impl Catalog for GlueCatalog {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_glue::config::{BehaviorVersion, Region};
+    use aws_sdk_glue::types::Table as GlueTable;
+
+    use super::*;
+    use crate::catalog::Retired;
+    use crate::lake::{LandedRange, LastRecord, TableSource};
+
+    const ROOT: &str = "s3://bucket/lake/";
+
+    /// A catalog that is never sent a request: only what it reads is tested.
+    fn catalog() -> GlueCatalog {
+        let config = aws_sdk_glue::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        GlueCatalog {
+            client: Client::from_conf(config),
+            runtime: aws::runtime("test-glue").unwrap(),
+            options: AwsOptions::default(),
+            root: ROOT.into(),
+        }
+    }
+
+    /// What Glue would hand back for a table written with `input`.
+    fn stored(input: &TableInput, location: Option<&str>) -> GlueTable {
+        let mut sd = input.storage_descriptor().cloned().unwrap();
+        if let Some(location) = location {
+            sd.location = Some(location.into());
+        }
+        GlueTable::builder()
+            .name(input.name())
+            .set_storage_descriptor(Some(sd))
+            .set_partition_keys(Some(input.partition_keys().to_vec()))
+            .set_parameters(input.parameters().cloned())
+            .version_id("7")
+            .build()
+            .unwrap()
+    }
+
+    fn read_back(glue: &GlueTable) -> Option<Versioned> {
+        let catalog = catalog();
+        catalog
+            .runtime
+            .block_on(catalog.read_table("db", glue, false))
+            .unwrap()
+    }
+
+    fn source() -> TableSource {
+        TableSource {
+            bootstrap_servers: "broker:9092".into(),
+            topic: "ticks".into(),
+            group_id: "g".into(),
+            symbol_field: "Index".into(),
+            time_field: "Date".into(),
+            columns: [("Close".to_string(), "float".to_string())].into(),
+            kafka_metadata: true,
+            time_format: Some("%Y-%m-%d".into()),
+            time_zone: None,
+        }
+    }
+
+    fn column(name: &str, kind: HiveType) -> Column {
+        Column {
+            name: name.into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_sinks_table_reads_back_from_glue_as_it_was_written() {
+        let mut table = Table::new(
+            "db",
+            "ticks",
+            "ticks",
+            Format::Parquet,
+            vec![column("date", HiveType::String)],
+        );
+        table.columns = vec![
+            column("Date", HiveType::Date),
+            column("Close", HiveType::Double),
+            column("note", HiveType::String),
+        ];
+        table.source = Some(source());
+        let last = LastRecord {
+            timestamp: Some(1_609_718_400_000),
+            key_bytes: 3,
+            value_bytes: 60,
+        };
+        table.landed.insert(
+            0,
+            LandedRange {
+                first: 5,
+                next: 10,
+                last: Some(last),
+            },
+        );
+        table.claims.insert(0, 3);
+        table.epoch = 3;
+        table.widened.insert("note".into());
+        table.partitioning = Some("auto: date".into());
+        table.retired.push(Retired {
+            folder: "ticks/date=2021-01-01".into(),
+            at_ms: 42,
+        });
+        // A switch is committed in the table before its partition points to the new folder.
+        let moving = BTreeMap::from([(
+            "date=2021-01-04".to_string(),
+            "ticks/date=2021-01-04/_v9".to_string(),
+        )]);
+        table.locations = moving.clone();
+
+        let input = table_input(&table, ROOT, &moving).unwrap();
+        // Athena compares names without case: `date` folders cannot be named like `Date`.
+        let keys: Vec<&str> = input.partition_keys().iter().map(|c| c.name()).collect();
+        assert_eq!(keys, ["partition_date"]);
+        let sd = input.storage_descriptor().unwrap();
+        assert_eq!(sd.location(), Some("s3://bucket/lake/ticks/"));
+        assert!(sd
+            .serde_info()
+            .and_then(|s| s.serialization_library())
+            .unwrap()
+            .contains("Parquet"));
+
+        let read = read_back(&stored(&input, None)).unwrap();
+        assert_eq!(read.version, "7");
+        assert_eq!(read.moving, moving);
+        assert_eq!(read.table, table);
+    }
+
+    #[test]
+    fn only_tables_in_this_lake_are_read_and_a_compacted_one_keeps_its_own_folder() {
+        let mut table = Table::new("db", "events", "events", Format::Ndjson, Vec::new());
+        table.source = Some(source());
+        table
+            .locations
+            .insert(String::new(), "events/_v1-ab".into());
+        let input = table_input(&table, ROOT, &BTreeMap::new()).unwrap();
+        let sd = input.storage_descriptor().unwrap();
+        assert_eq!(sd.location(), Some("s3://bucket/lake/events/_v1-ab/"));
+        assert_eq!(input.parameters().unwrap()["classification"], "json");
+
+        let read = read_back(&stored(&input, None)).unwrap().table;
+        assert_eq!(read.location, "events");
+        assert_eq!(read.folder(""), "events/_v1-ab");
+        assert_eq!(read.format, Format::Ndjson);
+
+        let elsewhere = stored(&input, Some("s3://other-bucket/events/"));
+        assert!(read_back(&elsewhere).is_none());
+        assert_eq!(base_folder("events/_v1-ab").as_deref(), Some("events"));
+        assert_eq!(base_folder("events/raw"), None);
+        assert_eq!(base_folder("events"), None);
+    }
+
+    #[test]
+    fn a_parameter_larger_than_glue_takes_is_refused_before_any_request() {
+        let mut table = Table::new("db", "wide", "wide", Format::Parquet, Vec::new());
+        // Without a source, nothing a sink records goes into the parameters.
+        table.claims.insert(0, 1);
+        let input = table_input(&table, ROOT, &BTreeMap::new()).unwrap();
+        let parameters = input.parameters().unwrap();
+        assert!(!parameters.contains_key(CLAIMS_PARAMETER));
+        assert!(!parameters.contains_key(LANDED_PARAMETER));
+
+        table.source = Some(source());
+        for p in 0..30_000 {
+            table
+                .landed
+                .insert(p, LandedRange::new(1_000_000, 2_000_000));
+        }
+        let e = table_input(&table, ROOT, &BTreeMap::new()).unwrap_err();
+        let message = e.to_string();
+        assert!(e.is(crate::error::Kind::Config), "{message}");
+        assert!(
+            message.contains(LANDED_PARAMETER) && message.contains("local catalog"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn columns_of_types_stockstream_cannot_read_are_refused_by_name() {
+        let glue = |name: &str, kind: Option<&str>| {
+            GlueColumn::builder()
+                .name(name)
+                .set_type(kind.map(str::to_string))
+                .build()
+                .unwrap()
+        };
+        let read = columns(
+            &[
+                glue("a", Some("varchar(10)")),
+                glue("b", None),
+                glue("c", Some("BIGINT")),
+            ],
+            "db.t",
+        )
+        .unwrap();
+        let kinds: Vec<HiveType> = read.iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            [HiveType::String, HiveType::String, HiveType::Bigint]
+        );
+        let e = columns(&[glue("tags", Some("array<string>"))], "db.t").unwrap_err();
+        let message = e.to_string();
+        assert!(
+            message.contains("\"tags\"")
+                && message.contains("db.t")
+                && message.contains("array<string>"),
+            "{message}"
+        );
+    }
+}

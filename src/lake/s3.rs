@@ -132,7 +132,9 @@ impl Writer {
             };
             match request.send().await {
                 Ok(_) => Ok(true),
-                Err(e) if precondition_failed(&e) => Ok(false),
+                // Only a create can be refused for what is there; a replace refused so
+                // (409 OperationAborted) has failed, and is retried as such.
+                Err(e) if mode == Put::Create && precondition_failed(&e) => Ok(false),
                 Err(e) => Err(self.failed(key, &e)),
             }
         };
@@ -203,7 +205,9 @@ impl Writer {
             };
             match complete.send().await {
                 Ok(_) => Ok(true),
-                Err(e) if precondition_failed(&e) => Ok(false),
+                // Only a create can be refused for what is there; a replace refused so
+                // (409 OperationAborted) has failed, and is retried as such.
+                Err(e) if mode == Put::Create && precondition_failed(&e) => Ok(false),
                 Err(e) => Err(self.failed(key, &e)),
             }
         };
@@ -566,5 +570,142 @@ impl S3Store {
             })?;
             Ok(body.into_bytes().to_vec())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::config::{BehaviorVersion, Region};
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::put_object::PutObjectError;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    use super::*;
+    use crate::error::Kind;
+
+    /// What S3 answers: an HTTP status and, where the service says one, an error code.
+    fn answer(status: u16, code: Option<&str>) -> SdkError<PutObjectError, HttpResponse> {
+        let mut meta = ErrorMetadata::builder().message("refused");
+        if let Some(code) = code {
+            meta = meta.code(code);
+        }
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(PutObjectError::generic(meta.build()), raw)
+    }
+
+    #[test]
+    fn a_create_refused_because_an_object_is_there_is_told_from_a_failure() {
+        for (status, code) in [
+            (412, Some("PreconditionFailed")),
+            // Another conditional write to the key is under way: its object is there, or will be.
+            (409, Some("ConditionalRequestConflict")),
+            (412, None),
+        ] {
+            assert!(
+                precondition_failed(&answer(status, code)),
+                "{status} {code:?}"
+            );
+        }
+        for (status, code) in [
+            (403, Some("AccessDenied")),
+            (503, Some("SlowDown")),
+            (400, Some("InvalidRequest")),
+        ] {
+            assert!(
+                !precondition_failed(&answer(status, code)),
+                "{status} {code:?}"
+            );
+        }
+        let timeout: SdkError<PutObjectError, HttpResponse> = SdkError::timeout_error("slow");
+        assert!(!precondition_failed(&timeout));
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_only_when_sending_it_again_may_succeed() {
+        let e = failed("b", "lake/t/x", &answer(403, Some("AccessDenied")));
+        assert!(e.is(Kind::Config) && !e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("s3://b/lake/t/x") && e.to_string().contains("credentials"));
+        let e = failed("b", "k", &answer(404, Some("NoSuchBucket")));
+        assert!(e.is(Kind::NotFound) && !e.is_retryable(), "{e}");
+        for (status, code) in [
+            (503, Some("SlowDown")),
+            (500, None),
+            (400, Some("RequestTimeout")),
+        ] {
+            let e = failed("b", "k", &answer(status, code));
+            assert!(e.is(Kind::Io) && e.is_retryable(), "{status} {code:?}: {e}");
+        }
+        let e = failed("b", "k", &answer(400, Some("InvalidArgument")));
+        assert!(e.is(Kind::Io) && !e.is_retryable(), "{e}");
+        let e = failed(
+            "b",
+            "k",
+            &SdkError::<PutObjectError, _>::timeout_error("slow"),
+        );
+        assert!(e.is_retryable(), "{e}");
+    }
+
+    fn client() -> Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        Client::from_conf(config)
+    }
+
+    #[test]
+    fn a_stalled_write_fails_at_its_deadline_and_may_be_retried() {
+        // 15 s covers any request's round trips; larger bodies get a second per MiB.
+        assert_eq!(put_deadline(0), Duration::from_secs(15));
+        assert_eq!(put_deadline((1 << 20) - 1), Duration::from_secs(15));
+        assert_eq!(put_deadline(100 << 20), Duration::from_secs(115));
+        let writer = Writer {
+            client: client(),
+            bucket: "b".into(),
+            part_size: DEFAULT_PART_SIZE,
+        };
+        let runtime = aws::runtime("test-s3").unwrap();
+        let started = Instant::now();
+        let stalled = std::future::pending::<Result<bool>>();
+        let e = runtime
+            .block_on(writer.within(Duration::from_millis(100), "t/x", stalled))
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            e.is_retryable() && e.to_string().contains("s3://b/t/x timed out"),
+            "{e}"
+        );
+        let done = runtime
+            .block_on(writer.within(Duration::from_secs(1), "t/x", async { Ok(true) }))
+            .unwrap();
+        assert!(done);
+    }
+
+    #[test]
+    fn keys_go_below_the_prefix_and_parts_s3_refuses_are_refused_first() {
+        let store = |prefix: &str| S3Store {
+            client: client(),
+            bucket: "b".into(),
+            prefix: prefix.into(),
+            part_size: DEFAULT_PART_SIZE,
+            runtime: aws::runtime("test-s3").unwrap(),
+            sdk: SdkConfig::builder().build(),
+            options: AwsOptions::default(),
+        };
+        assert_eq!(store("lake/v1").full_key("t/x.json"), "lake/v1/t/x.json");
+        assert_eq!(store("lake/v1").url("t/x.json"), "s3://b/lake/v1/t/x.json");
+        assert_eq!(store("").full_key("t/x.json"), "t/x.json");
+        assert_eq!(store("").url("t/x.json"), "s3://b/t/x.json");
+        // Refused before any request: no bucket is reached for this.
+        let options = AwsOptions {
+            part_size: Some(MIN_PART_SIZE - 1),
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            ..AwsOptions::default()
+        };
+        let e = S3Store::open("b", "", &options).err().unwrap();
+        assert!(
+            e.is(Kind::Config) && e.to_string().contains("s3_part_size"),
+            "{e}"
+        );
     }
 }

@@ -153,7 +153,7 @@ impl PyTickSource {
     ///     mode: ``"replay"`` sends every row once in event-time order; ``"sample"`` draws
     ///         random rows with replacement forever, like the tutorial's ``df.sample(1)`` loop.
     ///     seed: random seed for ``"sample"``.
-    ///     schema: a ``Columns`` for other layouts: the symbol (Kafka key) and time
+    ///     schema: a ``TickSchema`` for other layouts: the symbol (Kafka key) and time
     ///         columns, the columns that must be numeric (checked up front) and how the
     ///         time is written. By default the tutorial's columns.
     ///
@@ -238,7 +238,7 @@ impl PyTickSource {
 ///
 /// Args:
 ///     path: the CSV file (the tutorial's columns unless the column arguments are given).
-///     schema: a ``Columns`` for other layouts, as for ``TickSource.csv``.
+///     schema: a ``TickSchema`` for other layouts, as for ``TickSource.csv``.
 ///
 /// Returns:
 ///     polars.DataFrame with the file's columns; the tutorial's price and volume columns are Float64.

@@ -248,3 +248,219 @@ fn partition_value(kind: HiveType, value: &str) -> Result<Expr> {
         other => lit(value.to_string()).strict_cast(other.to_polars()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::*;
+    use crate::catalog::{Column, DEFAULT_DATABASE as DB};
+    use crate::embedded::EmbeddedKafka;
+    use crate::error::Kind;
+    use crate::lake::{Format, LandedRange, TableSource};
+
+    fn column(name: &str, kind: HiveType) -> Column {
+        Column {
+            name: name.into(),
+            kind,
+        }
+    }
+
+    fn source(bootstrap_servers: &str) -> TableSource {
+        TableSource {
+            bootstrap_servers: bootstrap_servers.into(),
+            topic: "ticks".into(),
+            group_id: "g".into(),
+            symbol_field: "Index".into(),
+            time_field: "Date".into(),
+            columns: [("Close".to_string(), "float".to_string())].into(),
+            kafka_metadata: false,
+            time_format: None,
+            time_zone: None,
+        }
+    }
+
+    /// An address where nothing listens (a port just given up).
+    fn closed_port() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_table_without_a_source_or_an_answering_broker_has_no_tail() {
+        let mut table = Table::new(DB, "ticks", "ticks", Format::Parquet, Vec::new());
+        let (frame, info) = read(&table, &TailBounds::default());
+        assert!(frame.is_none() && !info.live);
+        assert!(info.reason.unwrap().contains("no sink has recorded"));
+
+        let dead = closed_port();
+        table.source = Some(source(&dead));
+        let started = std::time::Instant::now();
+        let (frame, info) = read(&table, &TailBounds::default());
+        assert!(frame.is_none() && !info.live);
+        assert!(info.reason.unwrap().contains("does not answer"));
+        // Not Kafka's own timeouts: a query goes on at once without the tail.
+        assert!(started.elapsed() < Duration::from_secs(3));
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let alive = listener.local_addr().unwrap().to_string();
+        assert!(probe(&format!("no-such-host.invalid:9092, {dead}, {alive}")).is_ok());
+        assert!(probe(&format!("no-such-host.invalid:9092,{dead}")).is_err());
+    }
+
+    #[test]
+    fn tail_frames_take_the_tables_columns_types_and_partition_values() {
+        let mut table = Table::new(
+            DB,
+            "ticks",
+            "ticks",
+            Format::Parquet,
+            vec![
+                column("symbol", HiveType::String),
+                column("date", HiveType::Date),
+            ],
+        );
+        let frame = || df!("Index" => ["^GSPC"], "Close" => [1i64], "new" => ["x"]).unwrap();
+        // Before the first landing is registered, the table has no columns: the frame's own.
+        let own = conform(&table, "symbol=%5EGSPC/date=2021-01-04", frame())
+            .unwrap()
+            .collect()
+            .unwrap();
+        let names: Vec<&str> = own.get_column_names().iter().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["Index", "Close", "new", "symbol", "date"]);
+
+        table.columns = vec![
+            column("Index", HiveType::String),
+            column("Close", HiveType::Double),
+            column("Volume", HiveType::Double),
+        ];
+        let got = conform(&table, "symbol=%5EGSPC/date=2021-01-04", frame())
+            .unwrap()
+            .collect()
+            .unwrap();
+        let names: Vec<&str> = got.get_column_names().iter().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["Index", "Close", "Volume", "symbol", "date"]);
+        assert_eq!(
+            got.column("Close").unwrap().f64().unwrap().get(0),
+            Some(1.0)
+        );
+        assert_eq!(got.column("Volume").unwrap().dtype(), &DataType::Float64);
+        assert_eq!(got.column("Volume").unwrap().null_count(), 1);
+        assert_eq!(
+            got.column("symbol").unwrap().str().unwrap().get(0),
+            Some("^GSPC")
+        );
+        let date = got.column("date").unwrap();
+        assert_eq!(date.dtype(), &DataType::Date);
+        // 2021-01-04 is day 18,631 of the epoch.
+        assert_eq!(date.date().unwrap().phys.get(0), Some(18_631));
+
+        let e = conform(&table, "symbol=A/date=2021-13-01", frame())
+            .err()
+            .unwrap();
+        assert!(
+            e.is(Kind::Schema) && e.to_string().contains("not a date"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_source_a_sink_could_not_have_written_is_an_error() {
+        let mut table = Table::new(DB, "ticks", "ticks", Format::Parquet, Vec::new());
+        let mut bad = source("localhost:9092");
+        bad.columns.insert("Close".into(), "decimal".into());
+        table.source = Some(bad);
+        let e = sink_config(&table).err().unwrap();
+        assert!(
+            e.is(Kind::Config) && e.to_string().contains("decimal"),
+            "{e}"
+        );
+        table.source = Some(source("localhost:9092"));
+        table.partition_keys = vec![column("region", HiveType::String)];
+        let e = sink_config(&table).err().unwrap();
+        assert!(
+            e.is(Kind::Config) && e.to_string().contains("region"),
+            "{e}"
+        );
+        table.partition_keys = vec![column("symbol", HiveType::String)];
+        table.location = "data/ticks".into();
+        let (config, layout) = sink_config(&table).unwrap();
+        assert_eq!(config.columns, [("Close".to_string(), ColumnType::Float)]);
+        assert_eq!(
+            config.partition_by,
+            Partitioning::Keys(vec![PartitionKey::Symbol])
+        );
+        // Objects of the tail would be named in the table's folder, by its topic.
+        assert_eq!(
+            layout.data_key(&layout.folder("symbol=A"), 0, 7),
+            "data/ticks/symbol=A/part-ticks-0-00000000000000000007.parquet"
+        );
+    }
+
+    #[test]
+    fn a_tail_is_read_from_where_the_table_landed_and_decoded_as_the_sink_would() {
+        let kafka = EmbeddedKafka::start(1, 1).unwrap();
+        kafka.create_topic("ticks", Some(1)).unwrap();
+        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
+        let producer: BaseProducer = config.client_config(&[]).create().unwrap();
+        let ticks = [
+            ("NYA", "2021-01-04", "1"),
+            ("GSPC", "2021-01-04", "2"),
+            ("NYA", "2021-01-05", "3"),
+            ("GSPC", "2021-01-05", "\"high\""),
+            ("NYA", "2021-01-06", "5"),
+            ("GSPC", "2021-01-06", "6"),
+        ];
+        for (symbol, date, close) in ticks {
+            let value = format!(r#"{{"Index":"{symbol}","Date":"{date}","Close":{close}}}"#);
+            producer
+                .send(BaseRecord::<(), _>::to("ticks").payload(&value))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+
+        let mut table = Table::new(
+            DB,
+            "ticks",
+            "ticks",
+            Format::Parquet,
+            vec![column("symbol", HiveType::String)],
+        );
+        table.columns = vec![
+            column("Index", HiveType::String),
+            column("Date", HiveType::Date),
+            column("Close", HiveType::Double),
+        ];
+        table.source = Some(source(kafka.bootstrap_servers()));
+        table.landed.insert(0, LandedRange::new(0, 2));
+        let (frame, info) = read(&table, &TailBounds::default());
+        assert!(info.live, "{:?}", info.reason);
+        assert_eq!(info.offsets[&0], (2, 6));
+        assert_eq!((info.records, info.truncated), (4, false));
+        let frame = frame
+            .unwrap()
+            .sort(["Close"], Default::default())
+            .collect()
+            .unwrap();
+        // The record the sink would quarantine (a text Close) is not in the tail.
+        let close: Vec<Option<f64>> = frame
+            .column("Close")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(close, [Some(3.0), Some(5.0), Some(6.0)]);
+        let symbols: Vec<Option<&str>> = frame
+            .column("symbol")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .collect();
+        assert_eq!(symbols, [Some("NYA"), Some("NYA"), Some("GSPC")]);
+        assert_eq!(frame.column("Date").unwrap().dtype(), &DataType::Date);
+    }
+}

@@ -1116,3 +1116,148 @@ fn sleep_unless_stopped(delay: Duration, stop: &mut dyn FnMut() -> bool) -> bool
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use polars::prelude::DataType;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::*;
+    use crate::embedded::EmbeddedKafka;
+    use crate::error::Kind;
+    use crate::lake::{Format, LakeUrl, LocalStore};
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_sink_given_other_folders_than_the_tables_is_refused() {
+        let mut config = SinkConfig::new("t", "g");
+        let recorded = names(&["symbol", "date"]);
+        // "auto" follows whatever the table was first landed with.
+        assert_eq!(
+            asked_keys(&config, &recorded).unwrap(),
+            [PartitionKey::Symbol, PartitionKey::Date]
+        );
+        config.partition_by = Partitioning::Keys(vec![PartitionKey::Symbol, PartitionKey::Date]);
+        assert!(asked_keys(&config, &recorded).is_ok());
+        config.partition_by = Partitioning::Keys(vec![PartitionKey::Date, PartitionKey::Symbol]);
+        let e = asked_keys(&config, &recorded).unwrap_err();
+        assert!(
+            e.is(Kind::Config) && e.to_string().contains("partition_by=\"auto\""),
+            "{e}"
+        );
+        // Folders another writer made that a sink cannot name are refused whatever was asked.
+        config.partition_by = Partitioning::Auto { symbol: false };
+        let e = asked_keys(&config, &names(&["region"])).unwrap_err();
+        assert!(e.to_string().contains("which a sink cannot write"), "{e}");
+    }
+
+    #[test]
+    fn decoded_records_are_framed_per_folder_as_they_would_land() {
+        let mut config = SinkConfig::new("t", "g");
+        // Objects of JSON lines keep no columns; decoding must frame them all the same.
+        config.format = Format::Ndjson;
+        let layout = layout_of(&config, vec![PartitionKey::Symbol]);
+        let payloads = [
+            r#"{"Index":"NYA","Date":"2021-01-04","Close":1}"#,
+            r#"{"Index":"NYA","Date":"2021-01-04","Close":"high"}"#,
+            r#"{"Index":"GSPC","Date":"2021-01-05","Close":2.5}"#,
+            r#"{"Index":"NYA","Date":"2021-01-06","Close":3}"#,
+        ];
+        let messages = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as i64, None, None, Some(p.as_bytes())));
+        let frames = decode(&config, &layout, 0, messages).unwrap();
+        let paths: Vec<&str> = frames.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["symbol=NYA", "symbol=GSPC"]);
+        let nya = &frames[0].1;
+        // The refused record (a text Close) is not in the frame.
+        let close: Vec<Option<f64>> = nya.column("Close").unwrap().f64().unwrap().iter().collect();
+        assert_eq!(close, [Some(1.0), Some(3.0)]);
+        assert_eq!(nya.column("Date").unwrap().dtype(), &DataType::Date);
+        assert_eq!(frames[1].1.height(), 1);
+        assert!(decode(&config, &layout, 0, std::iter::empty())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_retry_wait_ends_as_soon_as_stop_is_asked() {
+        let started = Instant::now();
+        let mut asked = 0;
+        let waited = sleep_unless_stopped(Duration::from_secs(30), &mut || {
+            asked += 1;
+            asked == 3
+        });
+        assert!(!waited);
+        assert_eq!(asked, 3);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let started = Instant::now();
+        assert!(sleep_unless_stopped(
+            Duration::from_millis(150),
+            &mut || false
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(150));
+    }
+
+    /// Produces records `from..to` of a one-partition topic.
+    fn produce(config: &KafkaConfig, topic: &str, from: usize, to: usize) {
+        let producer: BaseProducer = config.client_config(&[]).create().unwrap();
+        for i in from..to {
+            let value = format!(
+                r#"{{"Index":"NYA","Date":"2021-01-{:02}","Close":{i}}}"#,
+                i + 1
+            );
+            producer
+                .send(BaseRecord::<(), _>::to(topic).payload(&value))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    fn run_sink(config: &KafkaConfig, topic: &str, group: &str, lake: &std::path::Path) -> Sink {
+        let target = LakeTarget::new(LakeUrl::Local(lake.to_path_buf()));
+        let mut sink = SinkBuilder::new(config.clone(), SinkConfig::new(topic, group), target)
+            .build()
+            .unwrap();
+        let limits = RunLimits {
+            limit: None,
+            duration: Some(Duration::from_secs(30)),
+            stop_at_end: true,
+        };
+        sink.run(&limits, &mut || false).unwrap();
+        sink
+    }
+
+    #[test]
+    fn a_new_group_resumes_where_the_table_ends_not_at_the_start_of_the_topic() {
+        let kafka = EmbeddedKafka::start(1, 1).unwrap();
+        kafka.create_topic("ticks", Some(1)).unwrap();
+        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
+        let lake = tempfile::tempdir().unwrap();
+        produce(&config, "ticks", 0, 10);
+        let first = run_sink(&config, "ticks", "first", lake.path());
+        assert_eq!(first.status().detail().landed, [(0, 10)]);
+        produce(&config, "ticks", 10, 15);
+        // A group that never committed anything would start at offset 0.
+        let second = run_sink(&config, "ticks", "second", lake.path());
+        let status = second.status();
+        let detail = status.detail();
+        assert_eq!(detail.resumed, [(0, 10)]);
+        assert_eq!(detail.landed, [(0, 15)]);
+        assert_eq!(status.written.load(Ordering::Relaxed), 5);
+        let store = LocalStore::open(lake.path().to_path_buf()).unwrap();
+        let mut firsts: Vec<i64> = store
+            .list("ticks/")
+            .unwrap()
+            .iter()
+            .filter_map(|o| ObjectName::parse(&o.key, "ticks"))
+            .map(|n| n.first_offset)
+            .collect();
+        firsts.sort_unstable();
+        assert_eq!(firsts, [0, 10], "each record landed once");
+    }
+}

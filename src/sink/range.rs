@@ -340,3 +340,212 @@ fn rejected_line(msg: &Message, topic: &str, reason: &str) -> Vec<u8> {
     line.push(b'\n');
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::lake::PartitionKey;
+    use crate::record::time::parse_micros;
+
+    fn config() -> SinkConfig {
+        let mut c = SinkConfig::new("t", "g");
+        // NDJSON bodies are the records' own lines: easy to count and read back.
+        c.format = Format::Ndjson;
+        c
+    }
+
+    fn layout(keys: Vec<PartitionKey>) -> Layout {
+        Layout {
+            table: "ticks".into(),
+            topic: "t".into(),
+            keys,
+            format: Format::Ndjson,
+        }
+    }
+
+    fn tick(symbol: &str, date: &str) -> String {
+        format!(r#"{{"Index":"{symbol}","Date":"{date}","Close":1.5}}"#)
+    }
+
+    fn message(offset: i64, payload: Option<&[u8]>) -> Message<'_> {
+        Message {
+            partition: 0,
+            offset,
+            timestamp: Some(1_000 + offset),
+            key: None,
+            payload,
+        }
+    }
+
+    fn lines(body: &[u8]) -> Vec<serde_json::Value> {
+        body.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_range_lands_only_records_it_accepted() {
+        let (config, layout) = (config(), layout(vec![PartitionKey::Date]));
+        let good = tick("NYA", "2021-01-04");
+        let no_symbol = r#"{"Date":"2021-01-04","Close":1}"#;
+        let not_utf8: &[u8] = b"\xff\xfe";
+        let late = tick("NYA", "2021-01-05");
+        let mut range = PendingRange::new(0);
+        let payloads: [Option<&[u8]>; 5] = [
+            Some(good.as_bytes()),
+            None,
+            Some(no_symbol.as_bytes()),
+            Some(not_utf8),
+            Some(late.as_bytes()),
+        ];
+        let reasons: Vec<Option<String>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| range.add(&message(i as i64, *p), &config, &layout))
+            .collect();
+        assert!(reasons[0].is_none() && reasons[4].is_none(), "{reasons:?}");
+        assert_eq!(reasons[1].as_deref(), Some("empty message (no value)"));
+        assert!(reasons[2]
+            .as_deref()
+            .unwrap()
+            .contains("missing field \"Index\""));
+        assert!(reasons[3].is_some());
+        // Refused records still move the range on: their offsets are committed with it.
+        assert_eq!(
+            (range.records, range.accepted(), range.next_offset),
+            (5, 2, 5)
+        );
+        assert_eq!(range.last.unwrap().timestamp, Some(1_004));
+
+        let objects = range.objects(0, &layout, &|p| layout.folder(p)).unwrap();
+        let data: Vec<&Object> = objects.iter().filter(|o| o.place.is_some()).collect();
+        assert_eq!(data.len(), 2);
+        let quarantine: Vec<&Object> = objects.iter().filter(|o| o.place.is_none()).collect();
+        assert_eq!(quarantine.len(), 1, "one quarantine object per range");
+        assert_eq!(quarantine[0].key, layout.rejected_key(0, 1));
+        let refused = lines(&quarantine[0].body);
+        let offsets: Vec<i64> = refused
+            .iter()
+            .map(|l| l["offset"].as_i64().unwrap())
+            .collect();
+        assert_eq!(offsets, [1, 2, 3]);
+        // Bytes that are not text are kept exactly, in base64 only.
+        assert!(refused[2]["value"].is_null());
+        assert_eq!(refused[2]["value_base64"], "//4=");
+        assert_eq!(refused[1]["value"], no_symbol);
+        assert!(refused[0]["value_base64"].is_null());
+    }
+
+    #[test]
+    fn records_of_one_folder_share_an_object_even_when_days_interleave() {
+        let (config, layout) = (config(), layout(vec![PartitionKey::Date]));
+        let days = ["2021-01-04", "2021-01-05", "2021-01-04", "2021-01-04"];
+        let mut range = PendingRange::new(10);
+        for (i, day) in days.iter().enumerate() {
+            let payload = tick("NYA", day);
+            let msg = message(10 + i as i64, Some(payload.as_bytes()));
+            assert_eq!(range.add(&msg, &config, &layout), None);
+        }
+        // A compaction moved one partition: its object goes to the new folder.
+        let moved = |path: &str| match path {
+            "date=2021-01-05" => "ticks/date=2021-01-05/_v9".to_string(),
+            other => layout.folder(other),
+        };
+        let objects = range.objects(0, &layout, &moved).unwrap();
+        let found: Vec<(&str, i64, usize)> = objects
+            .iter()
+            .map(|o| (o.key.as_str(), o.first_offset, lines(&o.body).len()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "ticks/date=2021-01-04/part-t-0-00000000000000000010.json",
+                    10,
+                    3
+                ),
+                (
+                    "ticks/date=2021-01-05/_v9/part-t-0-00000000000000000011.json",
+                    11,
+                    1
+                ),
+            ]
+        );
+        assert_eq!(
+            objects[1].place,
+            Some((
+                "date=2021-01-05".to_string(),
+                "ticks/date=2021-01-05/_v9".to_string()
+            ))
+        );
+    }
+
+    #[test]
+    fn held_messages_are_measured_then_decoded_without_counting_twice() {
+        let config = config();
+        let payloads = [
+            tick("NYA", "2021-01-04"),
+            tick("GSPC", "2021-01-06"),
+            "not json".to_string(),
+            tick("NYA", "2021-01-05"),
+        ];
+        let mut range = PendingRange::new(0);
+        for (i, p) in payloads.iter().enumerate() {
+            range.hold(&message(i as i64, Some(p.as_bytes())));
+        }
+        assert!(range.holding());
+        let bytes = range.bytes;
+        assert_eq!(bytes, payloads.iter().map(String::len).sum::<usize>());
+
+        let mut density = Density::default();
+        let mut symbols = HashSet::new();
+        range.measure(&config, &mut density, &mut symbols);
+        assert_eq!(density.records, 3, "the undecodable message says nothing");
+        assert_eq!(density.min_micros, parse_micros("2021-01-04").unwrap());
+        assert_eq!(density.max_micros, parse_micros("2021-01-06").unwrap());
+        assert_eq!(
+            symbols,
+            HashSet::from(["NYA".to_string(), "GSPC".to_string()])
+        );
+
+        range.release(0, &config, &layout(vec![PartitionKey::Symbol]));
+        assert!(!range.holding());
+        assert_eq!((range.records, range.bytes), (4, bytes));
+        assert_eq!(range.accepted(), 3);
+        assert_eq!(range.next_offset, 4);
+    }
+
+    #[test]
+    fn a_symbol_no_folder_can_hold_is_quarantined_instead_of_retried() {
+        let (config, layout) = (config(), layout(vec![PartitionKey::Symbol]));
+        let long = tick(&"X".repeat(300), "2021-01-04");
+        let blank = tick("  ", "2021-01-04");
+        let fine = tick("NYA", "2021-01-04");
+        let mut range = PendingRange::new(0);
+        let why = range
+            .add(&message(0, Some(long.as_bytes())), &config, &layout)
+            .unwrap();
+        assert!(why.contains("\"Index\"") && why.contains("255"), "{why}");
+        let why = range
+            .add(&message(1, Some(blank.as_bytes())), &config, &layout)
+            .unwrap();
+        assert!(why.contains("is empty"), "{why}");
+        assert_eq!(
+            range.add(&message(2, Some(fine.as_bytes())), &config, &layout),
+            None
+        );
+        assert_eq!((range.records, range.accepted()), (3, 1));
+        let objects = range.objects(0, &layout, &|p| layout.folder(p)).unwrap();
+        let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "ticks/symbol=NYA/part-t-0-00000000000000000002.json",
+                "_rejected/ticks/part-t-0-00000000000000000000.json",
+            ]
+        );
+    }
+}
