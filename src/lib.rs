@@ -18,6 +18,8 @@ pub mod sink;
 pub mod source;
 
 mod python;
+#[cfg(test)]
+mod testing;
 
 use pyo3::prelude::*;
 

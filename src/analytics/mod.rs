@@ -708,12 +708,10 @@ impl Work {
 
 #[cfg(test)]
 mod tests {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
     use super::output::{iso, Alert, Bar};
     use super::spec::parse_duration;
     use super::*;
-    use crate::embedded::EmbeddedKafka;
+    use crate::testing::{self, Sent};
 
     fn daily() -> Spec {
         let day = parse_duration("1d").unwrap();
@@ -799,14 +797,13 @@ mod tests {
     }
 
     fn produce(kafka: &KafkaConfig, ticks: &[(&str, f64)]) {
-        let producer: BaseProducer = kafka.client_config(&[]).create().unwrap();
-        for (date, close) in ticks {
-            let value = format!(r#"{{"Index":"NYA","Date":"{date}","Close":{close},"Volume":1}}"#);
-            producer
-                .send(BaseRecord::to("ticks").key("NYA").payload(&value))
-                .unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
+        let sent = ticks.iter().map(|(date, close)| Sent {
+            key: Some("NYA".into()),
+            ..Sent::value(format!(
+                r#"{{"Index":"NYA","Date":"{date}","Close":{close},"Volume":1}}"#
+            ))
+        });
+        testing::send(kafka, "ticks", sent);
     }
 
     fn job(kafka: &KafkaConfig, group: &str, state_topic: &str, idle: Duration) -> Analytics {
@@ -847,9 +844,7 @@ mod tests {
 
     #[test]
     fn a_window_open_at_a_checkpoint_closes_after_a_restart_with_the_ticks_of_both_runs() {
-        let embedded = EmbeddedKafka::start(1, 1).unwrap();
-        embedded.create_topic("ticks", Some(1)).unwrap();
-        let kafka = KafkaConfig::new(embedded.bootstrap_servers(), vec![]).unwrap();
+        let (_embedded, kafka) = testing::broker("ticks", 1);
         produce(
             &kafka,
             &[
@@ -879,9 +874,7 @@ mod tests {
 
     #[test]
     fn a_tick_dated_far_ahead_of_the_clock_is_rejected_and_moves_no_watermark() {
-        let embedded = EmbeddedKafka::start(1, 1).unwrap();
-        embedded.create_topic("ticks", Some(1)).unwrap();
-        let kafka = KafkaConfig::new(embedded.bootstrap_servers(), vec![]).unwrap();
+        let (_embedded, kafka) = testing::broker("ticks", 1);
         produce(
             &kafka,
             &[

@@ -584,10 +584,8 @@ fn is_partition_eof(error: &KafkaError) -> bool {
 pub(super) mod tests {
     use std::sync::atomic::AtomicU64;
 
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
     use super::*;
-    use crate::embedded::EmbeddedKafka;
+    use crate::testing::{self, Sent};
 
     /// An observer that counts errors.
     #[derive(Default)]
@@ -608,19 +606,15 @@ pub(super) mod tests {
 
     #[test]
     fn hands_out_every_message_in_batches_in_offset_order_after_the_assignment() {
-        let kafka = EmbeddedKafka::start(1, 2).unwrap();
-        kafka.create_topic("t", Some(2)).unwrap();
-        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
-        let producer: BaseProducer = config.client_config(&[]).create().unwrap();
-        for i in 0..5000 {
-            let key = format!("k{}", i % 7);
-            let value = i.to_string();
-            producer
-                .send(BaseRecord::to("t").key(&key).payload(&value))
-                .unwrap();
-            producer.poll(Duration::ZERO);
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
+        let (_kafka, config) = testing::broker("t", 2);
+        testing::send(
+            &config,
+            "t",
+            (0..5000).map(|i| Sent {
+                key: Some(format!("k{}", i % 7)),
+                ..Sent::value(i.to_string())
+            }),
+        );
 
         let seen = Arc::new(Seen::default());
         let member = GroupMember::join(

@@ -100,12 +100,10 @@ impl Membership {
 mod tests {
     use std::collections::HashSet;
 
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
     use super::*;
-    use crate::embedded::EmbeddedKafka;
     use crate::kafka::member::tests::Seen;
     use crate::kafka::Fetched;
+    use crate::testing::{self, Sent};
 
     /// Counts what it is given; panics on its first message if asked to.
     struct Counting {
@@ -150,17 +148,8 @@ mod tests {
 
     #[test]
     fn a_panicking_run_ends_as_an_error_leaves_the_group_and_can_run_again() {
-        let kafka = EmbeddedKafka::start(1, 2).unwrap();
-        kafka.create_topic("t", Some(2)).unwrap();
-        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
-        let producer: BaseProducer = config.client_config(&[]).create().unwrap();
-        for i in 0..10 {
-            let value = i.to_string();
-            producer
-                .send(BaseRecord::<(), _>::to("t").payload(&value))
-                .unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
+        let (_kafka, config) = testing::broker("t", 2);
+        testing::send(&config, "t", (0..10).map(|i| Sent::value(i.to_string())));
         let timeout = Duration::from_secs(10);
         let mut membership = Membership::join(
             &config,
@@ -171,11 +160,7 @@ mod tests {
             timeout,
         )
         .unwrap();
-        let limits = crate::kafka::RunLimits {
-            limit: None,
-            duration: Some(Duration::from_secs(30)),
-            stop_at_end: true,
-        };
+        let limits = testing::to_the_end();
         let mut pipeline = Counting {
             panic: true,
             messages: 0,

@@ -242,28 +242,20 @@ pub fn read_topic(
 
 #[cfg(test)]
 mod tests {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
     use super::*;
-    use crate::embedded::EmbeddedKafka;
+    use crate::testing::{self, Sent};
 
     #[test]
     fn reads_each_partition_from_its_start_to_the_end_seen_and_stops_at_a_bound() {
-        let kafka = EmbeddedKafka::start(1, 2).unwrap();
-        kafka.create_topic("t", Some(2)).unwrap();
-        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
-        let producer: BaseProducer = config.client_config(&[]).create().unwrap();
-        for i in 0..100 {
-            let value = i.to_string();
-            producer
-                .send(
-                    BaseRecord::<(), _>::to("t")
-                        .partition(i % 2)
-                        .payload(&value),
-                )
-                .unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
+        let (_kafka, config) = testing::broker("t", 2);
+        testing::send(
+            &config,
+            "t",
+            (0..100).map(|i| Sent {
+                partition: Some(i % 2),
+                ..Sent::value(i.to_string())
+            }),
+        );
         let bounds = Bounds {
             records: usize::MAX,
             bytes: usize::MAX,

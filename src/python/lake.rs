@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::lake::LakeUrl;
 use crate::progress::Counter;
 use crate::query::params::{bind, Param};
-use crate::query::{AthenaOptions, Lake, QueryEngine, TailBounds, TailInfo};
+use crate::query::{AthenaOptions, Lake, Live, QueryEngine, TailBounds, TailInfo};
 
 /// What a crawl changed in the catalog.
 ///
@@ -411,33 +411,14 @@ impl PyLake {
                     bytes: tail_bytes,
                     timeout: seconds("tail_timeout", tail_timeout)?,
                 };
-                let bounds = (live != Some(false)).then_some(&bounds);
-                let (frame, tails) = py.detach(|| self.lake.sql_live(query, bounds))?;
-                let tails: Vec<PyTailInfo> = tails.into_iter().map(PyTailInfo::from).collect();
-                if live == Some(true) {
-                    if let Some(t) = tails.iter().find(|t| !t.live) {
-                        return Err(Error::kafka(format!(
-                            "live query of table {}: {}",
-                            t.table,
-                            t.reason.as_deref().unwrap_or("the tail cannot be read")
-                        ))
-                        .into());
-                    }
+                let live = Live::from_flag(live);
+                let (frame, tails) = py.detach(|| self.lake.sql_live(query, live, &bounds))?;
+                for warning in tails.iter().filter_map(TailInfo::truncation) {
+                    let warning = std::ffi::CString::new(warning).unwrap_or_default();
+                    let kind = py.get_type::<pyo3::exceptions::PyUserWarning>();
+                    PyErr::warn(py, &kind, &warning, 1)?;
                 }
-                for t in tails.iter().filter(|t| t.truncated) {
-                    PyErr::warn(
-                        py,
-                        &py.get_type::<pyo3::exceptions::PyUserWarning>(),
-                        &std::ffi::CString::new(format!(
-                            "the live tail of table {} was cut at {} records / {} bytes: the \
-                             result misses the newest records (raise tail_records, tail_bytes or \
-                             tail_timeout)",
-                            t.table, t.records, t.bytes
-                        ))
-                        .unwrap_or_default(),
-                        1,
-                    )?;
-                }
+                let tails = tails.into_iter().map(PyTailInfo::from).collect();
                 *self.last.lock().unwrap_or_else(|e| e.into_inner()) = tails;
                 frame
             }

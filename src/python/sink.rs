@@ -179,17 +179,11 @@ impl PySinkStatus {
 pub struct PyLakeSink {}
 
 fn partitioning(value: &Bound<'_, PyAny>) -> PyResult<Partitioning> {
-    let names: Vec<String> = if value.is_instance_of::<PyString>() {
-        value
-            .extract::<String>()?
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .map(str::to_string)
-            .collect()
+    Ok(if value.is_instance_of::<PyString>() {
+        value.extract::<String>()?.parse()?
     } else {
-        value.extract()?
-    };
-    Ok(Partitioning::parse(&names)?)
+        Partitioning::parse(&value.extract::<Vec<String>>()?)?
+    })
 }
 
 #[pymethods]

@@ -15,7 +15,7 @@ use polars::prelude::*;
 use polars::sql::{extract_table_identifiers, SQLContext};
 
 pub use athena::AthenaOptions;
-pub use tail::{TailBounds, TailInfo};
+pub use tail::{Live, TailBounds, TailInfo};
 
 use crate::aws::AwsOptions;
 use crate::catalog::{
@@ -136,7 +136,7 @@ impl Lake {
 
     /// Runs `query` with Polars SQL over the catalog's tables.
     pub fn sql(&self, query: &str) -> Result<DataFrame> {
-        self.sql_live(query, None).map(|(frame, _)| frame)
+        (self.sql_live(query, Live::Off, &TailBounds::default())).map(|(frame, _)| frame)
     }
 
     /// Runs `query`; with `live` bounds, tables fed by a sink also read the records their
@@ -144,7 +144,8 @@ impl Lake {
     pub fn sql_live(
         &self,
         query: &str,
-        live: Option<&TailBounds>,
+        live: Live,
+        bounds: &TailBounds,
     ) -> Result<(DataFrame, Vec<TailInfo>)> {
         reads::only_tables(query)?;
         let names = extract_table_identifiers(query, false, true).map_err(sql_error)?;
@@ -156,7 +157,7 @@ impl Lake {
             match self.catalog.table(&self.database, name)? {
                 Some(table) => {
                     let mut scan = self.scan(&table)?;
-                    if let Some(bounds) = live {
+                    if live != Live::Off {
                         let (tail, info) = tail::read(&table, bounds);
                         if let Some(tail) = tail {
                             let args = UnionArgs {
@@ -166,6 +167,13 @@ impl Lake {
                                 ..UnionArgs::default()
                             };
                             scan = concat([scan, tail], args).map_err(sql_error)?;
+                        }
+                        if live == Live::Required && !info.live {
+                            return Err(Error::kafka(format!(
+                                "live query of table {}: {}",
+                                info.table,
+                                info.reason.as_deref().unwrap_or("the tail cannot be read")
+                            )));
                         }
                         tails.push(info);
                     }

@@ -20,6 +20,28 @@ use crate::lake::{Layout, PartitionKey};
 use crate::record::time::TimeFormat;
 use crate::sink::{self, ColumnType, Partitioning, SinkConfig};
 
+/// Whether a query adds the records a table's topic holds beyond what the lake holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    /// When the table's broker answers (the default).
+    Auto,
+    /// Always: a tail that cannot be read is an error.
+    Required,
+    /// Never: the lake only.
+    Off,
+}
+
+impl Live {
+    /// `live=None`, `True` or `False`.
+    pub fn from_flag(flag: Option<bool>) -> Self {
+        match flag {
+            None => Live::Auto,
+            Some(true) => Live::Required,
+            Some(false) => Live::Off,
+        }
+    }
+}
+
 /// How much of a tail one query reads at most.
 #[derive(Debug, Clone, Copy)]
 pub struct TailBounds {
@@ -52,6 +74,20 @@ pub struct TailInfo {
     pub truncated: bool,
     /// Per Kafka partition, the offsets read: `[from, to)`.
     pub offsets: BTreeMap<i32, (i64, i64)>,
+}
+
+impl TailInfo {
+    /// What a caller should be warned of: a bound cut the tail, so the result misses the
+    /// newest records.
+    pub fn truncation(&self) -> Option<String> {
+        self.truncated.then(|| {
+            format!(
+                "the live tail of table {} was cut at {} records / {} bytes: the result misses \
+                 the newest records (raise tail_records, tail_bytes or tail_timeout)",
+                self.table, self.records, self.bytes
+            )
+        })
+    }
 }
 
 /// A message as read from the tail: offset, timestamp, key, value.
@@ -253,13 +289,11 @@ fn partition_value(kind: HiveType, value: &str) -> Result<Expr> {
 mod tests {
     use std::net::TcpListener;
 
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
     use super::*;
     use crate::catalog::{Column, DEFAULT_DATABASE as DB};
-    use crate::embedded::EmbeddedKafka;
     use crate::error::Kind;
     use crate::lake::{Format, LandedRange, TableSource};
+    use crate::testing::{self, Sent};
 
     fn column(name: &str, kind: HiveType) -> Column {
         Column {
@@ -401,10 +435,7 @@ mod tests {
 
     #[test]
     fn a_tail_is_read_from_where_the_table_landed_and_decoded_as_the_sink_would() {
-        let kafka = EmbeddedKafka::start(1, 1).unwrap();
-        kafka.create_topic("ticks", Some(1)).unwrap();
-        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
-        let producer: BaseProducer = config.client_config(&[]).create().unwrap();
+        let (kafka, config) = testing::broker("ticks", 1);
         let ticks = [
             ("NYA", "2021-01-04", "1"),
             ("GSPC", "2021-01-04", "2"),
@@ -413,13 +444,12 @@ mod tests {
             ("NYA", "2021-01-06", "5"),
             ("GSPC", "2021-01-06", "6"),
         ];
-        for (symbol, date, close) in ticks {
-            let value = format!(r#"{{"Index":"{symbol}","Date":"{date}","Close":{close}}}"#);
-            producer
-                .send(BaseRecord::<(), _>::to("ticks").payload(&value))
-                .unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
+        let sent = ticks.iter().map(|(symbol, date, close)| {
+            Sent::value(format!(
+                r#"{{"Index":"{symbol}","Date":"{date}","Close":{close}}}"#
+            ))
+        });
+        testing::send(&config, "ticks", sent);
 
         let mut table = Table::new(
             DB,
@@ -462,5 +492,22 @@ mod tests {
             .collect();
         assert_eq!(symbols, [Some("NYA"), Some("NYA"), Some("GSPC")]);
         assert_eq!(frame.column("Date").unwrap().dtype(), &DataType::Date);
+    }
+
+    #[test]
+    fn a_cut_tail_is_told_and_live_follows_the_flag() {
+        let mut info = TailInfo {
+            table: "ticks".into(),
+            records: 10,
+            bytes: 99,
+            ..TailInfo::default()
+        };
+        assert_eq!(info.truncation(), None);
+        info.truncated = true;
+        let told = info.truncation().unwrap();
+        assert!(told.contains("ticks") && told.contains("10 records / 99 bytes"));
+        assert_eq!(Live::from_flag(None), Live::Auto);
+        assert_eq!(Live::from_flag(Some(true)), Live::Required);
+        assert_eq!(Live::from_flag(Some(false)), Live::Off);
     }
 }

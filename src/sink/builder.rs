@@ -149,7 +149,7 @@ impl SinkBuilder {
 mod tests {
     use super::*;
     use crate::embedded::EmbeddedKafka;
-    use crate::kafka::RunLimits;
+    use crate::testing;
 
     fn target(dir: &std::path::Path) -> LakeTarget {
         LakeTarget::new(LakeUrl::Local(dir.to_path_buf()))
@@ -183,28 +183,8 @@ mod tests {
     fn land(kafka: &EmbeddedKafka, topic: &str, target: LakeTarget) -> Sink {
         kafka.create_topic(topic, Some(1)).unwrap();
         let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
-        let producer: rdkafka::producer::BaseProducer = config.client_config(&[]).create().unwrap();
-        for i in 0..30 {
-            let value = format!(
-                r#"{{"Index":"NYA","Date":"2021-01-{:02}","Close":{i}}}"#,
-                i + 1
-            );
-            producer
-                .send(rdkafka::producer::BaseRecord::<(), _>::to(topic).payload(&value))
-                .unwrap();
-        }
-        rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).unwrap();
-        let sink_config = SinkConfig::new(topic, "g");
-        let mut sink = SinkBuilder::new(config, sink_config, target)
-            .build()
-            .unwrap();
-        let limits = RunLimits {
-            limit: None,
-            duration: Some(Duration::from_secs(30)),
-            stop_at_end: true,
-        };
-        sink.run(&limits, &mut || false).unwrap();
-        sink
+        testing::send(&config, topic, testing::daily_ticks(0, 30));
+        testing::run_sink(&config, topic, "g", target)
     }
 
     #[test]

@@ -45,6 +45,19 @@ impl Partitioning {
     }
 }
 
+/// A comma list such as `"symbol,auto"` or `"year,month"`; empty for no folders.
+impl std::str::FromStr for Partitioning {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let names: Vec<String> = (text.split(','))
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        Partitioning::parse(&names)
+    }
+}
+
 /// The type a column must have; records whose value does not fit are rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnType {
@@ -218,5 +231,45 @@ impl SinkConfig {
             )));
         }
         self.roll.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_levels_are_read_from_a_comma_list() {
+        let parsed = |text: &str| text.parse::<Partitioning>();
+        assert_eq!(
+            parsed("symbol, auto").unwrap(),
+            Partitioning::Auto { symbol: true }
+        );
+        assert_eq!(
+            parsed("year,month").unwrap(),
+            Partitioning::Keys(vec![PartitionKey::Year, PartitionKey::Month])
+        );
+        assert_eq!(parsed("").unwrap(), Partitioning::Keys(vec![]));
+        for bad in ["auto,auto", "date,auto", "region"] {
+            assert!(
+                parsed(bad).unwrap_err().is(crate::error::Kind::Config),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_schema_names_the_fields_and_declares_its_numbers_as_floats() {
+        let schema = TickSchema::named(["sym", "ts", "px"], None).unwrap();
+        let config = SinkConfig::new("t", "g").with_schema(&schema);
+        assert_eq!(
+            (config.symbol_field.as_str(), config.time_field.as_str()),
+            ("sym", "ts")
+        );
+        assert_eq!(config.columns, [("px".to_string(), ColumnType::Float)]);
+        assert!(
+            SinkConfig::new("t", "g").columns.len() > 1,
+            "the tutorial's columns"
+        );
     }
 }

@@ -1120,12 +1120,11 @@ fn sleep_unless_stopped(delay: Duration, stop: &mut dyn FnMut() -> bool) -> bool
 #[cfg(test)]
 mod tests {
     use polars::prelude::DataType;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
     use super::*;
-    use crate::embedded::EmbeddedKafka;
     use crate::error::Kind;
     use crate::lake::{Format, LakeUrl, LocalStore};
+    use crate::testing;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -1203,47 +1202,17 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(150));
     }
 
-    /// Produces records `from..to` of a one-partition topic.
-    fn produce(config: &KafkaConfig, topic: &str, from: usize, to: usize) {
-        let producer: BaseProducer = config.client_config(&[]).create().unwrap();
-        for i in from..to {
-            let value = format!(
-                r#"{{"Index":"NYA","Date":"2021-01-{:02}","Close":{i}}}"#,
-                i + 1
-            );
-            producer
-                .send(BaseRecord::<(), _>::to(topic).payload(&value))
-                .unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-    }
-
-    fn run_sink(config: &KafkaConfig, topic: &str, group: &str, lake: &std::path::Path) -> Sink {
-        let target = LakeTarget::new(LakeUrl::Local(lake.to_path_buf()));
-        let mut sink = SinkBuilder::new(config.clone(), SinkConfig::new(topic, group), target)
-            .build()
-            .unwrap();
-        let limits = RunLimits {
-            limit: None,
-            duration: Some(Duration::from_secs(30)),
-            stop_at_end: true,
-        };
-        sink.run(&limits, &mut || false).unwrap();
-        sink
-    }
-
     #[test]
     fn a_new_group_resumes_where_the_table_ends_not_at_the_start_of_the_topic() {
-        let kafka = EmbeddedKafka::start(1, 1).unwrap();
-        kafka.create_topic("ticks", Some(1)).unwrap();
-        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
+        let (_kafka, config) = testing::broker("ticks", 1);
         let lake = tempfile::tempdir().unwrap();
-        produce(&config, "ticks", 0, 10);
-        let first = run_sink(&config, "ticks", "first", lake.path());
+        let target = || LakeTarget::new(LakeUrl::Local(lake.path().to_path_buf()));
+        testing::send(&config, "ticks", testing::daily_ticks(0, 10));
+        let first = testing::run_sink(&config, "ticks", "first", target());
         assert_eq!(first.status().detail().landed, [(0, 10)]);
-        produce(&config, "ticks", 10, 15);
+        testing::send(&config, "ticks", testing::daily_ticks(10, 15));
         // A group that never committed anything would start at offset 0.
-        let second = run_sink(&config, "ticks", "second", lake.path());
+        let second = testing::run_sink(&config, "ticks", "second", target());
         let status = second.status();
         let detail = status.detail();
         assert_eq!(detail.resumed, [(0, 10)]);
