@@ -88,7 +88,8 @@ def test_queries_hammering_a_table_while_objects_land_never_double_count(kafka, 
     table = topic.replace("-", "_")
     n = 6000
     ss.Producer(kafka.bootstrap_servers, topic).send(intraday_source(), limit=n)
-    sink = lake_sink(kafka, topic, lake, roll=ss.RollPolicy(records=150, idle=0.05), **GROUP)
+    # Small objects: about 120 landings, so queries run between many of them.
+    sink = lake_sink(kafka, topic, lake, roll=ss.RollPolicy(records=50, idle=0.05), **GROUP)
     sink.run(limit=10)
     sink.start()
     db = ss.Lake(str(lake))
@@ -103,7 +104,8 @@ def test_queries_hammering_a_table_while_objects_land_never_double_count(kafka, 
     # Everything was in Kafka from the start: every live count is exact, whatever was
     # landed, registered or committed at that moment.
     assert set(counts) == {n}, sorted(set(counts))[:5]
-    assert landed[-1] == n and len(set(landed)) > 3, landed
+    # The queries ran while objects landed, not only before and after.
+    assert landed[-1] == n and any(10 < c < n for c in landed), sorted(set(landed))
 
 
 def test_a_truncated_tail_warns_and_says_so(kafka, topic, tmp_path):

@@ -331,14 +331,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     """Run SQL over the lake and print the result as a table."""
     import polars as pl
 
-    lake = _lake(args)
-    frame = lake.sql(
-        args.sql,
-        engine=args.engine,
-        live=args.live,
-        workgroup=args.workgroup,
-        output=args.output,
-    )
+    frame = _call(_lake(args).sql, args, args.sql)
     with pl.Config(tbl_rows=args.rows, tbl_cols=-1, tbl_width_chars=200):
         print(frame)
     return 0
@@ -346,13 +339,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     """Compact a lake's small objects and print what changed."""
-    lake = _lake(args)
-    report = lake.compact(
-        args.table,
-        target_bytes=args.target_bytes,
-        min_objects=args.min_objects,
-        grace=args.grace,
-    )
+    report = _call(_lake(args).compact, args)
     for table, path in report.partitions:
         print(f"compacted: {table} {path or '(unpartitioned)'}")
     print(

@@ -8,7 +8,7 @@ use chrono::TimeZone as _;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::record::time::{epoch_micros, TimeFormat};
+use crate::record::time::TimeFormat;
 use crate::record::TickSchema;
 use crate::record::{Record, Scalar};
 
@@ -98,20 +98,8 @@ impl TickFields {
     /// Decodes one message; the error says which field is missing or wrong.
     pub fn decode(&self, payload: Option<&[u8]>, offset: i64) -> Result<Tick, String> {
         let record = Record::parse(payload.unwrap_or_default())?;
-        let symbol = match record.get(&self.symbol) {
-            Some(Scalar::Str(s)) if !s.is_empty() => s.to_string(),
-            other => return Err(wrong(&self.symbol, other, "a symbol string")),
-        };
-        let time = match record.get(&self.time) {
-            Some(Scalar::Str(s)) => self
-                .time_format
-                .parse(s)
-                .map(|(micros, _)| micros)
-                .map_err(|why| format!("field {:?}: {why}", self.time))?,
-            // Numbers are Unix epochs in s, ms, µs or ns, told by magnitude.
-            Some(Scalar::Int(epoch)) => epoch_micros(*epoch),
-            other => return Err(wrong(&self.time, other, "a date/time string")),
-        };
+        let symbol = record.symbol(&self.symbol)?.to_string();
+        let time = record.event_time(&self.time, &self.time_format)?.micros;
         let price = number(&record, &self.price)?;
         let volume = match &self.volume {
             Some(field) => number(&record, field)?,
@@ -153,7 +141,7 @@ fn number(record: &Record, field: &str) -> Result<f64, String> {
 
 fn wrong(field: &str, found: Option<&Scalar>, expected: &str) -> String {
     match found {
-        None => format!("no {field:?} field"),
+        None => format!("missing field {field:?}"),
         Some(v) => format!("{field:?} is {}, not {expected}", v.describe()),
     }
 }
@@ -184,7 +172,7 @@ mod tests {
             (b"nope", "not valid JSON"),
             (
                 br#"{"Date":"2021-01-01","Close":1,"Volume":1}"#,
-                "no \"Index\" field",
+                "missing field \"Index\"",
             ),
             (
                 br#"{"Index":"A","Date":"soon","Close":1,"Volume":1}"#,
@@ -196,7 +184,7 @@ mod tests {
             ),
             (
                 br#"{"Index":"A","Date":"2021-01-01","Close":1}"#,
-                "no \"Volume\"",
+                "missing field \"Volume\"",
             ),
         ];
         for (input, expected) in cases {

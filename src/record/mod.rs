@@ -18,6 +18,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use time::{epoch_micros, TimeFormat};
+
 /// One JSON value, as far as a lake column is concerned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scalar<'a> {
@@ -108,6 +110,56 @@ impl<'a> Record<'a> {
     pub fn position(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|(n, _)| n == name)
     }
+
+    /// The symbol in `field`: a string with more than white space.
+    pub fn symbol(&self, field: &str) -> Result<&str, String> {
+        match self.get(field) {
+            Some(Scalar::Str(s)) if !s.trim().is_empty() => Ok(s),
+            Some(Scalar::Str(_)) => Err(format!("field {field:?} is empty")),
+            Some(other) => Err(format!(
+                "field {field:?}: expected a string, got {}",
+                other.describe()
+            )),
+            None => Err(format!("missing field {field:?}")),
+        }
+    }
+
+    /// The event time in `field`, read with `format` from a date or date-time string, or
+    /// from a Unix epoch in s, ms, µs or ns (told by its magnitude): where the field is,
+    /// microseconds since the epoch, and whether it was a date alone.
+    pub fn event_time(&self, field: &str, format: &TimeFormat) -> Result<EventTime, String> {
+        let position = self
+            .position(field)
+            .ok_or_else(|| format!("missing field {field:?}"))?;
+        let (micros, date_only) = match &self.fields[position].1 {
+            Scalar::Str(s) => format
+                .parse(s)
+                .map_err(|why| format!("field {field:?}: {why}"))?,
+            Scalar::Int(epoch) => (epoch_micros(*epoch), false),
+            other => {
+                return Err(format!(
+                    "field {field:?}: expected a date string or an epoch, got {}",
+                    other.describe()
+                ))
+            }
+        };
+        Ok(EventTime {
+            field: position,
+            micros,
+            date_only,
+        })
+    }
+}
+
+/// A record's event time, and where its field is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTime {
+    /// The time field's index among the record's fields.
+    pub field: usize,
+    /// Microseconds since the epoch (UTC).
+    pub micros: i64,
+    /// The field held a date without a time of day.
+    pub date_only: bool,
 }
 
 /// Deserializes a JSON object's fields into an existing list.

@@ -3,7 +3,7 @@
 //! that does not fit is rejected instead of corrupting the file.
 
 use super::config::{ColumnType, SinkConfig};
-use crate::record::{Record, Scalar};
+use crate::record::{EventTime, Record, Scalar};
 
 /// Kafka coordinates of each row, kept when the sink adds them as columns.
 #[derive(Debug, Default)]
@@ -40,15 +40,6 @@ pub struct Column {
     pub valid: Vec<bool>,
     /// The `Batch::stamp` of the last record that used this column.
     stamp: u64,
-}
-
-/// A record's event-time field, already parsed.
-#[derive(Debug, Clone, Copy)]
-pub struct EventTime {
-    /// Its position among the record's fields.
-    pub field: usize,
-    pub micros: i64,
-    pub date_only: bool,
 }
 
 /// Rows for one lake object.

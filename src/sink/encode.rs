@@ -108,8 +108,8 @@ fn encode_error(e: PolarsError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::EventTime;
     use crate::record::Record;
-    use crate::sink::batch::EventTime;
     use crate::sink::SinkConfig;
 
     #[test]

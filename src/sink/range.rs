@@ -6,14 +6,13 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::batch::{Batch, EventTime};
+use super::batch::Batch;
 use super::config::SinkConfig;
 use super::encode::encode;
 use super::partitioning::Density;
 use crate::error::Result;
 use crate::lake::{Format, LastRecord, Layout};
 use crate::parallel;
-use crate::record::time::epoch_micros;
 use crate::record::{Record, Scalar};
 
 /// One message as the sink sees it.
@@ -209,42 +208,8 @@ impl PendingRange {
             return Err("empty message (no value)".into());
         }
         let record = Record::parse(payload)?;
-        let symbol = match record.get(&config.symbol_field) {
-            Some(Scalar::Str(s)) if !s.trim().is_empty() => s,
-            Some(Scalar::Str(_)) => {
-                return Err(format!("field {:?} is empty", config.symbol_field))
-            }
-            Some(other) => {
-                return Err(format!(
-                    "field {:?}: expected a string, got {}",
-                    config.symbol_field,
-                    other.describe()
-                ))
-            }
-            None => return Err(format!("missing field {:?}", config.symbol_field)),
-        };
-        let field = record.position(&config.time_field);
-        let time = match field.map(|i| &record.fields[i].1) {
-            Some(Scalar::Str(s)) => config
-                .time_format
-                .parse(s)
-                .map_err(|why| format!("field {:?}: {why}", config.time_field))?,
-            // Numbers are Unix epochs in s, ms, µs or ns, told by magnitude.
-            Some(Scalar::Int(epoch)) => (epoch_micros(*epoch), false),
-            Some(other) => {
-                return Err(format!(
-                    "field {:?}: expected a date string or an epoch, got {}",
-                    config.time_field,
-                    other.describe()
-                ))
-            }
-            None => return Err(format!("missing field {:?}", config.time_field)),
-        };
-        let time = EventTime {
-            field: field.unwrap_or_default(),
-            micros: time.0,
-            date_only: time.1,
-        };
+        let symbol = record.symbol(&config.symbol_field)?;
+        let time = record.event_time(&config.time_field, &config.time_format)?;
         let (key_symbol, bucket) = layout.folder_key(symbol, time.micros);
         let part = match &self.last_path {
             Some((s, b, part)) if s.as_deref() == key_symbol && *b == bucket => *part,
