@@ -52,9 +52,8 @@ def write_csv(tmp_path):
 
 
 def lake_sink(kafka, topic, lake, **options) -> ss.LakeSink:
-    """A sink of ``topic`` for a new group into the directory ``lake``; date folders unless told."""
+    """A sink of ``topic`` for a new group into the directory ``lake``."""
     group = f"g-{uuid.uuid4().hex[:8]}"
-    options = {"partition_by": "date", **options}
     return ss.LakeSink(kafka.bootstrap_servers, topic, group, str(lake), **options)
 
 

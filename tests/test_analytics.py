@@ -18,6 +18,7 @@ from confluent_kafka import Producer as CkProducer
 from polars.testing import assert_frame_equal
 
 import stockstream as ss
+from conftest import lake_sink
 
 SYMBOLS = ["NYA", "IXIC", "N225"]
 BASE = datetime(2021, 3, 1, 9, 30)
@@ -533,11 +534,10 @@ def test_windows_topic_lands_in_the_lake_and_queries(kafka, topic, tmp_path):
     )
     a.run(stop_at_end=True)
     lake = tmp_path / "lake"
-    sink = ss.LakeSink(
-        kafka.bootstrap_servers,
+    sink = lake_sink(
+        kafka,
         bars_topic,
-        f"s-{uuid.uuid4().hex[:8]}",
-        str(lake),
+        lake,
         table="bars",
         schema=ss.TickSchema("symbol", "window_start"),
         columns={"open": "float", "close": "float", "volume": "float", "count": "int"},

@@ -92,7 +92,7 @@ def test_compaction_while_a_sink_lands_and_queries_run_is_exact_and_monotonic(
 ):
     lake = tmp_path / "lake"
     table = table_of(topic)
-    sink = lake_sink(kafka, topic, lake, roll=SMALL, **GROUP)
+    sink = lake_sink(kafka, topic, lake, partition_by="date", roll=SMALL, **GROUP)
     sink.start()
     producing = threading.Thread(
         target=produce_intraday, args=(kafka, topic, 6000), kwargs={"rate": 1500}
@@ -234,7 +234,9 @@ def test_a_sink_landing_into_a_compacted_partition_goes_to_its_new_folder(kafka,
 def test_the_sink_compacts_in_the_background(kafka, topic, tmp_path):
     lake = tmp_path / "lake"
     produce_intraday(kafka, topic, 3000)
-    sink = lake_sink(kafka, topic, lake, compact_every=0.5, compact_grace=0, roll=SMALL)
+    sink = lake_sink(
+        kafka, topic, lake, partition_by="date", compact_every=0.5, compact_grace=0, roll=SMALL
+    )
     sink.run(stop_at_end=True)
     # Let one more round run after the last landing.
     sink.start(duration=1.5)

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 import stockstream as ss
-from conftest import consume_all
+from conftest import consume_all, lake_sink
 
 JAN4_MS = int(datetime(2021, 1, 4, tzinfo=timezone.utc).timestamp() * 1000)
 
@@ -89,11 +89,10 @@ def test_the_sink_partitions_by_the_time_read_with_its_format(kafka, topic, tmp_
         p.produce(topic, json.dumps({"sym": "AAPL", "when": day, "px": 1.0}).encode(), key=b"AAPL")
     assert p.flush(10) == 0
     lake = tmp_path / "lake"
-    sink = ss.LakeSink(
-        kafka.bootstrap_servers,
+    sink = lake_sink(
+        kafka,
         topic,
-        f"g-{uuid.uuid4().hex[:8]}",
-        str(lake),
+        lake,
         schema=ss.TickSchema("sym", "when", "px", None, time_format="%d/%m/%Y"),
         partition_by="date",
     )

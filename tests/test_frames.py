@@ -1,7 +1,6 @@
 """Frames in: a Polars, pandas or Arrow frame (or a Parquet file) goes to a topic without a
 CSV in between, lands in the lake, and reads back equal to the frame."""
 
-import uuid
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -11,6 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import stockstream as ss
+from conftest import lake_sink
 
 START = datetime(2021, 1, 4, 9, 30)
 
@@ -42,11 +42,10 @@ def as_kind(frame, kind, tmp_path):
 
 def landed(kafka, topic, tmp_path):
     lake = tmp_path / "lake"
-    sink = ss.LakeSink(
-        kafka.bootstrap_servers,
+    sink = lake_sink(
+        kafka,
         topic,
-        f"g-{uuid.uuid4().hex[:8]}",
-        str(lake),
+        lake,
         schema=ss.TickSchema("symbol", "time", "price", None),
         columns={"price": "float", "size": "int"},
     )

@@ -89,7 +89,8 @@ def test_queries_hammering_a_table_while_objects_land_never_double_count(kafka, 
     n = 6000
     ss.Producer(kafka.bootstrap_servers, topic).send(intraday_source(), limit=n)
     # Small objects: about 120 landings, so queries run between many of them.
-    sink = lake_sink(kafka, topic, lake, roll=ss.RollPolicy(records=50, idle=0.05), **GROUP)
+    roll = ss.RollPolicy(records=50, idle=0.05)
+    sink = lake_sink(kafka, topic, lake, partition_by="date", roll=roll, **GROUP)
     sink.run(limit=10)
     sink.start()
     db = ss.Lake(str(lake))

@@ -108,6 +108,20 @@ def s3_sink(kafka, topic, name, **options):
     return sink, server, bucket
 
 
+def fail_mid_run(sink, server, producer, n, seed):
+    """Sends n/2 ticks, waits for the sink's first landing, stops S3, sends n/2 more and
+    waits until the sink is retrying; returns its status then."""
+    producer.send(ss.TickSource.synthetic(20, seed=seed), limit=n // 2)
+    deadline = time.monotonic() + 30
+    while sink.status().written == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.stop()
+    producer.send(ss.TickSource.synthetic(20, seed=seed + 1), limit=n // 2)
+    while sink.status().state != "retrying" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sink.status()
+
+
 def test_an_s3_outage_mid_run_loses_nothing(kafka, topic, aws_env):
     sink, server, bucket = s3_sink(
         kafka, topic, "outage", kafka_metadata=True, roll=ss.RollPolicy(records=200)
@@ -116,15 +130,7 @@ def test_an_s3_outage_mid_run_loses_nothing(kafka, topic, aws_env):
     sink.start()
     try:
         producer = ss.Producer(kafka.bootstrap_servers, topic)
-        producer.send(ss.TickSource.synthetic(20, seed=7), limit=n // 2)
-        deadline = time.monotonic() + 30
-        while sink.status().written == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        server.stop()
-        producer.send(ss.TickSource.synthetic(20, seed=8), limit=n // 2)
-        while sink.status().state != "retrying" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        during = sink.status()
+        during = fail_mid_run(sink, server, producer, n, seed=7)
         assert during.state == "retrying" and during.errors > 0, during
         assert during.written < n
         time.sleep(2)
@@ -179,15 +185,7 @@ def test_partitions_taken_away_during_an_outage_are_not_written_by_their_old_own
     n = 4000
     first.start()
     try:
-        producer.send(ss.TickSource.synthetic(20, seed=11), limit=n // 2)
-        deadline = time.monotonic() + 30
-        while first.status().written == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        server.stop()
-        producer.send(ss.TickSource.synthetic(20, seed=12), limit=n // 2)
-        while first.status().state != "retrying" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert first.status().state == "retrying"
+        assert fail_mid_run(first, server, producer, n, seed=11).state == "retrying"
         # A second member joins while the first is retrying: the rebalance takes some of
         # the first's partitions, with ranges it could not write yet.
         second.start()

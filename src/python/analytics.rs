@@ -14,7 +14,7 @@ use super::kafka_config::kafka_config;
 use super::options::PyOutputs;
 use super::pipelines::{PyPipeline, Snapshot};
 use super::schema::PyTickSchema;
-use super::{html_table, repr_of, seconds};
+use super::{html_table, repr_of, seconds, shown};
 use crate::analytics::output::{frame, iso, Value};
 use crate::analytics::spec::parse_duration;
 use crate::analytics::{
@@ -103,18 +103,10 @@ impl PyAnalyticsStatus {
     }
 
     fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("state", self.state.clone()),
-            ("consumed", self.consumed.to_string()),
-            ("ticks", self.ticks.to_string()),
-            ("late", self.late.to_string()),
-            ("rejected", self.rejected.to_string()),
-            ("windows", self.windows.to_string()),
-            ("alerts", self.alerts.to_string()),
-            ("open_windows", self.open_windows.to_string()),
-            ("lag", self.lag.map_or("?".to_string(), |v| v.to_string())),
-            ("errors", self.errors.to_string()),
-        ]
+        let mut rows = shown!(self; state, consumed, ticks, late, rejected, windows, alerts,
+                              open_windows, errors);
+        rows.push(("lag", self.lag.map_or("?".to_string(), |v| v.to_string())));
+        rows
     }
 }
 

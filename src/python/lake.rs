@@ -7,7 +7,7 @@ use pyo3_polars::PyDataFrame;
 
 use super::background::with_progress;
 use super::options::{aws_options, PyAwsOptions};
-use super::{html_table, repr_of, seconds};
+use super::{html_table, repr_of, seconds, shown};
 use crate::catalog::{CatalogKind, CompactOptions, CompactReport, CrawlReport, OnError, Table};
 use crate::error::{Error, Result};
 use crate::lake::LakeUrl;
@@ -79,16 +79,16 @@ impl From<CrawlReport> for PyCrawlReport {
 
 impl PyCrawlReport {
     fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut rows = vec![
             ("tables_created", format!("{:?}", self.tables_created)),
             ("tables_updated", format!("{:?}", self.tables_updated)),
             ("partitions_added", self.partitions_added.len().to_string()),
             ("columns_added", self.columns_added.len().to_string()),
             ("conflicts", self.conflicts.len().to_string()),
             ("skipped", self.skipped.len().to_string()),
-            ("objects_read", self.objects_read.to_string()),
-            ("objects_unchanged", self.objects_unchanged.to_string()),
-        ]
+        ];
+        rows.extend(shown!(self; objects_read, objects_unchanged));
+        rows
     }
 }
 
@@ -173,17 +173,13 @@ impl From<CompactReport> for PyCompactReport {
 
 impl PyCompactReport {
     fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("partitions", self.partitions.len().to_string()),
-            ("objects_merged", self.objects_merged.to_string()),
-            ("objects_written", self.objects_written.to_string()),
-            ("objects_carried", self.objects_carried.to_string()),
-            ("bytes_written", self.bytes_written.to_string()),
-            ("folders_deleted", self.folders_deleted.to_string()),
-            ("objects_deleted", self.objects_deleted.to_string()),
-            ("raced", self.raced.to_string()),
-            ("elapsed", format!("{:.3}", self.elapsed)),
-        ]
+        let mut rows = vec![("partitions", self.partitions.len().to_string())];
+        rows.extend(
+            shown!(self; objects_merged, objects_written, objects_carried, bytes_written,
+                           folders_deleted, objects_deleted, raced),
+        );
+        rows.push(("elapsed", format!("{:.3}", self.elapsed)));
+        rows
     }
 }
 

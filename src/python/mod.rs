@@ -53,6 +53,22 @@ pub fn html_table<K: AsRef<str>>(caption: &str, rows: &[(K, String)]) -> String 
 }
 
 /// `Name(key=value, …)`, the plain repr matching `html_table`'s rows.
+/// `(name, value as text)` of fields of `$s`, for a report's repr and HTML table.
+macro_rules! shown {
+    ($s:expr; $($field:ident),* $(,)?) => {
+        vec![$((stringify!($field), $s.$field.to_string())),*]
+    };
+}
+pub(crate) use shown;
+
+/// `(name, value as Python writes it)` of optional fields of `$s`, for an option's repr.
+macro_rules! py_values {
+    ($s:expr; $($field:ident),* $(,)?) => {
+        vec![$((stringify!($field), $crate::python::py_value(&$s.$field))),*]
+    };
+}
+pub(crate) use py_values;
+
 /// An optional value as Python writes it: `'text'`, `5` or `None`.
 pub fn py_value<T: std::fmt::Debug>(value: &Option<T>) -> String {
     value

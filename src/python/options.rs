@@ -4,7 +4,7 @@
 
 use pyo3::prelude::*;
 
-use super::{py_value, repr_of, seconds};
+use super::{py_values, repr_of, seconds};
 use crate::analytics::Outputs;
 use crate::aws::AwsOptions;
 use crate::sink::RollPolicy;
@@ -57,15 +57,8 @@ impl PyAwsOptions {
     }
 
     fn __repr__(&self) -> String {
-        repr_of(
-            "AwsOptions",
-            &[
-                ("endpoint_url", py_value(&self.endpoint_url)),
-                ("region", py_value(&self.region)),
-                ("profile", py_value(&self.profile)),
-                ("part_size", py_value(&self.part_size)),
-            ],
-        )
+        let fields = py_values!(self; endpoint_url, region, profile, part_size);
+        repr_of("AwsOptions", &fields)
     }
 }
 
@@ -230,16 +223,8 @@ impl PyOutputs {
     }
 
     fn __repr__(&self) -> String {
-        repr_of(
-            "Outputs",
-            &[
-                ("windows", py_value(&self.windows)),
-                ("indicators", py_value(&self.indicators)),
-                ("alerts", py_value(&self.alerts)),
-                ("late", py_value(&self.late)),
-                ("state", py_value(&self.state)),
-            ],
-        )
+        let fields = py_values!(self; windows, indicators, alerts, late, state);
+        repr_of("Outputs", &fields)
     }
 }
 

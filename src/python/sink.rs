@@ -14,7 +14,7 @@ use super::kafka_config::kafka_config;
 use super::options::{aws_options, PyAwsOptions, PyRollPolicy};
 use super::pipelines::{PyPipeline, Snapshot};
 use super::schema::PyTickSchema;
-use super::{html_table, repr_of, seconds};
+use super::{html_table, repr_of, seconds, shown};
 use crate::catalog::CatalogKind;
 use crate::error::Result;
 use crate::lake::{Format, LakeUrl};
@@ -104,20 +104,11 @@ impl PySinkStatus {
     }
 
     fn fields(&self) -> Vec<(&'static str, String)> {
-        let opt = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
-        vec![
-            ("state", self.state.clone()),
-            ("consumed", self.consumed.to_string()),
-            ("written", self.written.to_string()),
-            ("rejected", self.rejected.to_string()),
-            ("skipped", self.skipped.to_string()),
-            ("files", self.files.to_string()),
-            ("bytes", self.bytes.to_string()),
-            ("buffered", self.buffered.to_string()),
-            ("lag", opt(self.lag)),
-            ("assigned", format!("{:?}", self.assigned)),
-            ("errors", self.errors.to_string()),
-        ]
+        let mut rows = shown!(self; state, consumed, written, rejected, skipped, files, bytes,
+                              buffered, errors);
+        rows.push(("lag", self.lag.map_or("?".to_string(), |v| v.to_string())));
+        rows.push(("assigned", format!("{:?}", self.assigned)));
+        rows
     }
 }
 
