@@ -236,16 +236,12 @@ def measure(name, args):
 def main():
     if sys.argv[1:2] == ["--child"]:
         return child(sys.argv[2:])
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--symbols", type=int, default=100)
-    p.add_argument("--only", choices=sorted(CONTENDERS), action="append")
     sys.path.insert(0, str(Path(__file__).parent))
     import broker
 
-    broker.add_option(p)
+    p = broker.parser(__doc__, rows=1_000_000)
+    p.add_argument("--symbols", type=int, default=100)
+    p.add_argument("--only", choices=sorted(CONTENDERS), action="append")
     a = p.parse_args()
 
     from producer import held

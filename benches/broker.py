@@ -9,8 +9,19 @@
 Every benchmark prints which one it used, so runs can be compared side by side.
 """
 
+import argparse
 import multiprocessing
 from contextlib import contextmanager
+
+
+def parser(doc, rows):
+    """A bench's argument parser: its description, ``--rows`` and ``--broker``."""
+    p = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--rows", type=int, default=rows)
+    add_option(p)
+    return p
 
 
 def add_option(parser):

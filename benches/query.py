@@ -20,7 +20,6 @@ stockstream and DuckDB; the factor is how much slower the one-object-per-record 
 Usage: python benches/query.py [--rows 10000000] [--sample 20000] [--repeat 5]
 """
 
-import argparse
 import datetime
 import shutil
 import statistics
@@ -112,14 +111,10 @@ def compare(title, lake: Path, con, queries, repeat: int) -> list:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--rows", type=int, default=10_000_000)
+    p = broker.parser(__doc__, rows=10_000_000)
     p.add_argument("--sample", type=int, default=20_000)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--lake", type=Path, default=Path(tempfile.gettempdir()) / "stockstream-query")
-    broker.add_option(p)
     a = p.parse_args()
     print(broker.describe(a.broker))
 

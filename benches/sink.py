@@ -251,15 +251,11 @@ def s3_rows(client, bucket, topic) -> int:
 def main():
     if sys.argv[1:2] == ["--child"]:
         return child(sys.argv[2:])
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--tutorial-seconds", type=float, default=10.0)
     sys.path.insert(0, str(Path(__file__).parent))
     import broker
 
-    broker.add_option(p)
+    p = broker.parser(__doc__, rows=1_000_000)
+    p.add_argument("--tutorial-seconds", type=float, default=10.0)
     a = p.parse_args()
 
     import boto3
