@@ -3,6 +3,7 @@ import io
 import itertools
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,18 @@ def lake_sink(kafka, topic, lake, **options) -> ss.LakeSink:
     """A sink of ``topic`` for a new group into the directory ``lake``."""
     group = f"g-{uuid.uuid4().hex[:8]}"
     return ss.LakeSink(kafka.bootstrap_servers, topic, group, str(lake), **options)
+
+
+def random_walk(symbols, n, step, seed, base):
+    """Per symbol, ``n`` prices of a random walk from 100 × (its rank + 1), one every ``step``
+    seconds from ``base`` (shifted by the rank in seconds): ``(symbol, time, price, rng)``,
+    the generator handed on for the caller's own draws (so the data follow from ``seed``)."""
+    rng = random.Random(seed)
+    for k, symbol in enumerate(symbols):
+        price = 100.0 * (k + 1)
+        for i in range(n):
+            price *= 1 + rng.gauss(0, 0.004)
+            yield symbol, base + timedelta(seconds=i * step + k), price, rng
 
 
 def csv_rows(path):

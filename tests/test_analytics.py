@@ -18,7 +18,7 @@ from confluent_kafka import Producer as CkProducer
 from polars.testing import assert_frame_equal
 
 import stockstream as ss
-from conftest import lake_sink
+from conftest import lake_sink, random_walk
 
 SYMBOLS = ["NYA", "IXIC", "N225"]
 BASE = datetime(2021, 3, 1, 9, 30)
@@ -27,21 +27,17 @@ FORMAT = "%Y-%m-%d %H:%M:%S"
 
 def make_ticks(n_per_symbol=300, step=7, seed=1):
     """Ticks of three symbols every ``step`` seconds (jittered, distinct times), time-sorted."""
-    rng = random.Random(seed)
     ticks = []
-    for k, symbol in enumerate(SYMBOLS):
-        price = 100.0 * (k + 1)
-        for i in range(n_per_symbol):
-            price *= 1 + rng.gauss(0, 0.004)
-            t = BASE + timedelta(seconds=i * step + k + rng.random() * 0.5)
-            ticks.append(
-                {
-                    "Index": symbol,
-                    "Date": t.strftime(FORMAT) + f".{t.microsecond:06d}",
-                    "Close": round(price, 4),
-                    "Volume": rng.randint(1, 1000),
-                }
-            )
+    for symbol, t, price, rng in random_walk(SYMBOLS, n_per_symbol, step, seed, BASE):
+        t += timedelta(seconds=rng.random() * 0.5)
+        ticks.append(
+            {
+                "Index": symbol,
+                "Date": t.strftime(FORMAT) + f".{t.microsecond:06d}",
+                "Close": round(price, 4),
+                "Volume": rng.randint(1, 1000),
+            }
+        )
     ticks.sort(key=lambda r: r["Date"])
     return ticks
 

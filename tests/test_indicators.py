@@ -3,7 +3,6 @@ written here from its published definition (Polars expressions, or a plain loop 
 smoothing), on the same ticks, warm-up rows included, with ticks arriving out of order
 within the allowed lateness."""
 
-import random
 import uuid
 from datetime import datetime, timedelta
 
@@ -12,6 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import stockstream as ss
+from conftest import random_walk
 from test_analytics import produce, shuffle_in_blocks
 
 # 23:40 in New York: the ticks cross the exchange's midnight, where session VWAP resets.
@@ -20,24 +20,20 @@ SYMBOLS = ["NYA", "IXIC"]
 
 
 def bars(n=300, step=7, seed=3):
-    rng = random.Random(seed)
     out = []
-    for k, symbol in enumerate(SYMBOLS):
-        price = 100.0 * (k + 1)
-        for i in range(n):
-            price *= 1 + rng.gauss(0, 0.004)
-            t = BASE + timedelta(seconds=i * step + k, microseconds=rng.randrange(1000))
-            spread = abs(rng.gauss(0, 0.003)) * price
-            out.append(
-                {
-                    "Index": symbol,
-                    "Date": t.strftime("%Y-%m-%d %H:%M:%S.%f"),
-                    "Close": round(price, 4),
-                    "High": round(price + spread, 4),
-                    "Low": round(price - spread * rng.random(), 4),
-                    "Volume": rng.randint(1, 1000),
-                }
-            )
+    for symbol, t, price, rng in random_walk(SYMBOLS, n, step, seed, BASE):
+        t += timedelta(microseconds=rng.randrange(1000))
+        spread = abs(rng.gauss(0, 0.003)) * price
+        out.append(
+            {
+                "Index": symbol,
+                "Date": t.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                "Close": round(price, 4),
+                "High": round(price + spread, 4),
+                "Low": round(price - spread * rng.random(), 4),
+                "Volume": rng.randint(1, 1000),
+            }
+        )
     out.sort(key=lambda r: r["Date"])
     return out
 

@@ -65,7 +65,8 @@ pub struct TickFields {
     pub session_zone: Option<Tz>,
 }
 
-/// The fields of a tick as a schema names them (a bar's high and low keep their names).
+/// The fields of a tick as a schema names them; a bar's high and low are `High` and `Low`,
+/// and trading days begin in UTC.
 impl From<&TickSchema> for TickFields {
     fn from(schema: &TickSchema) -> Self {
         TickFields {
@@ -74,23 +75,17 @@ impl From<&TickSchema> for TickFields {
             price: schema.price.clone(),
             volume: schema.volume.clone(),
             time_format: schema.time_format.clone(),
-            ..TickFields::default()
-        }
-    }
-}
-
-impl Default for TickFields {
-    fn default() -> Self {
-        TickFields {
-            symbol: "Index".into(),
-            time: "Date".into(),
-            price: "Close".into(),
-            volume: Some("Volume".into()),
-            time_format: TimeFormat::default(),
             high: "High".into(),
             low: "Low".into(),
             session_zone: None,
         }
+    }
+}
+
+/// The tutorial's fields.
+impl Default for TickFields {
+    fn default() -> Self {
+        TickFields::from(&TickSchema::default())
     }
 }
 

@@ -12,7 +12,7 @@ use aws_sdk_glue::Client;
 use tokio::runtime::Runtime;
 
 use super::registry::{apply_landing, landed_columns};
-use super::{table_name, Catalog, Column, HiveType, Table};
+use super::{table_name, Catalog, Column, Edit, HiveType, Table};
 use crate::aws::{self, AwsOptions};
 use crate::error::{Error, Result};
 use crate::lake::{path_values, Format, Landing, ObjectStore, Registered};
@@ -629,12 +629,7 @@ impl Catalog for GlueCatalog {
     /// added before the table that records them; moves are recorded in the table first
     /// (the version decides which of two compactions switched a partition) and applied to
     /// the partitions after.
-    fn update(
-        &self,
-        database: &str,
-        name: &str,
-        change: &mut dyn FnMut(&mut Option<Table>) -> Result<bool>,
-    ) -> Result<Option<Table>> {
+    fn update(&self, database: &str, name: &str, change: &mut Edit) -> Result<Option<Table>> {
         for _ in 0..UPDATE_ATTEMPTS {
             let read = self.get(database, name, true)?;
             let before = read.as_ref().map(|v| v.table.clone());

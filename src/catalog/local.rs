@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{Catalog, Table};
+use super::{Catalog, Edit, Table};
 use crate::error::Result;
 use crate::lake::{document, ObjectStore};
 
@@ -49,12 +49,7 @@ impl Catalog for LocalCatalog {
         Ok(document::read(self.store.as_ref(), &Self::folder(database, name))?.map(|(t, _)| t))
     }
 
-    fn update(
-        &self,
-        database: &str,
-        name: &str,
-        change: &mut dyn FnMut(&mut Option<Table>) -> Result<bool>,
-    ) -> Result<Option<Table>> {
+    fn update(&self, database: &str, name: &str, change: &mut Edit) -> Result<Option<Table>> {
         document::update(self.store.as_ref(), &Self::folder(database, name), change)
     }
 }

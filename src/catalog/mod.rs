@@ -276,6 +276,10 @@ pub fn check_database(name: &str) -> Result<()> {
     }
 }
 
+/// An edit of a stored table: given the table as read (`None`: there is none), changes it in
+/// place and says whether it changed. It may run again, on what another writer left.
+pub type Edit<'a> = dyn FnMut(&mut Option<Table>) -> Result<bool> + 'a;
+
 /// Where table definitions are kept.
 pub trait Catalog: Send + Sync {
     /// The catalog, for messages (`local catalog in ./lake`, `AWS Glue`).
@@ -297,12 +301,7 @@ pub trait Catalog: Send + Sync {
     /// step, unless `change` returns false. If another writer changed the table in
     /// between, the change is applied again to the new version, so no writer's change is
     /// lost. Returns the table as written (or as read, if unchanged).
-    fn update(
-        &self,
-        database: &str,
-        name: &str,
-        change: &mut dyn FnMut(&mut Option<Table>) -> Result<bool>,
-    ) -> Result<Option<Table>>;
+    fn update(&self, database: &str, name: &str, change: &mut Edit) -> Result<Option<Table>>;
 
     /// Registers a sink's landing: its partitions, new columns and offset ranges, in one
     /// write, if the writer's claim holds.

@@ -11,7 +11,7 @@ use super::schema::body_schema;
 use super::{table_name, Catalog, Column, HiveType, Table};
 use crate::error::{Error, Result};
 use crate::lake::{
-    fence, path_values, Claim, Fence, Format, Landing, ObjectStore, Registered, Registry,
+    fence, path_values, Claim, Declaration, Fence, Landing, ObjectStore, Registered, Registry,
     TableSource, TableState,
 };
 
@@ -40,15 +40,13 @@ impl Registry for CatalogRegistry {
             .map(|t| t.state()))
     }
 
-    fn declare(
-        &self,
-        table: &str,
-        format: Format,
-        keys: &[String],
-        reason: &str,
-        source: &TableSource,
-        partitions: &[i32],
-    ) -> Result<Claim> {
+    fn declare(&self, table: &str, declared: &Declaration, partitions: &[i32]) -> Result<Claim> {
+        let Declaration {
+            format,
+            keys,
+            reason,
+            source,
+        } = *declared;
         let mut epoch = 0;
         let declared = self
             .catalog
@@ -206,7 +204,7 @@ mod tests {
 
     use super::*;
     use crate::catalog::LocalCatalog;
-    use crate::lake::{LandedObject, LandedRange, LocalStore};
+    use crate::lake::{Format, LandedObject, LandedRange, LocalStore};
 
     fn source() -> TableSource {
         TableSource {
@@ -253,20 +251,17 @@ mod tests {
         let registry = CatalogRegistry::new(catalog, store, "db");
         let body = b"{\"Index\":\"NYA\",\"Close\":1.5}\n";
         let date = ["date".to_string()];
-        let first = registry
-            .declare("ticks", Format::Ndjson, &date, "auto", &source(), &[0])
-            .unwrap();
+        let ticks = source();
+        let declared = |keys| Declaration {
+            format: Format::Ndjson,
+            keys,
+            reason: "auto",
+            source: &ticks,
+        };
+        let first = registry.declare("ticks", &declared(&date), &[0]).unwrap();
         // A second writer deciding other folders adopts the recorded ones.
-        let second = registry
-            .declare(
-                "ticks",
-                Format::Ndjson,
-                &["year".into()],
-                "auto",
-                &source(),
-                &[1],
-            )
-            .unwrap();
+        let year = ["year".to_string()];
+        let second = registry.declare("ticks", &declared(&year), &[1]).unwrap();
         assert_eq!(second.table.scheme, date);
         assert!(second.epoch > first.epoch);
         assert_eq!(

@@ -135,24 +135,26 @@ pub enum Registered {
     Fenced(BTreeMap<i32, Fence>),
 }
 
+/// A table as its first writer proposes it: format, folder levels and why they were chosen,
+/// and the topic it lands.
+#[derive(Debug, Clone, Copy)]
+pub struct Declaration<'a> {
+    pub format: Format,
+    pub keys: &'a [String],
+    pub reason: &'a str,
+    pub source: &'a TableSource,
+}
+
 /// A catalog as a writer sees it.
 pub trait Registry: Send + Sync {
     /// The table, if it exists.
     fn state(&self, table: &str) -> Result<Option<TableState>>;
 
-    /// Records `keys` (and why they were chosen) as the table's scheme unless a scheme is
-    /// already recorded, with a create that fails if another writer's is there, and claims
-    /// `partitions` in the same write; returns the table and claim that hold. Two writers
-    /// deciding at once agree on whichever was recorded first.
-    fn declare(
-        &self,
-        table: &str,
-        format: Format,
-        keys: &[String],
-        reason: &str,
-        source: &TableSource,
-        partitions: &[i32],
-    ) -> Result<Claim>;
+    /// Records the declared keys (and why they were chosen) as the table's scheme unless a
+    /// scheme is already recorded, with a create that fails if another writer's is there,
+    /// and claims `partitions` in the same write; returns the table and claim that hold. Two
+    /// writers deciding at once agree on whichever was recorded first.
+    fn declare(&self, table: &str, declared: &Declaration, partitions: &[i32]) -> Result<Claim>;
 
     /// Claims `partitions` of an existing table for this writer, fencing out earlier
     /// claims: `None` if the table does not exist yet.

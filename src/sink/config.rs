@@ -176,6 +176,7 @@ impl SinkConfig {
     /// A configuration with the defaults: Parquet, folders chosen from the data, the
     /// tutorial's columns.
     pub fn new(topic: &str, group_id: &str) -> Self {
+        let tutorial = TickSchema::default();
         SinkConfig {
             topic: topic.to_string(),
             group_id: group_id.to_string(),
@@ -183,9 +184,9 @@ impl SinkConfig {
             format: Format::Parquet,
             partition_by: Partitioning::Auto { symbol: false },
             roll: RollPolicy::default(),
-            symbol_field: "Index".into(),
-            time_field: "Date".into(),
-            time_format: TimeFormat::default(),
+            symbol_field: tutorial.symbol,
+            time_field: tutorial.time,
+            time_format: tutorial.time_format,
             columns: TUTORIAL_COLUMNS
                 .iter()
                 .map(|(n, t)| (n.to_string(), *t))

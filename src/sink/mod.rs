@@ -36,8 +36,8 @@ use crate::kafka::{
     self, Change, Fetched, Flow, GroupMember, Membership, Pipeline, RunLimits, TICK,
 };
 use crate::lake::{
-    Fence, LandedObject, LandedRange, Landing, LastRecord, Layout, ObjectName, ObjectStore,
-    PartitionKey, Put, Registered, Registry, TableSource, TableState,
+    Declaration, Fence, LandedObject, LandedRange, Landing, LastRecord, Layout, ObjectName,
+    ObjectStore, PartitionKey, Put, Registered, Registry, TableSource, TableState,
 };
 
 const RETRY_MAX: Duration = Duration::from_secs(10);
@@ -864,14 +864,13 @@ impl Work {
         let partitions = self.owned.unclaimed();
         let mut delay = Duration::from_millis(250);
         let claim = loop {
-            let declared = registry.declare(
-                &self.config.table,
-                self.config.format,
-                &names,
-                &reason,
-                &self.source,
-                &partitions,
-            );
+            let declaration = Declaration {
+                format: self.config.format,
+                keys: &names,
+                reason: &reason,
+                source: &self.source,
+            };
+            let declared = registry.declare(&self.config.table, &declaration, &partitions);
             match declared {
                 Ok(claim) => break claim,
                 Err(e) if !e.is_retryable() => return Err(e),
