@@ -326,11 +326,13 @@ def test_a_bucket_deleted_mid_run_ends_the_run_at_once_naming_it(kafka, topic, a
     try:
         producer.send(ss.TickSource.synthetic(8, seed=1), limit=400)
         sink.start()
+        # Everything sent is landed first: a landing between the deletes below and the
+        # bucket's could find its table's catalog (kept in the bucket) gone instead.
         deadline = time.monotonic() + 30
-        while sink.status().written == 0 and time.monotonic() < deadline:
+        while sink.status().written < 400 and time.monotonic() < deadline:
             time.sleep(0.05)
         s3 = server.client()
-        while True:  # the sink may write between the last delete and the bucket's
+        while True:
             for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
                 s3.delete_object(Bucket=bucket, Key=obj["Key"])
             try:

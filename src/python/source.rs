@@ -15,6 +15,9 @@ use crate::source::{
     Columns, Mode, Synthetic, SyntheticConfig, TableSource, TickSource, TickTable,
 };
 
+/// A `schema=` argument: a `TickSchema`, or None for the tutorial's columns.
+type Schema<'py> = Option<PyRef<'py, PyTickSchema>>;
+
 /// The schema of a source: `schema=`, or the tutorial's.
 pub fn source_schema(schema: Option<&PyTickSchema>) -> Columns {
     schema.map_or_else(Columns::tutorial, |s| Columns::of(&s.schema))
@@ -95,34 +98,8 @@ impl PyTickSource {
         }
     }
 
-    /// Loads and validates a CSV file as a source (the GIL is released while loading).
-    pub fn load_csv(
-        py: Python<'_>,
-        path: PathBuf,
-        mode: &str,
-        seed: u64,
-        schema: Columns,
-    ) -> PyResult<Self> {
-        let mode = Mode::parse(mode, seed)?;
-        let source = py.detach(|| TableSource::from_csv(&path, &schema, mode))?;
-        Ok(Self::new(
-            Box::new(source),
-            format!(
-                "TickSource.csv({:?}, mode={mode:?})",
-                path.display().to_string()
-            ),
-        ))
-    }
-
-    /// Validates a caller's frame as a source (the GIL is released while checking it).
-    pub fn load_frame(
-        py: Python<'_>,
-        df: DataFrame,
-        mode: &str,
-        seed: u64,
-        schema: Columns,
-    ) -> PyResult<Self> {
-        let mode = Mode::parse(mode, seed)?;
+    /// Validates a frame as a source (the GIL is released while checking it).
+    fn load_frame(py: Python, df: DataFrame, mode: Mode, schema: Columns) -> PyResult<Self> {
         let (rows, columns) = (df.height(), df.width());
         let table = py.detach(|| TickTable::from_user_frame(df, &schema))?;
         Ok(Self::new(
@@ -162,15 +139,13 @@ impl PyTickSource {
     ///     SchemaError: a column is missing or a value does not parse (the message names the line).
     #[staticmethod]
     #[pyo3(signature = (path, mode="replay", *, seed=0, schema=None))]
-    fn csv(
-        py: Python<'_>,
-        path: PathBuf,
-        mode: &str,
-        seed: u64,
-        schema: Option<PyRef<'_, PyTickSchema>>,
-    ) -> PyResult<Self> {
-        let schema = source_schema(schema.as_deref());
-        Self::load_csv(py, path, mode, seed, schema)
+    fn csv(py: Python, path: PathBuf, mode: &str, seed: u64, schema: Schema) -> PyResult<Self> {
+        let (columns, mode) = (source_schema(schema.as_deref()), Mode::parse(mode, seed)?);
+        // The GIL is released while the file is loaded and checked.
+        let source = py.detach(|| TableSource::from_csv(&path, &columns, mode))?;
+        let shown = path.display().to_string();
+        let description = format!("TickSource.csv({shown:?}, mode={mode:?})");
+        Ok(Self::new(Box::new(source), description))
     }
 
     /// Ticks from a frame already in memory: a Polars ``DataFrame`` or ``LazyFrame``, a
@@ -191,25 +166,19 @@ impl PyTickSource {
         frame: &Bound<'_, PyAny>,
         mode: &str,
         seed: u64,
-        schema: Option<PyRef<'_, PyTickSchema>>,
+        schema: Schema,
     ) -> PyResult<Self> {
-        let schema = source_schema(schema.as_deref());
-        Self::load_frame(py, polars_frame(frame)?, mode, seed, schema)
+        let (columns, mode) = (source_schema(schema.as_deref()), Mode::parse(mode, seed)?);
+        Self::load_frame(py, polars_frame(frame)?, mode, columns)
     }
 
     /// Ticks from a Parquet file; the same arguments and errors as ``TickSource.frame``.
     #[staticmethod]
     #[pyo3(signature = (path, mode="replay", *, seed=0, schema=None))]
-    fn parquet(
-        py: Python<'_>,
-        path: PathBuf,
-        mode: &str,
-        seed: u64,
-        schema: Option<PyRef<'_, PyTickSchema>>,
-    ) -> PyResult<Self> {
-        let schema = source_schema(schema.as_deref());
+    fn parquet(py: Python, path: PathBuf, mode: &str, seed: u64, schema: Schema) -> PyResult<Self> {
+        let (columns, mode) = (source_schema(schema.as_deref()), Mode::parse(mode, seed)?);
         let df = py.detach(|| read_parquet(&path))?;
-        Self::load_frame(py, df, mode, seed, schema)
+        Self::load_frame(py, df, mode, columns)
     }
 
     /// Endless synthetic OHLCV bars (geometric Brownian motion) in the tutorial's schema.
