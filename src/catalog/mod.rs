@@ -358,6 +358,18 @@ impl std::str::FromStr for CatalogKind {
     }
 }
 
+/// The bucket and prefix of a lake AWS Glue can describe: only one in S3.
+pub fn glue_location(lake: &LakeUrl) -> Result<(&str, &str)> {
+    match lake {
+        LakeUrl::S3 { bucket, prefix } => Ok((bucket, prefix)),
+        LakeUrl::Local(_) => Err(Error::config(format!(
+            "AWS Glue can only describe a lake in S3, not {:?}: use catalog=\"local\" or an \
+             s3:// lake",
+            lake.to_string()
+        ))),
+    }
+}
+
 /// Opens the catalog describing the lake at `lake` (whose objects are in `store`).
 pub fn open(
     kind: CatalogKind,
@@ -368,13 +380,7 @@ pub fn open(
     Ok(match kind {
         CatalogKind::Local => Arc::new(LocalCatalog::new(store)),
         CatalogKind::Glue => {
-            let LakeUrl::S3 { bucket, prefix } = lake else {
-                return Err(Error::config(format!(
-                    "AWS Glue can only describe a lake in S3, not {:?}: use catalog=\"local\" \
-                     or an s3:// lake",
-                    lake.to_string()
-                )));
-            };
+            let (bucket, prefix) = glue_location(lake)?;
             Arc::new(GlueCatalog::new(bucket, prefix, aws)?)
         }
     })

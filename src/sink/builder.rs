@@ -55,12 +55,8 @@ impl LakeTarget {
                  switches partition locations there",
             ));
         }
-        if let (Some(CatalogKind::Glue), LakeUrl::Local(path)) = (self.catalog, &self.url) {
-            return Err(Error::config(format!(
-                "AWS Glue can only describe a lake in S3, not {}: use catalog=\"local\" or an \
-                 s3:// lake",
-                path.display()
-            )));
+        if self.catalog == Some(CatalogKind::Glue) {
+            catalog::glue_location(&self.url)?;
         }
         Ok(())
     }
