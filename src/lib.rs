@@ -1,6 +1,8 @@
 //! stockstream's Rust core. Everything outside `python/` is plain Rust; this file only
 //! registers the Python module.
 
+#[macro_use]
+mod choice;
 pub mod analytics;
 pub mod aws;
 pub mod catalog;

@@ -28,6 +28,16 @@ impl Sent {
     }
 }
 
+/// An empty local lake in a temporary directory (removed when the first value drops).
+pub fn local_lake() -> (
+    tempfile::TempDir,
+    std::sync::Arc<dyn crate::lake::ObjectStore>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::lake::LocalStore::open(dir.path().to_path_buf()).unwrap();
+    (dir, std::sync::Arc::new(store))
+}
+
 /// A broker holding `topic` with `partitions` partitions, and a client configuration for it.
 pub fn broker(topic: &str, partitions: i32) -> (EmbeddedKafka, KafkaConfig) {
     let kafka = EmbeddedKafka::start(1, partitions).unwrap();

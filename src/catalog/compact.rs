@@ -427,7 +427,7 @@ mod tests {
 
     use super::*;
     use crate::catalog::{Column, HiveType, LocalCatalog, DEFAULT_DATABASE as DB};
-    use crate::lake::{ByteRange, LandedRange, LocalStore, TableSource};
+    use crate::lake::{ByteRange, LandedRange, TableSource};
 
     struct Lake {
         _dir: tempfile::TempDir,
@@ -436,9 +436,7 @@ mod tests {
     }
 
     fn lake(table: Table) -> Lake {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalStore::open(dir.path().to_path_buf()).unwrap());
+        let (dir, store) = crate::testing::local_lake();
         let catalog = LocalCatalog::new(store.clone());
         catalog
             .update(DB, &table.name, &mut |t| {

@@ -17,26 +17,13 @@ use crate::lake::{ObjectMeta, ObjectStore};
 use crate::parallel;
 use crate::progress::Counter;
 
-/// What to do with an object that cannot be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
-    /// Report it by name, leave it out of the table, and go on.
-    Skip,
-    /// Stop the crawl with an error naming it.
-    Raise,
-}
-
-impl std::str::FromStr for OnError {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "skip" => Ok(OnError::Skip),
-            "raise" => Ok(OnError::Raise),
-            other => Err(Error::config(format!(
-                "on_error {other:?} is not supported: use \"skip\" or \"raise\""
-            ))),
-        }
+choices! {
+    /// What to do with an object that cannot be read.
+    pub enum OnError as "on_error" {
+        /// Report it by name, leave it out of the table, and go on.
+        Skip = ["skip"],
+        /// Stop the crawl with an error naming it.
+        Raise = ["raise"],
     }
 }
 
@@ -431,16 +418,11 @@ fn merge_column(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::lake::LocalStore;
 
     #[test]
     fn crawl_states_saved_from_stale_reads_keep_each_others_objects() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalStore::open(dir.path().to_path_buf()).unwrap());
+        let (_dir, store) = crate::testing::local_lake();
         let mut a = CrawlState::load(store.as_ref(), "db", "t").unwrap();
         let mut b = CrawlState::load(store.as_ref(), "db", "t").unwrap();
         a.objects.insert("t/a.parquet".into(), 1);

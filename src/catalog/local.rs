@@ -57,13 +57,11 @@ impl Catalog for LocalCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lake::{Format, LocalStore};
+    use crate::lake::Format;
 
     #[test]
     fn concurrent_updates_lose_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalStore::open(dir.path().to_path_buf()).unwrap());
+        let (_dir, store) = crate::testing::local_lake();
         let catalog = LocalCatalog::new(store);
         std::thread::scope(|scope| {
             for writer in 0..4 {

@@ -335,26 +335,13 @@ pub trait Catalog: Send + Sync {
     }
 }
 
-/// Which catalog backend to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CatalogKind {
-    /// JSON files under `_catalog/` in the lake.
-    Local,
-    /// The AWS Glue Data Catalog of the configured account and region.
-    Glue,
-}
-
-impl std::str::FromStr for CatalogKind {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "local" | "lake" => Ok(CatalogKind::Local),
-            "glue" | "aws" => Ok(CatalogKind::Glue),
-            other => Err(Error::config(format!(
-                "catalog {other:?} is not supported: use \"local\" or \"glue\""
-            ))),
-        }
+choices! {
+    /// Which catalog backend to use.
+    pub enum CatalogKind as "catalog" {
+        /// JSON files under `_catalog/` in the lake.
+        Local = ["local", "lake"],
+        /// The AWS Glue Data Catalog of the configured account and region.
+        Glue = ["glue", "aws"],
     }
 }
 

@@ -204,7 +204,7 @@ mod tests {
 
     use super::*;
     use crate::catalog::LocalCatalog;
-    use crate::lake::{Format, LandedObject, LandedRange, LocalStore};
+    use crate::lake::{Format, LandedObject, LandedRange};
 
     fn source() -> TableSource {
         TableSource {
@@ -244,9 +244,7 @@ mod tests {
 
     #[test]
     fn the_first_scheme_holds_claims_fence_older_writers_and_offsets_only_move_forward() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalStore::open(dir.path().to_path_buf()).unwrap());
+        let (_dir, store) = crate::testing::local_lake();
         let catalog = Arc::new(LocalCatalog::new(store.clone()));
         let registry = CatalogRegistry::new(catalog, store, "db");
         let body = b"{\"Index\":\"NYA\",\"Close\":1.5}\n";

@@ -177,16 +177,12 @@ fn jitter(attempt: usize) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::lake::LocalStore;
 
     #[test]
     fn concurrent_updates_lose_nothing_and_old_versions_are_pruned() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(LocalStore::open(dir.path().to_path_buf()).unwrap());
+        let (_dir, store) = crate::testing::local_lake();
         std::thread::scope(|scope| {
             for writer in 0..4 {
                 let store = store.clone();

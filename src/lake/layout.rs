@@ -5,22 +5,22 @@
 
 use chrono::{DateTime, Datelike, Timelike};
 
-use crate::error::{Error, Result};
-
 /// Longest file or folder name local file systems take.
 const MAX_NAME_BYTES: usize = 255;
 /// Longest partition path: with a table name and an object name it stays within an S3 key's
 /// 1,024 bytes for any prefix of up to ~250 bytes.
 const MAX_PATH_BYTES: usize = 512;
 
-/// The file format of the lake's data objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// Parquet with zstd compression and typed columns.
-    Parquet,
-    /// One newline-terminated JSON object per line.
-    Ndjson,
+choices! {
+    /// The file format of the lake's data objects.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Format as "format" {
+        /// Parquet with zstd compression and typed columns.
+        Parquet = ["parquet"],
+        /// One newline-terminated JSON object per line.
+        Ndjson = ["ndjson", "jsonl", "json"],
+    }
 }
 
 impl Format {
@@ -45,68 +45,17 @@ impl Format {
             None
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Parquet => "parquet",
-            Format::Ndjson => "ndjson",
-        }
-    }
 }
 
-impl std::str::FromStr for Format {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        match text.to_ascii_lowercase().as_str() {
-            "parquet" => Ok(Format::Parquet),
-            "ndjson" | "jsonl" | "json" => Ok(Format::Ndjson),
-            other => Err(Error::config(format!(
-                "format {other:?} is not supported: use \"parquet\" or \"ndjson\""
-            ))),
-        }
-    }
-}
-
-/// One level of the lake's Hive-style folders (`key=value/`), taken from each record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartitionKey {
-    Symbol,
-    Year,
-    Month,
-    Date,
-    Hour,
-}
-
-impl PartitionKey {
-    /// The folder key, as Hive, Athena and Polars will name the partition column.
-    pub fn name(self) -> &'static str {
-        match self {
-            PartitionKey::Symbol => "symbol",
-            PartitionKey::Year => "year",
-            PartitionKey::Month => "month",
-            PartitionKey::Date => "date",
-            PartitionKey::Hour => "hour",
-        }
-    }
-}
-
-impl std::str::FromStr for PartitionKey {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        Ok(match text.trim().to_ascii_lowercase().as_str() {
-            "symbol" => PartitionKey::Symbol,
-            "year" => PartitionKey::Year,
-            "month" => PartitionKey::Month,
-            "date" | "day" => PartitionKey::Date,
-            "hour" => PartitionKey::Hour,
-            other => {
-                return Err(Error::config(format!(
-                "partition key {other:?} is not supported: use symbol, year, month, date or hour"
-            )))
-            }
-        })
+choices! {
+    /// One level of the lake's Hive-style folders (`key=value/`), taken from each record; its
+    /// name is the folder key, as Hive, Athena and Polars name the partition column.
+    pub enum PartitionKey as "partition key" {
+        Symbol = ["symbol"],
+        Year = ["year"],
+        Month = ["month"],
+        Date = ["date", "day"],
+        Hour = ["hour"],
     }
 }
 

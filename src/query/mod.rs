@@ -30,26 +30,13 @@ use crate::progress::Counter;
 /// Polars' own chunk size for JSON-lines scans.
 const NDJSON_CHUNK: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1 << 18).unwrap();
 
-/// Where a query runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueryEngine {
-    /// Here, by Polars SQL over the lake's objects.
-    Polars,
-    /// In AWS Athena, against the Glue database of the same name.
-    Athena,
-}
-
-impl std::str::FromStr for QueryEngine {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "polars" | "local" => Ok(QueryEngine::Polars),
-            "athena" => Ok(QueryEngine::Athena),
-            other => Err(Error::config(format!(
-                "engine {other:?} is not supported: use \"polars\" or \"athena\""
-            ))),
-        }
+choices! {
+    /// Where a query runs.
+    pub enum QueryEngine as "engine" {
+        /// Here, by Polars SQL over the lake's objects.
+        Polars = ["polars", "local"],
+        /// In AWS Athena, against the Glue database of the same name.
+        Athena = ["athena"],
     }
 }
 

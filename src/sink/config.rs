@@ -58,42 +58,13 @@ impl std::str::FromStr for Partitioning {
     }
 }
 
-/// The type a column must have; records whose value does not fit are rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
-    String,
-    Float,
-    Int,
-    Bool,
-}
-
-impl std::str::FromStr for ColumnType {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        Ok(match text.to_ascii_lowercase().as_str() {
-            "string" | "str" | "utf8" => ColumnType::String,
-            "float" | "float64" | "double" => ColumnType::Float,
-            "int" | "int64" | "bigint" => ColumnType::Int,
-            "bool" | "boolean" => ColumnType::Bool,
-            other => {
-                return Err(Error::config(format!(
-                    "column type {other:?} is not supported: use string, float, int or bool"
-                )))
-            }
-        })
-    }
-}
-
-impl ColumnType {
-    /// The name `parse` reads back.
-    pub fn name(self) -> &'static str {
-        match self {
-            ColumnType::String => "string",
-            ColumnType::Float => "float",
-            ColumnType::Int => "int",
-            ColumnType::Bool => "bool",
-        }
+choices! {
+    /// The type a column must have; records whose value does not fit are rejected.
+    pub enum ColumnType as "column type" {
+        String = ["string", "str", "utf8"],
+        Float = ["float", "float64", "double"],
+        Int = ["int", "int64", "bigint"],
+        Bool = ["bool", "boolean"],
     }
 }
 
