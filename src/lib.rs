@@ -37,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<python::options::PyOutputs>()?;
     m.add_class::<python::pipelines::PyPipeline>()?;
     m.add_class::<python::sink::PyLakeSink>()?;
+    m.add_class::<python::pipelines::PyJobStatus>()?;
     m.add_class::<python::sink::PySinkStatus>()?;
     m.add_class::<python::analytics::PyAnalytics>()?;
     m.add_class::<python::analytics::PyAnalyticsStatus>()?;

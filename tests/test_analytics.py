@@ -365,7 +365,7 @@ def test_a_restart_with_another_indicator_keeps_the_old_and_starts_the_new(kafka
         kafka.bootstrap_servers, topic, group, indicators=["sma_5", "ema_20"], **options
     )
     status = second.run(stop_at_end=True)
-    assert any('indicators added ["ema_20"]' in w for w in status.warnings), status.warnings
+    assert any('indicators added ["ema_20"]' in w for w in status.notes), status.notes
     got = second.indicators().sort("symbol", "time")
     assert got.height > 0 and got.columns[-2:] == ["sma_5", "ema_20"]
     # sma_5 carries on from the restored state: equal to one computed over every tick.

@@ -44,8 +44,8 @@ use transactions::Transactions;
 use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
 use crate::error::{Error, Result};
 use crate::kafka::{
-    self, create_topics, send_waiting, Change, Fetched, Flow, GroupMember, Membership, Pipeline,
-    RunLimits,
+    self, create_topics, send_waiting, Change, Fetched, Flow, GroupMember, JobStatus, Membership,
+    Pipeline, RunLimits,
 };
 
 /// Everything an analytics job needs besides Kafka.
@@ -184,9 +184,9 @@ struct Emitter {
 impl Emitter {
     fn emit(&mut self, output: Output) {
         let kind = output.kind();
-        AnalyticsStatus::add(&self.status.emitted[kind.index()], 1);
+        JobStatus::add(&self.status.emitted[kind.index()], 1);
         if kind == Kind::Late {
-            AnalyticsStatus::add(&self.status.late, 1);
+            JobStatus::add(&self.status.late, 1);
         }
         if let Some(topic) = &self.topics[kind.index()] {
             let mut payload = std::mem::take(&mut self.payload);
@@ -297,7 +297,7 @@ impl Analytics {
             &config.group_id,
             &config.topic,
             "stockstream-analytics",
-            status.clone(),
+            status.job.clone(),
             connect_timeout,
         )?;
         let mut wanted: Vec<(&str, bool)> = config
@@ -371,10 +371,7 @@ impl Analytics {
             work.measure_lag(member);
             Ok(())
         });
-        self.work.status.set_state(match &result {
-            Ok(()) => "stopped",
-            Err(_) => "failed",
-        });
+        self.work.status.finished(&result);
         result
     }
 }
@@ -393,7 +390,7 @@ impl Pipeline for Work {
         for m in messages {
             self.take_one(m.partition(), m.offset(), m.payload());
         }
-        AnalyticsStatus::add(&self.status.consumed, messages.len() as u64);
+        JobStatus::add(&self.status.consumed, messages.len() as u64);
         Ok(Flow::Continue)
     }
 
@@ -451,7 +448,7 @@ impl Work {
                 }
             }
         }
-        AnalyticsStatus::add(&self.status.checkpoints, 1);
+        JobStatus::add(&self.status.checkpoints, 1);
         self.last_checkpoint = Instant::now();
         Ok(())
     }
@@ -490,7 +487,7 @@ impl Work {
                 ));
             }
             Ok(tick) => {
-                AnalyticsStatus::add(&self.status.ticks, 1);
+                JobStatus::add(&self.status.ticks, 1);
                 if !state.has_symbol(&tick.symbol) {
                     let home = *self.homes.entry(tick.symbol.clone()).or_insert(partition);
                     if home != partition {
@@ -584,7 +581,7 @@ impl Work {
                     self.chunked.insert(p, chunked);
                 }
                 if let Some(change) = self.config.spec.adopt(&mut state) {
-                    self.status.warn(change);
+                    self.status.note(change);
                 }
                 // The snapshot says where its state ends, whatever the group committed (a
                 // new group, expired offsets): read on from there.

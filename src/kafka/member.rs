@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
 use super::queue::{FetchQueue, Fetched};
+use super::status::JobStatus;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 
@@ -48,16 +49,6 @@ const EMBEDDED_DEFAULTS: [(&str, &str); 2] = [
     ("heartbeat.interval.ms", "500"),
 ];
 
-/// Where a member reports what happens to it (a pipeline's live status).
-pub trait Observer: Send + Sync {
-    /// A client, fetch or rebalance error (each is retried or recovered by librdkafka).
-    fn error(&self, message: String);
-    /// The partitions now assigned.
-    fn assigned(&self, partitions: Vec<i32>);
-    /// Records in the assigned partitions beyond the committed offsets.
-    fn lag(&self) -> &AtomicI64;
-}
-
 /// A rebalance, to apply before any message polled after it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -81,7 +72,7 @@ pub struct Polled<'a> {
 /// Rebalances and statistics, handed from librdkafka's callbacks (run inside `poll`).
 struct Context {
     topic: String,
-    observer: Arc<dyn Observer>,
+    status: Arc<JobStatus>,
     shared: Mutex<Shared>,
 }
 
@@ -107,7 +98,7 @@ impl ClientContext for Context {
     /// own `consumer_lag` counts from the fetch position, which runs ahead of commits.)
     fn stats(&self, stats: Statistics) {
         if let Some(lag) = committed_lag(&stats, &self.topic) {
-            self.observer.lag().store(lag, Ordering::Relaxed);
+            self.status.lag.store(lag, Ordering::Relaxed);
         }
         if let Some(topic) = stats.topics.get(&self.topic) {
             let mut shared = self.shared();
@@ -119,7 +110,7 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         if !is_partition_eof(&error) {
-            self.observer.error(format!("Kafka: {error}: {reason}"));
+            self.status.error(format!("Kafka: {error}: {reason}"));
         }
     }
 }
@@ -142,7 +133,7 @@ impl ConsumerContext for Context {
                 if let Some(queue) = &shared.queue {
                     for e in tpl.elements() {
                         if !queue.route(e.topic(), e.partition()) {
-                            self.observer.error(format!(
+                            self.status.error(format!(
                                 "cannot route {}[{}] to the batch queue",
                                 e.topic(),
                                 e.partition()
@@ -153,7 +144,7 @@ impl ConsumerContext for Context {
                 shared.changes.push(Change::Assigned(partitions));
                 drop(shared);
                 self.complete(consumer, tpl, true);
-                self.observer.assigned(held(consumer, &[]));
+                self.status.set_assigned(held(consumer, &[]));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost = consumer.assignment_lost();
@@ -173,13 +164,13 @@ impl ConsumerContext for Context {
                     self.complete(consumer, tpl, false);
                 }
                 // An incremental revoke (cooperative or KIP-848 groups) leaves the rest.
-                self.observer.assigned(held(consumer, &partitions));
+                self.status.set_assigned(held(consumer, &partitions));
             }
             _ => {
-                self.observer
+                self.status
                     .error(format!("rebalance failed: {}", RDKafkaErrorCode::from(err)));
                 if let Err(e) = consumer.unassign() {
-                    self.observer.error(format!("cannot unassign: {e}"));
+                    self.status.error(format!("cannot unassign: {e}"));
                 }
             }
         }
@@ -201,8 +192,7 @@ impl Context {
         };
         if let Err(e) = done {
             let what = if assign { "assign" } else { "unassign" };
-            self.observer
-                .error(format!("cannot {what} partitions: {e}"));
+            self.status.error(format!("cannot {what} partitions: {e}"));
         }
     }
 }
@@ -228,7 +218,7 @@ impl GroupMember {
         group_id: &str,
         topic: &str,
         client_id: &str,
-        observer: Arc<dyn Observer>,
+        status: Arc<JobStatus>,
         timeout: Duration,
     ) -> Result<Self> {
         let mut defaults = DEFAULTS.to_vec();
@@ -250,7 +240,7 @@ impl GroupMember {
         };
         let context = Context {
             topic: topic.to_string(),
-            observer,
+            status,
             shared: Mutex::new(Shared::default()),
         };
         let consumer: BaseConsumer<Context> = client
@@ -283,7 +273,7 @@ impl GroupMember {
 
     /// Serves rebalances and statistics, then takes up to `max` messages, waiting at most
     /// `timeout` for the first. End-of-partition notices are recorded (see
-    /// [`Self::read_to_end`]); fetch errors go to the observer.
+    /// [`Self::read_to_end`]); fetch errors go to the status.
     pub fn poll(&self, max: usize, timeout: Duration) -> Polled<'_> {
         let changes = self.rebalances();
         let mut fetched = Vec::new();
@@ -303,7 +293,7 @@ impl GroupMember {
                 Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF) => {
                     at_end.insert(m.partition());
                 }
-                Some(code) => self.consumer.context().observer.error(format!(
+                Some(code) => self.consumer.context().status.error(format!(
                     "Kafka: fetching {}[{}]: {code:?}: {}",
                     self.topic,
                     m.partition(),
@@ -370,11 +360,7 @@ impl GroupMember {
             KafkaError::PartitionEOF(p) => {
                 self.at_end.borrow_mut().insert(*p);
             }
-            e => self
-                .consumer
-                .context()
-                .observer
-                .error(format!("Kafka: {e}")),
+            e => self.consumer.context().status.error(format!("Kafka: {e}")),
         }
     }
 
@@ -582,27 +568,9 @@ fn is_partition_eof(error: &KafkaError) -> bool {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use std::sync::atomic::AtomicU64;
 
     use super::*;
     use crate::testing::{self, Sent};
-
-    /// An observer that counts errors.
-    #[derive(Default)]
-    pub struct Seen {
-        errors: AtomicU64,
-        lag: AtomicI64,
-    }
-
-    impl Observer for Seen {
-        fn error(&self, _: String) {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        fn assigned(&self, _: Vec<i32>) {}
-        fn lag(&self) -> &AtomicI64 {
-            &self.lag
-        }
-    }
 
     #[test]
     fn hands_out_every_message_in_batches_in_offset_order_after_the_assignment() {
@@ -616,7 +584,7 @@ pub(super) mod tests {
             }),
         );
 
-        let seen = Arc::new(Seen::default());
+        let seen = Arc::new(JobStatus::new());
         let member = GroupMember::join(
             &config,
             "g",

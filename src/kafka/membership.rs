@@ -4,8 +4,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::member::{Change, GroupMember, Observer};
+use super::member::{Change, GroupMember};
 use super::run::Pipeline;
+use super::JobStatus;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 
@@ -17,7 +18,7 @@ pub struct Membership {
     group_id: String,
     topic: String,
     client_id: &'static str,
-    observer: Arc<dyn Observer>,
+    status: Arc<JobStatus>,
     timeout: Duration,
     member: Option<GroupMember>,
 }
@@ -30,7 +31,7 @@ impl Membership {
         group_id: &str,
         topic: &str,
         client_id: &'static str,
-        observer: Arc<dyn Observer>,
+        status: Arc<JobStatus>,
         timeout: Duration,
     ) -> Result<Self> {
         let mut membership = Membership {
@@ -38,7 +39,7 @@ impl Membership {
             group_id: group_id.to_string(),
             topic: topic.to_string(),
             client_id,
-            observer,
+            status,
             timeout,
             member: None,
         };
@@ -55,7 +56,7 @@ impl Membership {
                 &self.group_id,
                 &self.topic,
                 self.client_id,
-                self.observer.clone(),
+                self.status.clone(),
                 self.timeout,
             )?,
         };
@@ -90,7 +91,7 @@ impl Membership {
         let released = pipeline.apply(member, &[revoked]);
         // Dropping the consumer closes it: it leaves the group.
         self.member = None;
-        self.observer.assigned(Vec::new());
+        self.status.set_assigned(Vec::new());
         let value = result?;
         released.map(|()| value)
     }
@@ -101,7 +102,6 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::kafka::member::tests::Seen;
     use crate::kafka::Fetched;
     use crate::testing::{self, Sent};
 
@@ -156,7 +156,7 @@ mod tests {
             "g",
             "t",
             "test",
-            Arc::new(Seen::default()),
+            Arc::new(JobStatus::new()),
             timeout,
         )
         .unwrap();

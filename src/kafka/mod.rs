@@ -9,6 +9,7 @@ mod queue;
 mod reader;
 mod run;
 mod send;
+mod status;
 
 use std::time::Duration;
 
@@ -16,12 +17,13 @@ use rdkafka::client::{Client, ClientContext};
 use rdkafka::metadata::Metadata;
 
 pub use admin::create_topics;
-pub use member::{Change, GroupMember, Observer, Polled};
+pub use member::{Change, GroupMember, Polled};
 pub use membership::Membership;
 pub use queue::Fetched;
 pub use reader::{read, read_topic, Bounds, Read, Start};
 pub use run::{run, Flow, Pipeline, RunLimits, TICK};
 pub use send::{flush, send_waiting, serve_reports};
+pub use status::{JobDetail, JobStatus};
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};

@@ -12,9 +12,9 @@ use pyo3_polars::PyDataFrame;
 
 use super::kafka_config::kafka_config;
 use super::options::PyOutputs;
-use super::pipelines::{PyPipeline, Snapshot};
+use super::pipelines::{PyJobStatus, PyPipeline, Snapshot, View};
 use super::schema::PyTickSchema;
-use super::{html_table, repr_of, seconds, shown};
+use super::{seconds, shown};
 use crate::analytics::output::{frame, iso, Value};
 use crate::analytics::spec::parse_duration;
 use crate::analytics::{
@@ -23,115 +23,62 @@ use crate::analytics::{
 };
 use crate::error::{Error, Result};
 
-/// A snapshot of an analytics job's counters.
+/// A snapshot of an analytics job's counters, besides those of every ``JobStatus``.
 ///
 /// Attributes:
-///     state: ``ready``, ``running``, ``stopped`` or ``failed``.
-///     running: a background run is in progress.
-///     consumed: messages read from Kafka.
-///     ticks: valid ticks among them (late ones included).
+///     ticks: valid ticks among the messages consumed (late ones included).
 ///     late: ticks behind the watermark, sent to the late side output.
-///     rejected: messages that are not ticks; last_rejected says why (with partition@offset).
+///     last_rejected: why the latest rejected message is not a tick (with partition@offset).
 ///     windows, indicators, alerts: outputs emitted of each kind.
-///     buffered: ticks waiting for the watermark; open_windows: windows not yet closed.
+///     open_windows: windows not yet closed.
 ///     checkpoints: state snapshots saved with their offsets committed.
-///     lag: records in the assigned partitions beyond the committed offsets (None until known).
-///     assigned: the Kafka partitions this member owns.
 ///     watermarks: event-time watermark by partition (ISO 8601).
-///     errors: Kafka, delivery, callback and checkpoint errors; last_error: the latest one.
-///     warnings: the latest notices (e.g. state restored from a run with other settings).
 #[pyclass(
     name = "AnalyticsStatus",
     module = "stockstream._core",
+    extends = PyJobStatus,
     frozen,
     get_all,
     skip_from_py_object
 )]
-#[derive(Clone)]
 pub struct PyAnalyticsStatus {
-    state: String,
-    running: bool,
-    consumed: u64,
     ticks: u64,
     late: u64,
-    rejected: u64,
+    last_rejected: Option<String>,
     windows: u64,
     indicators: u64,
     alerts: u64,
-    buffered: u64,
     open_windows: u64,
     checkpoints: u64,
-    lag: Option<i64>,
-    assigned: Vec<i32>,
     watermarks: BTreeMap<i32, String>,
-    errors: u64,
-    last_error: Option<String>,
-    last_rejected: Option<String>,
-    warnings: Vec<String>,
 }
 
 impl PyAnalyticsStatus {
-    fn of(status: &AnalyticsStatus, running: bool) -> Self {
+    fn snapshot(py: Python<'_>, status: &AnalyticsStatus, running: bool) -> PyResult<Py<PyAny>> {
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let detail = status.detail();
-        let lag = status.lag.load(Ordering::Relaxed);
-        PyAnalyticsStatus {
-            state: detail.state,
-            running,
-            consumed: load(&status.consumed),
+        let own = PyAnalyticsStatus {
             ticks: load(&status.ticks),
             late: load(&status.late),
-            rejected: load(&status.rejected),
+            last_rejected: detail.last_rejected,
             windows: status.emitted(Kind::Window),
             indicators: status.emitted(Kind::Indicators),
             alerts: status.emitted(Kind::Alert),
-            buffered: load(&status.buffered),
             open_windows: load(&status.open_windows),
             checkpoints: load(&status.checkpoints),
-            lag: (lag >= 0).then_some(lag),
-            assigned: detail.assigned,
-            watermarks: detail
-                .watermarks
-                .into_iter()
+            watermarks: (detail.watermarks.into_iter())
                 .map(|(p, wm)| (p, iso(wm)))
                 .collect(),
-            errors: load(&status.errors),
-            last_error: detail.last_error,
-            last_rejected: detail.last_rejected,
-            warnings: detail.warnings,
-        }
-    }
-
-    fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut rows = shown!(self; state, consumed, ticks, late, rejected, windows, alerts,
-                              open_windows, errors);
-        rows.push(("lag", self.lag.map_or("?".to_string(), |v| v.to_string())));
-        rows
-    }
-}
-
-#[pymethods]
-impl PyAnalyticsStatus {
-    fn __repr__(&self) -> String {
-        repr_of("AnalyticsStatus", &self.fields())
-    }
-
-    /// An HTML table, for notebooks.
-    fn _repr_html_(&self) -> String {
-        let mut rows = self.fields();
-        rows.push(("watermarks", format!("{:?}", self.watermarks)));
-        for (name, value) in [
-            ("last error", &self.last_error),
-            ("last rejected", &self.last_rejected),
-        ] {
-            if let Some(v) = value {
-                rows.push((name, v.clone()));
-            }
-        }
-        for warning in &self.warnings {
-            rows.push(("warning", warning.clone()));
-        }
-        html_table("Analytics", &rows)
+        };
+        let mut html_rows = vec![("watermarks", format!("{:?}", own.watermarks))];
+        html_rows.extend(own.last_rejected.clone().map(|r| ("last rejected", r)));
+        let view = View {
+            name: "AnalyticsStatus",
+            caption: "Analytics",
+            rows: shown!(own; ticks, late, windows, alerts, open_windows),
+            html_rows,
+        };
+        PyJobStatus::snapshot(py, status, running, view, own)
     }
 }
 
@@ -356,9 +303,8 @@ impl PyAnalytics {
             names: job.indicator_names().to_vec(),
         };
         let status = job.status();
-        let snapshot: Snapshot = Box::new(move |py, running| {
-            Ok(Py::new(py, PyAnalyticsStatus::of(&status, running))?.into_any())
-        });
+        let snapshot: Snapshot =
+            Box::new(move |py, running| PyAnalyticsStatus::snapshot(py, &status, running));
         Ok(
             PyClassInitializer::from(PyPipeline::new(job, "analytics", snapshot, describe))
                 .add_subclass(this),

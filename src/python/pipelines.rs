@@ -6,8 +6,11 @@
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
+use pyo3::PyClass;
 
 use super::background::{live_status, run_limits, Background, Job};
+use super::{html_table, repr_of, shown};
+use crate::kafka::JobStatus;
 
 static TRACKED: Mutex<Vec<Py<PyAny>>> = Mutex::new(Vec::new());
 
@@ -32,6 +35,117 @@ pub fn running_pipelines(py: Python<'_>) -> Vec<Py<PyAny>> {
             .unwrap_or(false)
     });
     tracked.iter().map(|p| p.clone_ref(py)).collect()
+}
+
+/// What every pipeline's status says (``SinkStatus`` and ``AnalyticsStatus`` add their own).
+///
+/// Attributes:
+///     state: ``ready``, ``running``, ``stopped`` or ``failed`` (a sink also ``retrying``:
+///         a lake write failed and is being retried).
+///     running: a background run is in progress.
+///     consumed: messages read from Kafka (re-reads after a rebalance count again).
+///     rejected: messages that could not be taken (a sink sends them to ``_rejected/``).
+///     buffered: records read and not yet done with (not landed; ticks waiting for the
+///         watermark).
+///     lag: records in the assigned partitions beyond the committed offsets (None until known).
+///     assigned: the Kafka partitions this member owns.
+///     errors: Kafka, write, commit and checkpoint errors so far (all retried or
+///         recovered); last_error: the latest one.
+///     notes: things worth knowing that are not errors, such as where a sink resumed or
+///         what an analytics job migrated from a run with other settings (the latest 20).
+#[pyclass(
+    name = "JobStatus",
+    module = "stockstream._core",
+    subclass,
+    frozen,
+    skip_from_py_object
+)]
+pub struct PyJobStatus {
+    #[pyo3(get)]
+    state: String,
+    #[pyo3(get)]
+    running: bool,
+    #[pyo3(get)]
+    consumed: u64,
+    #[pyo3(get)]
+    rejected: u64,
+    #[pyo3(get)]
+    buffered: u64,
+    #[pyo3(get)]
+    lag: Option<i64>,
+    #[pyo3(get)]
+    assigned: Vec<i32>,
+    #[pyo3(get)]
+    errors: u64,
+    #[pyo3(get)]
+    last_error: Option<String>,
+    #[pyo3(get)]
+    notes: Vec<String>,
+    view: View,
+}
+
+/// How a status shows itself: its class name, its table's caption, the rows of its own
+/// counters, and rows shown in the HTML table only.
+pub struct View {
+    pub name: &'static str,
+    pub caption: &'static str,
+    pub rows: Vec<(&'static str, String)>,
+    pub html_rows: Vec<(&'static str, String)>,
+}
+
+impl PyJobStatus {
+    /// The Python status of a job: `own` (a subclass) over what every job counts.
+    pub fn snapshot<T: PyClass<BaseType = PyJobStatus>>(
+        py: Python<'_>,
+        job: &JobStatus,
+        running: bool,
+        view: View,
+        own: T,
+    ) -> PyResult<Py<PyAny>> {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let detail = job.job_detail();
+        let base = PyJobStatus {
+            state: detail.state,
+            running,
+            consumed: load(&job.consumed),
+            rejected: load(&job.rejected),
+            buffered: load(&job.buffered),
+            lag: job.lag_now(),
+            assigned: detail.assigned,
+            errors: load(&job.errors),
+            last_error: detail.last_error,
+            notes: detail.notes,
+            view,
+        };
+        Ok(Py::new(py, PyClassInitializer::from(base).add_subclass(own))?.into_any())
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut rows = shown!(self; state, consumed);
+        rows.extend(self.view.rows.iter().cloned());
+        rows.extend(shown!(self; rejected, buffered, errors));
+        rows.push(("lag", self.lag.map_or("?".to_string(), |v| v.to_string())));
+        rows.push(("assigned", format!("{:?}", self.assigned)));
+        rows
+    }
+}
+
+#[pymethods]
+impl PyJobStatus {
+    fn __repr__(&self) -> String {
+        repr_of(self.view.name, &self.fields())
+    }
+
+    /// An HTML table, for notebooks.
+    fn _repr_html_(&self) -> String {
+        let mut rows = self.fields();
+        rows.extend(self.view.html_rows.iter().cloned());
+        if let Some(e) = &self.last_error {
+            rows.push(("last error", e.clone()));
+        }
+        rows.extend(self.notes.iter().map(|n| ("note", n.clone())));
+        html_table(self.view.caption, &rows)
+    }
 }
 
 /// A counters snapshot of a pipeline, as its Python status object; `true` while running.

@@ -12,9 +12,9 @@ use pyo3::types::{PyDict, PyString};
 
 use super::kafka_config::kafka_config;
 use super::options::{aws_options, PyAwsOptions, PyRollPolicy};
-use super::pipelines::{PyPipeline, Snapshot};
+use super::pipelines::{PyJobStatus, PyPipeline, Snapshot, View};
 use super::schema::PyTickSchema;
-use super::{html_table, repr_of, seconds, shown};
+use super::{seconds, shown};
 use crate::catalog::CatalogKind;
 use crate::error::Result;
 use crate::lake::{Format, LakeUrl};
@@ -22,109 +22,60 @@ use crate::sink::{
     ColumnType, LakeTarget, Partitioning, RollPolicy, SinkBuilder, SinkConfig, SinkStatus,
 };
 
-/// A snapshot of a sink's counters.
+/// A snapshot of a sink's counters, besides those of every ``JobStatus``.
 ///
 /// Attributes:
-///     state: ``ready``, ``running``, ``retrying`` (a lake write failed and is being
-///         retried), ``stopped`` or ``failed``.
-///     running: a background run is in progress.
-///     consumed: messages read from Kafka (re-reads after a rebalance count again).
 ///     written: records landed in the lake and committed.
-///     rejected: records sent to ``_rejected/``.
 ///     skipped: records the topic's retention deleted before the sink read them (each gap
 ///         is noted in ``_rejected/`` and in ``last_error``).
 ///     files: objects written; bytes: their total size.
-///     buffered: records read but not yet in the lake.
-///     lag: records in the assigned partitions beyond the committed offsets (None until known).
-///     assigned: the Kafka partitions this member owns.
 ///     committed: committed offset by partition.
 ///     landed: by partition, the offset up to which this sink registered records in the
 ///         table (the table, not the group, is where a sink resumes).
 ///     resumed: partitions that resumed at the table's offset because the group had no
 ///         committed offset (a new group, expired offsets) or an older one, and where.
-///     notes: things worth knowing that are not errors (the latest 20).
 ///     last_commit: Unix time of the last commit, or None.
-///     errors: failed writes, commits and client errors so far (all retried or recovered);
-///         last_error: the latest one.
 #[pyclass(
     name = "SinkStatus",
     module = "stockstream._core",
+    extends = PyJobStatus,
     frozen,
     get_all,
     skip_from_py_object
 )]
-#[derive(Clone)]
 pub struct PySinkStatus {
-    state: String,
-    running: bool,
-    consumed: u64,
     written: u64,
-    rejected: u64,
     skipped: u64,
     files: u64,
     bytes: u64,
-    buffered: u64,
-    lag: Option<i64>,
-    assigned: Vec<i32>,
     committed: BTreeMap<i32, i64>,
     landed: BTreeMap<i32, i64>,
     resumed: BTreeMap<i32, i64>,
-    notes: Vec<String>,
     last_commit: Option<f64>,
-    errors: u64,
-    last_error: Option<String>,
 }
 
 impl PySinkStatus {
-    fn of(status: &SinkStatus, running: bool) -> Self {
+    fn snapshot(py: Python<'_>, status: &SinkStatus, running: bool) -> PyResult<Py<PyAny>> {
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         let detail = status.detail();
-        let lag = status.lag.load(Ordering::Relaxed);
         let last_commit = status.last_commit_ms.load(Ordering::Relaxed);
-        PySinkStatus {
-            state: detail.state,
-            running,
-            consumed: load(&status.consumed),
+        let own = PySinkStatus {
             written: load(&status.written),
-            rejected: load(&status.rejected),
             skipped: load(&status.skipped),
             files: load(&status.files),
             bytes: load(&status.bytes),
-            buffered: load(&status.buffered),
-            lag: (lag >= 0).then_some(lag),
-            assigned: detail.assigned,
             committed: detail.committed.into_iter().collect(),
             landed: detail.landed.into_iter().collect(),
             resumed: detail.resumed.into_iter().collect(),
-            notes: detail.notes,
             last_commit: (last_commit > 0).then(|| last_commit as f64 / 1000.0),
-            errors: load(&status.errors),
-            last_error: detail.last_error,
-        }
-    }
-
-    fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut rows = shown!(self; state, consumed, written, rejected, skipped, files, bytes,
-                              buffered, errors);
-        rows.push(("lag", self.lag.map_or("?".to_string(), |v| v.to_string())));
-        rows.push(("assigned", format!("{:?}", self.assigned)));
-        rows
-    }
-}
-
-#[pymethods]
-impl PySinkStatus {
-    fn __repr__(&self) -> String {
-        repr_of("SinkStatus", &self.fields())
-    }
-
-    /// An HTML table, for notebooks.
-    fn _repr_html_(&self) -> String {
-        let mut rows = self.fields();
-        if let Some(e) = &self.last_error {
-            rows.push(("last error", e.clone()));
-        }
-        html_table("LakeSink", &rows)
+        };
+        let view = View {
+            name: "SinkStatus",
+            caption: "LakeSink",
+            rows: shown!(own; written, skipped, files, bytes),
+            html_rows: Vec::new(),
+        };
+        PyJobStatus::snapshot(py, status, running, view, own)
     }
 }
 
@@ -244,9 +195,8 @@ impl PyLakeSink {
         );
         let sink = py.detach(|| builder.build())?;
         let status = sink.status();
-        let snapshot: Snapshot = Box::new(move |py, running| {
-            Ok(Py::new(py, PySinkStatus::of(&status, running))?.into_any())
-        });
+        let snapshot: Snapshot =
+            Box::new(move |py, running| PySinkStatus::snapshot(py, &status, running));
         Ok(
             PyClassInitializer::from(PyPipeline::new(sink, "sink", snapshot, describe))
                 .add_subclass(PyLakeSink {}),

@@ -33,7 +33,7 @@ pub use status::SinkStatus;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::kafka::{
-    self, Change, Fetched, Flow, GroupMember, Membership, Pipeline, RunLimits, TICK,
+    self, Change, Fetched, Flow, GroupMember, JobStatus, Membership, Pipeline, RunLimits, TICK,
 };
 use crate::lake::{
     Declaration, Fence, LandedObject, LandedRange, Landing, LastRecord, Layout, ObjectName,
@@ -120,7 +120,7 @@ impl Sink {
             &config.group_id,
             &config.topic,
             "stockstream-sink",
-            status.clone(),
+            status.job.clone(),
             connect_timeout,
         )?;
         let topic_partitions = membership.member()?.partition_count(connect_timeout);
@@ -209,10 +209,7 @@ impl Sink {
                 Flow::Abandon => Ok(()),
             }
         });
-        self.work.status.set_state(match &result {
-            Ok(()) => "stopped",
-            Err(_) => "failed",
-        });
+        self.work.status.finished(&result);
         result
     }
 }
@@ -243,7 +240,7 @@ impl Pipeline for Work {
         messages: &[Fetched<'_>],
         stop: &mut dyn FnMut() -> bool,
     ) -> Result<Flow> {
-        SinkStatus::add(&self.status.consumed, messages.len() as u64);
+        JobStatus::add(&self.status.consumed, messages.len() as u64);
         self.skip.clear();
         self.settle(member)?;
         for m in messages {
@@ -270,7 +267,7 @@ impl Pipeline for Work {
                 None => range.hold(&msg),
             }
             self.buffered_bytes += size;
-            SinkStatus::add(&self.status.buffered, 1);
+            JobStatus::add(&self.status.buffered, 1);
             let roll = &self.config.roll;
             let landed = if range.records >= roll.records || range.bytes >= roll.bytes {
                 self.land(member, &[partition], stop)?
@@ -513,7 +510,7 @@ impl Work {
              before this sink read them; those {} records are not in the lake",
             to - from
         );
-        SinkStatus::add(&self.status.skipped, (to - from) as u64);
+        JobStatus::add(&self.status.skipped, (to - from) as u64);
         self.status.error(message.clone());
         let note = serde_json::json!({
             "topic": topic,
@@ -668,8 +665,8 @@ impl Work {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |lag| {
                     (lag >= 0).then(|| (lag - landed).max(0))
                 });
-            SinkStatus::add(&self.status.written, range.accepted() as u64);
-            SinkStatus::add(
+            JobStatus::add(&self.status.written, range.accepted() as u64);
+            JobStatus::add(
                 &self.status.rejected,
                 (range.records - range.accepted()) as u64,
             );
@@ -745,8 +742,8 @@ impl Work {
             for (object, result) in pending.iter().zip(results) {
                 match result {
                     Ok(true) => {
-                        SinkStatus::add(&self.status.files, 1);
-                        SinkStatus::add(&self.status.bytes, object.body.len() as u64);
+                        JobStatus::add(&self.status.files, 1);
+                        JobStatus::add(&self.status.bytes, object.body.len() as u64);
                     }
                     Ok(false) => found.push(*object),
                     Err(e) if !e.is_retryable() => return Err(e),
