@@ -31,7 +31,8 @@ import time
 import uuid
 from collections import deque
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
+
+import broker
 
 # Enough that the embedded broker's ~5 MiB-per-partition retention drops nothing (checked).
 PARTITIONS = 32
@@ -234,12 +235,7 @@ def measure(name, args):
 
 
 def main():
-    if sys.argv[1:2] == ["--child"]:
-        return child(sys.argv[2:])
-    sys.path.insert(0, str(Path(__file__).parent))
-    import broker
-
-    p = broker.parser(__doc__, rows=1_000_000)
+    p = broker.child_or_parser(__doc__, child, rows=1_000_000)
     p.add_argument("--symbols", type=int, default=100)
     p.add_argument("--only", choices=sorted(CONTENDERS), action="append")
     a = p.parse_args()

@@ -11,6 +11,7 @@ Every benchmark prints which one it used, so runs can be compared side by side.
 
 import argparse
 import multiprocessing
+import sys
 from contextlib import contextmanager
 
 
@@ -22,6 +23,15 @@ def parser(doc, rows):
     p.add_argument("--rows", type=int, default=rows)
     add_option(p)
     return p
+
+
+def child_or_parser(doc, child, rows):
+    """For a bench that measures each contender in a child process of its own (its own
+    script run with ``--child ARGS``): in such a child, runs ``child(ARGS)`` and exits;
+    otherwise returns the bench's parser."""
+    if sys.argv[1:2] == ["--child"]:
+        sys.exit(child(sys.argv[2:]))
+    return parser(doc, rows)
 
 
 def add_option(parser):

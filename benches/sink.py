@@ -31,6 +31,8 @@ import time
 import uuid
 from pathlib import Path
 
+import broker
+
 PARTITIONS = 32
 SYMBOLS = 500
 LAYOUT = "month"
@@ -249,12 +251,7 @@ def s3_rows(client, bucket, topic) -> int:
 
 
 def main():
-    if sys.argv[1:2] == ["--child"]:
-        return child(sys.argv[2:])
-    sys.path.insert(0, str(Path(__file__).parent))
-    import broker
-
-    p = broker.parser(__doc__, rows=1_000_000)
+    p = broker.child_or_parser(__doc__, child, rows=1_000_000)
     p.add_argument("--tutorial-seconds", type=float, default=10.0)
     a = p.parse_args()
 

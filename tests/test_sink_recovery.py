@@ -15,6 +15,7 @@ import pytest
 import stockstream as ss
 from conftest import S3Server, end_offsets
 from lake_check import assert_exactly_once, read_local_parquet, read_s3_parquet
+from stockstream import cli
 
 GROUP = [
     "-X",
@@ -237,19 +238,11 @@ class StallingProxy:
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
     def _pump(self, src, dst):
-        try:
-            while data := src.recv(65536):
-                while self.stalled.is_set():
-                    time.sleep(0.05)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        cli._pump(src, dst, before_send=self._hold)
+
+    def _hold(self):
+        while self.stalled.is_set():
+            time.sleep(0.05)
 
     def close(self):
         self._listener.close()

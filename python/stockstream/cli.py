@@ -12,7 +12,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from stockstream import _core
 from stockstream.errors import StockstreamError
@@ -57,6 +57,24 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pump(
+    src: socket.socket, dst: socket.socket, before_send: Callable[[], object] = lambda: None
+) -> None:
+    """Copy what ``src`` sends to ``dst`` until either closes, then shut both down."""
+    try:
+        while chunk := src.recv(65536):
+            before_send()
+            dst.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 def _forward(port: int, target: str, stop: threading.Event) -> None:
     """Relay connections to 127.0.0.1:``port`` to ``target`` (host:port) until ``stop``.
 
@@ -67,19 +85,6 @@ def _forward(port: int, target: str, stop: threading.Event) -> None:
     server = socket.create_server(("127.0.0.1", port))
     server.settimeout(0.5)
 
-    def pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
     def accept() -> None:
         while not stop.is_set():
             try:
@@ -88,7 +93,7 @@ def _forward(port: int, target: str, stop: threading.Event) -> None:
                 continue
             upstream = socket.create_connection((host, int(target_port)))
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
         server.close()
 
     threading.Thread(target=accept, name="stockstream-bootstrap-relay", daemon=True).start()

@@ -272,7 +272,7 @@ impl Analytics {
         connect_timeout: Duration,
     ) -> Result<Self> {
         config.validate()?;
-        let status = Arc::new(AnalyticsStatus::new());
+        let status = Arc::new(AnalyticsStatus::default());
         let transactional = config
             .exactly_once
             .then(|| transactions::producer_properties(&config.group_id, &config.topic));

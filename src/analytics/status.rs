@@ -32,22 +32,9 @@ pub struct Detail {
     pub watermarks: Vec<(i32, i64)>,
 }
 
-impl std::ops::Deref for AnalyticsStatus {
-    type Target = JobStatus;
-
-    fn deref(&self) -> &JobStatus {
-        &self.job
-    }
-}
+crate::kafka::extends_job_status!(AnalyticsStatus);
 
 impl AnalyticsStatus {
-    pub fn new() -> Self {
-        AnalyticsStatus {
-            job: Arc::new(JobStatus::new()),
-            ..AnalyticsStatus::default()
-        }
-    }
-
     pub fn emitted(&self, kind: Kind) -> u64 {
         self.emitted[kind.index()].load(Ordering::Relaxed)
     }

@@ -584,7 +584,7 @@ pub(super) mod tests {
             }),
         );
 
-        let seen = Arc::new(JobStatus::new());
+        let seen = Arc::new(JobStatus::default());
         let member = GroupMember::join(
             &config,
             "g",

@@ -156,7 +156,7 @@ mod tests {
             "g",
             "t",
             "test",
-            Arc::new(JobStatus::new()),
+            Arc::new(JobStatus::default()),
             timeout,
         )
         .unwrap();

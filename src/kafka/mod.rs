@@ -23,6 +23,7 @@ pub use queue::Fetched;
 pub use reader::{read, read_topic, Bounds, Read, Start};
 pub use run::{run, Flow, Pipeline, RunLimits, TICK};
 pub use send::{flush, send_waiting, serve_reports};
+pub(crate) use status::extends_job_status;
 pub use status::{JobDetail, JobStatus};
 
 use crate::config::KafkaConfig;

@@ -11,7 +11,7 @@ use crate::error::Result;
 pub const NOTES: usize = 20;
 
 /// What a job has done so far. Counters only grow; `lag` and `buffered` are current values.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct JobStatus {
     /// Messages read from Kafka (including ones read again after a rebalance).
     pub consumed: AtomicU64,
@@ -36,14 +36,38 @@ pub struct JobDetail {
     pub notes: Vec<String>,
 }
 
-impl JobStatus {
-    pub fn new() -> Self {
-        let s = JobStatus::default();
-        s.lag.store(-1, Ordering::Relaxed);
-        s.set_state("created");
-        s
-    }
+/// Lets a job's own status (with its `JobStatus` in a field `job`) be read as the
+/// `JobStatus`: `status.consumed`, `status.note(…)`.
+macro_rules! extends_job_status {
+    ($own:ty) => {
+        impl std::ops::Deref for $own {
+            type Target = $crate::kafka::JobStatus;
 
+            fn deref(&self) -> &Self::Target {
+                &self.job
+            }
+        }
+    };
+}
+pub(crate) use extends_job_status;
+
+impl Default for JobStatus {
+    fn default() -> Self {
+        JobStatus {
+            consumed: AtomicU64::default(),
+            rejected: AtomicU64::default(),
+            buffered: AtomicU64::default(),
+            lag: AtomicI64::new(-1),
+            errors: AtomicU64::default(),
+            detail: Mutex::new(JobDetail {
+                state: "created".into(),
+                ..JobDetail::default()
+            }),
+        }
+    }
+}
+
+impl JobStatus {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -98,7 +122,7 @@ mod tests {
 
     #[test]
     fn keeps_the_latest_notes_sorted_assignments_and_how_a_run_ended() {
-        let status = JobStatus::new();
+        let status = JobStatus::default();
         assert_eq!(status.lag_now(), None);
         assert_eq!(status.job_detail().state, "created");
         for i in 0..NOTES + 3 {

@@ -114,7 +114,7 @@ impl Sink {
         connect_timeout: Duration,
     ) -> Result<Self> {
         config.validate()?;
-        let status = Arc::new(SinkStatus::new());
+        let status = Arc::new(SinkStatus::default());
         let mut membership = Membership::join(
             kafka,
             &config.group_id,

@@ -43,22 +43,9 @@ fn set(entries: &mut Vec<(i32, i64)>, partition: i32, offset: i64) {
     }
 }
 
-impl std::ops::Deref for SinkStatus {
-    type Target = JobStatus;
-
-    fn deref(&self) -> &JobStatus {
-        &self.job
-    }
-}
+crate::kafka::extends_job_status!(SinkStatus);
 
 impl SinkStatus {
-    pub fn new() -> Self {
-        SinkStatus {
-            job: Arc::new(JobStatus::new()),
-            ..SinkStatus::default()
-        }
-    }
-
     fn detail_mut(&self) -> MutexGuard<'_, Detail> {
         self.detail.lock().unwrap_or_else(|e| e.into_inner())
     }
