@@ -38,6 +38,26 @@ pub fn local_lake() -> (
     (dir, std::sync::Arc::new(store))
 }
 
+/// A table of `database` (in a folder of its name) with partition `keys` and `columns`.
+pub fn table(
+    database: &str,
+    name: &str,
+    format: crate::lake::Format,
+    keys: &[(&str, crate::catalog::HiveType)],
+    columns: &[(&str, crate::catalog::HiveType)],
+) -> crate::catalog::Table {
+    let column = |(name, kind): &(&str, _)| crate::catalog::Column::new(*name, *kind);
+    let mut table = crate::catalog::Table::new(
+        database,
+        name,
+        name,
+        format,
+        keys.iter().map(column).collect(),
+    );
+    table.columns = columns.iter().map(column).collect();
+    table
+}
+
 /// A broker holding `topic` with `partitions` partitions, and a client configuration for it.
 pub fn broker(topic: &str, partitions: i32) -> (EmbeddedKafka, KafkaConfig) {
     let kafka = EmbeddedKafka::start(1, partitions).unwrap();

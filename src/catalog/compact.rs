@@ -482,10 +482,7 @@ mod tests {
 
     #[test]
     fn small_objects_merge_into_a_new_folder_and_the_old_one_goes_after_its_grace() {
-        let date = Column {
-            name: "date".into(),
-            kind: HiveType::String,
-        };
+        let date = Column::new("date", HiveType::String);
         let mut table = Table::new(DB, "ticks", "ticks", Format::Ndjson, vec![date]);
         table.partitions.insert(vec!["2021-01-04".into()]);
         let lake = lake(table);

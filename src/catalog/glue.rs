@@ -11,11 +11,10 @@ use aws_sdk_glue::types::{
 use aws_sdk_glue::Client;
 use tokio::runtime::Runtime;
 
-use super::registry::{apply_landing, landed_columns};
-use super::{table_name, Catalog, Column, Edit, HiveType, Table};
+use super::{table_name, Catalog, Column, Edit, HiveType, Landed, Table};
 use crate::aws::{self, AwsOptions};
 use crate::error::{Error, Result};
-use crate::lake::{path_values, Format, Landing, ObjectStore, Registered};
+use crate::lake::{path_values, Format, Registered};
 
 /// Table parameter naming the folder keys of partition columns renamed for Glue.
 const FOLDERS_PARAMETER: &str = "stockstream.partition_folders";
@@ -694,13 +693,8 @@ impl Catalog for GlueCatalog {
     /// Costs the same whatever the table's size: the partitions the landing touched are
     /// looked up (to learn whether compaction moved them), missing ones created, and the
     /// table's columns and landed offsets updated.
-    fn register_landing(
-        &self,
-        database: &str,
-        store: &dyn ObjectStore,
-        landing: &Landing,
-    ) -> Result<Registered> {
-        let columns = landed_columns(store, landing)?;
+    fn register_landing(&self, database: &str, landed: &Landed) -> Result<Registered> {
+        let landing = landed.landing;
         let name = table_name(landing.table);
         for _ in 0..UPDATE_ATTEMPTS {
             let Some(read) = self.get(database, &name, false)? else {
@@ -729,7 +723,7 @@ impl Catalog for GlueCatalog {
                 }
                 table.partitions.insert(values.clone());
             }
-            let added = match apply_landing(&mut table, landing, &columns) {
+            let added = match landed.apply(&mut table) {
                 Ok(added) => added,
                 Err(refused) => return Ok(refused),
             };
@@ -756,6 +750,7 @@ mod tests {
     use super::*;
     use crate::catalog::Retired;
     use crate::lake::{LandedRange, LastRecord, TableSource};
+    use crate::testing;
 
     const ROOT: &str = "s3://bucket/lake/";
 
@@ -811,27 +806,19 @@ mod tests {
         }
     }
 
-    fn column(name: &str, kind: HiveType) -> Column {
-        Column {
-            name: name.into(),
-            kind,
-        }
-    }
-
     #[test]
     fn a_sinks_table_reads_back_from_glue_as_it_was_written() {
-        let mut table = Table::new(
+        let mut table = testing::table(
             "db",
             "ticks",
-            "ticks",
             Format::Parquet,
-            vec![column("date", HiveType::String)],
+            &[("date", HiveType::String)],
+            &[
+                ("Date", HiveType::Date),
+                ("Close", HiveType::Double),
+                ("note", HiveType::String),
+            ],
         );
-        table.columns = vec![
-            column("Date", HiveType::Date),
-            column("Close", HiveType::Double),
-            column("note", HiveType::String),
-        ];
         table.source = Some(source());
         let last = LastRecord {
             timestamp: Some(1_609_718_400_000),

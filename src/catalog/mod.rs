@@ -20,16 +20,15 @@ pub use compact::{compact, CompactOptions, CompactReport};
 pub use crawler::{crawl, Conflict, CrawlOptions, CrawlReport, CrawlState, OnError};
 pub use glue::GlueCatalog;
 pub use local::LocalCatalog;
-use registry::{apply_landing, landed_columns};
-pub use registry::{partition_column, CatalogRegistry};
+pub use registry::{partition_column, CatalogRegistry, Landed};
 pub use schema::{body_schema, object_schema, HiveType};
 
 use crate::aws::AwsOptions;
 use crate::error::{Error, Result};
 pub use crate::lake::LandedRange;
 use crate::lake::{
-    escape, table_folder, Format, LakeUrl, Landing, ObjectName, ObjectStore, Registered,
-    TableSource, TableState,
+    escape, table_folder, Format, LakeUrl, ObjectName, ObjectStore, Registered, TableSource,
+    TableState,
 };
 
 /// The database tables are registered in unless another is named (the tutorial's).
@@ -41,6 +40,15 @@ pub struct Column {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: HiveType,
+}
+
+impl Column {
+    pub fn new(name: impl Into<String>, kind: HiveType) -> Self {
+        Column {
+            name: name.into(),
+            kind,
+        }
+    }
 }
 
 /// One table: a folder of the lake, its objects' columns, and its partitions.
@@ -305,13 +313,8 @@ pub trait Catalog: Send + Sync {
 
     /// Registers a sink's landing: its partitions, new columns and offset ranges, in one
     /// write, if the writer's claim holds.
-    fn register_landing(
-        &self,
-        database: &str,
-        store: &dyn ObjectStore,
-        landing: &Landing,
-    ) -> Result<Registered> {
-        let columns = landed_columns(store, landing)?;
+    fn register_landing(&self, database: &str, landed: &Landed) -> Result<Registered> {
+        let landing = landed.landing;
         let mut outcome = Registered::Done;
         self.update(database, &table_name(landing.table), &mut |table| {
             let Some(table) = table else {
@@ -320,7 +323,7 @@ pub trait Catalog: Send + Sync {
                     landing.table
                 )));
             };
-            match apply_landing(table, landing, &columns) {
+            match landed.apply(table) {
                 Ok(_) => {
                     outcome = Registered::Done;
                     Ok(true)
@@ -390,10 +393,7 @@ mod tests {
 
     #[test]
     fn merged_columns_widen_numbers_and_turn_conflicts_into_text() {
-        let key = Column {
-            name: "symbol".into(),
-            kind: HiveType::String,
-        };
+        let key = Column::new("symbol", HiveType::String);
         let mut table = Table::new(DEFAULT_DATABASE, "t", "t", Format::Parquet, vec![key]);
         assert_eq!(table.merge_column("qty", HiveType::Int), Merged::Added);
         assert_eq!(table.merge_column("qty", HiveType::Double), Merged::Kept);

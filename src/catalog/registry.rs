@@ -98,7 +98,7 @@ impl Registry for CatalogRegistry {
 
     fn register(&self, landing: &Landing) -> Result<Registered> {
         self.catalog
-            .register_landing(&self.database, self.store.as_ref(), landing)
+            .register_landing(&self.database, &Landed::read(self.store.as_ref(), landing)?)
     }
 }
 
@@ -134,23 +134,31 @@ pub fn partition_column(key: &str) -> Column {
     }
 }
 
-/// The columns of the landing's objects, read from the bytes just written.
-pub fn landed_columns(
-    store: &dyn ObjectStore,
-    landing: &Landing,
-) -> Result<Vec<Vec<(String, HiveType)>>> {
-    landing
-        .objects
-        .iter()
-        .map(|o| body_schema(landing.format, o.body, &store.url(&o.key)))
-        .collect()
+/// A landing with the columns of each of its objects, read from the bytes just written
+/// (once, however often the catalog write is tried again).
+pub struct Landed<'a> {
+    pub landing: &'a Landing<'a>,
+    columns: Vec<Vec<(String, HiveType)>>,
 }
 
-/// Applies a landing to a table: `Fenced` if the writer's claim on one of its partitions
-/// was overtaken or a range does not continue the table's, `Moved` if a partition it wrote
-/// to now lives elsewhere, else adds its partitions and columns and records its offset
-/// ranges. Returns the partitions added.
-pub fn apply_landing(
+impl<'a> Landed<'a> {
+    pub fn read(store: &dyn ObjectStore, landing: &'a Landing<'a>) -> Result<Self> {
+        let columns = (landing.objects.iter())
+            .map(|o| body_schema(landing.format, o.body, &store.url(&o.key)))
+            .collect::<Result<_>>()?;
+        Ok(Landed { landing, columns })
+    }
+
+    /// Applies the landing to a table: `Fenced` if the writer's claim on one of its
+    /// partitions was overtaken or a range does not continue the table's, `Moved` if a
+    /// partition it wrote to now lives elsewhere, else adds its partitions and columns and
+    /// records its offset ranges. Returns the partitions added.
+    pub fn apply(&self, table: &mut Table) -> std::result::Result<Vec<Vec<String>>, Registered> {
+        apply_landing(table, self.landing, &self.columns)
+    }
+}
+
+fn apply_landing(
     table: &mut Table,
     landing: &Landing,
     columns: &[Vec<(String, HiveType)>],

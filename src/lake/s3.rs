@@ -130,13 +130,7 @@ impl Writer {
                 Put::Replace => request,
                 Put::Create => request.if_none_match("*"),
             };
-            match request.send().await {
-                Ok(_) => Ok(true),
-                // Only a create can be refused for what is there; a replace refused so
-                // (409 OperationAborted) has failed, and is retried as such.
-                Err(e) if mode == Put::Create && precondition_failed(&e) => Ok(false),
-                Err(e) => Err(self.failed(key, &e)),
-            }
+            self.written(key, mode, request.send().await)
         };
         self.within(deadline, key, write).await
     }
@@ -203,13 +197,7 @@ impl Writer {
                 Put::Replace => complete,
                 Put::Create => complete.if_none_match("*"),
             };
-            match complete.send().await {
-                Ok(_) => Ok(true),
-                // Only a create can be refused for what is there; a replace refused so
-                // (409 OperationAborted) has failed, and is retried as such.
-                Err(e) if mode == Put::Create && precondition_failed(&e) => Ok(false),
-                Err(e) => Err(self.failed(key, &e)),
-            }
+            self.written(key, mode, complete.send().await)
         };
         let left = deadline.saturating_sub(started.elapsed());
         let e = match self.within(left, key, upload).await {
@@ -294,6 +282,23 @@ impl Writer {
         err: &SdkError<E, HttpResponse>,
     ) -> Error {
         failed(&self.bucket, key, err)
+    }
+
+    /// The outcome of the request that puts `key` in place (a PUT, or the completion of a
+    /// multipart upload): `Ok(false)` if a create found an object there.
+    fn written<T, E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+        &self,
+        key: &str,
+        mode: Put,
+        answer: std::result::Result<T, SdkError<E, HttpResponse>>,
+    ) -> Result<bool> {
+        match answer {
+            Ok(_) => Ok(true),
+            // Only a create can be refused for what is there; a replace refused so
+            // (409 OperationAborted) has failed, and is retried as such.
+            Err(e) if mode == Put::Create && precondition_failed(&e) => Ok(false),
+            Err(e) => Err(self.failed(key, &e)),
+        }
     }
 }
 

@@ -295,13 +295,6 @@ mod tests {
     use crate::lake::{Format, LandedRange, TableSource};
     use crate::testing::{self, Sent};
 
-    fn column(name: &str, kind: HiveType) -> Column {
-        Column {
-            name: name.into(),
-            kind,
-        }
-    }
-
     fn source(bootstrap_servers: &str) -> TableSource {
         TableSource {
             bootstrap_servers: bootstrap_servers.into(),
@@ -346,15 +339,12 @@ mod tests {
 
     #[test]
     fn tail_frames_take_the_tables_columns_types_and_partition_values() {
-        let mut table = Table::new(
+        let mut table = testing::table(
             DB,
             "ticks",
-            "ticks",
             Format::Parquet,
-            vec![
-                column("symbol", HiveType::String),
-                column("date", HiveType::Date),
-            ],
+            &[("symbol", HiveType::String), ("date", HiveType::Date)],
+            &[],
         );
         let frame = || df!("Index" => ["^GSPC"], "Close" => [1i64], "new" => ["x"]).unwrap();
         // Before the first landing is registered, the table has no columns: the frame's own.
@@ -365,11 +355,13 @@ mod tests {
         let names: Vec<&str> = own.get_column_names().iter().map(|n| n.as_str()).collect();
         assert_eq!(names, ["Index", "Close", "new", "symbol", "date"]);
 
-        table.columns = vec![
-            column("Index", HiveType::String),
-            column("Close", HiveType::Double),
-            column("Volume", HiveType::Double),
-        ];
+        table.columns = [
+            ("Index", HiveType::String),
+            ("Close", HiveType::Double),
+            ("Volume", HiveType::Double),
+        ]
+        .map(|(name, kind)| Column::new(name, kind))
+        .into();
         let got = conform(&table, "symbol=%5EGSPC/date=2021-01-04", frame())
             .unwrap()
             .collect()
@@ -412,13 +404,13 @@ mod tests {
             "{e}"
         );
         table.source = Some(source("localhost:9092"));
-        table.partition_keys = vec![column("region", HiveType::String)];
+        table.partition_keys = vec![Column::new("region", HiveType::String)];
         let e = sink_config(&table).err().unwrap();
         assert!(
             e.is(Kind::Config) && e.to_string().contains("region"),
             "{e}"
         );
-        table.partition_keys = vec![column("symbol", HiveType::String)];
+        table.partition_keys = vec![Column::new("symbol", HiveType::String)];
         table.location = "data/ticks".into();
         let (config, layout) = sink_config(&table).unwrap();
         assert_eq!(config.columns, [("Close".to_string(), ColumnType::Float)]);
@@ -451,18 +443,17 @@ mod tests {
         });
         testing::send(&config, "ticks", sent);
 
-        let mut table = Table::new(
+        let mut table = testing::table(
             DB,
             "ticks",
-            "ticks",
             Format::Parquet,
-            vec![column("symbol", HiveType::String)],
+            &[("symbol", HiveType::String)],
+            &[
+                ("Index", HiveType::String),
+                ("Date", HiveType::Date),
+                ("Close", HiveType::Double),
+            ],
         );
-        table.columns = vec![
-            column("Index", HiveType::String),
-            column("Date", HiveType::Date),
-            column("Close", HiveType::Double),
-        ];
         table.source = Some(source(kafka.bootstrap_servers()));
         table.landed.insert(0, LandedRange::new(0, 2));
         let (frame, info) = read(&table, &TailBounds::default());
