@@ -38,24 +38,34 @@ pub fn local_lake() -> (
     (dir, std::sync::Arc::new(store))
 }
 
-/// A table of `database` (in a folder of its name) with partition `keys` and `columns`.
-pub fn table(
+/// A Parquet table `ticks` of `database` (in folder `ticks`) with partition `keys` and
+/// `columns`.
+pub fn ticks_table(
     database: &str,
-    name: &str,
-    format: crate::lake::Format,
     keys: &[(&str, crate::catalog::HiveType)],
     columns: &[(&str, crate::catalog::HiveType)],
 ) -> crate::catalog::Table {
     let column = |(name, kind): &(&str, _)| crate::catalog::Column::new(*name, *kind);
-    let mut table = crate::catalog::Table::new(
-        database,
-        name,
-        name,
-        format,
-        keys.iter().map(column).collect(),
-    );
+    let keys = keys.iter().map(column).collect();
+    let format = crate::lake::Format::Parquet;
+    let mut table = crate::catalog::Table::new(database, "ticks", "ticks", format, keys);
     table.columns = columns.iter().map(column).collect();
     table
+}
+
+/// The text values of a frame's column.
+pub fn strings(frame: &polars::prelude::DataFrame, column: &str) -> Vec<Option<String>> {
+    let values = frame.column(column).unwrap().str().unwrap();
+    values.iter().map(|v| v.map(str::to_string)).collect()
+}
+
+/// A frame's column names.
+pub fn names(frame: &polars::prelude::DataFrame) -> Vec<String> {
+    frame
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect()
 }
 
 /// A broker holding `topic` with `partitions` partitions, and a client configuration for it.

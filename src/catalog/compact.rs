@@ -627,14 +627,8 @@ mod tests {
         let frame = ParquetReader::new(Cursor::new(merged)).finish().unwrap();
         let v: Vec<Option<i64>> = frame.column("v").unwrap().i64().unwrap().iter().collect();
         assert_eq!(v, [Some(1), Some(2), Some(3)]);
-        let note: Vec<Option<&str>> = frame
-            .column("note")
-            .unwrap()
-            .str()
-            .unwrap()
-            .iter()
-            .collect();
-        assert_eq!(note, [None, None, Some("new")]);
+        let note = crate::testing::strings(&frame, "note");
+        assert_eq!(note, [None, None, Some("new".to_string())]);
     }
 
     #[test]

@@ -808,17 +808,12 @@ mod tests {
 
     #[test]
     fn a_sinks_table_reads_back_from_glue_as_it_was_written() {
-        let mut table = testing::table(
-            "db",
-            "ticks",
-            Format::Parquet,
-            &[("date", HiveType::String)],
-            &[
-                ("Date", HiveType::Date),
-                ("Close", HiveType::Double),
-                ("note", HiveType::String),
-            ],
-        );
+        let columns = [
+            ("Date", HiveType::Date),
+            ("Close", HiveType::Double),
+            ("note", HiveType::String),
+        ];
+        let mut table = testing::ticks_table("db", &[("date", HiveType::String)], &columns);
         table.source = Some(source());
         let last = LastRecord {
             timestamp: Some(1_609_718_400_000),

@@ -339,21 +339,19 @@ mod tests {
 
     #[test]
     fn tail_frames_take_the_tables_columns_types_and_partition_values() {
-        let mut table = testing::table(
-            DB,
-            "ticks",
-            Format::Parquet,
-            &[("symbol", HiveType::String), ("date", HiveType::Date)],
-            &[],
-        );
+        let keys = [("symbol", HiveType::String), ("date", HiveType::Date)];
+        let mut table = testing::ticks_table(DB, &keys, &[]);
         let frame = || df!("Index" => ["^GSPC"], "Close" => [1i64], "new" => ["x"]).unwrap();
+        let conformed = |table: &Table| {
+            let path = "symbol=%5EGSPC/date=2021-01-04";
+            conform(table, path, frame()).unwrap().collect().unwrap()
+        };
         // Before the first landing is registered, the table has no columns: the frame's own.
-        let own = conform(&table, "symbol=%5EGSPC/date=2021-01-04", frame())
-            .unwrap()
-            .collect()
-            .unwrap();
-        let names: Vec<&str> = own.get_column_names().iter().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["Index", "Close", "new", "symbol", "date"]);
+        let own = conformed(&table);
+        assert_eq!(
+            testing::names(&own),
+            ["Index", "Close", "new", "symbol", "date"]
+        );
 
         table.columns = [
             ("Index", HiveType::String),
@@ -362,12 +360,11 @@ mod tests {
         ]
         .map(|(name, kind)| Column::new(name, kind))
         .into();
-        let got = conform(&table, "symbol=%5EGSPC/date=2021-01-04", frame())
-            .unwrap()
-            .collect()
-            .unwrap();
-        let names: Vec<&str> = got.get_column_names().iter().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["Index", "Close", "Volume", "symbol", "date"]);
+        let got = conformed(&table);
+        assert_eq!(
+            testing::names(&got),
+            ["Index", "Close", "Volume", "symbol", "date"]
+        );
         assert_eq!(
             got.column("Close").unwrap().f64().unwrap().get(0),
             Some(1.0)
@@ -443,17 +440,12 @@ mod tests {
         });
         testing::send(&config, "ticks", sent);
 
-        let mut table = testing::table(
-            DB,
-            "ticks",
-            Format::Parquet,
-            &[("symbol", HiveType::String)],
-            &[
-                ("Index", HiveType::String),
-                ("Date", HiveType::Date),
-                ("Close", HiveType::Double),
-            ],
-        );
+        let columns = [
+            ("Index", HiveType::String),
+            ("Date", HiveType::Date),
+            ("Close", HiveType::Double),
+        ];
+        let mut table = testing::ticks_table(DB, &[("symbol", HiveType::String)], &columns);
         table.source = Some(source(kafka.bootstrap_servers()));
         table.landed.insert(0, LandedRange::new(0, 2));
         let (frame, info) = read(&table, &TailBounds::default());
@@ -474,14 +466,11 @@ mod tests {
             .iter()
             .collect();
         assert_eq!(close, [Some(3.0), Some(5.0), Some(6.0)]);
-        let symbols: Vec<Option<&str>> = frame
-            .column("symbol")
-            .unwrap()
-            .str()
-            .unwrap()
-            .iter()
-            .collect();
-        assert_eq!(symbols, [Some("NYA"), Some("NYA"), Some("GSPC")]);
+        let symbols = testing::strings(&frame, "symbol");
+        assert_eq!(
+            symbols,
+            [Some("NYA"), Some("NYA"), Some("GSPC")].map(|s| s.map(Into::into))
+        );
         assert_eq!(frame.column("Date").unwrap().dtype(), &DataType::Date);
     }
 
