@@ -47,6 +47,14 @@ pub struct Error {
 /// Result alias used throughout the core.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Fails naming the first of `names` (`(argument, value)`) whose value is empty or blank.
+pub fn non_empty(names: &[(&str, &str)]) -> Result<()> {
+    match names.iter().find(|(_, value)| value.trim().is_empty()) {
+        Some((name, _)) => Err(Error::config(format!("{name} is empty"))),
+        None => Ok(()),
+    }
+}
+
 impl Error {
     /// An error of `kind`, retryable as that kind usually is.
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {

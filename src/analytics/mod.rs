@@ -90,15 +90,11 @@ impl AnalyticsConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        for (name, value) in [
+        crate::error::non_empty(&[
             ("topic", &self.topic),
             ("group_id", &self.group_id),
             ("state_topic", &self.state_topic),
-        ] {
-            if value.trim().is_empty() {
-                return Err(Error::config(format!("{name} is empty")));
-            }
-        }
+        ])?;
         crate::kafka::check_topic("topic", &self.topic)?;
         crate::kafka::check_topic("state_topic", &self.state_topic)?;
         for t in self.topics.iter().flatten() {

@@ -4,7 +4,7 @@
 //! analytics its ticks.
 
 use super::time::TimeFormat;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A tick's fields; the default is the tutorial's (`Index`, `Date`, `Close`, `Volume`).
 #[derive(Debug, Clone, PartialEq)]
@@ -36,11 +36,11 @@ impl TickSchema {
     /// A schema of these fields (symbol, time, price), times in the common shapes, UTC;
     /// an empty field name is an error, an empty volume name means no volume.
     pub fn named([symbol, time, price]: [&str; 3], volume: Option<&str>) -> Result<Self> {
-        for (name, value) in [("symbol", symbol), ("time", time), ("price", price)] {
-            if value.trim().is_empty() {
-                return Err(Error::config(format!("TickSchema: {name} is empty")));
-            }
-        }
+        crate::error::non_empty(&[
+            ("TickSchema: symbol", symbol),
+            ("TickSchema: time", time),
+            ("TickSchema: price", price),
+        ])?;
         Ok(TickSchema {
             symbol: symbol.to_string(),
             time: time.to_string(),

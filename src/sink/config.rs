@@ -179,17 +179,13 @@ impl SinkConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        for (name, value) in [
+        crate::error::non_empty(&[
             ("topic", &self.topic),
             ("group_id", &self.group_id),
             ("table", &self.table),
             ("symbol_field", &self.symbol_field),
             ("time_field", &self.time_field),
-        ] {
-            if value.trim().is_empty() {
-                return Err(Error::config(format!("{name} is empty")));
-            }
-        }
+        ])?;
         crate::kafka::check_topic("topic", &self.topic)?;
         if self.table.starts_with(['_', '.'])
             || self.table.contains(['/', '\\', '='])
