@@ -1,7 +1,7 @@
 //! What an analytics job emits: closed window bars, per-tick indicator values, alerts and
 //! late ticks. Each becomes one JSON record keyed by its symbol, with ISO 8601 times.
 
-use polars::prelude::{Column, DataFrame, DataType, PolarsResult, TimeUnit};
+use polars::prelude::{AnyValue, Column, DataFrame, DataType, PolarsResult, Series, TimeUnit};
 
 use crate::error::{Error, Result};
 use crate::source::json::write_str;
@@ -159,6 +159,27 @@ pub enum Value<'a> {
     Time(i64),
     Float(Option<f64>),
     Int(i64),
+}
+
+impl Value<'_> {
+    /// The Polars type of a column of values like this one.
+    fn dtype(&self) -> DataType {
+        match self {
+            Value::Str(_) => DataType::String,
+            Value::Time(_) => DataType::Datetime(TimeUnit::Microseconds, None),
+            Value::Float(_) => DataType::Float64,
+            Value::Int(_) => DataType::Int64,
+        }
+    }
+
+    fn cell(&self) -> AnyValue<'_> {
+        match *self {
+            Value::Str(s) => AnyValue::String(s),
+            Value::Time(t) => AnyValue::Datetime(t, TimeUnit::Microseconds, None),
+            Value::Float(f) => f.map_or(AnyValue::Null, AnyValue::Float64),
+            Value::Int(i) => AnyValue::Int64(i),
+        }
+    }
 }
 
 impl Output {
@@ -319,47 +340,9 @@ pub fn frame(
         .into_iter()
         .enumerate()
         .map(|(j, (name, shape))| {
-            let name = name.into();
-            let cells = rows.iter().map(|r| &r[j].1);
-            match shape {
-                Value::Str(_) => Ok(Column::new(
-                    name,
-                    cells
-                        .map(|v| match v {
-                            Value::Str(s) => Some(*s),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>(),
-                )),
-                Value::Time(_) => Column::new(
-                    name,
-                    cells
-                        .map(|v| match v {
-                            Value::Time(t) => Some(*t),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>(),
-                )
-                .cast(&DataType::Datetime(TimeUnit::Microseconds, None)),
-                Value::Float(_) => Ok(Column::new(
-                    name,
-                    cells
-                        .map(|v| match v {
-                            Value::Float(f) => *f,
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>(),
-                )),
-                Value::Int(_) => Ok(Column::new(
-                    name,
-                    cells
-                        .map(|v| match v {
-                            Value::Int(i) => Some(*i),
-                            _ => None,
-                        })
-                        .collect::<Vec<_>>(),
-                )),
-            }
+            let cells: Vec<AnyValue> = rows.iter().map(|r| r[j].1.cell()).collect();
+            Series::from_any_values_and_dtype(name.into(), &cells, &shape.dtype(), true)
+                .map(Column::from)
         })
         .collect::<PolarsResult<Vec<_>>>()?;
     DataFrame::new_infer_height(columns)
@@ -399,6 +382,11 @@ mod tests {
             df.column("time").unwrap().dtype(),
             &DataType::Datetime(TimeUnit::Microseconds, None)
         );
+        let cell = |name: &str| df.column(name).unwrap().get(0).unwrap().into_static();
+        assert_eq!(cell("symbol"), AnyValue::StringOwned("NYA".into()));
+        assert_eq!(cell("price"), AnyValue::Float64(1.5));
+        assert_eq!(cell("sma_2"), AnyValue::Null);
+        assert_eq!(cell("ema_2"), AnyValue::Float64(2.0));
         assert_eq!(frame(Kind::Alert, &[], &names).unwrap().shape(), (0, 5));
     }
 }
