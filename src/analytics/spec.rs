@@ -432,10 +432,12 @@ mod tests {
         assert!(r.applies_to("IXIC") && !r.applies_to("HSI"));
         let r = str::parse::<Rule>("sma_5 crosses ema_20").unwrap();
         assert_eq!(r.indicators(), ["sma_5", "ema_20"]);
-        assert_eq!(
-            str::parse::<Rule>("move > 2%").unwrap().kind,
-            RuleKind::Move(2.0)
-        );
+        for (text, kind) in [
+            ("move > 2%", RuleKind::Move(2.0)),
+            ("move 0.5%", RuleKind::Move(0.5)),
+        ] {
+            assert_eq!(str::parse::<Rule>(text).unwrap().kind, kind, "{text:?}");
+        }
         for bad in [
             "price above 3",
             "15000 crosses price",

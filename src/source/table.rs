@@ -361,30 +361,28 @@ mod tests {
     }
 
     #[test]
-    fn names_the_line_and_column_of_a_bad_number() {
-        let f = csv(&format!(
-            "{HEADER}NYA,1966-01-03,1,1,1,1,1,0,1\nNYA,1966-01-04,1,1,1,oops,1,0,1\n"
-        ));
-        let err = TickTable::from_csv(f.path(), &Columns::tutorial())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("line 3, column \"Close\": cannot parse \"oops\""),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn names_the_line_of_a_bad_date() {
-        let f = csv("sym,ts,px\nA,2021-01-01 10:00:00,1\nA,not a time,2\n");
-        let schema = Columns::custom("sym", "ts", &[]);
-        let err = TickTable::from_csv(f.path(), &schema)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("line 3, column \"ts\": cannot parse \"not a time\""),
-            "{err}"
-        );
+    fn names_the_line_and_column_of_a_bad_number_or_time() {
+        let bad_number =
+            format!("{HEADER}NYA,1966-01-03,1,1,1,1,1,0,1\nNYA,1966-01-04,1,1,1,oops,1,0,1\n");
+        let bad_time = "sym,ts,px\nA,2021-01-01 10:00:00,1\nA,not a time,2\n".to_string();
+        for (text, columns, why) in [
+            (
+                bad_number,
+                Columns::tutorial(),
+                r#"line 3, column "Close": cannot parse "oops""#,
+            ),
+            (
+                bad_time,
+                Columns::custom("sym", "ts", &[]),
+                r#"line 3, column "ts": cannot parse "not a time""#,
+            ),
+        ] {
+            let f = csv(&text);
+            let err = TickTable::from_csv(f.path(), &columns)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]
