@@ -70,6 +70,19 @@ pub fn with_progress<T: Send>(
     }
 }
 
+/// Whether the user interrupted the foreground run (Ctrl-C, a notebook's stop button); the
+/// interrupt goes to `raised`, to raise once the job has ended cleanly. Sinks, analytics
+/// jobs and sends all stop this way.
+pub fn interrupted(py: Python<'_>, raised: &mut Option<PyErr>) -> bool {
+    match py.check_signals() {
+        Ok(()) => false,
+        Err(e) => {
+            *raised = Some(e);
+            true
+        }
+    }
+}
+
 /// A job that runs until its limits or a stop request, ending cleanly either way.
 pub trait Job: Send + 'static {
     fn run(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()>;
@@ -162,13 +175,7 @@ impl Background {
                         // A display that fails is not worth stopping the job for.
                         let _ = show.call0(py);
                     }
-                    match py.check_signals() {
-                        Ok(()) => false,
-                        Err(e) => {
-                            raised = Some(e);
-                            true
-                        }
-                    }
+                    interrupted(py, &mut raised)
                 })
             };
             job.run(limits, &mut stop)

@@ -165,13 +165,7 @@ impl Control for PythonControl {
         if self.cancelled.load(Ordering::Relaxed) {
             return true;
         }
-        Python::attach(|py| match py.check_signals() {
-            Ok(()) => false,
-            Err(e) => {
-                self.raised = Some(e);
-                true
-            }
-        })
+        Python::attach(|py| super::background::interrupted(py, &mut self.raised))
     }
 
     fn progress(&mut self, report: &SendReport) {
