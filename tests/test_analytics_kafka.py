@@ -133,7 +133,7 @@ def test_state_is_restored_across_transaction_markers_and_a_compacted_state_topi
     produce(bootstrap, topic, ticks[2 * third :])
     last = ss.Analytics(bootstrap, topic, group, idle_timeout=0.5, **options)
     status = last.run(stop_at_end=True)
-    assert status.errors == 0 and status.warnings == [], status
+    assert status.errors == 0 and status.notes == [], status
     got = bars(bootstrap, out)
     assert got.select("symbol", "window_start").is_duplicated().sum() == 0
     assert_frame_equal(
@@ -172,7 +172,7 @@ def test_a_checkpoint_whose_chunks_are_refused_leaves_the_previous_one_usable(ap
     # reads on from its offsets.
     third = ss.Analytics(bootstrap, topic, group, **options)
     restored = third.run(limit=1)
-    assert restored.errors == 0 and restored.warnings == [], restored
+    assert restored.errors == 0 and restored.notes == [], restored
     # Each restored window is still open or closed by the new tick; the tick opened one.
     assert restored.windows + restored.open_windows == first.open_windows + 1, (first, restored)
 
