@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod iceberg;
 pub mod kafka;
 pub mod lake;
 pub mod parallel;

@@ -303,7 +303,7 @@ impl Producer {
                         break 'send;
                     }
                     let due = pacer.due(run.start, report.sent, chunk.table.time_us(row));
-                    if (pacer.active() || report.sent % 1024 == 0)
+                    if (pacer.active() || report.sent.is_multiple_of(1024))
                         && run.wait_until(due, &mut report, &snapshot)
                     {
                         break 'send;
@@ -322,7 +322,7 @@ impl Producer {
                     self.enqueue(record);
                     report.sent += 1;
                     // Serving delivery reports per message costs more than the send itself.
-                    if report.sent % 512 == 0 {
+                    if report.sent.is_multiple_of(512) {
                         crate::kafka::serve_reports(&self.inner);
                     }
                     report.bytes += (value.len() + key.len()) as u64;
