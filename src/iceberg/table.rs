@@ -9,11 +9,12 @@ use std::sync::Arc;
 use ::iceberg::io::FileIO;
 use ::iceberg::spec::{
     DataFile, FormatVersion, ManifestFile, ManifestList, ManifestListWriter, ManifestWriterBuilder,
-    Operation, Schema, Snapshot, SnapshotSummaryCollector, SortOrder, Summary, TableMetadata,
-    TableMetadataBuilder, UnboundPartitionSpec, MAIN_BRANCH,
+    NestedField, Operation, PrimitiveType, Schema, Snapshot, SnapshotSummaryCollector, SortOrder,
+    Summary, TableMetadata, TableMetadataBuilder, Type, UnboundPartitionSpec, MAIN_BRANCH,
 };
 
 use super::pointer::Pointers;
+use super::schema::{name_mapping, NAME_MAPPING};
 use crate::error::{Error, Result};
 use crate::lake::ObjectStore;
 
@@ -24,11 +25,16 @@ pub struct Version {
     pub metadata: TableMetadata,
 }
 
-/// What a commit does to the table it read: the files it adds, and the properties its
-/// snapshot summary carries (a landing's Kafka offsets).
-pub struct Append {
-    pub files: Vec<DataFile>,
+/// What a commit changes in the table it read, in one metadata version: columns added,
+/// table properties set, and a snapshot of data files added (if any) whose summary carries
+/// `summary` (a landing's Kafka offsets).
+#[derive(Default)]
+pub struct Change {
+    /// New optional columns, given the next field ids in this order.
+    pub columns: Vec<(String, PrimitiveType)>,
     pub properties: HashMap<String, String>,
+    pub files: Vec<DataFile>,
+    pub summary: HashMap<String, String>,
 }
 
 /// One table: its name in the catalog and its folder in the store.
@@ -140,13 +146,13 @@ impl IcebergTable {
         Ok(format!("{}/metadata/{name}", self.location()))
     }
 
-    /// Commits `change(version)` as the table's next snapshot, reading the table again and
-    /// asking `change` again whenever another writer committed first. `change` returns
-    /// `None` when there is nothing to commit (another writer landed the same records).
-    /// Returns the table as committed, or as read when nothing was.
-    pub fn append(
+    /// Commits `change(version)` as the table's next metadata version, reading the table
+    /// again and asking `change` again whenever another writer committed first. `change`
+    /// returns `None` when there is nothing to commit (another writer landed the same
+    /// records). Returns the table as committed, or as read when nothing was.
+    pub fn commit(
         &self,
-        change: &mut dyn FnMut(&Version) -> Result<Option<Append>>,
+        change: &mut dyn FnMut(&Version) -> Result<Option<Change>>,
     ) -> Result<Version> {
         loop {
             let read = self.load()?.ok_or_else(|| {
@@ -155,10 +161,10 @@ impl IcebergTable {
                     self.namespace, self.name
                 ))
             })?;
-            let Some(append) = change(&read)? else {
+            let Some(change) = change(&read)? else {
                 return Ok(read);
             };
-            let metadata = self.appended(&read, append)?;
+            let metadata = self.changed(&read, change)?;
             let number = version_number(&read.location) + 1;
             let location = self.write_metadata(&metadata, number)?;
             if self
@@ -172,10 +178,42 @@ impl IcebergTable {
         }
     }
 
-    /// The table's metadata with one more snapshot: `append`'s files in a new manifest, on
-    /// top of the manifests of the current snapshot.
-    fn appended(&self, read: &Version, append: Append) -> Result<TableMetadata> {
-        let metadata = &read.metadata;
+    /// The table's next metadata: `change`'s columns (and the name mapping that finds
+    /// them), its properties, and its files in a new snapshot.
+    fn changed(&self, read: &Version, change: Change) -> Result<TableMetadata> {
+        let mut builder = read
+            .metadata
+            .clone()
+            .into_builder(Some(read.location.clone()));
+        let mut properties = change.properties;
+        if !change.columns.is_empty() {
+            let schema = with_columns(&read.metadata, &change.columns)?;
+            properties.insert(NAME_MAPPING.to_string(), name_mapping(&schema));
+            builder = builder.add_current_schema(schema).map_err(iceberg_error)?;
+        }
+        if !properties.is_empty() {
+            builder = builder.set_properties(properties).map_err(iceberg_error)?;
+        }
+        let metadata = builder.build().map_err(iceberg_error)?.metadata;
+        if change.files.is_empty() {
+            return Ok(metadata);
+        }
+        let snapshot = self.snapshot(&metadata, change.files, change.summary)?;
+        (metadata.into_builder(None))
+            .set_branch_snapshot(snapshot, MAIN_BRANCH)
+            .and_then(|b| b.build())
+            .map_err(iceberg_error)
+            .map(|built| built.metadata)
+    }
+
+    /// A snapshot of `metadata`'s table with `files` added in a new manifest, on top of the
+    /// manifests of the current snapshot (both written to the store).
+    fn snapshot(
+        &self,
+        metadata: &TableMetadata,
+        files: Vec<DataFile>,
+        extra: HashMap<String, String>,
+    ) -> Result<Snapshot> {
         let parent = metadata.current_snapshot();
         let snapshot_id = new_snapshot_id();
         let sequence = metadata.next_sequence_number();
@@ -186,7 +224,7 @@ impl IcebergTable {
         let meta_dir = format!("{}/metadata", self.location());
 
         let mut summary = SnapshotSummaryCollector::default();
-        for file in &append.files {
+        for file in &files {
             summary.add_file(file, schema.clone(), Arc::new(spec.clone()));
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -202,7 +240,7 @@ impl IcebergTable {
                     spec.clone(),
                 )
                 .build_v2_data();
-                for file in append.files {
+                for file in files {
                     writer.add_file(file, sequence)?;
                 }
                 let manifest = writer.write_manifest_file().await?;
@@ -237,8 +275,8 @@ impl IcebergTable {
 
         let mut properties = summary.build();
         add_totals(&mut properties, parent.map(|p| p.summary()));
-        properties.extend(append.properties);
-        let snapshot = Snapshot::builder()
+        properties.extend(extra);
+        Ok(Snapshot::builder()
             .with_snapshot_id(snapshot_id)
             .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
             .with_sequence_number(sequence)
@@ -249,15 +287,21 @@ impl IcebergTable {
                 operation: Operation::Append,
                 additional_properties: properties,
             })
-            .build();
-        Ok(metadata
-            .clone()
-            .into_builder(Some(read.location.clone()))
-            .set_branch_snapshot(snapshot, MAIN_BRANCH)
-            .and_then(|b| b.build())
-            .map_err(iceberg_error)?
-            .metadata)
+            .build())
     }
+}
+
+/// `metadata`'s current schema with `columns` added (optional, the next field ids).
+fn with_columns(metadata: &TableMetadata, columns: &[(String, PrimitiveType)]) -> Result<Schema> {
+    let fields = (columns.iter().zip(metadata.last_column_id() + 1..)).map(|((name, kind), id)| {
+        NestedField::optional(id, name, Type::Primitive(kind.clone())).into()
+    });
+    (**metadata.current_schema())
+        .clone()
+        .into_builder()
+        .with_fields(fields)
+        .build()
+        .map_err(iceberg_error)
 }
 
 /// `total-records` and `total-data-files` of the new snapshot: its parent's and what it adds.
@@ -308,9 +352,7 @@ pub fn iceberg_error(e: ::iceberg::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use ::iceberg::spec::{
-        DataContentType, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Type,
-    };
+    use ::iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat};
 
     use super::*;
     use crate::iceberg::pointer::{SqlitePointers, CATALOG_NAME};
@@ -323,6 +365,18 @@ mod tests {
             ])
             .build()
             .unwrap()
+    }
+
+    /// A table `t` of an empty lake, created with `schema()` and no partitions.
+    fn created() -> (tempfile::TempDir, IcebergTable) {
+        let (dir, store) = crate::testing::local_lake();
+        let pointers = SqlitePointers::open(&dir.path().join("catalog.db"), CATALOG_NAME).unwrap();
+        let table = IcebergTable::new(store, Arc::new(pointers), "db", "t", "t");
+        let unpartitioned = UnboundPartitionSpec::builder().build();
+        table
+            .create(schema(), unpartitioned, HashMap::new())
+            .unwrap();
+        (dir, table)
     }
 
     fn file(table: &IcebergTable, name: &str, rows: u64) -> DataFile {
@@ -364,10 +418,11 @@ mod tests {
 
         for (name, rows, next) in [("a.parquet", 3, "3"), ("b.parquet", 5, "8")] {
             table
-                .append(&mut |_| {
-                    Ok(Some(Append {
+                .commit(&mut |_| {
+                    Ok(Some(Change {
                         files: vec![file(&table, name, rows)],
-                        properties: HashMap::from([("kafka.offsets".into(), next.into())]),
+                        summary: HashMap::from([("kafka.offsets".into(), next.into())]),
+                        ..Change::default()
                     }))
                 })
                 .unwrap();
@@ -404,36 +459,26 @@ mod tests {
 
     #[test]
     fn a_writer_that_read_an_older_version_decides_again_on_the_new_one() {
-        let (dir, store) = crate::testing::local_lake();
-        let pointers =
-            Arc::new(SqlitePointers::open(&dir.path().join("catalog.db"), CATALOG_NAME).unwrap());
-        let table = IcebergTable::new(store, pointers, "db", "t", "t");
-        table
-            .create(
-                schema(),
-                UnboundPartitionSpec::builder().build(),
-                HashMap::new(),
-            )
-            .unwrap();
+        let (_dir, table) = created();
         let mut asked = 0;
         let committed = table
-            .append(&mut |read| {
+            .commit(&mut |read| {
                 asked += 1;
                 if asked == 1 {
                     // Another writer commits between this writer's read and its swap.
                     table
-                        .append(&mut |_| {
-                            Ok(Some(Append {
+                        .commit(&mut |_| {
+                            Ok(Some(Change {
                                 files: vec![file(&table, "other.parquet", 1)],
-                                properties: HashMap::new(),
+                                ..Change::default()
                             }))
                         })
                         .unwrap();
                 }
                 let landed = read.metadata.current_snapshot().is_some();
-                Ok((!landed).then(|| Append {
+                Ok((!landed).then(|| Change {
                     files: vec![file(&table, "mine.parquet", 1)],
-                    properties: HashMap::new(),
+                    ..Change::default()
                 }))
             })
             .unwrap();
@@ -442,5 +487,32 @@ mod tests {
         assert_eq!(asked, 2);
         let summary = &committed.metadata.current_snapshot().unwrap().summary();
         assert_eq!(summary.additional_properties["total-data-files"], "1");
+    }
+
+    #[test]
+    fn a_commit_adds_columns_with_new_ids_and_properties_without_a_snapshot() {
+        let (_dir, table) = created();
+        let changed = table
+            .commit(&mut |_| {
+                Ok(Some(Change {
+                    columns: vec![("Volume".into(), PrimitiveType::Long)],
+                    properties: HashMap::from([("stockstream.claims".into(), "{}".into())]),
+                    ..Change::default()
+                }))
+            })
+            .unwrap();
+        let now = table.load().unwrap().unwrap();
+        assert_eq!(changed.location, now.location);
+        assert!(now.metadata.current_snapshot().is_none());
+        assert_eq!(
+            now.metadata.current_schema().field_id_by_name("Volume"),
+            Some(3)
+        );
+        assert_eq!(now.metadata.properties()["stockstream.claims"], "{}");
+        let mapping = &now.metadata.properties()[NAME_MAPPING];
+        assert!(
+            mapping.contains(r#"{"field-id":3,"names":["Volume"]}"#),
+            "{mapping}"
+        );
     }
 }
