@@ -10,7 +10,7 @@ mod local;
 mod registry;
 mod schema;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use polars::prelude::{Field, Schema};
@@ -232,6 +232,7 @@ impl Table {
             locations: self.locations.clone(),
             landed: self.landed.clone(),
             claims: self.claims.clone(),
+            field_ids: HashMap::new(),
         }
     }
 

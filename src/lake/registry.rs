@@ -6,7 +6,7 @@
 //! source of truth for what is landed: a sink resumes from the table's offsets whatever
 //! its group says.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +76,9 @@ pub struct TableState {
     pub landed: BTreeMap<i32, LandedRange>,
     /// Per Kafka partition, the epoch of the writer that claimed it last.
     pub claims: BTreeMap<i32, u64>,
+    /// The field id of each column, for tables whose readers find columns by id (Iceberg);
+    /// empty for tables read by name.
+    pub field_ids: HashMap<String, i32>,
 }
 
 /// A writer's claim on Kafka partitions of a table: landings made under an older claim of

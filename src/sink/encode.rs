@@ -1,8 +1,14 @@
 //! Turns a batch into the bytes of one lake object.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use polars::prelude::*;
+use polars_arrow::datatypes::Metadata;
+use polars_parquet::write::{
+    CompressionOptions, FileWriter, RowGroupIterator, StatisticsOptions, Version, WriteOptions,
+};
 
 use super::batch::{Batch, Values, KAFKA_COLUMNS};
 use crate::error::{Error, Result};
@@ -10,11 +16,17 @@ use crate::lake::Format;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// The object body for `batch` in `format` (NDJSON: the batch's own lines, not a copy).
-pub fn encode(batch: &Batch, format: Format) -> Result<Cow<'_, [u8]>> {
+/// The object body for `batch` in `format` (NDJSON: the batch's own lines, not a copy);
+/// Parquet columns carry their `field_ids`, if any.
+pub fn encode<'b>(
+    batch: &'b Batch,
+    format: Format,
+    field_ids: &HashMap<String, i32>,
+) -> Result<Cow<'b, [u8]>> {
     match format {
         Format::Ndjson => Ok(Cow::Borrowed(&batch.lines)),
-        Format::Parquet => parquet(batch).map(Cow::Owned),
+        Format::Parquet if field_ids.is_empty() => parquet(batch).map(Cow::Owned),
+        Format::Parquet => parquet_with_ids(&frame(batch)?, field_ids).map(Cow::Owned),
     }
 }
 
@@ -101,6 +113,39 @@ fn column(col: &super::batch::Column) -> Column {
     }
 }
 
+/// Parquet like [`encode`]'s whose columns carry the field ids of an Iceberg table
+/// (`PARQUET:field_id`), which readers such as Polars' and Spark's use to find a column
+/// whatever it is called now. Columns without an id in `ids` have none.
+pub fn parquet_with_ids(frame: &DataFrame, ids: &HashMap<String, i32>) -> Result<Vec<u8>> {
+    let mut schema = frame.schema().to_arrow(CompatLevel::newest());
+    for (name, field) in schema.iter_mut() {
+        if let Some(id) = ids.get(name.as_str()) {
+            let key = PlSmallStr::from_static("PARQUET:field_id");
+            field.metadata = Some(Arc::new(Metadata::from([(key, id.to_string().into())])));
+        }
+    }
+    let options = WriteOptions {
+        statistics: StatisticsOptions::default(),
+        version: Version::V1,
+        compression: CompressionOptions::Zstd(None),
+        data_page_size: None,
+    };
+    let encodings = polars::io::parquet::write::get_encodings(&schema);
+    let mut writer =
+        FileWriter::try_new(Vec::new(), schema.clone(), options).map_err(encode_error)?;
+    let batches = frame.iter_chunks(CompatLevel::newest(), false).map(Ok);
+    let groups =
+        RowGroupIterator::try_new(batches, &schema, options, encodings).map_err(encode_error)?;
+    for group in groups {
+        // The row count is read from the encoded columns.
+        writer
+            .write(u64::MAX, group.map_err(encode_error)?)
+            .map_err(encode_error)?;
+    }
+    writer.end(None).map_err(encode_error)?;
+    Ok(writer.into_inner())
+}
+
 fn encode_error(e: PolarsError) -> Error {
     Error::io(format!("cannot encode Parquet: {e}"))
 }
@@ -139,7 +184,7 @@ mod tests {
                 )
                 .unwrap();
         }
-        let bytes = encode(&batch, Format::Parquet).unwrap();
+        let bytes = encode(&batch, Format::Parquet, &HashMap::new()).unwrap();
         let df = ParquetReader::new(std::io::Cursor::new(bytes))
             .finish()
             .unwrap();
@@ -163,5 +208,30 @@ mod tests {
             df.column("_kafka_offset").unwrap().i64().unwrap().get(1),
             Some(6)
         );
+    }
+
+    #[test]
+    fn columns_carry_the_field_ids_they_are_given() {
+        let frame =
+            df!("symbol" => ["NYA", "IXIC"], "Close" => [1.5, 2.5], "note" => ["a", "b"]).unwrap();
+        let ids = HashMap::from([("symbol".to_string(), 1), ("Close".to_string(), 7)]);
+        let bytes = parquet_with_ids(&frame, &ids).unwrap();
+        let metadata =
+            polars_parquet::read::read_metadata(&mut std::io::Cursor::new(&bytes)).unwrap();
+        let found: Vec<(String, Option<i32>)> = (metadata.schema().fields().iter())
+            .map(|f| (f.name().to_string(), f.get_field_info().id))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("symbol".into(), Some(1)),
+                ("Close".into(), Some(7)),
+                ("note".into(), None)
+            ]
+        );
+        let back = ParquetReader::new(std::io::Cursor::new(bytes))
+            .finish()
+            .unwrap();
+        assert!(back.equals(&frame));
     }
 }

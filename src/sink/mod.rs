@@ -70,6 +70,8 @@ struct Work {
     source: TableSource,
     /// Partitions compaction moved: partition path → folder.
     locations: BTreeMap<String, String>,
+    /// The table's field ids by column, given to the objects written (Iceberg tables).
+    field_ids: HashMap<String, i32>,
     topic_partitions: usize,
     maintenance: Option<Maintenance>,
     /// Where each assigned partition starts and under which claim it is landed.
@@ -159,6 +161,7 @@ impl Sink {
                 registry: None,
                 source,
                 locations: BTreeMap::new(),
+                field_ids: HashMap::new(),
                 topic_partitions,
                 maintenance: None,
                 owned: Ownership::default(),
@@ -174,6 +177,7 @@ impl Sink {
             let keys = asked_keys(&self.work.config, &state.scheme)?;
             self.work.layout = Some(layout_of(&self.work.config, keys));
             self.work.locations = state.locations;
+            self.work.field_ids = state.field_ids;
         }
         self.work.registry = Some(registry);
         Ok(self)
@@ -444,6 +448,7 @@ impl Work {
     /// Takes the table's recorded scheme and partition folders.
     fn follow(&mut self, table: &TableState) -> Result<()> {
         self.locations = table.locations.clone();
+        self.field_ids = table.field_ids.clone();
         if !self.declared {
             let keys = asked_keys(&self.config, &table.scheme)?;
             self.adopt(keys);
@@ -593,17 +598,18 @@ impl Work {
             forget(&self.status, &mut self.buffered_bytes, range);
         }
         let layout = self.layout.clone().expect("declared above");
-        let locations = &self.locations;
+        let (locations, ids) = (&self.locations, &self.field_ids);
         let folder_of = |path: &str| {
             locations
                 .get(path)
                 .cloned()
                 .unwrap_or_else(|| layout.folder(path))
         };
-        let mut objects =
-            crate::parallel::map(&ranges, |(p, range)| range.objects(*p, &layout, &folder_of))
-                .into_iter()
-                .collect::<Result<Vec<_>>>()?;
+        let mut objects = crate::parallel::map(&ranges, |(p, range)| {
+            range.objects(*p, &layout, &folder_of, ids)
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
         let writes: Vec<Write> = ranges
             .iter()
             .zip(&objects)

@@ -245,6 +245,7 @@ impl PendingRange {
         partition: i32,
         layout: &Layout,
         folder_of: &(dyn Fn(&str) -> String + Sync),
+        field_ids: &HashMap<String, i32>,
     ) -> Result<Vec<Object<'_>>> {
         let batches: Vec<(&String, &Batch)> = self.parts.iter().map(|(p, b)| (p, b)).collect();
         let mut out = parallel::map(&batches, |(path, batch)| {
@@ -253,7 +254,7 @@ impl PendingRange {
                 key: layout.data_key(&folder, partition, batch.first_offset),
                 place: Some((path.to_string(), folder)),
                 first_offset: batch.first_offset,
-                body: encode(batch, layout.format)?,
+                body: encode(batch, layout.format, field_ids)?,
             })
         })
         .into_iter()
@@ -385,7 +386,9 @@ mod tests {
         );
         assert_eq!(range.last.unwrap().timestamp, Some(1_004));
 
-        let objects = range.objects(0, &layout, &|p| layout.folder(p)).unwrap();
+        let objects = range
+            .objects(0, &layout, &|p| layout.folder(p), &HashMap::new())
+            .unwrap();
         let data: Vec<&Object> = objects.iter().filter(|o| o.place.is_some()).collect();
         assert_eq!(data.len(), 2);
         let quarantine: Vec<&Object> = objects.iter().filter(|o| o.place.is_none()).collect();
@@ -419,7 +422,7 @@ mod tests {
             "date=2021-01-05" => "ticks/date=2021-01-05/_v9".to_string(),
             other => layout.folder(other),
         };
-        let objects = range.objects(0, &layout, &moved).unwrap();
+        let objects = range.objects(0, &layout, &moved, &HashMap::new()).unwrap();
         let found: Vec<(&str, i64, usize)> = objects
             .iter()
             .map(|o| (o.key.as_str(), o.first_offset, lines(&o.body).len()))
@@ -503,7 +506,9 @@ mod tests {
             None
         );
         assert_eq!((range.records, range.accepted()), (3, 1));
-        let objects = range.objects(0, &layout, &|p| layout.folder(p)).unwrap();
+        let objects = range
+            .objects(0, &layout, &|p| layout.folder(p), &HashMap::new())
+            .unwrap();
         let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
         assert_eq!(
             keys,
