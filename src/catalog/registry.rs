@@ -11,8 +11,8 @@ use super::schema::body_schema;
 use super::{table_name, Catalog, Column, HiveType, Table};
 use crate::error::{Error, Result};
 use crate::lake::{
-    fence, path_values, Claim, Declaration, Fence, Landing, ObjectStore, Registered, Registry,
-    TableSource, TableState,
+    check_source, fence, path_values, Claim, Declaration, Fence, Landing, ObjectStore, Registered,
+    Registry, TableSource, TableState,
 };
 
 /// A catalog database seen through the sink's [`Registry`] interface.
@@ -46,6 +46,7 @@ impl Registry for CatalogRegistry {
             keys,
             reason,
             source,
+            ..
         } = *declared;
         let mut epoch = 0;
         let declared = self
@@ -102,19 +103,10 @@ impl Registry for CatalogRegistry {
     }
 }
 
-/// Makes `source` the table's: the topic its unlanded records are in now (a crawled table,
-/// or a sink's from another broker or group). A table whose landed offsets are another
-/// topic's cannot take this one's.
+/// Makes `source` the table's, if it may be ([`check_source`]).
 fn adopt(table: &mut Table, source: &TableSource) -> Result<()> {
-    if let Some(existing) = &table.source {
-        if existing.topic != source.topic && !table.landed.is_empty() {
-            return Err(Error::config(format!(
-                "table {:?} holds topic {:?} (its landed offsets are that topic's), not {:?}: \
-                 land {:?} into another table",
-                table.name, existing.topic, source.topic, source.topic
-            )));
-        }
-    }
+    let landed = !table.landed.is_empty();
+    check_source(&table.name, table.source.as_ref(), landed, source)?;
     table.source = Some(source.clone());
     Ok(())
 }
@@ -263,6 +255,7 @@ mod tests {
             keys,
             reason: "auto",
             source: &ticks,
+            columns: &[],
         };
         let first = registry.declare("ticks", &declared(&date), &[0]).unwrap();
         // A second writer deciding other folders adopts the recorded ones.

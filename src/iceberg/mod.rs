@@ -3,5 +3,6 @@
 //! carry the Kafka offsets landed, so the table is where a sink resumes.
 
 pub mod pointer;
+pub mod registry;
 pub mod schema;
 pub mod table;

@@ -37,37 +37,48 @@ pub struct Change {
     pub summary: HashMap<String, String>,
 }
 
+/// A namespace of Iceberg tables: the catalog holding their pointers, and the lake store
+/// holding their files.
+#[derive(Clone)]
+pub struct IcebergCatalog {
+    pub store: Arc<dyn ObjectStore>,
+    pub pointers: Arc<dyn Pointers>,
+    pub namespace: String,
+}
+
+impl IcebergCatalog {
+    /// Table `name`, in the lake folder of the same name.
+    pub fn table(&self, name: &str) -> IcebergTable {
+        IcebergTable {
+            catalog: self.clone(),
+            name: name.to_string(),
+            folder: name.trim_end_matches('/').to_string(),
+        }
+    }
+}
+
 /// One table: its name in the catalog and its folder in the store.
 pub struct IcebergTable {
-    store: Arc<dyn ObjectStore>,
-    pointers: Arc<dyn Pointers>,
-    namespace: String,
+    catalog: IcebergCatalog,
     name: String,
     /// The table's folder below the lake root.
     folder: String,
 }
 
 impl IcebergTable {
-    pub fn new(
-        store: Arc<dyn ObjectStore>,
-        pointers: Arc<dyn Pointers>,
-        namespace: &str,
-        name: &str,
-        folder: &str,
-    ) -> Self {
-        IcebergTable {
-            store,
-            pointers,
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            folder: folder.trim_end_matches('/').to_string(),
-        }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The location of the object at `key` below the lake root, as the table records it.
+    pub fn url_of(&self, key: &str) -> String {
+        location_url(&self.catalog.store.url(key))
     }
 
     /// The table's location as engines read it: `s3://bucket/prefix/table` or
     /// `file:///path/table`.
     pub fn location(&self) -> String {
-        location_url(&self.store.url(&self.folder))
+        location_url(&self.catalog.store.url(&self.folder))
     }
 
     /// The key below the lake root of a file of this table at `location`.
@@ -78,19 +89,24 @@ impl IcebergTable {
             None => Err(Error::config(format!(
                 "Iceberg table {}.{}: file {location:?} is not under the table's location \
                  {table:?}",
-                self.namespace, self.name
+                self.catalog.namespace, self.name
             ))),
         }
     }
 
     fn read_location(&self, location: &str) -> Result<Vec<u8>> {
-        self.store
+        self.catalog
+            .store
             .read(&self.key_of(location)?, crate::lake::ByteRange::All)
     }
 
     /// The table as the catalog points at it now, if it exists.
     pub fn load(&self) -> Result<Option<Version>> {
-        let Some(location) = self.pointers.current(&self.namespace, &self.name)? else {
+        let Some(location) = self
+            .catalog
+            .pointers
+            .current(&self.catalog.namespace, &self.name)?
+        else {
             return Ok(None);
         };
         let bytes = self.read_location(&location)?;
@@ -123,15 +139,16 @@ impl IcebergTable {
         .metadata;
         let location = self.write_metadata(&metadata, 0)?;
         if self
+            .catalog
             .pointers
-            .create(&self.namespace, &self.name, &location)?
+            .create(&self.catalog.namespace, &self.name, &location)?
         {
             return Ok(Version { location, metadata });
         }
         self.load()?.ok_or_else(|| {
             Error::io(format!(
                 "Iceberg table {}.{} was created and is gone",
-                self.namespace, self.name
+                self.catalog.namespace, self.name
             ))
         })
     }
@@ -142,7 +159,7 @@ impl IcebergTable {
             .map_err(|e| Error::io(format!("cannot write Iceberg metadata: {e}")))?;
         let name = format!("{number:05}-{}.metadata.json", uuid::Uuid::new_v4());
         let key = format!("{}/metadata/{name}", self.folder);
-        self.store.put(&key, &body)?;
+        self.catalog.store.put(&key, &body)?;
         Ok(format!("{}/metadata/{name}", self.location()))
     }
 
@@ -158,7 +175,7 @@ impl IcebergTable {
             let read = self.load()?.ok_or_else(|| {
                 Error::not_found(format!(
                     "Iceberg table {}.{} does not exist",
-                    self.namespace, self.name
+                    self.catalog.namespace, self.name
                 ))
             })?;
             let Some(change) = change(&read)? else {
@@ -167,14 +184,16 @@ impl IcebergTable {
             let metadata = self.changed(&read, change)?;
             let number = version_number(&read.location) + 1;
             let location = self.write_metadata(&metadata, number)?;
-            if self
-                .pointers
-                .swap(&self.namespace, &self.name, &read.location, &location)?
-            {
+            if self.catalog.pointers.swap(
+                &self.catalog.namespace,
+                &self.name,
+                &read.location,
+                &location,
+            )? {
                 return Ok(Version { location, metadata });
             }
             // Lost the race: the metadata file just written is referred to by nothing.
-            let _ = self.store.delete(&[self.key_of(&location)?]);
+            let _ = self.catalog.store.delete(&[self.key_of(&location)?]);
         }
     }
 
@@ -269,9 +288,12 @@ impl IcebergTable {
                 Ok::<_, ::iceberg::Error>((manifest_bytes, manifest, list_bytes, list_location))
             })
             .map_err(iceberg_error)?;
-        self.store
+        self.catalog
+            .store
             .put(&self.key_of(&manifest.manifest_path)?, &manifest_bytes)?;
-        self.store.put(&self.key_of(&list_location)?, &list_bytes)?;
+        self.catalog
+            .store
+            .put(&self.key_of(&list_location)?, &list_bytes)?;
 
         let mut properties = summary.build();
         add_totals(&mut properties, parent.map(|p| p.summary()));
@@ -371,7 +393,12 @@ mod tests {
     fn created() -> (tempfile::TempDir, IcebergTable) {
         let (dir, store) = crate::testing::local_lake();
         let pointers = SqlitePointers::open(&dir.path().join("catalog.db"), CATALOG_NAME).unwrap();
-        let table = IcebergTable::new(store, Arc::new(pointers), "db", "t", "t");
+        let catalog = IcebergCatalog {
+            store,
+            pointers: Arc::new(pointers),
+            namespace: "db".into(),
+        };
+        let table = catalog.table("t");
         let unpartitioned = UnboundPartitionSpec::builder().build();
         table
             .create(schema(), unpartitioned, HashMap::new())
@@ -395,7 +422,12 @@ mod tests {
         let (dir, store) = crate::testing::local_lake();
         let pointers =
             Arc::new(SqlitePointers::open(&dir.path().join("catalog.db"), CATALOG_NAME).unwrap());
-        let table = IcebergTable::new(store.clone(), pointers.clone(), "db", "ticks", "ticks");
+        let catalog = IcebergCatalog {
+            store,
+            pointers,
+            namespace: "db".into(),
+        };
+        let table = catalog.table("ticks");
         assert!(table.load().unwrap().is_none());
         let created = table
             .create(
@@ -407,7 +439,8 @@ mod tests {
         assert!(created.location.ends_with(".metadata.json"));
         assert!(created.metadata.current_snapshot().is_none());
         // A second writer creating the same table gets the first one's.
-        let again = IcebergTable::new(store.clone(), pointers, "db", "ticks", "ticks")
+        let again = catalog
+            .table("ticks")
             .create(
                 schema(),
                 UnboundPartitionSpec::builder().build(),

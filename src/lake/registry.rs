@@ -139,13 +139,15 @@ pub enum Registered {
 }
 
 /// A table as its first writer proposes it: format, folder levels and why they were chosen,
-/// and the topic it lands.
+/// the topic it lands, and the columns known before any record is written (the symbol,
+/// the event time, declared columns, Kafka's), which a table with a schema starts from.
 #[derive(Debug, Clone, Copy)]
 pub struct Declaration<'a> {
     pub format: Format,
     pub keys: &'a [String],
     pub reason: &'a str,
     pub source: &'a TableSource,
+    pub columns: &'a [(String, polars::prelude::DataType)],
 }
 
 /// A catalog as a writer sees it.
@@ -168,6 +170,27 @@ pub trait Registry: Send + Sync {
     /// that queries see whole, if the writer's claim holds and each range continues the
     /// table's.
     fn register(&self, landing: &Landing) -> Result<Registered>;
+}
+
+/// Checks `source` may become table `table`'s: the topic its unlanded records are in now (a
+/// crawled table, or a sink's from another broker or group). A table whose landed offsets
+/// (`landed`: it has some) are another topic's cannot take this one's.
+pub fn check_source(
+    table: &str,
+    existing: Option<&TableSource>,
+    landed: bool,
+    source: &TableSource,
+) -> Result<()> {
+    match existing {
+        Some(existing) if existing.topic != source.topic && landed => {
+            Err(crate::error::Error::config(format!(
+                "table {table:?} holds topic {:?} (its landed offsets are that topic's), not \
+                 {:?}: land {:?} into another table",
+                existing.topic, source.topic, source.topic
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Applies the landing rules to one Kafka partition: the claim must be the latest, and the

@@ -68,6 +68,19 @@ choices! {
     }
 }
 
+impl ColumnType {
+    /// The type of the column the sink writes for it.
+    pub fn dtype(self) -> polars::prelude::DataType {
+        use polars::prelude::DataType;
+        match self {
+            ColumnType::String => DataType::String,
+            ColumnType::Float => DataType::Float64,
+            ColumnType::Int => DataType::Int64,
+            ColumnType::Bool => DataType::Boolean,
+        }
+    }
+}
+
 /// The declared types of the tutorial's CSV columns (the symbol and date fields excepted).
 pub const TUTORIAL_COLUMNS: [(&str, ColumnType); 7] = [
     ("Open", ColumnType::Float),

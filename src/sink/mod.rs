@@ -21,8 +21,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use polars::prelude::{DataType, TimeUnit};
 use rdkafka::Message as _;
 
+use batch::KAFKA_COLUMNS;
 pub use builder::{LakeTarget, SinkBuilder, CONNECT_TIMEOUT};
 pub use config::{ColumnType, Partitioning, RollPolicy, SinkConfig};
 use ownership::Ownership;
@@ -854,6 +856,35 @@ impl Work {
         }
     }
 
+    /// The columns known before any record is written: the symbol, the event time (a date
+    /// if no record held so far has a time of day), the declared columns and Kafka's.
+    fn known_columns(&self) -> Vec<(String, DataType)> {
+        let (mut density, mut symbols) = (Density::default(), HashSet::new());
+        for range in self.ranges.values() {
+            range.measure(&self.config, &mut density, &mut symbols);
+        }
+        let time = match density.time_of_day || density.records == 0 {
+            true => DataType::Datetime(TimeUnit::Microseconds, None),
+            false => DataType::Date,
+        };
+        let mut columns = vec![
+            (self.config.symbol_field.clone(), DataType::String),
+            (self.config.time_field.clone(), time),
+        ];
+        let declared =
+            (self.config.columns.iter()).map(|(name, kind)| (name.clone(), kind.dtype()));
+        columns.extend(declared);
+        if self.config.kafka_metadata {
+            let kafka = [
+                DataType::Int32,
+                DataType::Int64,
+                DataType::Datetime(TimeUnit::Microseconds, None),
+            ];
+            columns.extend(KAFKA_COLUMNS.iter().map(|n| n.to_string()).zip(kafka));
+        }
+        columns
+    }
+
     /// Records the table's folders (unless another writer recorded its own first: then
     /// those are followed) with a claim on the partitions this writer holds unclaimed, then
     /// decodes what was held. False if asked to stop while the catalog was unreachable.
@@ -864,6 +895,7 @@ impl Work {
             return Ok(true);
         };
         let names: Vec<String> = keys.iter().map(|k| k.name().to_string()).collect();
+        let columns = self.known_columns();
         let partitions = self.owned.unclaimed();
         let mut delay = Duration::from_millis(250);
         let claim = loop {
@@ -872,6 +904,7 @@ impl Work {
                 keys: &names,
                 reason: &reason,
                 source: &self.source,
+                columns: &columns,
             };
             let declared = registry.declare(&self.config.table, &declaration, &partitions);
             match declared {

@@ -30,6 +30,8 @@ pub struct Density {
     /// only its share of the stream.
     pub topic_partitions: usize,
     pub sampled_partitions: usize,
+    /// Some record's event time had a time of day (not a plain date).
+    pub time_of_day: bool,
 }
 
 /// The time folder for a stream of this density (`None`: no time folders), and why.
@@ -94,6 +96,7 @@ mod tests {
             symbols,
             topic_partitions: 4,
             sampled_partitions: 4,
+            time_of_day: true,
         }
     }
 

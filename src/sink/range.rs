@@ -133,9 +133,10 @@ impl PendingRange {
             let Some(Scalar::Str(time)) = record.get(&config.time_field) else {
                 continue;
             };
-            let Ok((micros, _)) = config.time_format.parse(time) else {
+            let Ok((micros, date_only)) = config.time_format.parse(time) else {
                 continue;
             };
+            d.time_of_day |= !date_only;
             if let Some(Scalar::Str(symbol)) = record.get(&config.symbol_field) {
                 if !symbols.contains(symbol.as_ref()) {
                     symbols.insert(symbol.to_string());
