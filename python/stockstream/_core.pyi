@@ -382,6 +382,7 @@ class LakeSink(Pipeline[SinkStatus]):
         database: str = "stock_market",
         compact_every: float | None = None,
         compact_grace: float = 3600.0,
+        table_format: Literal["hive", "iceberg"] = "hive",
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> LakeSink: ...

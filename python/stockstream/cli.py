@@ -496,6 +496,12 @@ def parser() -> argparse.ArgumentParser:
     sk.add_argument("-t", "--topic", default="stock-market")
     sk.add_argument("-g", "--group-id", default="stockstream-sink")
     sk.add_argument("--format", choices=["parquet", "ndjson"], default="parquet")
+    sk.add_argument(
+        "--table-format",
+        choices=["hive", "iceberg"],
+        default="hive",
+        help="hive folders in the catalog, or an Iceberg table (catalog.db in the lake)",
+    )
     sk.add_argument("--table", help="lake folder to write (default: the topic name)")
     sk.add_argument(
         "--partition-by",

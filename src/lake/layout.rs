@@ -48,6 +48,15 @@ impl Format {
 }
 
 choices! {
+    /// How a table describes its objects to readers: Hive-style folders listed in a catalog,
+    /// or an Apache Iceberg table whose snapshots list its files.
+    pub enum TableFormat as "table_format" {
+        Hive = ["hive"],
+        Iceberg = ["iceberg"],
+    }
+}
+
+choices! {
     /// One level of the lake's Hive-style folders (`key=value/`), taken from each record; its
     /// name is the folder key, as Hive, Athena and Polars name the partition column.
     pub enum PartitionKey as "partition key" {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use layout::{
     escape, is_hidden, partition_of, path_values, table_folder, unescape, Format, Layout,
-    ObjectName, PartitionKey,
+    ObjectName, PartitionKey, TableFormat,
 };
 pub use local::LocalStore;
 pub use registry::{

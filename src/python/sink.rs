@@ -110,6 +110,11 @@ impl PySinkStatus {
 ///     aws: ``AwsOptions`` for S3 and Glue (endpoint, region, profile, multipart part size,
 ///         16 MiB by default and at least 5 MiB); credentials come from the AWS default
 ///         chain (environment, profile, SSO, instance role).
+///     table_format: ``"hive"`` (folders recorded in the catalog) or ``"iceberg"``: an
+///         Apache Iceberg v2 table, committed once per landing with its Kafka offsets in
+///         the snapshot summary, in a SQLite catalog at ``<lake>/catalog.db`` that pyiceberg
+///         opens (``SqlCatalog("stockstream", uri="sqlite:///<lake>/catalog.db")``, table
+///         ``<database>.<table>``). For now with a local lake and ``catalog="local"``.
 ///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
 ///     **config: any librdkafka consumer property (``session_timeout_ms=6000``, SASL/SSL…).
 ///
@@ -135,7 +140,7 @@ impl PyLakeSink {
         bootstrap_servers, topic, group_id="stockstream-sink", lake="lake", *, format="parquet",
         table=None, partition_by=None, roll=None, schema=None, columns=None, kafka_metadata=false,
         aws=None, catalog=Some("local"), database="stock_market", compact_every=None,
-        compact_grace=3600.0, connect_timeout=10.0, **config
+        compact_grace=3600.0, table_format="hive", connect_timeout=10.0, **config
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -156,6 +161,7 @@ impl PyLakeSink {
         database: &str,
         compact_every: Option<f64>,
         compact_grace: f64,
+        table_format: &str,
         connect_timeout: f64,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
@@ -186,6 +192,7 @@ impl PyLakeSink {
                 .map(|s| seconds("compact_every", s))
                 .transpose()?,
             compact_grace: seconds("compact_grace", compact_grace)?,
+            table_format: table_format.parse()?,
             ..LakeTarget::new(LakeUrl::parse(lake)?)
         };
         let builder = SinkBuilder::new(kafka_config(bootstrap_servers, config)?, cfg, target)

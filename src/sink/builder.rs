@@ -10,7 +10,10 @@ use crate::aws::AwsOptions;
 use crate::catalog::{self, CatalogKind, CatalogRegistry, CompactOptions};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Kind, Result};
-use crate::lake::{self, LakeUrl};
+use crate::iceberg::pointer::{SqlitePointers, CATALOG_NAME};
+use crate::iceberg::registry::IcebergRegistry;
+use crate::iceberg::table::IcebergCatalog;
+use crate::lake::{self, Format, LakeUrl, ObjectStore, TableFormat};
 
 /// How long a sink waits for Kafka before giving up, unless told otherwise.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +32,9 @@ pub struct LakeTarget {
     pub compact_every: Option<Duration>,
     /// How long the objects a compaction replaced stay, for readers that listed them.
     pub compact_grace: Duration,
+    /// Hive folders in the catalog, or an Iceberg table (in `catalog.db` in the lake, a
+    /// SQLite catalog pyiceberg opens as `SqlCatalog("stockstream", …)`).
+    pub table_format: TableFormat,
 }
 
 impl LakeTarget {
@@ -41,6 +47,7 @@ impl LakeTarget {
             database: catalog::DEFAULT_DATABASE.to_string(),
             compact_every: None,
             compact_grace: CompactOptions::default().grace,
+            table_format: TableFormat::Hive,
         }
     }
 
@@ -58,7 +65,40 @@ impl LakeTarget {
         if self.catalog == Some(CatalogKind::Glue) {
             catalog::glue_location(&self.url)?;
         }
+        if self.table_format == TableFormat::Iceberg {
+            self.iceberg_catalog_path()?;
+            if self.compact_every.is_some() {
+                return Err(Error::config(
+                    "compact_every is not available for Iceberg tables yet; leave it unset",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Where an Iceberg table's catalog is: `catalog.db` in a local lake, with the local
+    /// catalog.
+    fn iceberg_catalog_path(&self) -> Result<std::path::PathBuf> {
+        match (&self.url, self.catalog) {
+            (LakeUrl::Local(dir), Some(CatalogKind::Local)) => Ok(dir.join("catalog.db")),
+            _ => Err(Error::config(format!(
+                "table_format=\"iceberg\" needs a local lake and catalog=\"local\" for now, \
+                 not lake {:?} with catalog {:?}",
+                self.url.to_string(),
+                self.catalog.map(CatalogKind::name)
+            ))),
+        }
+    }
+
+    /// The Iceberg catalog of this target's database, in `store`.
+    fn iceberg(&self, store: Arc<dyn ObjectStore>) -> Result<IcebergRegistry> {
+        let path = self.iceberg_catalog_path()?;
+        let pointers = SqlitePointers::open(&path, CATALOG_NAME)?;
+        Ok(IcebergRegistry(IcebergCatalog {
+            store,
+            pointers: Arc::new(pointers),
+            namespace: self.database.clone(),
+        }))
     }
 
     /// What compacting `table` means for this target.
@@ -107,7 +147,17 @@ impl SinkBuilder {
     pub fn build(self) -> Result<Sink> {
         self.validate()?;
         let target = self.target;
+        if target.table_format == TableFormat::Iceberg && self.config.format != Format::Parquet {
+            return Err(Error::config(
+                "an Iceberg table holds Parquet: use format=\"parquet\" (the default)",
+            ));
+        }
         let store = lake::open(&target.url, &target.aws)?;
+        if target.table_format == TableFormat::Iceberg {
+            let registry = target.iceberg(store.clone())?;
+            let sink = Sink::new(&self.kafka, self.config, store, self.connect_timeout)?;
+            return sink.register_in(Arc::new(registry));
+        }
         let catalog = target
             .catalog
             .map(|kind| catalog::open(kind, store.clone(), &target.url, &target.aws))
@@ -200,5 +250,43 @@ mod tests {
             "nothing records a table"
         );
         assert!(without.path().join("without").is_dir());
+    }
+
+    #[test]
+    fn an_iceberg_table_needs_parquet_and_a_local_catalog_and_lands_in_catalog_db() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = target(dir.path());
+        t.table_format = TableFormat::Iceberg;
+        assert!(t.validate().is_ok());
+        t.catalog = Some(CatalogKind::Glue);
+        assert!(t.validate().unwrap_err().is(Kind::Config));
+        t.catalog = Some(CatalogKind::Local);
+        t.compact_every = Some(Duration::from_secs(60));
+        assert!(t
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("compact_every"));
+        t.compact_every = None;
+        let kafka = EmbeddedKafka::start(1, 1).unwrap();
+        let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();
+        let ndjson = SinkConfig {
+            format: Format::Ndjson,
+            ..SinkConfig::new("t", "g")
+        };
+        let refused = SinkBuilder::new(config, ndjson, t.clone()).build();
+        assert!(refused
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("Iceberg table holds Parquet"));
+        let sink = land(&kafka, "iceberg", t);
+        assert_eq!(sink.status().detail().landed, [(0, 30)]);
+        assert!(dir.path().join("catalog.db").is_file());
+        assert!(dir.path().join("iceberg/metadata").is_dir());
+        assert!(
+            !dir.path().join("_catalog").exists(),
+            "no Hive catalog entry"
+        );
     }
 }
