@@ -248,6 +248,29 @@ impl Registry for IcebergRegistry {
         self.claim_in(&iceberg, source, partitions).map(Some)
     }
 
+    fn field_ids(
+        &self,
+        table: &str,
+        columns: &[(String, DataType)],
+    ) -> Result<HashMap<String, i32>> {
+        let committed = self.table(table).commit(&mut |version| {
+            let schema = version.metadata.current_schema();
+            let mut added = NewColumns::new();
+            for (name, dtype) in columns {
+                let kind = iceberg_type(dtype)?;
+                check_type(schema, name, &kind)?;
+                if schema.field_by_name(name).is_none() {
+                    added.push((name.clone(), kind));
+                }
+            }
+            Ok((!added.is_empty()).then(|| Change {
+                columns: added,
+                ..Change::default()
+            }))
+        })?;
+        Ok(field_ids(committed.metadata.current_schema()))
+    }
+
     fn register(&self, landing: &Landing) -> Result<Registered> {
         let table = self.table(landing.table);
         let mut outcome = Registered::Done;
@@ -343,12 +366,31 @@ mod tests {
             .is_empty());
 
         // A group with no offsets of its own starts where the table ends: nothing twice.
-        testing::send(&config, "ticks", daily_ticks(20, 25));
+        // Its ticks have a new field: a new column, whose id the new file carries.
+        let noted = (20..25).map(|i| {
+            testing::Sent::value(format!(
+                r#"{{"Index":"NYA","Date":"2021-02-{:02}","Close":{i},"note":"n{i}"}}"#,
+                i - 19
+            ))
+        });
+        testing::send(&config, "ticks", noted);
         let second = land(&registry, &config, "second");
         assert_eq!(second.status().detail().resumed, [(0, 20)]);
         let version = registry.table("ticks").load().unwrap().unwrap();
         let summary = &version.metadata.current_snapshot().unwrap().summary();
         assert_eq!(summary.additional_properties["total-records"], "25");
-        assert_eq!(state(&version).unwrap().landed[&0].next, 25);
+        let table = state(&version).unwrap();
+        assert_eq!(table.landed[&0].next, 25);
+        let note = table.field_ids["note"];
+        let object = std::fs::read(
+            dir.path()
+                .join("ticks/part-ticks-0-00000000000000000020.parquet"),
+        )
+        .unwrap();
+        let footer = polars_parquet::read::read_metadata(&mut Cursor::new(object)).unwrap();
+        let ids: Vec<(String, Option<i32>)> = (footer.schema().fields().iter())
+            .map(|f| (f.name().to_string(), f.get_field_info().id))
+            .collect();
+        assert!(ids.contains(&("note".to_string(), Some(note))), "{ids:?}");
     }
 }

@@ -170,6 +170,16 @@ pub trait Registry: Send + Sync {
     /// that queries see whole, if the writer's claim holds and each range continues the
     /// table's.
     fn register(&self, landing: &Landing) -> Result<Registered>;
+
+    /// Gives `columns` field ids, adding those the table lacks: all the table's field ids,
+    /// for tables whose readers find columns by id (Iceberg); none for the others.
+    fn field_ids(
+        &self,
+        _table: &str,
+        _columns: &[(String, polars::prelude::DataType)],
+    ) -> Result<HashMap<String, i32>> {
+        Ok(HashMap::new())
+    }
 }
 
 /// Checks `source` may become table `table`'s: the topic its unlanded records are in now (a

@@ -42,6 +42,23 @@ pub struct Column {
     stamp: u64,
 }
 
+impl Column {
+    /// The type this column has in the Parquet object (a column of nulls only is text).
+    pub fn dtype(&self) -> polars::prelude::DataType {
+        use polars::prelude::{DataType, TimeUnit};
+        match &self.values {
+            Values::Null | Values::Str { .. } => DataType::String,
+            Values::Bool(_) => DataType::Boolean,
+            Values::Int(_) => DataType::Int64,
+            Values::Float(_) => DataType::Float64,
+            Values::Time {
+                date_only: true, ..
+            } => DataType::Date,
+            Values::Time { .. } => DataType::Datetime(TimeUnit::Microseconds, None),
+        }
+    }
+}
+
 /// Rows for one lake object.
 #[derive(Debug)]
 pub struct Batch {

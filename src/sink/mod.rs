@@ -600,6 +600,7 @@ impl Work {
             forget(&self.status, &mut self.buffered_bytes, range);
         }
         let layout = self.layout.clone().expect("declared above");
+        self.give_ids(&ranges)?;
         let (locations, ids) = (&self.locations, &self.field_ids);
         let folder_of = |path: &str| {
             locations
@@ -854,6 +855,26 @@ impl Work {
             }
             (None, Partitioning::Keys(keys)) => (keys.clone(), "given".to_string()),
         }
+    }
+
+    /// Makes sure each column about to be written has a field id, for a table that keeps
+    /// them (new columns are added to the table first).
+    fn give_ids(&mut self, ranges: &[(i32, PendingRange)]) -> Result<()> {
+        let Some(registry) = self.registry.clone().filter(|_| !self.field_ids.is_empty()) else {
+            return Ok(());
+        };
+        let mut missing: Vec<(String, DataType)> = Vec::new();
+        for (_, range) in ranges {
+            for column in range.columns_without_ids(&self.field_ids) {
+                if !missing.iter().any(|(n, _)| *n == column.0) {
+                    missing.push(column);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.field_ids = registry.field_ids(&self.config.table, &missing)?;
+        }
+        Ok(())
     }
 
     /// The columns known before any record is written: the symbol, the event time (a date

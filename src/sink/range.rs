@@ -239,6 +239,20 @@ impl PendingRange {
         batch.push(&record, payload, config, time, msg.offset, msg.timestamp)
     }
 
+    /// The columns of the range's batches that `known` has no field id for, with their types.
+    pub fn columns_without_ids(
+        &self,
+        known: &HashMap<String, i32>,
+    ) -> Vec<(String, polars::prelude::DataType)> {
+        let mut out: Vec<(String, polars::prelude::DataType)> = Vec::new();
+        for column in self.parts.iter().flat_map(|(_, batch)| &batch.columns) {
+            if !known.contains_key(&column.name) && !out.iter().any(|(n, _)| *n == column.name) {
+                out.push((column.name.clone(), column.dtype()));
+            }
+        }
+        out
+    }
+
     /// The range's objects: one per partition folder (in the folder `folder_of` gives for
     /// its partition path), and the quarantine object if any. They are encoded in parallel.
     pub fn objects(
