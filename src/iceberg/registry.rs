@@ -84,15 +84,9 @@ fn landed(version: &Version) -> Result<BTreeMap<i32, LandedRange>> {
 
 /// What a writer needs to know of the table.
 fn state(version: &Version) -> Result<TableState> {
-    let properties = version.metadata.properties();
-    let scheme = (properties.get(KEYS).map(String::as_str).unwrap_or_default())
-        .split(',')
-        .filter(|k| !k.is_empty())
-        .map(str::to_string)
-        .collect();
     let schema = version.metadata.current_schema();
     Ok(TableState {
-        scheme,
+        scheme: scheme(version).map(str::to_string).collect(),
         locations: BTreeMap::new(),
         landed: landed(version)?,
         claims: Claims::of(version)?.claims,
@@ -159,15 +153,15 @@ impl IcebergRegistry {
         let schema = version.metadata.current_schema();
         let spec_id = version.metadata.default_partition_spec_id();
         let mut files = Vec::new();
-        let mut added: Vec<(String, PrimitiveType)> = Vec::new();
+        let mut added = NewColumns::new();
         for object in &landing.objects {
             let mut reader = ParquetReader::new(Cursor::new(object.body));
             let columns = reader.schema().map_err(|e| parquet_error(&object.key, e))?;
-            for (name, dtype) in columns.iter() {
-                let kind = iceberg_type(&DataType::from_arrow_dtype(dtype.dtype()))?;
-                check_type(schema, name, &kind)?;
-                if schema.field_by_name(name).is_none() && !added.iter().any(|(n, _)| n == name) {
-                    added.push((name.to_string(), kind));
+            let typed =
+                (columns.iter()).map(|(n, f)| (n.as_str(), DataType::from_arrow_dtype(f.dtype())));
+            for column in new_columns(schema, typed)? {
+                if !added.iter().any(|(n, _)| *n == column.0) {
+                    added.push(column);
                 }
             }
             let rows = reader
@@ -208,9 +202,31 @@ fn check_type(schema: &Schema, name: &str, kind: &PrimitiveType) -> Result<()> {
     }
 }
 
-/// The Hive folder keys the table's partition spec was made from.
+/// The Hive folder keys the table's partition spec was made from, as recorded.
+fn scheme(version: &Version) -> impl Iterator<Item = &str> {
+    let keys = version.metadata.properties().get(KEYS);
+    (keys.map(String::as_str).unwrap_or_default().split(',')).filter(|k| !k.is_empty())
+}
+
 fn recorded_keys(version: &Version) -> Result<Vec<PartitionKey>> {
-    state(version)?.scheme.iter().map(|k| k.parse()).collect()
+    scheme(version).map(str::parse).collect()
+}
+
+/// Of `columns`, those `schema` lacks (each once), refusing one whose type differs from
+/// the table's.
+fn new_columns<'c>(
+    schema: &Schema,
+    columns: impl IntoIterator<Item = (&'c str, DataType)>,
+) -> Result<NewColumns> {
+    let mut added = NewColumns::new();
+    for (name, dtype) in columns {
+        let kind = iceberg_type(&dtype)?;
+        check_type(schema, name, &kind)?;
+        if schema.field_by_name(name).is_none() && !added.iter().any(|(n, _)| n == name) {
+            added.push((name.to_string(), kind));
+        }
+    }
+    Ok(added)
 }
 
 impl Registry for IcebergRegistry {
@@ -255,14 +271,8 @@ impl Registry for IcebergRegistry {
     ) -> Result<HashMap<String, i32>> {
         let committed = self.table(table).commit(&mut |version| {
             let schema = version.metadata.current_schema();
-            let mut added = NewColumns::new();
-            for (name, dtype) in columns {
-                let kind = iceberg_type(dtype)?;
-                check_type(schema, name, &kind)?;
-                if schema.field_by_name(name).is_none() {
-                    added.push((name.clone(), kind));
-                }
-            }
+            let named = columns.iter().map(|(n, t)| (n.as_str(), t.clone()));
+            let added = new_columns(schema, named)?;
             Ok((!added.is_empty()).then(|| Change {
                 columns: added,
                 ..Change::default()
