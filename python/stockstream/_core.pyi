@@ -1,5 +1,6 @@
 """Type stubs for the Rust extension module ``stockstream._core``."""
 
+import datetime
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
@@ -490,6 +491,8 @@ class CompactReport:
     @property
     def objects_deleted(self) -> int: ...
     @property
+    def snapshots_expired(self) -> int: ...
+    @property
     def raced(self) -> int: ...
     @property
     def elapsed(self) -> float: ...
@@ -539,6 +542,7 @@ class Lake:
         output: str | None = None,
         timeout: float = 300.0,
         params: Mapping[str, Any] | None = None,
+        as_of: int | datetime.datetime | None = None,
     ) -> polars.DataFrame: ...
     @property
     def last_query(self) -> list[TailInfo]: ...

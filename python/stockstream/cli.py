@@ -351,7 +351,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
         f"{report.objects_merged} objects merged into {report.objects_written} "
         f"({report.bytes_read} → {report.bytes_written} bytes), {report.objects_carried} "
         f"carried; {report.folders_deleted} old folders deleted ({report.objects_deleted} "
-        f"objects); {report.raced} lost to another compaction; {report.elapsed:.2f} s"
+        f"objects, {report.snapshots_expired} Iceberg snapshots expired); {report.raced} lost "
+        f"to another compaction; {report.elapsed:.2f} s"
     )
     return 0
 

@@ -81,6 +81,8 @@ pub struct CompactReport {
     /// Replaced folders deleted (their grace period over), and their objects.
     pub folders_deleted: usize,
     pub objects_deleted: usize,
+    /// Iceberg snapshots expired (older than the grace period).
+    pub snapshots_expired: usize,
     /// Partitions another compaction moved first; their work was discarded.
     pub raced: usize,
     pub elapsed: Duration,
@@ -194,16 +196,7 @@ fn compact_partition(
     })?;
     let merged: BTreeSet<&str> = small.iter().map(|o| o.key.as_str()).collect();
     let mut written = Vec::new();
-    let mut bins: Vec<Vec<&ObjectMeta>> = vec![Vec::new()];
-    let mut bin_bytes = 0u64;
-    for object in &small {
-        if bin_bytes > 0 && bin_bytes + object.size > options.target_bytes {
-            bins.push(Vec::new());
-            bin_bytes = 0;
-        }
-        bin_bytes += object.size;
-        bins.last_mut().expect("one bin at least").push(object);
-    }
+    let bins = bins(&small, options.target_bytes);
     for (seq, bin) in bins.iter().enumerate() {
         let body = merge(store, table.format, bin)?;
         let key = format!(
@@ -292,29 +285,7 @@ fn merge(store: &dyn ObjectStore, format: Format, objects: &[&ObjectMeta]) -> Re
             Ok(out)
         }
         Format::Parquet => {
-            let frames = bodies
-                .into_iter()
-                .zip(objects)
-                .map(|(body, o)| {
-                    ParquetReader::new(Cursor::new(body?))
-                        .finish()
-                        .map(|f| f.lazy())
-                        .map_err(|e| {
-                            Error::schema(format!("{} cannot be read: {e}", store.url(&o.key)))
-                        })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            // Objects written before a column appeared lack it: the union has every column.
-            let mut frame = concat(
-                frames,
-                UnionArgs {
-                    diagonal: true,
-                    to_supertypes: true,
-                    ..Default::default()
-                },
-            )
-            .and_then(|lf| lf.collect())
-            .map_err(|e| Error::io(format!("merging objects failed: {e}")))?;
+            let mut frame = merged_frame(store, objects, bodies)?;
             let mut out = Vec::new();
             ParquetWriter::new(&mut out)
                 .with_compression(ParquetCompression::Zstd(None))
@@ -323,6 +294,51 @@ fn merge(store: &dyn ObjectStore, format: Format, objects: &[&ObjectMeta]) -> Re
             Ok(out)
         }
     }
+}
+
+/// `objects` in bins of about `target` bytes, in order.
+pub(crate) fn bins<'o>(objects: &[&'o ObjectMeta], target: u64) -> Vec<Vec<&'o ObjectMeta>> {
+    let mut bins: Vec<Vec<&ObjectMeta>> = vec![Vec::new()];
+    let mut bin_bytes = 0u64;
+    for object in objects {
+        if bin_bytes > 0 && bin_bytes + object.size > target {
+            bins.push(Vec::new());
+            bin_bytes = 0;
+        }
+        bin_bytes += object.size;
+        bins.last_mut().expect("one bin at least").push(object);
+    }
+    bins
+}
+
+/// The rows of the Parquet `objects` (read as `bodies`), in their order, with every
+/// column any of them has.
+pub(crate) fn merged_frame(
+    store: &dyn ObjectStore,
+    objects: &[&ObjectMeta],
+    bodies: Vec<Result<Vec<u8>>>,
+) -> Result<DataFrame> {
+    let frames = bodies
+        .into_iter()
+        .zip(objects)
+        .map(|(body, o)| {
+            ParquetReader::new(Cursor::new(body?))
+                .finish()
+                .map(|f| f.lazy())
+                .map_err(|e| Error::schema(format!("{} cannot be read: {e}", store.url(&o.key))))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Objects written before a column appeared lack it: the union has every column.
+    concat(
+        frames,
+        UnionArgs {
+            diagonal: true,
+            to_supertypes: true,
+            ..Default::default()
+        },
+    )
+    .and_then(|lf| lf.collect())
+    .map_err(|e| Error::io(format!("merging objects failed: {e}")))
 }
 
 /// Deletes the versioned folders the table does not refer to: not a partition's location,
@@ -405,7 +421,7 @@ fn delete_retired(
     Ok(())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

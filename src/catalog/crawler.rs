@@ -4,7 +4,7 @@
 //! type conflict is reported with the files involved. What was read is remembered in
 //! `_catalog/<database>/_crawler/<table>.json`, so the next crawl reads only new objects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -134,10 +134,16 @@ pub fn crawl(
 ) -> Result<CrawlReport> {
     let mut report = CrawlReport::default();
     let mut folders: BTreeMap<String, Vec<ObjectMeta>> = BTreeMap::new();
+    let mut iceberg = BTreeSet::new();
     for object in store.list("")? {
-        let Some((folder, _)) = object.key.split_once('/') else {
+        let Some((folder, rest)) = object.key.split_once('/') else {
             continue;
         };
+        // An Iceberg table's snapshots say which of its files are the table: a listing
+        // cannot, so such a folder is no Hive table.
+        if rest.starts_with("metadata/") && rest.ends_with(".metadata.json") {
+            iceberg.insert(folder.to_string());
+        }
         if is_hidden(&object.key) || Format::of(&object.key).is_none() {
             continue;
         }
@@ -148,7 +154,14 @@ pub fn crawl(
         }
         folders.entry(folder.to_string()).or_default().push(object);
     }
+    folders.retain(|folder, _| !iceberg.contains(folder));
     if let Some(wanted) = &options.table {
+        if iceberg.contains(wanted) {
+            return Err(Error::config(format!(
+                "{wanted} is an Iceberg table: its snapshots describe it, there is nothing \
+                 to crawl"
+            )));
+        }
         if folders.is_empty() {
             return Err(Error::not_found(format!(
                 "no table {wanted:?} in {}: no data objects in that folder",

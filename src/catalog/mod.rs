@@ -16,6 +16,7 @@ use std::sync::Arc;
 use polars::prelude::{Field, Schema};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use compact::{bins, merged_frame, now_ms};
 pub use compact::{compact, CompactOptions, CompactReport};
 pub use crawler::{crawl, Conflict, CrawlOptions, CrawlReport, CrawlState, OnError};
 pub use glue::GlueCatalog;
@@ -98,6 +99,10 @@ pub struct Table {
     /// that is a number in some records and text in others).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub widened: BTreeSet<String>,
+    /// For an Iceberg table, the metadata and snapshot this description was read from
+    /// (its files are that snapshot's, not those a listing finds).
+    #[serde(skip)]
+    pub iceberg: Option<crate::iceberg::read::Reading>,
 }
 
 /// What adding a column found in an object did to a table.
@@ -159,6 +164,7 @@ impl Table {
             claims: BTreeMap::new(),
             epoch: 0,
             widened: BTreeSet::new(),
+            iceberg: None,
         }
     }
 

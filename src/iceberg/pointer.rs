@@ -29,6 +29,9 @@ pub trait Pointers: Send + Sync {
     /// Moves the table from `old` to `new` if it still points at `old`: false if another
     /// writer moved it first.
     fn swap(&self, namespace: &str, table: &str, old: &str, new: &str) -> Result<bool>;
+
+    /// The names of the namespace's tables, in order.
+    fn tables(&self, namespace: &str) -> Result<Vec<String>>;
 }
 
 /// pyiceberg's SQL catalog in a SQLite file (`SqlCatalog(name, uri="sqlite:///<path>")`).
@@ -147,6 +150,23 @@ impl Pointers for SqlitePointers {
             .map_err(|e| self.failed(e))?;
         Ok(moved == 1)
     }
+
+    fn tables(&self, namespace: &str) -> Result<Vec<String>> {
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare(
+                "SELECT table_name FROM iceberg_tables
+                 WHERE catalog_name = ?1 AND table_namespace = ?2
+                   AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)
+                 ORDER BY table_name",
+            )
+            .map_err(|e| self.failed(e))?;
+        let names = statement
+            .query_map(params![self.name, namespace], |row| row.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.failed(e));
+        names
+    }
 }
 
 #[cfg(test)]
@@ -170,5 +190,8 @@ mod tests {
         // Another catalog name in the same file is another catalog.
         let c = SqlitePointers::open(&path, "elsewhere").unwrap();
         assert_eq!(c.current("db", "t").unwrap(), None);
+        assert!(a.create("db", "a", "m0").unwrap());
+        assert_eq!(b.tables("db").unwrap(), ["a", "t"]);
+        assert!(c.tables("db").unwrap().is_empty());
     }
 }

@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 
 use ::iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, PrimitiveType, Schema,
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, PrimitiveType, Schema, Snapshot,
 };
 use polars::prelude::{DataType, ParquetReader, SerReader};
 use serde::{Deserialize, Serialize};
 
+use super::metrics::metrics;
 use super::schema::{iceberg_type, name_mapping, partition_spec, partition_value, NAME_MAPPING};
 use super::table::{Change, IcebergCatalog, IcebergTable, Version};
 use crate::error::{Error, Result};
@@ -71,15 +72,35 @@ fn json<T: Serialize>(value: &T) -> String {
 
 /// The offsets the table's current snapshot says are landed.
 fn landed(version: &Version) -> Result<BTreeMap<i32, LandedRange>> {
-    let Some(snapshot) = version.metadata.current_snapshot() else {
-        return Ok(BTreeMap::new());
-    };
+    (version.metadata.current_snapshot())
+        .map(|s| landed_at(s))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// The offsets landed up to `snapshot`.
+pub fn landed_at(snapshot: &Snapshot) -> Result<BTreeMap<i32, LandedRange>> {
     match snapshot.summary().additional_properties.get(LANDED) {
         None => Ok(BTreeMap::new()),
         Some(text) => serde_json::from_str(text).map_err(|e| {
             Error::schema(format!("Iceberg snapshot summary {LANDED}: {e}")).caused_by(e)
         }),
     }
+}
+
+/// The summary entry of `snapshot` that says what is landed, for a snapshot that lands
+/// nothing new (compaction).
+pub fn landed_summary(snapshot: &Snapshot) -> HashMap<String, String> {
+    let landed = snapshot.summary().additional_properties.get(LANDED);
+    landed
+        .map(|l| (LANDED.to_string(), l.clone()))
+        .into_iter()
+        .collect()
+}
+
+/// The topic the table is landed from, for live queries.
+pub fn source_of(version: &Version) -> Result<Option<TableSource>> {
+    property(version, SOURCE)
 }
 
 /// What a writer needs to know of the table.
@@ -94,7 +115,8 @@ fn state(version: &Version) -> Result<TableState> {
     })
 }
 
-fn field_ids(schema: &Schema) -> HashMap<String, i32> {
+/// The field id of each column of `schema`, by name.
+pub fn field_ids(schema: &Schema) -> HashMap<String, i32> {
     (schema.as_struct().fields().iter())
         .map(|f| (f.name.clone(), f.id))
         .collect()
@@ -164,9 +186,7 @@ impl IcebergRegistry {
                     added.push(column);
                 }
             }
-            let rows = reader
-                .num_rows()
-                .map_err(|e| parquet_error(&object.key, e))?;
+            let metrics = metrics(&object.key, object.body, schema)?;
             let partition = partition_value(&keys, &path_values(&object.path))?;
             let file = DataFileBuilder::default()
                 .content(DataContentType::Data)
@@ -174,8 +194,12 @@ impl IcebergRegistry {
                 .file_format(DataFileFormat::Parquet)
                 .partition(partition)
                 .partition_spec_id(spec_id)
-                .record_count(rows as u64)
+                .record_count(metrics.rows)
                 .file_size_in_bytes(object.body.len() as u64)
+                .value_counts(metrics.values)
+                .null_value_counts(metrics.nulls)
+                .lower_bounds(metrics.lower)
+                .upper_bounds(metrics.upper)
                 .build()
                 .map_err(|e| Error::io(format!("Iceberg data file {}: {e}", object.key)))?;
             files.push(file);

@@ -3,18 +3,17 @@
 //! catalog's pointer from the metadata a writer read to the one it wrote. A writer that
 //! loses the race reads the table again and decides afresh.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use ::iceberg::io::FileIO;
 use ::iceberg::spec::{
-    DataFile, FormatVersion, ManifestFile, ManifestList, ManifestListWriter, ManifestWriterBuilder,
-    NestedField, Operation, PrimitiveType, Schema, Snapshot, SnapshotSummaryCollector, SortOrder,
-    Summary, TableMetadata, TableMetadataBuilder, Type, UnboundPartitionSpec, MAIN_BRANCH,
+    DataFile, FormatVersion, NestedField, PrimitiveType, Schema, SortOrder, TableMetadata,
+    TableMetadataBuilder, Type, UnboundPartitionSpec, MAIN_BRANCH,
 };
 
 use super::pointer::Pointers;
 use super::schema::{name_mapping, NAME_MAPPING};
+use super::snapshot::Files;
 use crate::error::{Error, Result};
 use crate::lake::ObjectStore;
 
@@ -26,7 +25,7 @@ pub struct Version {
 }
 
 /// What a commit changes in the table it read, in one metadata version: columns added,
-/// table properties set, and a snapshot of data files added (if any) whose summary carries
+/// table properties set, and a snapshot of data files added or replaced (if any) whose summary carries
 /// `summary` (a landing's Kafka offsets).
 #[derive(Default)]
 pub struct Change {
@@ -34,7 +33,11 @@ pub struct Change {
     pub columns: Vec<(String, PrimitiveType)>,
     pub properties: HashMap<String, String>,
     pub files: Vec<DataFile>,
+    /// Paths of current data files to remove (with `files`, a `replace` snapshot).
+    pub removed: HashSet<String>,
     pub summary: HashMap<String, String>,
+    /// Snapshots to expire.
+    pub expired: Vec<i64>,
 }
 
 /// A namespace of Iceberg tables: the catalog holding their pointers, and the lake store
@@ -70,6 +73,15 @@ impl IcebergTable {
         &self.name
     }
 
+    /// The table's folder below the lake root.
+    pub fn folder(&self) -> &str {
+        &self.folder
+    }
+
+    pub fn catalog(&self) -> &IcebergCatalog {
+        &self.catalog
+    }
+
     /// The location of the object at `key` below the lake root, as the table records it.
     pub fn url_of(&self, key: &str) -> String {
         location_url(&self.catalog.store.url(key))
@@ -82,7 +94,7 @@ impl IcebergTable {
     }
 
     /// The key below the lake root of a file of this table at `location`.
-    fn key_of(&self, location: &str) -> Result<String> {
+    pub(super) fn key_of(&self, location: &str) -> Result<String> {
         let table = self.location();
         match location.strip_prefix(&table) {
             Some(rest) => Ok(format!("{}{rest}", self.folder)),
@@ -94,7 +106,7 @@ impl IcebergTable {
         }
     }
 
-    fn read_location(&self, location: &str) -> Result<Vec<u8>> {
+    pub(super) fn read_location(&self, location: &str) -> Result<Vec<u8>> {
         self.catalog
             .store
             .read(&self.key_of(location)?, crate::lake::ByteRange::All)
@@ -102,17 +114,19 @@ impl IcebergTable {
 
     /// The table as the catalog points at it now, if it exists.
     pub fn load(&self) -> Result<Option<Version>> {
-        let Some(location) = self
-            .catalog
-            .pointers
-            .current(&self.catalog.namespace, &self.name)?
-        else {
-            return Ok(None);
-        };
-        let bytes = self.read_location(&location)?;
+        let current = (self.catalog.pointers).current(&self.catalog.namespace, &self.name)?;
+        current.map(|location| self.load_at(&location)).transpose()
+    }
+
+    /// The table as the metadata file at `location` describes it.
+    pub fn load_at(&self, location: &str) -> Result<Version> {
+        let bytes = self.read_location(location)?;
         let metadata: TableMetadata = serde_json::from_slice(&bytes)
             .map_err(|e| Error::schema(format!("Iceberg metadata {location}: {e}")).caused_by(e))?;
-        Ok(Some(Version { location, metadata }))
+        Ok(Version {
+            location: location.to_string(),
+            metadata,
+        })
     }
 
     /// Creates the table with `schema`, `spec` and `properties` unless it exists; returns the
@@ -213,103 +227,23 @@ impl IcebergTable {
         if !properties.is_empty() {
             builder = builder.set_properties(properties).map_err(iceberg_error)?;
         }
+        if !change.expired.is_empty() {
+            builder = builder.remove_snapshots(&change.expired);
+        }
         let metadata = builder.build().map_err(iceberg_error)?.metadata;
-        if change.files.is_empty() {
+        if change.files.is_empty() && change.removed.is_empty() {
             return Ok(metadata);
         }
-        let snapshot = self.snapshot(&metadata, change.files, change.summary)?;
+        let files = Files {
+            added: change.files,
+            removed: change.removed,
+        };
+        let snapshot = self.next_snapshot(&metadata, files, change.summary)?;
         (metadata.into_builder(None))
             .set_branch_snapshot(snapshot, MAIN_BRANCH)
             .and_then(|b| b.build())
             .map_err(iceberg_error)
             .map(|built| built.metadata)
-    }
-
-    /// A snapshot of `metadata`'s table with `files` added in a new manifest, on top of the
-    /// manifests of the current snapshot (both written to the store).
-    fn snapshot(
-        &self,
-        metadata: &TableMetadata,
-        files: Vec<DataFile>,
-        extra: HashMap<String, String>,
-    ) -> Result<Snapshot> {
-        let parent = metadata.current_snapshot();
-        let snapshot_id = new_snapshot_id();
-        let sequence = metadata.next_sequence_number();
-        let schema = metadata.current_schema().clone();
-        let spec = metadata.default_partition_spec().as_ref().clone();
-        let io = FileIO::new_with_memory();
-        let commit = uuid::Uuid::new_v4();
-        let meta_dir = format!("{}/metadata", self.location());
-
-        let mut summary = SnapshotSummaryCollector::default();
-        for file in &files {
-            summary.add_file(file, schema.clone(), Arc::new(spec.clone()));
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| Error::io(format!("cannot start a runtime: {e}")))?;
-        let (manifest_bytes, manifest, list_bytes, list_location) = runtime
-            .block_on(async {
-                let manifest_location = format!("{meta_dir}/{commit}-m0.avro");
-                let mut writer = ManifestWriterBuilder::new(
-                    io.new_output(&manifest_location)?,
-                    Some(snapshot_id),
-                    schema.clone(),
-                    spec.clone(),
-                )
-                .build_v2_data();
-                for file in files {
-                    writer.add_file(file, sequence)?;
-                }
-                let manifest = writer.write_manifest_file().await?;
-                let manifest_bytes = io.new_input(&manifest_location)?.read().await?;
-
-                let mut manifests: Vec<ManifestFile> = Vec::new();
-                if let Some(parent) = parent {
-                    let bytes = self.read_location(parent.manifest_list()).map_err(|e| {
-                        ::iceberg::Error::new(::iceberg::ErrorKind::Unexpected, e.to_string())
-                    })?;
-                    let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2)?;
-                    manifests.extend(list.consume_entries());
-                }
-                manifests.insert(0, manifest.clone());
-                let list_location = format!("{meta_dir}/snap-{snapshot_id}-1-{commit}.avro");
-                let output = io.new_output(&list_location)?;
-                let mut list = ManifestListWriter::v2(
-                    output.writer().await?,
-                    snapshot_id,
-                    parent.map(|p| p.snapshot_id()),
-                    sequence,
-                );
-                list.add_manifests(manifests.into_iter())?;
-                list.close().await?;
-                let list_bytes = io.new_input(&list_location)?.read().await?;
-                Ok::<_, ::iceberg::Error>((manifest_bytes, manifest, list_bytes, list_location))
-            })
-            .map_err(iceberg_error)?;
-        self.catalog
-            .store
-            .put(&self.key_of(&manifest.manifest_path)?, &manifest_bytes)?;
-        self.catalog
-            .store
-            .put(&self.key_of(&list_location)?, &list_bytes)?;
-
-        let mut properties = summary.build();
-        add_totals(&mut properties, parent.map(|p| p.summary()));
-        properties.extend(extra);
-        Ok(Snapshot::builder()
-            .with_snapshot_id(snapshot_id)
-            .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
-            .with_sequence_number(sequence)
-            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
-            .with_manifest_list(list_location)
-            .with_schema_id(metadata.current_schema_id())
-            .with_summary(Summary {
-                operation: Operation::Append,
-                additional_properties: properties,
-            })
-            .build())
     }
 }
 
@@ -326,24 +260,6 @@ fn with_columns(metadata: &TableMetadata, columns: &[(String, PrimitiveType)]) -
         .map_err(iceberg_error)
 }
 
-/// `total-records` and `total-data-files` of the new snapshot: its parent's and what it adds.
-fn add_totals(properties: &mut HashMap<String, String>, parent: Option<&Summary>) {
-    for (total, added) in [
-        ("total-records", "added-records"),
-        ("total-data-files", "added-data-files"),
-        ("total-files-size", "added-files-size"),
-    ] {
-        let number = |map: &HashMap<String, String>, key: &str| {
-            map.get(key)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let before = parent.map_or(0, |p| number(&p.additional_properties, total));
-        let sum = before + number(properties, added);
-        properties.insert(total.to_string(), sum.to_string());
-    }
-}
-
 /// The version number at the start of a metadata file's name (`00003-<uuid>.metadata.json`).
 fn version_number(location: &str) -> u64 {
     let name = location.rsplit('/').next().unwrap_or("");
@@ -351,12 +267,6 @@ fn version_number(location: &str) -> u64 {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-/// A positive snapshot id, unique enough (Iceberg's own clients draw them at random too).
-fn new_snapshot_id() -> i64 {
-    let bits = uuid::Uuid::new_v4().as_u64_pair();
-    ((bits.0 ^ bits.1) & (i64::MAX as u64)) as i64
 }
 
 /// A store URL as an Iceberg location: local paths become `file://` URLs.
@@ -467,22 +377,9 @@ mod tests {
         assert_eq!(summary["kafka.offsets"], "8");
         assert_eq!(summary["total-records"], "8");
         assert_eq!(summary["total-data-files"], "2");
-        let list = ManifestList::parse_with_version(
-            &table.read_location(snapshot.manifest_list()).unwrap(),
-            FormatVersion::V2,
-        )
-        .unwrap();
-        let mut paths: Vec<String> = Vec::new();
-        for manifest in list.entries() {
-            let bytes = table.read_location(&manifest.manifest_path).unwrap();
-            let parsed = ::iceberg::spec::Manifest::parse_avro(&bytes).unwrap();
-            paths.extend(
-                parsed
-                    .entries()
-                    .iter()
-                    .map(|e| e.data_file().file_path().to_string()),
-            );
-        }
+        let mut paths: Vec<String> = (table.data_files(snapshot).unwrap().iter())
+            .map(|f| f.file_path().to_string())
+            .collect();
         paths.sort();
         assert_eq!(
             paths,
@@ -546,6 +443,30 @@ mod tests {
         assert!(
             mapping.contains(r#"{"field-id":3,"names":["Volume"]}"#),
             "{mapping}"
+        );
+    }
+
+    #[test]
+    fn a_stream_of_landings_does_not_leave_one_manifest_each() {
+        let (_dir, table) = created();
+        for i in 0..101 {
+            table
+                .commit(&mut |_| {
+                    Ok(Some(Change {
+                        files: vec![file(&table, &format!("{i}.parquet"), 1)],
+                        ..Change::default()
+                    }))
+                })
+                .unwrap();
+        }
+        let now = table.load().unwrap().unwrap();
+        let snapshot = now.metadata.current_snapshot().unwrap();
+        // The 101st landing found 100 manifests and merged them into its own.
+        assert_eq!(table.manifests(snapshot).unwrap().len(), 1);
+        assert_eq!(table.data_files(snapshot).unwrap().len(), 101);
+        assert_eq!(
+            snapshot.summary().additional_properties["total-data-files"],
+            "101"
         );
     }
 }

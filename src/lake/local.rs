@@ -6,6 +6,7 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
 
 use polars::prelude::cloud::CloudOptions;
 
@@ -180,9 +181,12 @@ impl ObjectStore for LocalStore {
                     .collect::<Vec<_>>()
                     .join("/");
                 if key.starts_with(prefix) {
+                    let modified = meta.modified().ok();
+                    let since = modified.and_then(|t| t.duration_since(UNIX_EPOCH).ok());
                     out.push(ObjectMeta {
                         key,
                         size: meta.len(),
+                        modified_ms: since.map_or(0, |d| d.as_millis() as i64),
                     });
                 }
             }

@@ -27,11 +27,13 @@ use polars::prelude::cloud::CloudOptions;
 use crate::aws::AwsOptions;
 use crate::error::{Error, Result};
 
-/// An object found by listing: its key below the lake root, and its size.
+/// An object found by listing: its key below the lake root, its size, and when it was
+/// last written (Unix milliseconds; 0 where not known).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
+    pub modified_ms: i64,
 }
 
 /// Which bytes of an object to read.

@@ -447,6 +447,9 @@ impl ObjectStore for S3Store {
                     out.push(ObjectMeta {
                         key: key[strip.min(key.len())..].to_string(),
                         size: object.size().unwrap_or(0).max(0) as u64,
+                        modified_ms: (object.last_modified())
+                            .and_then(|t| t.to_millis().ok())
+                            .unwrap_or(0),
                     });
                 }
             }

@@ -2,7 +2,7 @@
 
 use polars::prelude::*;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+use pyo3::types::{IntoPyDict, PyBool, PyFloat, PyInt, PyString};
 use pyo3_polars::PyDataFrame;
 
 use super::background::with_progress;
@@ -10,7 +10,8 @@ use super::options::{aws_options, PyAwsOptions};
 use super::{html_table, repr_of, seconds, shown};
 use crate::catalog::{CatalogKind, CompactOptions, CompactReport, CrawlReport, OnError, Table};
 use crate::error::{Error, Result};
-use crate::lake::LakeUrl;
+use crate::iceberg::read::AsOf;
+use crate::lake::{LakeUrl, TableFormat};
 use crate::progress::Counter;
 use crate::query::params::{bind, Param};
 use crate::query::{AthenaOptions, Lake, Live, QueryEngine, TailBounds, TailInfo};
@@ -130,7 +131,10 @@ impl PyCrawlReport {
 ///     objects_merged, objects_written: small objects merged, and the objects they became.
 ///     objects_carried: registered objects a sink may still rewrite, copied unmerged.
 ///     bytes_read, bytes_written: of the merged objects.
-///     folders_deleted, objects_deleted: replaced folders whose grace period was over.
+///     folders_deleted, objects_deleted: replaced folders whose grace period was over;
+///         for Iceberg tables, files no retained snapshot refers to (``folders_deleted``
+///         stays 0).
+///     snapshots_expired: Iceberg snapshots older than the grace period, expired.
 ///     raced: partitions another compaction moved first (this one's work was discarded).
 ///     elapsed: seconds.
 #[pyclass(
@@ -150,6 +154,7 @@ pub struct PyCompactReport {
     bytes_written: u64,
     folders_deleted: usize,
     objects_deleted: usize,
+    snapshots_expired: usize,
     raced: usize,
     elapsed: f64,
 }
@@ -165,6 +170,7 @@ impl From<CompactReport> for PyCompactReport {
             bytes_written: r.bytes_written,
             folders_deleted: r.folders_deleted,
             objects_deleted: r.objects_deleted,
+            snapshots_expired: r.snapshots_expired,
             raced: r.raced,
             elapsed: r.elapsed.as_secs_f64(),
         }
@@ -176,7 +182,7 @@ impl PyCompactReport {
         let mut rows = vec![("partitions", self.partitions.len().to_string())];
         rows.extend(
             shown!(self; objects_merged, objects_written, objects_carried, bytes_written,
-                           folders_deleted, objects_deleted, raced),
+                           folders_deleted, objects_deleted, snapshots_expired, raced),
         );
         rows.push(("elapsed", format!("{:.3}", self.elapsed)));
         rows
@@ -278,6 +284,34 @@ pub struct PyLake {
 }
 
 /// A Python value as a SQL literal's value.
+/// The snapshot an Iceberg table is read at: an id, or a moment (naive means UTC).
+fn as_of_of(value: Option<&Bound<'_, PyAny>>) -> PyResult<AsOf> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(AsOf::Current);
+    };
+    if value.is_instance_of::<PyInt>() && value.cast::<PyBool>().is_err() {
+        return Ok(AsOf::Snapshot(value.extract()?));
+    }
+    let datetime = value.py().import("datetime")?;
+    if !value.is_instance(&datetime.getattr("datetime")?)? {
+        return Err(Error::config(format!(
+            "as_of must be a snapshot id (int) or a datetime, not {}",
+            value.get_type().name()?
+        ))
+        .into());
+    }
+    let aware = match value.getattr("tzinfo")?.is_none() {
+        true => {
+            let utc = datetime.getattr("timezone")?.getattr("utc")?;
+            let kwargs = [("tzinfo", utc)].into_py_dict(value.py())?;
+            value.call_method("replace", (), Some(&kwargs))?
+        }
+        false => value.clone(),
+    };
+    let seconds: f64 = aware.call_method0("timestamp")?.extract()?;
+    Ok(AsOf::Time((seconds * 1000.0).floor() as i64))
+}
+
 fn param_of(name: &str, value: &Bound<'_, PyAny>) -> Result<Param> {
     let unsupported = || {
         Error::query(format!(
@@ -365,6 +399,9 @@ impl PyLake {
     ///     params: values for ``{name}`` placeholders in the query (a dict, or a notebook's
     ///         namespace), bound as SQL literals: ``None``, bools, ints, floats, strings,
     ///         dates and date-times. A value is never SQL text, so quotes in it are safe.
+    ///     as_of: time travel for Iceberg tables: a snapshot id (``int``), or a moment
+    ///         (``datetime``; naive ones are UTC) at which the snapshot read was current.
+    ///         Such a query has no live tail.
     ///
     /// Returns:
     ///     polars.DataFrame
@@ -375,7 +412,7 @@ impl PyLake {
     ///     StockstreamError: an object cannot be read (named).
     #[pyo3(signature = (
         query, *, engine="polars", live=None, tail_records=1_000_000, tail_bytes=268_435_456,
-        tail_timeout=5.0, workgroup=None, output=None, timeout=300.0, params=None
+        tail_timeout=5.0, workgroup=None, output=None, timeout=300.0, params=None, as_of=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn sql(
@@ -391,6 +428,7 @@ impl PyLake {
         output: Option<String>,
         timeout: f64,
         params: Option<&Bound<'_, PyAny>>,
+        as_of: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyDataFrame> {
         let bound = match params {
             Some(values) => bind(query, &mut |name| match values.get_item(name) {
@@ -408,7 +446,9 @@ impl PyLake {
                     timeout: seconds("tail_timeout", tail_timeout)?,
                 };
                 let live = Live::from_flag(live);
-                let (frame, tails) = py.detach(|| self.lake.sql_live(query, live, &bounds))?;
+                let as_of = as_of_of(as_of)?;
+                let (frame, tails) =
+                    py.detach(|| self.lake.sql_live(query, live, &bounds, as_of))?;
                 for warning in tails.iter().filter_map(TailInfo::truncation) {
                     let warning = std::ffi::CString::new(warning).unwrap_or_default();
                     let kind = py.get_type::<pyo3::exceptions::PyUserWarning>();
@@ -444,6 +484,11 @@ impl PyLake {
     /// deleted by a compaction run ``grace`` seconds later or more. Queries and sinks go
     /// on meanwhile; nothing is lost or read twice.
     ///
+    /// An Iceberg table's small files are merged per partition and swapped in one
+    /// ``replace`` snapshot that keeps the landed offsets; then its snapshots older than
+    /// ``grace`` expire and the files nothing retained refers to (older than ``grace``:
+    /// what expired, or what a killed writer never committed) are deleted.
+    ///
     /// In a notebook kernel a bar counts the partitions done (``progress=False``: none).
     ///
     /// Returns:
@@ -473,8 +518,9 @@ impl PyLake {
         Ok(report.into())
     }
 
-    /// The catalog's tables: name, format, location, columns, partition keys and the
-    /// number of registered partitions (an empty frame for an empty catalog).
+    /// The lake's tables: name, file format, table format (``hive`` or ``iceberg``),
+    /// location, columns, partition keys, the number of registered partitions (Hive) and
+    /// how the table is partitioned (an empty frame for an empty lake).
     fn tables(&self, py: Python<'_>) -> PyResult<PyDataFrame> {
         let tables = py.detach(|| self.lake.tables())?;
         Ok(PyDataFrame(tables_frame(&self.lake, &tables)?))
@@ -541,6 +587,10 @@ fn tables_frame(lake: &Lake, tables: &[Table]) -> Result<DataFrame> {
     df!(
         "table" => text(&|t| t.name.clone()),
         "format" => text(&|t| t.format.name().to_string()),
+        "table_format" => text(&|t| {
+            let format = match t.iceberg { Some(_) => TableFormat::Iceberg, None => TableFormat::Hive };
+            format.name().to_string()
+        }),
         "location" => text(&|t| lake.store().url(&t.location)),
         "columns" => text(&|t| describe(&t.columns)),
         "partition_keys" => text(&|t| describe(&t.partition_keys)),

@@ -3,13 +3,14 @@
 //! and column projection, by Polars SQL. Athena is the other engine, for tables in Glue.
 
 mod athena;
+pub mod conditions;
 pub mod params;
 mod reads;
 pub mod tail;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use polars::prelude::*;
 use polars::sql::{extract_table_identifiers, SQLContext};
@@ -23,6 +24,8 @@ use crate::catalog::{
     CrawlState, Table,
 };
 use crate::error::{Error, Result};
+use crate::iceberg::table::IcebergCatalog;
+use crate::iceberg::{self, read::AsOf};
 use crate::lake::{self, is_hidden, Format, LakeUrl, ObjectMeta, ObjectStore};
 use crate::parallel;
 use crate::progress::Counter;
@@ -47,6 +50,8 @@ pub struct Lake {
     catalog: Arc<dyn Catalog>,
     database: String,
     aws: AwsOptions,
+    /// The lake's Iceberg catalog, once a sink has created it.
+    iceberg: OnceLock<IcebergCatalog>,
 }
 
 impl Lake {
@@ -74,6 +79,7 @@ impl Lake {
             catalog,
             database: database.to_string(),
             aws: aws.clone(),
+            iceberg: OnceLock::new(),
         })
     }
 
@@ -110,40 +116,137 @@ impl Lake {
         catalog::crawl(self.store.as_ref(), self.catalog.as_ref(), &options)
     }
 
-    /// The tables of this lake's database.
+    /// The tables of this lake's database: those of its catalog, then its Iceberg tables.
     pub fn tables(&self) -> Result<Vec<Table>> {
-        self.catalog.tables(&self.database)
+        let mut tables = self.catalog.tables(&self.database)?;
+        if let Some(iceberg) = self.iceberg()? {
+            for name in iceberg.pointers.tables(&self.database)? {
+                if !tables.iter().any(|t| t.name == name) {
+                    tables.extend(self.iceberg_table(iceberg, &name, AsOf::Current)?);
+                }
+            }
+        }
+        Ok(tables)
+    }
+
+    /// Table `name` as a query `as_of` reads it, from the catalog or else the Iceberg
+    /// catalog; only an Iceberg table has a past.
+    pub fn table(&self, name: &str, as_of: AsOf) -> Result<Option<Table>> {
+        if let Some(table) = self.catalog.table(&self.database, name)? {
+            if as_of != AsOf::Current {
+                return Err(Error::query(format!(
+                    "table {name} is a Hive table, which has no snapshots to travel to; \
+                     as_of reads Iceberg tables"
+                )));
+            }
+            return Ok(Some(table));
+        }
+        match self.iceberg()? {
+            Some(iceberg) => self.iceberg_table(iceberg, name, as_of),
+            None => Ok(None),
+        }
+    }
+
+    fn iceberg_table(
+        &self,
+        iceberg: &IcebergCatalog,
+        name: &str,
+        as_of: AsOf,
+    ) -> Result<Option<Table>> {
+        let table = iceberg.table(name);
+        let Some(version) = table.load()? else {
+            return Ok(None);
+        };
+        table.describe(&version, &self.database, as_of).map(Some)
+    }
+
+    /// The lake's Iceberg catalog, if it has one.
+    fn iceberg(&self) -> Result<Option<&IcebergCatalog>> {
+        if let Some(found) = self.iceberg.get() {
+            return Ok(Some(found));
+        }
+        let Some(path) = iceberg::catalog_path(&self.url).filter(|p| p.is_file()) else {
+            return Ok(None);
+        };
+        let catalog = iceberg::open_catalog(&path, self.store.clone(), &self.database)?;
+        Ok(Some(self.iceberg.get_or_init(|| catalog)))
     }
 
     /// Compacts the lake's tables (or one) in this lake's catalog.
     pub fn compact(&self, mut options: CompactOptions) -> Result<CompactReport> {
         options.database = self.database.clone();
-        catalog::compact(self.store.as_ref(), self.catalog.as_ref(), &options)
+        options.validate()?;
+        let started = std::time::Instant::now();
+        let iceberg = self.iceberg()?;
+        let mut names = match iceberg {
+            Some(catalog) => catalog.pointers.tables(&self.database)?,
+            None => Vec::new(),
+        };
+        let wanted = options.table.clone();
+        let only_iceberg = match &wanted {
+            Some(name) => {
+                names.retain(|n| n == name);
+                !names.is_empty() && self.catalog.table(&self.database, name)?.is_none()
+            }
+            None => false,
+        };
+        let mut report = match only_iceberg {
+            true => CompactReport::default(),
+            false => catalog::compact(self.store.as_ref(), self.catalog.as_ref(), &options)?,
+        };
+        for (catalog, name) in iceberg
+            .into_iter()
+            .flat_map(|c| names.iter().map(move |n| (c, n)))
+        {
+            iceberg::compact::compact(&catalog.table(name), &options, &mut report)?;
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
     }
 
     /// Runs `query` with Polars SQL over the catalog's tables.
     pub fn sql(&self, query: &str) -> Result<DataFrame> {
-        (self.sql_live(query, Live::Off, &TailBounds::default())).map(|(frame, _)| frame)
+        let bounds = TailBounds::default();
+        (self.sql_live(query, Live::Off, &bounds, AsOf::Current)).map(|(frame, _)| frame)
     }
 
     /// Runs `query`; with `live` bounds, tables fed by a sink also read the records their
-    /// topic holds beyond what is landed (see `tail`), reported per table.
+    /// topic holds beyond what is landed (see `tail`), reported per table. Iceberg tables
+    /// are read `as_of` a snapshot (a past one has no tail).
     pub fn sql_live(
         &self,
         query: &str,
         live: Live,
         bounds: &TailBounds,
+        as_of: AsOf,
     ) -> Result<(DataFrame, Vec<TailInfo>)> {
         reads::only_tables(query)?;
+        let live = match (live, as_of) {
+            (_, AsOf::Current) | (Live::Off, _) => live,
+            (Live::Auto, _) => Live::Off,
+            (Live::Required, _) => {
+                return Err(Error::query(
+                    "live=True reads what is not landed yet, which a query as_of the past \
+                     cannot: leave live unset",
+                ))
+            }
+        };
         let names = extract_table_identifiers(query, false, true).map_err(sql_error)?;
         let mut context = SQLContext::new();
         let mut missing = Vec::new();
         let mut tables = Vec::new();
         let mut tails = Vec::new();
         for name in &names {
-            match self.catalog.table(&self.database, name)? {
+            match self.table(name, as_of)? {
                 Some(table) => {
-                    let mut scan = self.scan(&table)?;
+                    let objects = match &table.iceberg {
+                        Some(reading) => {
+                            let conditions = conditions::conditions(query, name);
+                            self.iceberg_files(&table, reading, &conditions)?
+                        }
+                        None => self.objects(&table)?,
+                    };
+                    let mut scan = self.scan_of(&table, objects)?;
                     if live != Live::Off {
                         let (tail, info) = tail::read(&table, bounds);
                         if let Some(tail) = tail {
@@ -217,6 +320,9 @@ impl Lake {
     /// written but not registered yet. Listing happens now, so new objects of known
     /// partitions are seen at once (as Athena sees them).
     pub fn objects(&self, table: &Table) -> Result<Vec<ObjectMeta>> {
+        if let Some(reading) = &table.iceberg {
+            return self.iceberg_files(table, reading, &[]);
+        }
         let state = CrawlState::load(self.store.as_ref(), &self.database, &table.name)?;
         let prefix = format!("{}/", table.location);
         let folders: HashSet<String> = table
@@ -236,9 +342,24 @@ impl Lake {
         Ok(objects)
     }
 
-    /// A lazy scan of `table`'s objects.
-    pub fn scan(&self, table: &Table) -> Result<LazyFrame> {
-        let objects = self.objects(table)?;
+    /// The data files of the Iceberg snapshot `reading` whose bounds allow `conditions`.
+    fn iceberg_files(
+        &self,
+        table: &Table,
+        reading: &iceberg::read::Reading,
+        conditions: &[conditions::Condition],
+    ) -> Result<Vec<ObjectMeta>> {
+        let iceberg = self.iceberg()?.ok_or_else(|| {
+            Error::not_found(format!(
+                "the Iceberg catalog of table {} is gone",
+                table.name
+            ))
+        })?;
+        iceberg.table(&table.name).files(reading, conditions)
+    }
+
+    /// A lazy scan of `objects` of `table`.
+    fn scan_of(&self, table: &Table, objects: Vec<ObjectMeta>) -> Result<LazyFrame> {
         let mut schema = table.file_schema();
         schema.merge(table.partition_schema());
         if objects.is_empty() {

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use super::{Sink, SinkConfig};
 use crate::aws::AwsOptions;
-use crate::catalog::{self, CatalogKind, CatalogRegistry, CompactOptions};
+use crate::catalog::{self, CatalogKind, CatalogRegistry, CompactOptions, CompactReport};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Kind, Result};
-use crate::iceberg::pointer::{SqlitePointers, CATALOG_NAME};
-use crate::iceberg::registry::IcebergRegistry;
-use crate::iceberg::table::IcebergCatalog;
-use crate::lake::{self, Format, LakeUrl, ObjectStore, TableFormat};
+use crate::iceberg::{self, registry::IcebergRegistry};
+use crate::lake::{self, Format, LakeUrl, ObjectStore, Registry, TableFormat};
 
 /// How long a sink waits for Kafka before giving up, unless told otherwise.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,11 +65,6 @@ impl LakeTarget {
         }
         if self.table_format == TableFormat::Iceberg {
             self.iceberg_catalog_path()?;
-            if self.compact_every.is_some() {
-                return Err(Error::config(
-                    "compact_every is not available for Iceberg tables yet; leave it unset",
-                ));
-            }
         }
         Ok(())
     }
@@ -79,8 +72,8 @@ impl LakeTarget {
     /// Where an Iceberg table's catalog is: `catalog.db` in a local lake, with the local
     /// catalog.
     fn iceberg_catalog_path(&self) -> Result<std::path::PathBuf> {
-        match (&self.url, self.catalog) {
-            (LakeUrl::Local(dir), Some(CatalogKind::Local)) => Ok(dir.join("catalog.db")),
+        match (iceberg::catalog_path(&self.url), self.catalog) {
+            (Some(path), Some(CatalogKind::Local)) => Ok(path),
             _ => Err(Error::config(format!(
                 "table_format=\"iceberg\" needs a local lake and catalog=\"local\" for now, \
                  not lake {:?} with catalog {:?}",
@@ -93,12 +86,8 @@ impl LakeTarget {
     /// The Iceberg catalog of this target's database, in `store`.
     fn iceberg(&self, store: Arc<dyn ObjectStore>) -> Result<IcebergRegistry> {
         let path = self.iceberg_catalog_path()?;
-        let pointers = SqlitePointers::open(&path, CATALOG_NAME)?;
-        Ok(IcebergRegistry(IcebergCatalog {
-            store,
-            pointers: Arc::new(pointers),
-            namespace: self.database.clone(),
-        }))
+        let catalog = iceberg::open_catalog(&path, store, &self.database)?;
+        Ok(IcebergRegistry(catalog))
     }
 
     /// What compacting `table` means for this target.
@@ -111,6 +100,9 @@ impl LakeTarget {
         }
     }
 }
+
+/// A sink's periodic maintenance (compaction): how many objects it merged.
+type Work = Box<dyn FnMut() -> Result<usize> + Send>;
 
 /// Builds a [`Sink`] of a topic into a lake target.
 pub struct SinkBuilder {
@@ -153,41 +145,44 @@ impl SinkBuilder {
             ));
         }
         let store = lake::open(&target.url, &target.aws)?;
-        if target.table_format == TableFormat::Iceberg {
-            let registry = target.iceberg(store.clone())?;
-            let sink = Sink::new(&self.kafka, self.config, store, self.connect_timeout)?;
-            return sink.register_in(Arc::new(registry));
-        }
-        let catalog = target
-            .catalog
-            .map(|kind| catalog::open(kind, store.clone(), &target.url, &target.aws))
-            .transpose()?;
         let compaction = target.compaction(&self.config.table);
-        let sink = Sink::new(
-            &self.kafka,
-            self.config,
-            store.clone(),
-            self.connect_timeout,
-        )?;
-        let Some(catalog) = catalog else {
-            return Ok(sink);
+        // The catalog is opened before the group is joined, so that a bad one fails first.
+        let (registry, compact): (Arc<dyn Registry>, Work) = match target.table_format {
+            TableFormat::Iceberg => {
+                let registry = Arc::new(target.iceberg(store.clone())?);
+                let table = registry.0.table(&self.config.table);
+                let compact = move || {
+                    let mut report = CompactReport::default();
+                    iceberg::compact::compact(&table, &compaction, &mut report)?;
+                    Ok(report.objects_merged)
+                };
+                (registry, Box::new(compact))
+            }
+            TableFormat::Hive => {
+                let Some(kind) = target.catalog else {
+                    return Sink::new(&self.kafka, self.config, store, self.connect_timeout);
+                };
+                let catalog = catalog::open(kind, store.clone(), &target.url, &target.aws)?;
+                let registry =
+                    CatalogRegistry::new(catalog.clone(), store.clone(), &target.database);
+                let store = store.clone();
+                let compact = move || {
+                    match catalog::compact(store.as_ref(), catalog.as_ref(), &compaction) {
+                        Ok(report) => Ok(report.objects_merged),
+                        // Not landed yet: nothing to compact.
+                        Err(e) if e.is(Kind::NotFound) => Ok(0),
+                        Err(e) => Err(e),
+                    }
+                };
+                (Arc::new(registry), Box::new(compact))
+            }
         };
-        let registry = CatalogRegistry::new(catalog.clone(), store.clone(), &target.database);
-        let sink = sink.register_in(Arc::new(registry))?;
-        let Some(every) = target.compact_every else {
-            return Ok(sink);
-        };
-        Ok(sink.maintain_every(
-            every,
-            Box::new(move || {
-                match catalog::compact(store.as_ref(), catalog.as_ref(), &compaction) {
-                    Ok(report) => Ok(report.objects_merged),
-                    // Not landed yet: nothing to compact.
-                    Err(e) if e.is(Kind::NotFound) => Ok(0),
-                    Err(e) => Err(e),
-                }
-            }),
-        ))
+        let sink = Sink::new(&self.kafka, self.config, store, self.connect_timeout)?;
+        let sink = sink.register_in(registry)?;
+        Ok(match target.compact_every {
+            Some(every) => sink.maintain_every(every, compact),
+            None => sink,
+        })
     }
 }
 
@@ -262,11 +257,10 @@ mod tests {
         assert!(t.validate().unwrap_err().is(Kind::Config));
         t.catalog = Some(CatalogKind::Local);
         t.compact_every = Some(Duration::from_secs(60));
-        assert!(t
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("compact_every"));
+        assert!(
+            t.validate().is_ok(),
+            "an Iceberg table compacts in its own way"
+        );
         t.compact_every = None;
         let kafka = EmbeddedKafka::start(1, 1).unwrap();
         let config = KafkaConfig::new(kafka.bootstrap_servers(), vec![]).unwrap();

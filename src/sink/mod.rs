@@ -27,6 +27,7 @@ use rdkafka::Message as _;
 use batch::KAFKA_COLUMNS;
 pub use builder::{LakeTarget, SinkBuilder, CONNECT_TIMEOUT};
 pub use config::{ColumnType, Partitioning, RollPolicy, SinkConfig};
+pub(crate) use encode::parquet_with_ids;
 use ownership::Ownership;
 use partitioning::Density;
 use range::{Message, Object, PendingRange};
