@@ -1,5 +1,8 @@
 """Iceberg tables: what a sink lands, pyiceberg and Polars read back as the topic held it."""
 
+import os
+from datetime import datetime, timezone
+
 import polars as pl
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
@@ -13,11 +16,12 @@ GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 
 
 def load_table(lake, table, database="stock_market"):
-    """The table as pyiceberg opens it from the lake's catalog."""
+    """The table as pyiceberg opens it from the lake's catalog (a topic's table is named as
+    its Hive table would be: ``ticks-1`` is ``ticks_1``)."""
     catalog = SqlCatalog(
         "stockstream", uri=f"sqlite:///{lake}/catalog.db", warehouse=f"file://{lake}"
     )
-    return catalog.load_table(f"{database}.{table}")
+    return catalog.load_table(f"{database}.{table.replace('-', '_')}")
 
 
 def bundled_ticks():
@@ -70,3 +74,109 @@ def test_an_iceberg_sink_it_cannot_build_is_refused_saying_why(
 ):
     with pytest.raises(ss.ConfigError, match=message):
         lake_sink(kafka, topic, tmp_path / "lake", **options)
+
+
+def land(kafka, topic, lake, **options):
+    """Lands all of ``topic`` into ``lake`` with a new group; the sink's status."""
+    sink = lake_sink(kafka, topic, lake, **GROUP, **options)
+    return sink.run(stop_at_end=True, duration=120)
+
+
+def test_lake_sql_reads_an_iceberg_table_beside_a_hive_one_and_joins_across(
+    kafka, topic, tmp_path
+):
+    report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV)
+    lake = tmp_path / "lake"
+    land(kafka, topic, lake, table="ice", table_format="iceberg")
+    land(kafka, topic, lake, table="hive", catalog="local")
+    db = ss.Lake(str(lake))
+    # A crawl finds the Hive table's folder, and leaves the Iceberg one to its snapshots.
+    db.crawl()
+    tables = db.tables().select("table", "table_format").sort("table")
+    assert tables.rows() == [("hive", "hive"), ("ice", "iceberg")]
+    with pytest.raises(ss.StockstreamError, match="ice is an Iceberg table"):
+        db.crawl("ice")
+
+    count = db.sql("SELECT count(*) AS n, sum(Close) AS s FROM ice")
+    expected = pl.from_arrow(load_table(lake, "ice").scan().to_arrow())
+    assert count["n"][0] == expected.height == report.delivered
+    assert count["s"][0] == pytest.approx(expected["Close"].sum())
+    joined = db.sql(
+        'SELECT count(*) AS n FROM ice i JOIN hive h ON i."Index" = h."Index" '
+        'AND i."Date" = h."Date"'
+    )
+    assert joined["n"][0] == report.delivered
+    # A filter on a column is answered from the files whose bounds allow it.
+    day = db.sql("SELECT \"Index\", Close FROM ice WHERE \"Date\" = '2021-05-31'")
+    reference = expected.filter(pl.col("Date") == pl.date(2021, 5, 31))
+    assert sorted(day["Close"]) == sorted(reference["Close"])
+    files = db.files("ice")
+    assert files.height == len(load_table(lake, "ice").inspect.files())
+
+
+def test_compaction_replaces_small_files_and_time_travel_reads_before_it(kafka, topic, tmp_path):
+    report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV)
+    lake = tmp_path / "lake"
+    land(kafka, topic, lake, table_format="iceberg", roll=ss.RollPolicy(records=500))
+    db = ss.Lake(str(lake))
+    before = load_table(lake, topic)
+    landed_snapshot = before.current_snapshot().snapshot_id
+    small = len(before.inspect.files())
+    assert small > 2
+
+    compacted = db.compact(progress=False)
+    assert compacted.objects_merged == small and compacted.objects_written >= 1
+    table = load_table(lake, topic)
+    snapshot = table.current_snapshot()
+    assert snapshot.summary.operation.value == "replace"
+    assert snapshot.summary["stockstream.landed"] == before.current_snapshot().summary[
+        "stockstream.landed"
+    ]
+    assert len(table.inspect.files()) < small
+    after = pl.from_arrow(table.scan().to_arrow()).select(TICKS).sort("Index", "Date")
+    assert after.equals(bundled_ticks())
+
+    # Time travel: the snapshot before compaction, by id and by moment.
+    n = f"SELECT count(*) AS n FROM {topic.replace('-', '_')}"
+    assert db.sql(n, as_of=landed_snapshot)["n"][0] == report.delivered
+    first = table.snapshots()[0]
+    moment = datetime.fromtimestamp(first.timestamp_ms / 1000, tz=timezone.utc)
+    assert db.sql(n, as_of=moment)["n"][0] == int(first.summary["total-records"])
+    assert db.sql(n, as_of=datetime(2000, 1, 1))["n"][0] == 0
+    with pytest.raises(ss.QueryError, match="a query as_of the past"):
+        db.sql(n, as_of=landed_snapshot, live=True)
+
+    # After the grace period old snapshots expire and their files go; the rows stay.
+    old_files = [t.file.file_path.removeprefix("file://") for t in before.scan().plan_files()]
+    expired = db.compact(grace=0, progress=False)
+    assert expired.snapshots_expired >= 2 and expired.objects_deleted >= small
+    assert not any(os.path.exists(path) for path in old_files)
+    assert len(load_table(lake, topic).snapshots()) == 1
+    assert db.sql(n)["n"][0] == report.delivered
+    with pytest.raises(ss.NotFoundError, match="has no snapshot"):
+        db.sql(n, as_of=landed_snapshot)
+
+
+def test_a_live_query_of_an_iceberg_table_adds_what_is_not_landed_once(kafka, topic, tmp_path):
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    first = producer.send_csv(ss.BUNDLED_CSV)
+    lake = tmp_path / "lake"
+    land(kafka, topic, lake, table_format="iceberg")
+    more = producer.send_csv(ss.BUNDLED_CSV)
+    db = ss.Lake(str(lake))
+    n = f"SELECT count(*) AS n FROM {topic.replace('-', '_')}"
+    assert db.sql(n, live=False)["n"][0] == first.delivered
+    assert db.sql(n, live=True)["n"][0] == first.delivered + more.delivered
+    (tail,) = db.last_query
+    assert tail.live and tail.records == more.delivered
+
+
+def test_time_travel_is_refused_for_hive_tables_and_bad_moments(kafka, topic, tmp_path):
+    ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV)
+    lake = tmp_path / "lake"
+    land(kafka, topic, lake, catalog="local")
+    db = ss.Lake(str(lake))
+    with pytest.raises(ss.QueryError, match="is a Hive table"):
+        db.sql(f"SELECT count(*) FROM {topic.replace('-', '_')}", as_of=datetime(2026, 1, 1))
+    with pytest.raises(ss.ConfigError, match="as_of must be a snapshot id"):
+        db.sql(f"SELECT count(*) FROM {topic.replace('-', '_')}", as_of="yesterday")

@@ -14,6 +14,7 @@ use ::iceberg::spec::{
 use super::pointer::Pointers;
 use super::schema::{name_mapping, NAME_MAPPING};
 use super::snapshot::Files;
+use crate::catalog::table_name;
 use crate::error::{Error, Result};
 use crate::lake::ObjectStore;
 
@@ -50,13 +51,40 @@ pub struct IcebergCatalog {
 }
 
 impl IcebergCatalog {
-    /// Table `name`, in the lake folder of the same name.
-    pub fn table(&self, name: &str) -> IcebergTable {
+    /// The table a sink lands in lake folder `folder`, named as the folder's Hive table
+    /// would be (`ticks-1` is `ticks_1`, which Glue and Athena accept).
+    pub fn table(&self, folder: &str) -> IcebergTable {
+        self.table_at(&table_name(folder), folder)
+    }
+
+    /// Table `name`, whose files are in lake folder `folder`.
+    pub fn table_at(&self, name: &str, folder: &str) -> IcebergTable {
         IcebergTable {
             catalog: self.clone(),
             name: name.to_string(),
-            folder: name.trim_end_matches('/').to_string(),
+            folder: folder.trim_end_matches('/').to_string(),
         }
+    }
+
+    /// Table `name` of the catalog as it is now, found where its metadata is, if it exists.
+    pub fn existing(&self, name: &str) -> Result<Option<(IcebergTable, Version)>> {
+        let Some(location) = self.pointers.current(&self.namespace, name)? else {
+            return Ok(None);
+        };
+        let root = location_url(&self.store.url(""));
+        let folder = (location.rsplit_once("/metadata/"))
+            .and_then(|(table, _)| table.strip_prefix(root.trim_end_matches('/')))
+            .map(|folder| folder.trim_start_matches('/'))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "Iceberg table {}.{name}: its metadata {location:?} is not in this lake \
+                     ({root})",
+                    self.namespace
+                ))
+            })?;
+        let table = self.table_at(name, folder);
+        let version = table.load_at(&location)?;
+        Ok(Some((table, version)))
     }
 }
 

@@ -153,8 +153,7 @@ impl Lake {
         name: &str,
         as_of: AsOf,
     ) -> Result<Option<Table>> {
-        let table = iceberg.table(name);
-        let Some(version) = table.load()? else {
+        let Some((table, version)) = iceberg.existing(name)? else {
             return Ok(None);
         };
         table.describe(&version, &self.database, as_of).map(Some)
@@ -198,7 +197,9 @@ impl Lake {
             .into_iter()
             .flat_map(|c| names.iter().map(move |n| (c, n)))
         {
-            iceberg::compact::compact(&catalog.table(name), &options, &mut report)?;
+            if let Some((table, _)) = catalog.existing(name)? {
+                iceberg::compact::compact(&table, &options, &mut report)?;
+            }
         }
         report.elapsed = started.elapsed();
         Ok(report)
@@ -355,7 +356,7 @@ impl Lake {
                 table.name
             ))
         })?;
-        iceberg.table(&table.name).files(reading, conditions)
+        (iceberg.table_at(&table.name, &table.location)).files(reading, conditions)
     }
 
     /// A lazy scan of `objects` of `table`.
