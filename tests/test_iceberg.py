@@ -1,10 +1,12 @@
 """Iceberg tables: what a sink lands, pyiceberg and Polars read back as the topic held it."""
 
+import json
 import os
 from datetime import datetime, timezone
 
 import polars as pl
 import pytest
+from confluent_kafka import Producer
 from pyiceberg.catalog.sql import SqlCatalog
 
 import stockstream as ss
@@ -180,3 +182,49 @@ def test_time_travel_is_refused_for_hive_tables_and_bad_moments(kafka, topic, tm
         db.sql(f"SELECT count(*) FROM {topic.replace('-', '_')}", as_of=datetime(2026, 1, 1))
     with pytest.raises(ss.ConfigError, match="as_of must be a snapshot id"):
         db.sql(f"SELECT count(*) FROM {topic.replace('-', '_')}", as_of="yesterday")
+
+
+def produce(bootstrap, topic, records):
+    """Sends ``records`` as JSON values to partition 0, with an independent client."""
+    p = Producer({"bootstrap.servers": bootstrap})
+    for record in records:
+        p.produce(topic, value=json.dumps(record).encode(), partition=0)
+    assert p.flush(10) == 0
+
+
+def test_a_new_field_adds_a_column_and_a_value_of_another_type_is_quarantined(
+    kafka, topic, tmp_path
+):
+    tick = {"Index": "NYA", "Date": "2021-01-04", "Close": 2.5, "Trades": 100}
+    produce(kafka.bootstrap_servers, topic, [tick, {**tick, "Date": "2021-01-05"}])
+    lake = tmp_path / "lake"
+    assert land(kafka, topic, lake, table_format="iceberg", kafka_metadata=True).written == 2
+    schema = load_table(lake, topic).schema()
+    assert str(schema.find_field("Trades").field_type) == "long"
+    assert str(schema.find_field("Close").field_type) == "double"
+
+    later = [
+        {**tick, "Date": "2021-01-06", "Close": 3, "note": "integer price"},  # 3 fits a double
+        {**tick, "Date": "2021-01-07", "Close": "n/a"},
+        {**tick, "Date": "2021-01-08", "Trades": 1.5},
+        {**tick, "Date": "2021-01-11", "Trades": 7},
+    ]
+    produce(kafka.bootstrap_servers, topic, later)
+    status = land(kafka, topic, lake, table_format="iceberg", kafka_metadata=True)
+    assert (status.written, status.rejected) == (2, 2)
+
+    table = load_table(lake, topic)
+    assert str(table.schema().find_field("note").field_type) == "string"
+    rows = pl.from_arrow(table.scan().to_arrow()).sort("_kafka_offset")
+    assert rows["_kafka_offset"].to_list() == [0, 1, 2, 5]
+    assert rows["Close"].to_list() == [2.5, 2.5, 3.0, 2.5]
+    assert rows["Trades"].to_list() == [100, 100, 100, 7]
+    assert rows["note"].to_list() == [None, None, "integer price", None]
+    rejected = {
+        r["offset"]: r["error"]
+        for f in (lake / "_rejected").rglob("*.json")
+        for r in map(json.loads, f.read_text().splitlines())
+    }
+    assert sorted(rejected) == [3, 4]
+    assert '"Close": expected a number, got a string' in rejected[3]
+    assert '"Trades": expected an integer' in rejected[4]

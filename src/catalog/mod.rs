@@ -10,7 +10,7 @@ mod local;
 mod registry;
 mod schema;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use polars::prelude::{Field, Schema};
@@ -28,8 +28,8 @@ use crate::aws::AwsOptions;
 use crate::error::{Error, Result};
 pub use crate::lake::LandedRange;
 use crate::lake::{
-    escape, table_folder, Format, LakeUrl, ObjectName, ObjectStore, Registered, TableSource,
-    TableState,
+    escape, table_folder, Fields, Format, LakeUrl, ObjectName, ObjectStore, Registered,
+    TableSource, TableState,
 };
 
 /// The database tables are registered in unless another is named (the tutorial's).
@@ -238,7 +238,7 @@ impl Table {
             locations: self.locations.clone(),
             landed: self.landed.clone(),
             claims: self.claims.clone(),
-            field_ids: HashMap::new(),
+            fields: Fields::default(),
         }
     }
 

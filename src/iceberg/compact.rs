@@ -12,7 +12,7 @@ use std::time::Duration;
 use ::iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat};
 
 use super::metrics::metrics;
-use super::registry::{field_ids, landed_summary};
+use super::registry::{fields, landed_summary};
 use super::table::{Change, IcebergTable, Version};
 use crate::catalog::{bins, merged_frame, now_ms, CompactOptions, CompactReport};
 use crate::error::{Error, Result};
@@ -95,7 +95,7 @@ fn merge_partition(
         .zip(&files)
         .collect();
     let schema = version.metadata.current_schema();
-    let ids = field_ids(schema);
+    let fields = fields(schema);
     let mut partition_merged = false;
     for bin in bins(&refs, options.target_bytes) {
         if bin.len() < 2 {
@@ -103,7 +103,7 @@ fn merge_partition(
         }
         let bodies = parallel::map(&bin, |o| store.read(&o.key, ByteRange::All));
         let frame = merged_frame(store, &bin, bodies)?;
-        let body = parquet_with_ids(&frame, &ids)?;
+        let body = parquet_with_ids(&frame, &fields)?;
         let folder = (bin[0].key.rsplit_once('/')).map_or(table.folder(), |(folder, _)| folder);
         let key = format!("{folder}/compacted-{}.parquet", uuid::Uuid::new_v4());
         store.put(&key, &body)?;
@@ -269,8 +269,7 @@ mod tests {
     /// Appends a file of `closes` as one landing whose summary says `landed`.
     fn land(table: &IcebergTable, name: &str, closes: &[f64], landed: &str) {
         let frame = df!("Index" => vec!["NYA"; closes.len()], "Close" => closes).unwrap();
-        let ids = HashMap::from([("Index".to_string(), 1), ("Close".to_string(), 2)]);
-        let body = parquet_with_ids(&frame, &ids).unwrap();
+        let body = parquet_with_ids(&frame, &fields(&schema())).unwrap();
         let key = format!("{}/{name}", table.folder());
         table.catalog().store.put(&key, &body).unwrap();
         let metrics = metrics(&key, &body, &schema()).unwrap();

@@ -9,17 +9,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 
 use ::iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, PrimitiveType, Schema, Snapshot,
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Schema,
+    Snapshot,
 };
 use polars::prelude::{DataType, ParquetReader, SerReader};
 use serde::{Deserialize, Serialize};
 
 use super::metrics::metrics;
-use super::schema::{iceberg_type, name_mapping, partition_spec, partition_value, NAME_MAPPING};
+use super::schema::{
+    iceberg_type, name_mapping, partition_spec, partition_value, polars_type, NAME_MAPPING,
+};
 use super::table::{Change, IcebergCatalog, IcebergTable, Version};
 use crate::error::{Error, Result};
 use crate::lake::{
-    check_source, fence, path_values, Claim, Declaration, Fence, LandedRange, Landing,
+    check_source, fence, path_values, Claim, Declaration, Fence, Fields, LandedRange, Landing,
     PartitionKey, Registered, Registry, TableSource, TableState,
 };
 
@@ -111,15 +114,21 @@ fn state(version: &Version) -> Result<TableState> {
         locations: BTreeMap::new(),
         landed: landed(version)?,
         claims: Claims::of(version)?.claims,
-        field_ids: field_ids(schema),
+        fields: fields(schema),
     })
 }
 
-/// The field id of each column of `schema`, by name.
-pub fn field_ids(schema: &Schema) -> HashMap<String, i32> {
-    (schema.as_struct().fields().iter())
-        .map(|f| (f.name.clone(), f.id))
-        .collect()
+/// The field id and type of each column of `schema`, by name.
+pub fn fields(schema: &Schema) -> Fields {
+    let of = |f: &NestedField| {
+        let dtype = f.field_type.as_primitive_type().and_then(polars_type);
+        Some((f.name.clone(), (f.id, dtype?)))
+    };
+    Fields(
+        (schema.as_struct().fields().iter())
+            .filter_map(|f| of(f))
+            .collect(),
+    )
 }
 
 /// Columns a landing brings that its table does not have yet, with their types.
@@ -212,15 +221,20 @@ fn parquet_error(key: &str, e: polars::prelude::PolarsError) -> Error {
     Error::schema(format!("landed object {key} is not readable Parquet: {e}"))
 }
 
-/// Refuses a column whose type differs from the table's.
+/// Refuses a column of a type the table's column cannot take as it is written (integers
+/// are written into a double column as doubles, dates into a timestamp one as midnight).
 fn check_type(schema: &Schema, name: &str, kind: &PrimitiveType) -> Result<()> {
     let Some(field) = schema.field_by_name(name) else {
         return Ok(());
     };
-    match field.field_type.as_primitive_type() {
-        Some(existing) if existing == kind => Ok(()),
+    match (field.field_type.as_primitive_type(), kind) {
+        (Some(existing), _) if existing == kind => Ok(()),
+        (Some(PrimitiveType::Double), PrimitiveType::Long)
+        | (Some(PrimitiveType::Timestamp), PrimitiveType::Date) => Ok(()),
         _ => Err(Error::schema(format!(
-            "column {name:?} is {} in the Iceberg table, not {kind}",
+            "column {name:?} is {} in the Iceberg table, not {kind}: these records were \
+             read before the table's types were known; declare the column's type with \
+             columns= (records that do not fit then go to _rejected/)",
             field.field_type
         ))),
     }
@@ -288,11 +302,7 @@ impl Registry for IcebergRegistry {
         self.claim_in(&iceberg, source, partitions).map(Some)
     }
 
-    fn field_ids(
-        &self,
-        table: &str,
-        columns: &[(String, DataType)],
-    ) -> Result<HashMap<String, i32>> {
+    fn fields(&self, table: &str, columns: &[(String, DataType)]) -> Result<Fields> {
         let committed = self.table(table).commit(&mut |version| {
             let schema = version.metadata.current_schema();
             let named = columns.iter().map(|(n, t)| (n.as_str(), t.clone()));
@@ -302,7 +312,7 @@ impl Registry for IcebergRegistry {
                 ..Change::default()
             }))
         })?;
-        Ok(field_ids(committed.metadata.current_schema()))
+        Ok(fields(committed.metadata.current_schema()))
     }
 
     fn register(&self, landing: &Landing) -> Result<Registered> {
@@ -388,11 +398,7 @@ mod tests {
         let schema = version.metadata.current_schema();
         let date = schema.field_by_name("Date").unwrap();
         assert_eq!(date.field_type.to_string(), "date");
-        assert!(
-            table.field_ids.contains_key("Close"),
-            "{:?}",
-            table.field_ids
-        );
+        assert!(table.fields.id("Close").is_some(), "{:?}", table.fields);
         assert!(version
             .metadata
             .default_partition_spec()
@@ -415,7 +421,7 @@ mod tests {
         assert_eq!(summary.additional_properties["total-records"], "25");
         let table = state(&version).unwrap();
         assert_eq!(table.landed[&0].next, 25);
-        let note = table.field_ids["note"];
+        let note = table.fields.id("note").unwrap();
         let object = std::fs::read(
             dir.path()
                 .join("ticks/part-ticks-0-00000000000000000020.parquet"),

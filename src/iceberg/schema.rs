@@ -36,6 +36,20 @@ pub fn iceberg_type(dtype: &DataType) -> Result<PrimitiveType> {
     })
 }
 
+/// The Polars type a column of this Iceberg type is read as, for the types the sink writes.
+pub fn polars_type(kind: &PrimitiveType) -> Option<DataType> {
+    Some(match kind {
+        PrimitiveType::String => DataType::String,
+        PrimitiveType::Boolean => DataType::Boolean,
+        PrimitiveType::Int => DataType::Int32,
+        PrimitiveType::Long => DataType::Int64,
+        PrimitiveType::Double => DataType::Float64,
+        PrimitiveType::Date => DataType::Date,
+        PrimitiveType::Timestamp => DataType::Datetime(TimeUnit::Microseconds, None),
+        _ => return None,
+    })
+}
+
 /// A schema of `columns` (all optional, as records may lack any field), ids from 1.
 pub fn schema_of(columns: &[(String, DataType)]) -> Result<Schema> {
     let fields = (columns.iter().zip(1..))

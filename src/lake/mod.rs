@@ -17,8 +17,8 @@ pub use layout::{
 };
 pub use local::LocalStore;
 pub use registry::{
-    check_source, fence, Claim, Declaration, Fence, LandedObject, LandedRange, Landing, LastRecord,
-    Registered, Registry, TableSource, TableState,
+    check_source, fence, Claim, Declaration, Fence, Fields, LandedObject, LandedRange, Landing,
+    LastRecord, Registered, Registry, TableSource, TableState,
 };
 pub use s3::S3Store;
 

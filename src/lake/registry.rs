@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use polars::prelude::DataType;
 use serde::{Deserialize, Serialize};
 
 use super::Format;
@@ -76,9 +77,28 @@ pub struct TableState {
     pub landed: BTreeMap<i32, LandedRange>,
     /// Per Kafka partition, the epoch of the writer that claimed it last.
     pub claims: BTreeMap<i32, u64>,
-    /// The field id of each column, for tables whose readers find columns by id (Iceberg);
-    /// empty for tables read by name.
-    pub field_ids: HashMap<String, i32>,
+    /// The field id and type of each column, for tables whose readers find columns by id
+    /// (Iceberg); empty for tables read by name.
+    pub fields: Fields,
+}
+
+/// The columns of a table whose readers find them by id, and which holds one type per
+/// column (Iceberg): each column's field id and type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields(pub HashMap<String, (i32, DataType)>);
+
+impl Fields {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn id(&self, name: &str) -> Option<i32> {
+        self.0.get(name).map(|(id, _)| *id)
+    }
+
+    pub fn dtype(&self, name: &str) -> Option<&DataType> {
+        self.0.get(name).map(|(_, dtype)| dtype)
+    }
 }
 
 /// A writer's claim on Kafka partitions of a table: landings made under an older claim of
@@ -171,14 +191,10 @@ pub trait Registry: Send + Sync {
     /// table's.
     fn register(&self, landing: &Landing) -> Result<Registered>;
 
-    /// Gives `columns` field ids, adding those the table lacks: all the table's field ids,
+    /// Gives `columns` field ids, adding those the table lacks: all the table's fields,
     /// for tables whose readers find columns by id (Iceberg); none for the others.
-    fn field_ids(
-        &self,
-        _table: &str,
-        _columns: &[(String, polars::prelude::DataType)],
-    ) -> Result<HashMap<String, i32>> {
-        Ok(HashMap::new())
+    fn fields(&self, _table: &str, _columns: &[(String, DataType)]) -> Result<Fields> {
+        Ok(Fields::default())
     }
 }
 

@@ -69,6 +69,18 @@ choices! {
 }
 
 impl ColumnType {
+    /// The declared type a column of this type holds, if any.
+    pub fn of(dtype: &polars::prelude::DataType) -> Option<Self> {
+        use polars::prelude::DataType;
+        Some(match dtype {
+            DataType::String => ColumnType::String,
+            DataType::Float64 => ColumnType::Float,
+            DataType::Int64 => ColumnType::Int,
+            DataType::Boolean => ColumnType::Bool,
+            _ => return None,
+        })
+    }
+
     /// The type of the column the sink writes for it.
     pub fn dtype(self) -> polars::prelude::DataType {
         use polars::prelude::DataType;

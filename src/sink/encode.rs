@@ -1,7 +1,6 @@
 //! Turns a batch into the bytes of one lake object.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use polars::prelude::*;
@@ -12,21 +11,17 @@ use polars_parquet::write::{
 
 use super::batch::{Batch, Values, KAFKA_COLUMNS};
 use crate::error::{Error, Result};
-use crate::lake::Format;
+use crate::lake::{Fields, Format};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// The object body for `batch` in `format` (NDJSON: the batch's own lines, not a copy);
-/// Parquet columns carry their `field_ids`, if any.
-pub fn encode<'b>(
-    batch: &'b Batch,
-    format: Format,
-    field_ids: &HashMap<String, i32>,
-) -> Result<Cow<'b, [u8]>> {
+/// Parquet columns carry the table's field ids and types, if it has `fields`.
+pub fn encode<'b>(batch: &'b Batch, format: Format, fields: &Fields) -> Result<Cow<'b, [u8]>> {
     match format {
         Format::Ndjson => Ok(Cow::Borrowed(&batch.lines)),
-        Format::Parquet if field_ids.is_empty() => parquet(batch).map(Cow::Owned),
-        Format::Parquet => parquet_with_ids(&frame(batch)?, field_ids).map(Cow::Owned),
+        Format::Parquet if fields.is_empty() => parquet(batch).map(Cow::Owned),
+        Format::Parquet => parquet_with_ids(&frame(batch)?, fields).map(Cow::Owned),
     }
 }
 
@@ -115,11 +110,30 @@ fn column(col: &super::batch::Column) -> Column {
 
 /// Parquet like [`encode`]'s whose columns carry the field ids of an Iceberg table
 /// (`PARQUET:field_id`), which readers such as Polars' and Spark's use to find a column
-/// whatever it is called now. Columns without an id in `ids` have none.
-pub fn parquet_with_ids(frame: &DataFrame, ids: &HashMap<String, i32>) -> Result<Vec<u8>> {
-    let mut schema = frame.schema().to_arrow(CompatLevel::newest());
+/// whatever it is called now, and have the table's types (integers in a double column are
+/// written as doubles, dates in a timestamp column as midnight). Columns the table does
+/// not have yet have no id.
+pub fn parquet_with_ids(frame: &DataFrame, fields: &Fields) -> Result<Vec<u8>> {
+    let casts: Vec<Expr> = (frame.schema().iter())
+        .filter_map(|(name, dtype)| {
+            let wanted = fields.dtype(name).filter(|w| *w != dtype)?;
+            Some(col(name.clone()).cast(wanted.clone()))
+        })
+        .collect();
+    let cast;
+    let frame = match casts.is_empty() {
+        true => frame,
+        false => {
+            cast = (frame.clone().lazy().with_columns(casts).collect())
+                .map_err(|e| Error::schema(format!("cannot write the table's types: {e}")))?;
+            &cast
+        }
+    };
+    // Arrow's classic types in the embedded Arrow schema: readers that merge files by it
+    // (pyiceberg) refuse to merge string views with the large strings of null columns.
+    let mut schema = frame.schema().to_arrow(CompatLevel::oldest());
     for (name, field) in schema.iter_mut() {
-        if let Some(id) = ids.get(name.as_str()) {
+        if let Some(id) = fields.id(name.as_str()) {
             let key = PlSmallStr::from_static("PARQUET:field_id");
             field.metadata = Some(Arc::new(Metadata::from([(key, id.to_string().into())])));
         }
@@ -133,7 +147,7 @@ pub fn parquet_with_ids(frame: &DataFrame, ids: &HashMap<String, i32>) -> Result
     let encodings = polars::io::parquet::write::get_encodings(&schema);
     let mut writer =
         FileWriter::try_new(Vec::new(), schema.clone(), options).map_err(encode_error)?;
-    let batches = frame.iter_chunks(CompatLevel::newest(), false).map(Ok);
+    let batches = frame.iter_chunks(CompatLevel::oldest(), false).map(Ok);
     let groups =
         RowGroupIterator::try_new(batches, &schema, options, encodings).map_err(encode_error)?;
     for group in groups {
@@ -152,6 +166,8 @@ fn encode_error(e: PolarsError) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::record::EventTime;
     use crate::record::Record;
@@ -184,7 +200,7 @@ mod tests {
                 )
                 .unwrap();
         }
-        let bytes = encode(&batch, Format::Parquet, &HashMap::new()).unwrap();
+        let bytes = encode(&batch, Format::Parquet, &Fields::default()).unwrap();
         let df = ParquetReader::new(std::io::Cursor::new(bytes))
             .finish()
             .unwrap();
@@ -214,8 +230,11 @@ mod tests {
     fn columns_carry_the_field_ids_they_are_given() {
         let frame =
             df!("symbol" => ["NYA", "IXIC"], "Close" => [1.5, 2.5], "note" => ["a", "b"]).unwrap();
-        let ids = HashMap::from([("symbol".to_string(), 1), ("Close".to_string(), 7)]);
-        let bytes = parquet_with_ids(&frame, &ids).unwrap();
+        let fields = Fields(HashMap::from([
+            ("symbol".to_string(), (1, DataType::String)),
+            ("Close".to_string(), (7, DataType::Float64)),
+        ]));
+        let bytes = parquet_with_ids(&frame, &fields).unwrap();
         let metadata =
             polars_parquet::read::read_metadata(&mut std::io::Cursor::new(&bytes)).unwrap();
         let found: Vec<(String, Option<i32>)> = (metadata.schema().fields().iter())

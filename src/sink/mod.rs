@@ -39,7 +39,7 @@ use crate::kafka::{
     self, Change, Fetched, Flow, GroupMember, JobStatus, Membership, Pipeline, RunLimits, TICK,
 };
 use crate::lake::{
-    Declaration, Fence, LandedObject, LandedRange, Landing, LastRecord, Layout, ObjectName,
+    Declaration, Fence, Fields, LandedObject, LandedRange, Landing, LastRecord, Layout, ObjectName,
     ObjectStore, PartitionKey, Put, Registered, Registry, TableSource, TableState,
 };
 
@@ -73,8 +73,9 @@ struct Work {
     source: TableSource,
     /// Partitions compaction moved: partition path → folder.
     locations: BTreeMap<String, String>,
-    /// The table's field ids by column, given to the objects written (Iceberg tables).
-    field_ids: HashMap<String, i32>,
+    /// The table's field ids and types by column, given to the objects written (Iceberg
+    /// tables).
+    fields: Fields,
     topic_partitions: usize,
     maintenance: Option<Maintenance>,
     /// Where each assigned partition starts and under which claim it is landed.
@@ -164,7 +165,7 @@ impl Sink {
                 registry: None,
                 source,
                 locations: BTreeMap::new(),
-                field_ids: HashMap::new(),
+                fields: Fields::default(),
                 topic_partitions,
                 maintenance: None,
                 owned: Ownership::default(),
@@ -180,7 +181,7 @@ impl Sink {
             let keys = asked_keys(&self.work.config, &state.scheme)?;
             self.work.layout = Some(layout_of(&self.work.config, keys));
             self.work.locations = state.locations;
-            self.work.field_ids = state.field_ids;
+            self.work.take_fields(state.fields);
         }
         self.work.registry = Some(registry);
         Ok(self)
@@ -451,7 +452,7 @@ impl Work {
     /// Takes the table's recorded scheme and partition folders.
     fn follow(&mut self, table: &TableState) -> Result<()> {
         self.locations = table.locations.clone();
-        self.field_ids = table.field_ids.clone();
+        self.take_fields(table.fields.clone());
         if !self.declared {
             let keys = asked_keys(&self.config, &table.scheme)?;
             self.adopt(keys);
@@ -602,7 +603,7 @@ impl Work {
         }
         let layout = self.layout.clone().expect("declared above");
         self.give_ids(&ranges)?;
-        let (locations, ids) = (&self.locations, &self.field_ids);
+        let (locations, ids) = (&self.locations, &self.fields);
         let folder_of = |path: &str| {
             locations
                 .get(path)
@@ -861,21 +862,32 @@ impl Work {
     /// Makes sure each column about to be written has a field id, for a table that keeps
     /// them (new columns are added to the table first).
     fn give_ids(&mut self, ranges: &[(i32, PendingRange)]) -> Result<()> {
-        let Some(registry) = self.registry.clone().filter(|_| !self.field_ids.is_empty()) else {
+        let Some(registry) = self.registry.clone().filter(|_| !self.fields.is_empty()) else {
             return Ok(());
         };
         let mut missing: Vec<(String, DataType)> = Vec::new();
         for (_, range) in ranges {
-            for column in range.columns_without_ids(&self.field_ids) {
-                if !missing.iter().any(|(n, _)| *n == column.0) {
-                    missing.push(column);
-                }
-            }
+            range.columns_without_ids(&self.fields, &mut missing);
         }
         if !missing.is_empty() {
-            self.field_ids = registry.field_ids(&self.config.table, &missing)?;
+            let fields = registry.fields(&self.config.table, &missing)?;
+            self.take_fields(fields);
         }
         Ok(())
+    }
+
+    /// Takes the table's fields: their ids for the objects written, and their types for
+    /// the records read from now on, which must fit them (or go to the quarantine).
+    fn take_fields(&mut self, fields: Fields) {
+        for (name, (_, dtype)) in &fields.0 {
+            let special = [&self.config.symbol_field, &self.config.time_field].contains(&name)
+                || KAFKA_COLUMNS.contains(&name.as_str());
+            let declared = self.config.columns.iter().any(|(n, _)| n == name);
+            if let Some(kind) = ColumnType::of(dtype).filter(|_| !special && !declared) {
+                self.config.columns.push((name.clone(), kind));
+            }
+        }
+        self.fields = fields;
     }
 
     /// The columns known before any record is written: the symbol, the event time (a date

@@ -11,9 +11,10 @@ use super::config::SinkConfig;
 use super::encode::encode;
 use super::partitioning::Density;
 use crate::error::Result;
-use crate::lake::{Format, LastRecord, Layout};
+use crate::lake::{Fields, Format, LastRecord, Layout};
 use crate::parallel;
 use crate::record::{Record, Scalar};
+use polars::prelude::DataType;
 
 /// One message as the sink sees it.
 pub struct Message<'a> {
@@ -239,18 +240,24 @@ impl PendingRange {
         batch.push(&record, payload, config, time, msg.offset, msg.timestamp)
     }
 
-    /// The columns of the range's batches that `known` has no field id for, with their types.
-    pub fn columns_without_ids(
-        &self,
-        known: &HashMap<String, i32>,
-    ) -> Vec<(String, polars::prelude::DataType)> {
-        let mut out: Vec<(String, polars::prelude::DataType)> = Vec::new();
+    /// Adds to `out` the columns of the range's batches that `known` has no field id for,
+    /// each once, with a type that holds what every batch has in it (doubles for
+    /// integers and fractions, timestamps for dates and times).
+    pub fn columns_without_ids(&self, known: &Fields, out: &mut Vec<(String, DataType)>) {
         for column in self.parts.iter().flat_map(|(_, batch)| &batch.columns) {
-            if !known.contains_key(&column.name) && !out.iter().any(|(n, _)| *n == column.name) {
-                out.push((column.name.clone(), column.dtype()));
+            if known.id(&column.name).is_some() {
+                continue;
+            }
+            let dtype = column.dtype();
+            match out.iter_mut().find(|(n, _)| *n == column.name) {
+                None => out.push((column.name.clone(), dtype)),
+                Some((_, seen)) => match (&*seen, &dtype) {
+                    (DataType::Int64, DataType::Float64)
+                    | (DataType::Date, DataType::Datetime(..)) => *seen = dtype,
+                    _ => {}
+                },
             }
         }
-        out
     }
 
     /// The range's objects: one per partition folder (in the folder `folder_of` gives for
@@ -260,7 +267,7 @@ impl PendingRange {
         partition: i32,
         layout: &Layout,
         folder_of: &(dyn Fn(&str) -> String + Sync),
-        field_ids: &HashMap<String, i32>,
+        fields: &Fields,
     ) -> Result<Vec<Object<'_>>> {
         let batches: Vec<(&String, &Batch)> = self.parts.iter().map(|(p, b)| (p, b)).collect();
         let mut out = parallel::map(&batches, |(path, batch)| {
@@ -269,7 +276,7 @@ impl PendingRange {
                 key: layout.data_key(&folder, partition, batch.first_offset),
                 place: Some((path.to_string(), folder)),
                 first_offset: batch.first_offset,
-                body: encode(batch, layout.format, field_ids)?,
+                body: encode(batch, layout.format, fields)?,
             })
         })
         .into_iter()
@@ -402,7 +409,7 @@ mod tests {
         assert_eq!(range.last.unwrap().timestamp, Some(1_004));
 
         let objects = range
-            .objects(0, &layout, &|p| layout.folder(p), &HashMap::new())
+            .objects(0, &layout, &|p| layout.folder(p), &Fields::default())
             .unwrap();
         let data: Vec<&Object> = objects.iter().filter(|o| o.place.is_some()).collect();
         assert_eq!(data.len(), 2);
@@ -437,7 +444,9 @@ mod tests {
             "date=2021-01-05" => "ticks/date=2021-01-05/_v9".to_string(),
             other => layout.folder(other),
         };
-        let objects = range.objects(0, &layout, &moved, &HashMap::new()).unwrap();
+        let objects = range
+            .objects(0, &layout, &moved, &Fields::default())
+            .unwrap();
         let found: Vec<(&str, i64, usize)> = objects
             .iter()
             .map(|o| (o.key.as_str(), o.first_offset, lines(&o.body).len()))
@@ -522,7 +531,7 @@ mod tests {
         );
         assert_eq!((range.records, range.accepted()), (3, 1));
         let objects = range
-            .objects(0, &layout, &|p| layout.folder(p), &HashMap::new())
+            .objects(0, &layout, &|p| layout.folder(p), &Fields::default())
             .unwrap();
         let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
         assert_eq!(
