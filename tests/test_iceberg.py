@@ -84,9 +84,7 @@ def land(kafka, topic, lake, **options):
     return sink.run(stop_at_end=True, duration=120)
 
 
-def test_lake_sql_reads_an_iceberg_table_beside_a_hive_one_and_joins_across(
-    kafka, topic, tmp_path
-):
+def test_lake_sql_reads_an_iceberg_table_beside_a_hive_one_and_joins_across(kafka, topic, tmp_path):
     report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV)
     lake = tmp_path / "lake"
     land(kafka, topic, lake, table="ice", table_format="iceberg")
@@ -109,7 +107,7 @@ def test_lake_sql_reads_an_iceberg_table_beside_a_hive_one_and_joins_across(
     )
     assert joined["n"][0] == report.delivered
     # A filter on a column is answered from the files whose bounds allow it.
-    day = db.sql("SELECT \"Index\", Close FROM ice WHERE \"Date\" = '2021-05-31'")
+    day = db.sql('SELECT "Index", Close FROM ice WHERE "Date" = \'2021-05-31\'')
     reference = expected.filter(pl.col("Date") == pl.date(2021, 5, 31))
     assert sorted(day["Close"]) == sorted(reference["Close"])
     files = db.files("ice")
@@ -131,9 +129,10 @@ def test_compaction_replaces_small_files_and_time_travel_reads_before_it(kafka, 
     table = load_table(lake, topic)
     snapshot = table.current_snapshot()
     assert snapshot.summary.operation.value == "replace"
-    assert snapshot.summary["stockstream.landed"] == before.current_snapshot().summary[
-        "stockstream.landed"
-    ]
+    assert (
+        snapshot.summary["stockstream.landed"]
+        == before.current_snapshot().summary["stockstream.landed"]
+    )
     assert len(table.inspect.files()) < small
     after = pl.from_arrow(table.scan().to_arrow()).select(TICKS).sort("Index", "Date")
     assert after.equals(bundled_ticks())
