@@ -2,6 +2,7 @@
 
 import json
 import os
+import uuid
 from datetime import datetime, timezone
 
 import polars as pl
@@ -68,7 +69,8 @@ def test_a_sink_lands_an_iceberg_table_pyiceberg_and_polars_read_exactly_once(
     [
         ({"table_format": "delta"}, 'table_format "delta" is not supported'),
         ({"table_format": "iceberg", "format": "ndjson"}, "Iceberg table holds Parquet"),
-        ({"table_format": "iceberg", "catalog": None}, 'needs a local lake and catalog="local"'),
+        ({"table_format": "iceberg", "catalog": None}, "an Iceberg table needs a catalog"),
+        ({"catalog_uri": "/tmp/c.db"}, "catalog_uri names an Iceberg catalog"),
     ],
 )
 def test_an_iceberg_sink_it_cannot_build_is_refused_saying_why(
@@ -227,3 +229,68 @@ def test_a_new_field_adds_a_column_and_a_value_of_another_type_is_quarantined(
     assert sorted(rejected) == [3, 4]
     assert '"Close": expected a number, got a string' in rejected[3]
     assert '"Trades": expected an integer' in rejected[4]
+
+
+def s3_properties(s3):
+    """pyiceberg's FileIO properties for the S3 test server."""
+    return {
+        "s3.endpoint": s3.endpoint_url,
+        "s3.region": "us-east-1",
+        "s3.access-key-id": "testing",
+        "s3.secret-access-key": "testing",
+    }
+
+
+def test_an_iceberg_table_in_glue_has_what_athena_reads_and_pyiceberg_opens_it(
+    kafka, topic, s3, bucket
+):
+    report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV)
+    lake = f"s3://{bucket}/lake"
+    aws = ss.AwsOptions(endpoint_url=s3.endpoint_url)
+    database = f"db_{uuid.uuid4().hex[:8]}"
+    table = topic.replace("-", "_")
+    options = {"table_format": "iceberg", "catalog": "glue", "database": database, "aws": aws}
+    assert land(kafka, topic, lake, **options).written == report.delivered
+
+    glue = s3.client("glue").get_table(DatabaseName=database, Name=table)["Table"]
+    parameters = glue["Parameters"]
+    assert glue["TableType"] == "EXTERNAL_TABLE" and parameters["table_type"] == "ICEBERG"
+    assert parameters["metadata_location"].startswith(f"{lake}/{topic}/metadata/")
+    assert parameters["previous_metadata_location"].startswith(f"{lake}/{topic}/metadata/")
+    assert glue["StorageDescriptor"]["Location"] == f"{lake}/{topic}"
+    columns = {c["Name"]: c["Type"] for c in glue["StorageDescriptor"]["Columns"]}
+    assert columns["Close"] == "double" and columns["Date"] == "date"
+
+    from pyiceberg.catalog.glue import GlueCatalog
+
+    catalog = GlueCatalog(
+        "glue",
+        **{"glue.endpoint": s3.endpoint_url, "glue.region": "us-east-1"},
+        **s3_properties(s3),
+    )
+    rows = pl.from_arrow(catalog.load_table(f"{database}.{table}").scan().to_arrow())
+    assert rows.select(TICKS).sort("Index", "Date").equals(bundled_ticks())
+
+    db = ss.Lake(lake, catalog="glue", database=database, aws=aws)
+    assert db.tables().select("table", "table_format").rows() == [(table, "iceberg")]
+    assert db.sql(f"SELECT count(*) AS n FROM {table}", live=False)["n"][0] == report.delivered
+    # A second run lands nothing twice: the table in Glue says where it ends.
+    assert land(kafka, topic, lake, **options).written == 0
+
+
+def test_an_s3_lake_can_keep_its_iceberg_catalog_in_a_local_sqlite_file(
+    kafka, topic, s3, bucket, tmp_path
+):
+    report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV)
+    lake = f"s3://{bucket}/lake"
+    aws = ss.AwsOptions(endpoint_url=s3.endpoint_url)
+    with pytest.raises(ss.ConfigError, match='need a catalog: catalog="glue", or catalog_uri'):
+        lake_sink(kafka, topic, lake, table_format="iceberg", aws=aws)
+    uri = str(tmp_path / "catalog.db")
+    land(kafka, topic, lake, table_format="iceberg", catalog_uri=uri, aws=aws)
+    catalog = SqlCatalog("stockstream", uri=f"sqlite:///{uri}", **s3_properties(s3))
+    rows = catalog.load_table(f"stock_market.{topic.replace('-', '_')}").scan().to_arrow()
+    assert rows.num_rows == report.delivered
+    db = ss.Lake(lake, catalog_uri=uri, aws=aws)
+    n = db.sql(f"SELECT count(*) AS n FROM {topic.replace('-', '_')}", live=False)["n"][0]
+    assert n == report.delivered

@@ -384,6 +384,7 @@ class LakeSink(Pipeline[SinkStatus]):
         compact_every: float | None = None,
         compact_grace: float = 3600.0,
         table_format: Literal["hive", "iceberg"] = "hive",
+        catalog_uri: str | None = None,
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> LakeSink: ...
@@ -527,6 +528,7 @@ class Lake:
         *,
         database: str = "stock_market",
         catalog: _Catalog = "local",
+        catalog_uri: str | None = None,
         aws: AwsOptions | None = None,
     ) -> Lake: ...
     def sql(

@@ -427,8 +427,13 @@ def _catalog_options(p: argparse.ArgumentParser, none: bool = False) -> None:
         "--catalog",
         choices=["local", "glue", "none"] if none else ["local", "glue"],
         default="local",
-        help="local: JSON in the lake's _catalog/; glue: AWS Glue Data Catalog"
-        + ("; none: register nothing" if none else ""),
+        help="local: JSON in the lake's _catalog/ (Iceberg tables: catalog.db in the lake); "
+        "glue: AWS Glue Data Catalog" + ("; none: register nothing" if none else ""),
+    )
+    p.add_argument(
+        "--catalog-uri",
+        metavar="PATH",
+        help="SQLite file of the Iceberg catalog, if not the lake's catalog.db",
     )
 
 
@@ -501,7 +506,7 @@ def parser() -> argparse.ArgumentParser:
         "--table-format",
         choices=["hive", "iceberg"],
         default="hive",
-        help="hive folders in the catalog, or an Iceberg table (catalog.db in the lake)",
+        help="hive folders in the catalog, or an Iceberg table (in catalog.db, or Glue)",
     )
     sk.add_argument("--table", help="lake folder to write (default: the topic name)")
     sk.add_argument(

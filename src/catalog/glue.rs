@@ -65,7 +65,7 @@ impl GlueCatalog {
         })
     }
 
-    fn failed<E>(
+    pub(crate) fn failed<E>(
         &self,
         what: &str,
         err: &aws_sdk_glue::error::SdkError<E, aws_sdk_glue::config::http::HttpResponse>,
@@ -76,7 +76,12 @@ impl GlueCatalog {
         aws::request_failed(&self.options, &format!("AWS Glue {what}"), err)
     }
 
-    async fn ensure_database(&self, database: &str) -> Result<()> {
+    /// The client, its runtime and its error reports, for Glue's Iceberg tables.
+    pub(crate) fn client(&self) -> (&Client, &Runtime) {
+        (&self.client, &self.runtime)
+    }
+
+    pub(crate) async fn ensure_database(&self, database: &str) -> Result<()> {
         let input = DatabaseInput::builder()
             .name(database)
             .description("Stock-market tables written by stockstream")
@@ -305,6 +310,10 @@ impl GlueCatalog {
         glue: &aws_sdk_glue::types::Table,
         with_partitions: bool,
     ) -> Result<Option<Versioned>> {
+        // Iceberg tables are read from their snapshots (`iceberg::glue`), not as folders.
+        if is_iceberg(glue) {
+            return Ok(None);
+        }
         let Some(sd) = glue.storage_descriptor() else {
             return Ok(None);
         };
@@ -504,6 +513,12 @@ impl GlueCatalog {
             }
         })
     }
+}
+
+/// Whether a Glue table is an Iceberg table (`table_type=ICEBERG`, as Athena marks them).
+pub(crate) fn is_iceberg(glue: &aws_sdk_glue::types::Table) -> bool {
+    (glue.parameters().and_then(|p| p.get("table_type")))
+        .is_some_and(|t| t.eq_ignore_ascii_case("iceberg"))
 }
 
 /// The table folder of a versioned folder (`t/_v…` → `t`).

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use compact::{bins, merged_frame, now_ms};
 pub use compact::{compact, CompactOptions, CompactReport};
 pub use crawler::{crawl, Conflict, CrawlOptions, CrawlReport, CrawlState, OnError};
+pub(crate) use glue::is_iceberg;
 pub use glue::GlueCatalog;
 pub use local::LocalCatalog;
 pub use registry::{partition_column, CatalogRegistry, Landed};

@@ -253,7 +253,9 @@ mod tests {
     use polars::prelude::{df, ParquetReader, SerReader};
 
     use super::*;
+    use crate::catalog::CatalogKind;
     use crate::iceberg::open_catalog;
+    use crate::lake::LakeUrl;
 
     fn schema() -> Schema {
         let field = |id, name: &str, kind| NestedField::optional(id, name, Type::Primitive(kind));
@@ -318,7 +320,9 @@ mod tests {
     #[test]
     fn small_files_are_replaced_keeping_rows_and_offsets_and_old_ones_go_after_the_grace() {
         let (dir, store) = crate::testing::local_lake();
-        let catalog = open_catalog(&dir.path().join("catalog.db"), store, "db").unwrap();
+        let url = LakeUrl::Local(dir.path().to_path_buf());
+        let at = crate::iceberg::catalog_at(&url, Some(CatalogKind::Local), None).unwrap();
+        let catalog = open_catalog(&at, &url, store, "db", &Default::default()).unwrap();
         let table = catalog.table("ticks");
         let spec = UnboundPartitionSpec::builder().build();
         table.create(schema(), spec, HashMap::new()).unwrap();

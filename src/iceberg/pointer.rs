@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ::iceberg::spec::TableMetadata;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
@@ -22,13 +23,26 @@ pub trait Pointers: Send + Sync {
     /// The table's current metadata file, if the table exists.
     fn current(&self, namespace: &str, table: &str) -> Result<Option<String>>;
 
-    /// Records a new table whose metadata is `metadata`: false if the table exists already
-    /// (another writer created it first).
-    fn create(&self, namespace: &str, table: &str, metadata: &str) -> Result<bool>;
+    /// Records a new table whose metadata file is `location` (holding `metadata`): false
+    /// if the table exists already (another writer created it first).
+    fn create(
+        &self,
+        namespace: &str,
+        table: &str,
+        location: &str,
+        metadata: &TableMetadata,
+    ) -> Result<bool>;
 
-    /// Moves the table from `old` to `new` if it still points at `old`: false if another
-    /// writer moved it first.
-    fn swap(&self, namespace: &str, table: &str, old: &str, new: &str) -> Result<bool>;
+    /// Moves the table from metadata file `old` to `new` (holding `metadata`) if it still
+    /// points at `old`: false if another writer moved it first.
+    fn swap(
+        &self,
+        namespace: &str,
+        table: &str,
+        old: &str,
+        new: &str,
+        metadata: &TableMetadata,
+    ) -> Result<bool>;
 
     /// The names of the namespace's tables, in order.
     fn tables(&self, namespace: &str) -> Result<Vec<String>>;
@@ -113,7 +127,13 @@ impl Pointers for SqlitePointers {
             .map_err(|e| self.failed(e))
     }
 
-    fn create(&self, namespace: &str, table: &str, metadata: &str) -> Result<bool> {
+    fn create(
+        &self,
+        namespace: &str,
+        table: &str,
+        metadata: &str,
+        _: &TableMetadata,
+    ) -> Result<bool> {
         let mut connection = self.connection();
         let tx = connection.transaction().map_err(|e| self.failed(e))?;
         // The namespace row pyiceberg's create_namespace writes, so that it lists it.
@@ -137,7 +157,14 @@ impl Pointers for SqlitePointers {
         Ok(added == 1)
     }
 
-    fn swap(&self, namespace: &str, table: &str, old: &str, new: &str) -> Result<bool> {
+    fn swap(
+        &self,
+        namespace: &str,
+        table: &str,
+        old: &str,
+        new: &str,
+        _: &TableMetadata,
+    ) -> Result<bool> {
         let moved = self
             .connection()
             .execute(
@@ -173,24 +200,42 @@ impl Pointers for SqlitePointers {
 mod tests {
     use super::*;
 
+    /// Metadata of some table: the SQL catalog records only where it is.
+    fn metadata() -> TableMetadata {
+        let schema = ::iceberg::spec::Schema::builder().build().unwrap();
+        let spec = ::iceberg::spec::UnboundPartitionSpec::builder().build();
+        let order = ::iceberg::spec::SortOrder::unsorted_order();
+        let v2 = ::iceberg::spec::FormatVersion::V2;
+        let builder = ::iceberg::spec::TableMetadataBuilder::new(
+            schema,
+            spec,
+            order,
+            "file:///t".into(),
+            v2,
+            Default::default(),
+        );
+        builder.unwrap().build().unwrap().metadata
+    }
+
     #[test]
     fn a_table_is_created_once_and_moves_only_from_where_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.db");
+        let m = metadata();
         let a = SqlitePointers::open(&path, CATALOG_NAME).unwrap();
         let b = SqlitePointers::open(&path, CATALOG_NAME).unwrap();
         assert_eq!(a.current("db", "t").unwrap(), None);
-        assert!(a.create("db", "t", "m0").unwrap());
-        assert!(!b.create("db", "t", "other").unwrap());
+        assert!(a.create("db", "t", "m0", &m).unwrap());
+        assert!(!b.create("db", "t", "other", &m).unwrap());
         assert_eq!(b.current("db", "t").unwrap().as_deref(), Some("m0"));
-        assert!(b.swap("db", "t", "m0", "m1").unwrap());
+        assert!(b.swap("db", "t", "m0", "m1", &m).unwrap());
         // `a` read m0 before `b` moved the table: its swap is refused.
-        assert!(!a.swap("db", "t", "m0", "m2").unwrap());
+        assert!(!a.swap("db", "t", "m0", "m2", &m).unwrap());
         assert_eq!(a.current("db", "t").unwrap().as_deref(), Some("m1"));
         // Another catalog name in the same file is another catalog.
         let c = SqlitePointers::open(&path, "elsewhere").unwrap();
         assert_eq!(c.current("db", "t").unwrap(), None);
-        assert!(a.create("db", "a", "m0").unwrap());
+        assert!(a.create("db", "a", "m0", &m).unwrap());
         assert_eq!(b.tables("db").unwrap(), ["a", "t"]);
         assert!(c.tables("db").unwrap().is_empty());
     }

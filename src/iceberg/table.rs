@@ -180,11 +180,12 @@ impl IcebergTable {
         .map_err(iceberg_error)?
         .metadata;
         let location = self.write_metadata(&metadata, 0)?;
-        if self
-            .catalog
-            .pointers
-            .create(&self.catalog.namespace, &self.name, &location)?
-        {
+        if self.catalog.pointers.create(
+            &self.catalog.namespace,
+            &self.name,
+            &location,
+            &metadata,
+        )? {
             return Ok(Version { location, metadata });
         }
         self.load()?.ok_or_else(|| {
@@ -231,6 +232,7 @@ impl IcebergTable {
                 &self.name,
                 &read.location,
                 &location,
+                &metadata,
             )? {
                 return Ok(Version { location, metadata });
             }

@@ -264,13 +264,17 @@ impl PyTailInfo {
 /// Tables come from the catalog (run ``crawl()`` first, or let the sink register what it
 /// lands). Each query lists the tables' objects afresh, so data landed since the last
 /// query is included, and reads only the partitions its ``WHERE`` clause allows (a filter
-/// on ``date`` reads one folder) and only the columns it uses.
+/// on ``date`` reads one folder) and only the columns it uses. Iceberg tables (a sink's
+/// ``table_format="iceberg"``) are read from their current snapshot, skipping the files
+/// whose column bounds rule out the ``WHERE`` clause, or from a past one (``as_of``).
 ///
 /// Args:
 ///     lake: a directory, ``file:///dir`` or ``s3://bucket/prefix``.
 ///     database: the catalog database (``"stock_market"``).
-///     catalog: ``"local"`` (JSON under ``_catalog/`` in the lake) or ``"glue"`` (AWS Glue;
-///         needs an ``s3://`` lake).
+///     catalog: ``"local"`` (JSON under ``_catalog/`` in the lake; Iceberg tables in the
+///         lake's ``catalog.db``) or ``"glue"`` (AWS Glue; needs an ``s3://`` lake).
+///     catalog_uri: the SQLite file of the Iceberg catalog, where it is not the lake's
+///         ``catalog.db`` (an ``s3://`` lake tried without AWS).
 ///     aws: ``AwsOptions`` for S3 and Glue; credentials come from the AWS default chain
 ///         (environment, profile, SSO, instance role).
 ///
@@ -362,19 +366,20 @@ fn param_of(name: &str, value: &Bound<'_, PyAny>) -> Result<Param> {
 impl PyLake {
     #[new]
     #[pyo3(signature = (
-        lake="lake", *, database="stock_market", catalog="local", aws=None
+        lake="lake", *, database="stock_market", catalog="local", catalog_uri=None, aws=None
     ))]
     fn new(
         py: Python<'_>,
         lake: &str,
         database: &str,
         catalog: &str,
+        catalog_uri: Option<&str>,
         aws: Option<PyRef<'_, PyAwsOptions>>,
     ) -> PyResult<Self> {
         let kind = str::parse::<CatalogKind>(catalog)?;
         let aws = aws_options(aws.as_deref());
         let url = LakeUrl::parse(lake)?;
-        let lake = py.detach(|| Lake::open(&url, kind, database, &aws))?;
+        let lake = py.detach(|| Lake::open(&url, kind, catalog_uri, database, &aws))?;
         Ok(PyLake {
             lake,
             last: std::sync::Mutex::new(Vec::new()),
@@ -645,7 +650,7 @@ pub fn crawl(
     let aws = aws_options(aws.as_deref());
     let read = Counter::default();
     let report = with_progress(py, progress, "objects read", &read, || {
-        Lake::open(&LakeUrl::parse(lake)?, kind, database, &aws)
+        Lake::open(&LakeUrl::parse(lake)?, kind, None, database, &aws)
             .and_then(|lake| lake.crawl(table, on_error, read.clone()))
     })?;
     Ok(report.into())

@@ -112,9 +112,12 @@ impl PySinkStatus {
 ///         chain (environment, profile, SSO, instance role).
 ///     table_format: ``"hive"`` (folders recorded in the catalog) or ``"iceberg"``: an
 ///         Apache Iceberg v2 table, committed once per landing with its Kafka offsets in
-///         the snapshot summary, in a SQLite catalog at ``<lake>/catalog.db`` that pyiceberg
-///         opens (``SqlCatalog("stockstream", uri="sqlite:///<lake>/catalog.db")``, table
-///         ``<database>.<table>``). For now with a local lake and ``catalog="local"``.
+///         the snapshot summary. With ``catalog="local"`` its catalog is a SQLite file that
+///         pyiceberg opens (``SqlCatalog("stockstream", uri="sqlite:///<lake>/catalog.db")``,
+///         table ``<database>.<table>``); with ``catalog="glue"`` a Glue table Athena reads
+///         as Iceberg (``table_type=ICEBERG``).
+///     catalog_uri: the SQLite file of the Iceberg catalog, where it is not the lake's
+///         ``catalog.db`` (an ``s3://`` lake tried without AWS).
 ///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
 ///     **config: any librdkafka consumer property (``session_timeout_ms=6000``, SASL/SSL…).
 ///
@@ -140,7 +143,8 @@ impl PyLakeSink {
         bootstrap_servers, topic, group_id="stockstream-sink", lake="lake", *, format="parquet",
         table=None, partition_by=None, roll=None, schema=None, columns=None, kafka_metadata=false,
         aws=None, catalog=Some("local"), database="stock_market", compact_every=None,
-        compact_grace=3600.0, table_format="hive", connect_timeout=10.0, **config
+        compact_grace=3600.0, table_format="hive", catalog_uri=None, connect_timeout=10.0,
+        **config
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -162,6 +166,7 @@ impl PyLakeSink {
         compact_every: Option<f64>,
         compact_grace: f64,
         table_format: &str,
+        catalog_uri: Option<String>,
         connect_timeout: f64,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
@@ -193,6 +198,7 @@ impl PyLakeSink {
                 .transpose()?,
             compact_grace: seconds("compact_grace", compact_grace)?,
             table_format: table_format.parse()?,
+            catalog_uri,
             ..LakeTarget::new(LakeUrl::parse(lake)?)
         };
         let builder = SinkBuilder::new(kafka_config(bootstrap_servers, config)?, cfg, target)

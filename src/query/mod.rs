@@ -50,15 +50,20 @@ pub struct Lake {
     catalog: Arc<dyn Catalog>,
     database: String,
     aws: AwsOptions,
+    kind: CatalogKind,
+    /// The SQLite file of the lake's Iceberg catalog, if not the lake's `catalog.db`.
+    catalog_uri: Option<String>,
     /// The lake's Iceberg catalog, once a sink has created it.
     iceberg: OnceLock<IcebergCatalog>,
 }
 
 impl Lake {
-    /// Opens the lake at `url` and its catalog. A local lake must exist.
+    /// Opens the lake at `url` and its catalog (and Iceberg catalog, at `catalog_uri` if
+    /// that is not the lake's `catalog.db`). A local lake must exist.
     pub fn open(
         url: &LakeUrl,
         catalog: CatalogKind,
+        catalog_uri: Option<&str>,
         database: &str,
         aws: &AwsOptions,
     ) -> Result<Self> {
@@ -72,6 +77,7 @@ impl Lake {
         }
         catalog::check_database(database)?;
         let store = lake::open(url, aws)?;
+        let kind = catalog;
         let catalog = catalog::open(catalog, store.clone(), url, aws)?;
         Ok(Lake {
             url: url.clone(),
@@ -79,6 +85,8 @@ impl Lake {
             catalog,
             database: database.to_string(),
             aws: aws.clone(),
+            kind,
+            catalog_uri: catalog_uri.map(str::to_string),
             iceberg: OnceLock::new(),
         })
     }
@@ -164,10 +172,16 @@ impl Lake {
         if let Some(found) = self.iceberg.get() {
             return Ok(Some(found));
         }
-        let Some(path) = iceberg::catalog_path(&self.url).filter(|p| p.is_file()) else {
+        // A lake whose options name no Iceberg catalog has no Iceberg tables.
+        let uri = self.catalog_uri.as_deref();
+        let Ok(at) = iceberg::catalog_at(&self.url, Some(self.kind), uri) else {
             return Ok(None);
         };
-        let catalog = iceberg::open_catalog(&path, self.store.clone(), &self.database)?;
+        if matches!(&at, iceberg::CatalogAt::Sqlite(path) if !path.is_file()) {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let catalog = iceberg::open_catalog(&at, &self.url, store, &self.database, &self.aws)?;
         Ok(Some(self.iceberg.get_or_init(|| catalog)))
     }
 

@@ -31,8 +31,10 @@ pub struct LakeTarget {
     /// How long the objects a compaction replaced stay, for readers that listed them.
     pub compact_grace: Duration,
     /// Hive folders in the catalog, or an Iceberg table (in `catalog.db` in the lake, a
-    /// SQLite catalog pyiceberg opens as `SqlCatalog("stockstream", …)`).
+    /// SQLite catalog pyiceberg opens as `SqlCatalog("stockstream", …)`, or in Glue).
     pub table_format: TableFormat,
+    /// The SQLite file of an Iceberg catalog elsewhere than the lake's `catalog.db`.
+    pub catalog_uri: Option<String>,
 }
 
 impl LakeTarget {
@@ -46,6 +48,7 @@ impl LakeTarget {
             compact_every: None,
             compact_grace: CompactOptions::default().grace,
             table_format: TableFormat::Hive,
+            catalog_uri: None,
         }
     }
 
@@ -63,30 +66,24 @@ impl LakeTarget {
         if self.catalog == Some(CatalogKind::Glue) {
             catalog::glue_location(&self.url)?;
         }
-        if self.table_format == TableFormat::Iceberg {
-            self.iceberg_catalog_path()?;
+        match self.table_format {
+            TableFormat::Iceberg => {
+                iceberg::catalog_at(&self.url, self.catalog, self.catalog_uri.as_deref())?;
+            }
+            TableFormat::Hive if self.catalog_uri.is_some() => {
+                return Err(Error::config(
+                    "catalog_uri names an Iceberg catalog: it goes with table_format=\"iceberg\"",
+                ));
+            }
+            TableFormat::Hive => {}
         }
         Ok(())
     }
 
-    /// Where an Iceberg table's catalog is: `catalog.db` in a local lake, with the local
-    /// catalog.
-    fn iceberg_catalog_path(&self) -> Result<std::path::PathBuf> {
-        match (iceberg::catalog_path(&self.url), self.catalog) {
-            (Some(path), Some(CatalogKind::Local)) => Ok(path),
-            _ => Err(Error::config(format!(
-                "table_format=\"iceberg\" needs a local lake and catalog=\"local\" for now, \
-                 not lake {:?} with catalog {:?}",
-                self.url.to_string(),
-                self.catalog.map(CatalogKind::name)
-            ))),
-        }
-    }
-
     /// The Iceberg catalog of this target's database, in `store`.
     fn iceberg(&self, store: Arc<dyn ObjectStore>) -> Result<IcebergRegistry> {
-        let path = self.iceberg_catalog_path()?;
-        let catalog = iceberg::open_catalog(&path, store, &self.database)?;
+        let at = iceberg::catalog_at(&self.url, self.catalog, self.catalog_uri.as_deref())?;
+        let catalog = iceberg::open_catalog(&at, &self.url, store, &self.database, &self.aws)?;
         Ok(IcebergRegistry(catalog))
     }
 
