@@ -101,7 +101,7 @@ def test_an_intraday_stream_gets_date_folders_and_keeps_them_across_restarts_and
 
     # Asking for other folders on an existing table is refused, naming the recorded ones.
     with pytest.raises(ss.ConfigError, match=r"partitioned by \["):
-        ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), partition_by="hour")
+        ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(lake), partition_by="date,hour")
 
     # Two members of a new group on a new table decide once between them.
     other = f"{topic}-copy"

@@ -71,6 +71,11 @@ def test_sql_magic_errors_are_the_query_errors(ip, lake):
         ip.run_cell_magic("sql", f"-l {lake}", "SELECT no_such_column FROM ticks")
     with pytest.raises(ValueError, match="unknown option"):
         ip.run_line_magic("stockstream", f"lake {lake} --colour red")
+    # --as-of reaches the query, by value or by variable: a Hive table has no past.
+    ip.user_ns["then"] = 12345
+    for as_of in ("2021-01-05T10:00:00", "12345", "then"):
+        with pytest.raises(ss.QueryError, match="ticks is a Hive table"):
+            ip.run_cell_magic("sql", f"-l {lake} --as-of {as_of}", "SELECT * FROM ticks")
 
 
 @pytest.mark.parametrize("kind", ["LakeSink", "Analytics"])

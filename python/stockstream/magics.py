@@ -8,6 +8,9 @@ DataFrame in the notebook's namespace). ``{name}`` is the value of the notebook 
     SELECT "Index", avg("Close") AS avg_close FROM stock_market
     WHERE "Index" = {symbol} GROUP BY 1
 
+``--as-of`` reads Iceberg tables as they were: a snapshot id, an ISO date-time (UTC unless
+it says otherwise), or the name of a notebook variable holding either.
+
 ``%stockstream`` manages the kernel's background pipelines and the default lake::
 
     %stockstream status            # every running sink, analytics job and producer
@@ -18,6 +21,7 @@ DataFrame in the notebook's namespace). ``{name}`` is the value of the notebook 
 import atexit
 import os
 import shlex
+from datetime import datetime
 from typing import Any, Optional
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -28,7 +32,7 @@ from stockstream import _core
 
 LAKE_ENV = "STOCKSTREAM_LAKE"
 AWS_OPTIONS = ("endpoint_url", "region", "aws_profile")
-LAKE_OPTIONS = ("database", "catalog", *AWS_OPTIONS)
+LAKE_OPTIONS = ("database", "catalog", "catalog_uri", *AWS_OPTIONS)
 
 
 def describe(pipeline: Any) -> Any:
@@ -54,6 +58,7 @@ class StockstreamMagics(Magics):
     @argument("-d", "--database", help="catalog database")
     @argument("-c", "--catalog", choices=["local", "glue"], help="catalog backend")
     @argument("-e", "--engine", choices=["polars", "athena"], default="polars")
+    @argument("--as-of", help="Iceberg snapshot id, ISO date-time, or a variable holding one")
     @cell_magic
     def sql(self, line: str, cell: str) -> Any:
         """Run the cell's SQL on the lake and display the resulting Polars DataFrame."""
@@ -71,10 +76,19 @@ class StockstreamMagics(Magics):
         if args.catalog:
             options["catalog"] = args.catalog
         lake = _core.Lake(args.lake or self.lake, **options)
-        frame = lake.sql(cell, engine=args.engine, params=self.shell.user_ns)
+        as_of = self.as_of(args.as_of) if args.as_of else None
+        frame = lake.sql(cell, engine=args.engine, params=self.shell.user_ns, as_of=as_of)
         if args.output:
             self.shell.user_ns[args.output] = frame
         return frame
+
+    def as_of(self, text: str) -> Any:
+        """Return the snapshot id or moment ``--as-of`` names."""
+        if text in self.shell.user_ns:
+            return self.shell.user_ns[text]
+        if text.isdigit():
+            return int(text)
+        return datetime.fromisoformat(text)
 
     @line_magic
     def stockstream(self, line: str) -> Optional[list]:

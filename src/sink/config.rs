@@ -30,6 +30,12 @@ impl Partitioning {
             .filter(|n| !n.trim().eq_ignore_ascii_case("auto"))
             .map(|n| str::parse::<PartitionKey>(n))
             .collect::<Result<Vec<_>>>()?;
+        if keys.contains(&PartitionKey::Hour) && !keys.contains(&PartitionKey::Date) {
+            return Err(Error::config(format!(
+                "partition_by {names:?}: an hour folder without a date folder would hold that \
+                 hour of every day; use [\"date\", \"hour\"]"
+            )));
+        }
         if auto == 0 {
             return Ok(Partitioning::Keys(keys));
         }
@@ -243,7 +249,7 @@ mod tests {
             Partitioning::Keys(vec![PartitionKey::Year, PartitionKey::Month])
         );
         assert_eq!(parsed("").unwrap(), Partitioning::Keys(vec![]));
-        for bad in ["auto,auto", "date,auto", "region"] {
+        for bad in ["auto,auto", "date,auto", "region", "hour", "symbol,hour"] {
             assert!(
                 parsed(bad).unwrap_err().is(crate::error::Kind::Config),
                 "{bad}"

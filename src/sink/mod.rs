@@ -848,9 +848,10 @@ impl Work {
                 }
                 density.symbols = symbols.len();
                 let (time, reason) = partitioning::choose(&density, &self.config.roll, *symbol);
-                let keys = symbol
-                    .then_some(PartitionKey::Symbol)
-                    .into_iter()
+                // An hour's folder is in its day's.
+                let day = (time == Some(PartitionKey::Hour)).then_some(PartitionKey::Date);
+                let keys = (symbol.then_some(PartitionKey::Symbol).into_iter())
+                    .chain(day)
                     .chain(time)
                     .collect();
                 (keys, reason)
