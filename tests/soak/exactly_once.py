@@ -1,7 +1,7 @@
 """Soak: the sink's exactly-once promise, run many times (not part of `make test`).
 
     python tests/soak/exactly_once.py outage [--runs 10]
-    python tests/soak/exactly_once.py sigkill [--runs 10]
+    python tests/soak/exactly_once.py sigkill [--runs 10] [--table-format iceberg]
 
 outage:  two members of one group land a topic into an S3 lake (moto, the catalog in the
          lake) while a producer writes; S3 goes away for longer than max.poll.interval.ms,
@@ -9,10 +9,13 @@ outage:  two members of one group land a topic into an S3 lake (moto, the catalo
 sigkill: two members run as processes and are SIGKILLed at random moments, again and
          again, while a producer writes; halfway the group id changes (a new group starts
          with no offsets: the table says where to resume); a last member lands the rest.
+         With --table-format iceberg the members commit to one Iceberg table (racing for
+         its pointer), and a compaction runs every second meanwhile.
 
-Each run ends with every object of the table read back (registered or not) and checked:
-each Kafka offset of each partition exactly once. One line per run; exit status 1 if any
-run was not exact.
+Each run ends with the table read back and checked: each Kafka offset of each partition
+exactly once. A Hive table is read as every object of its folder (registered or not); an
+Iceberg table as pyiceberg reads its current snapshot. One line per run; exit status 1 if
+any run was not exact.
 """
 
 from __future__ import annotations
@@ -106,20 +109,42 @@ def outage_run(kafka, seed: int) -> tuple[int, int, int, int]:
     return (written, *verdict(df, end_offsets(kafka, topic)))
 
 
-def sink_process(kafka, topic, group, lake) -> subprocess.Popen:
+def sink_process(kafka, topic, group, lake, table_format) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable, "-m", "stockstream", "sink", str(lake), "-b",
             kafka.bootstrap_servers, "-t", topic, "-g", group, "--kafka-metadata",
             "--flush-records", "300", "--quiet", "-X", "session.timeout.ms=6000", "-X",
             "heartbeat.interval.ms=500", "-X", "max.poll.interval.ms=10000",
+            "--table-format", table_format,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
 
-def sigkill_run(kafka, seed: int, lake: Path) -> tuple[int, int, int, int]:
+def compacting(lake: Path, done: threading.Event, merged: list, errors: list) -> None:
+    """Compacts the lake every second until `done` (the grace period outlasts the run)."""
+    while not done.wait(1.0):
+        try:
+            report = ss.Lake(str(lake)).compact(grace=600, min_objects=2, progress=False)
+            merged.append(report.objects_merged)
+        except ss.NotFoundError:
+            pass  # nothing landed yet
+        except ss.StockstreamError as e:
+            errors.append(str(e))
+
+
+def iceberg_rows(lake: Path, topic: str) -> pl.DataFrame:
+    """The rows of the table's current snapshot, as pyiceberg reads them."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("stockstream", uri=f"sqlite:///{lake}/catalog.db")
+    table = catalog.load_table(f"stock_market.{topic.replace('-', '_')}")
+    return pl.from_arrow(table.scan().to_arrow())
+
+
+def sigkill_run(kafka, seed: int, lake: Path, table_format: str) -> tuple[int, int, int, int]:
     rng = random.Random(seed)
     topic = f"soak-{uuid.uuid4().hex[:8]}"
     kafka.create_topic(topic, 4)
@@ -130,10 +155,14 @@ def sigkill_run(kafka, seed: int, lake: Path) -> tuple[int, int, int, int]:
         )
     )
     feeding.start()
+    done, merged, errors = threading.Event(), [], []
+    compactor = threading.Thread(target=compacting, args=(lake, done, merged, errors))
+    if table_format == "iceberg":
+        compactor.start()
     groups = [f"g-{uuid.uuid4().hex[:6]}", f"h-{uuid.uuid4().hex[:6]}"]
     for round in range(4):
         group = groups[round // 2]
-        procs = [sink_process(kafka, topic, group, lake) for _ in range(2)]
+        procs = [sink_process(kafka, topic, group, lake, table_format) for _ in range(2)]
         time.sleep(rng.uniform(2.0, 6.0))
         for p in procs:
             if rng.random() < 0.8:
@@ -149,11 +178,22 @@ def sigkill_run(kafka, seed: int, lake: Path) -> tuple[int, int, int, int]:
         f"last-{uuid.uuid4().hex[:6]}",
         str(lake),
         kafka_metadata=True,
+        table_format=table_format,
         **TIMINGS,
     )
     status = last.run(stop_at_end=True)
-    df = read_local_parquet(lake, topic)
-    return (status.written, *verdict(df, end_offsets(kafka, topic)))
+    done.set()
+    if compactor.is_alive():
+        compactor.join()
+    if compactor.ident is not None:
+        print(
+            f"  {len(merged)} compactions merged {sum(merged)} files; errors: {errors[:3]}",
+            flush=True,
+        )
+    rows = (
+        iceberg_rows(lake, topic) if table_format == "iceberg" else read_local_parquet(lake, topic)
+    )
+    return (status.written, *verdict(rows, end_offsets(kafka, topic)))
 
 
 def main() -> int:
@@ -161,6 +201,7 @@ def main() -> int:
     parser.add_argument("scenario", choices=["outage", "sigkill"])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--table-format", choices=["hive", "iceberg"], default="hive")
     args = parser.parse_args()
     import os
     import tempfile
@@ -169,7 +210,10 @@ def main() -> int:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     base = args.seed if args.seed is not None else random.randrange(1 << 20)
     failures = 0
-    print(f"scenario {args.scenario}, {args.runs} runs, {RECORDS} records each, seeds from {base}")
+    print(
+        f"scenario {args.scenario} ({args.table_format}), {args.runs} runs, {RECORDS} records "
+        f"each, seeds from {base}"
+    )
     with ss.EmbeddedKafka(partitions=4) as kafka:
         for run in range(args.runs):
             seed = base + run
@@ -178,7 +222,7 @@ def main() -> int:
                 if args.scenario == "outage":
                     result = outage_run(kafka, seed)
                 else:
-                    result = sigkill_run(kafka, seed, Path(tmp) / "lake")
+                    result = sigkill_run(kafka, seed, Path(tmp) / "lake", args.table_format)
             written, rows, doubled, missing = result
             exact = rows == RECORDS and doubled == 0 and missing == 0
             failures += not exact
