@@ -16,8 +16,15 @@
             partitions, and one that has 10,000: seconds per landing, and what reading all
             the partitions (what each landing did before) costs.
 5. local:   the same with the local catalog (one JSON object per table).
+6. iceberg: one topic landed twice, as a Hive table and as an Iceberg table (both with their
+            defaults): the tutorial's daily bars, and an hour of one-second ticks of 64
+            symbols. Landing time, and `Lake.sql` over each (count, one day, per-index
+            average), the Iceberg table's time as a ratio of the Hive table's.
 
-Usage: python benches/lake.py [--only daily,fresh,compact,glue,local] [--ticks 20] [--repeat 5]
+`--table-format iceberg` runs `fresh` with an Iceberg sink.
+
+Usage: python benches/lake.py [--only daily,fresh,compact,glue,local,iceberg] [--ticks 20]
+       [--repeat 5] [--table-format hive|iceberg]
 """
 
 import argparse
@@ -112,14 +119,21 @@ def fresh(args):
 
     work = Path(tempfile.mkdtemp(prefix="lake-fresh-"))
     lake = work / "lake"
-    print(f"\n## fresh: one tick a second, {args.ticks} ticks, sink defaults\n")
+    print(f"\n## fresh: one tick a second, {args.ticks} ticks, {args.table_format} sink defaults\n")
     source = ss.TickSource.synthetic(4, start="2021-03-01 09:30:00", interval=1.0)
     topic = f"live-{RUN}"
     with broker.open_broker(args.broker, 4, [topic]) as kafka:
         producer = ss.Producer(kafka.bootstrap_servers, topic, linger_ms=0)
         # The table is declared by the sink's first landing (its first minute, at this pace).
         producer.send(source, limit=8)
-        sink = ss.LakeSink(kafka.bootstrap_servers, topic, "fresh", str(lake), table="live")
+        sink = ss.LakeSink(
+            kafka.bootstrap_servers,
+            topic,
+            "fresh",
+            str(lake),
+            table="live",
+            table_format=args.table_format,
+        )
         sink.run(stop_at_end=True)
         sink.start()
         db = ss.Lake(str(lake))
@@ -333,9 +347,63 @@ def local_catalog(args):
     shutil.rmtree(work, ignore_errors=True)
 
 
+def iceberg(args):
+    from datasets import tutorial_daily
+
+    import stockstream as ss
+
+    work = Path(tempfile.mkdtemp(prefix="lake-iceberg-"))
+    csv = work / "indexProcessed.csv"
+    daily_rows = tutorial_daily(csv)
+    intraday = ss.TickSource.synthetic(64, start="2021-03-01 09:00:00", interval=1.0)
+    shapes = [
+        ("daily bars", daily_rows, lambda p, t: p.send_csv(csv), "2010-06-01"),
+        ("1 s ticks", 64 * 3600, lambda p, t: p.send(intraday, limit=64 * 3600), "2021-03-01"),
+    ]
+    print("\n## iceberg: one topic as a Hive and as an Iceberg table, Lake.sql over each\n")
+    print("| data | query | Hive s | Iceberg s | Iceberg / Hive |")
+    print("|---|---|---:|---:|---:|")
+    landings = []
+    for label, n, send, day in shapes:
+        topic = f"shape-{uuid.uuid4().hex[:6]}"
+        with broker.open_broker(args.broker, 4, [topic]) as kafka:
+            report = send(ss.Producer(kafka.bootstrap_servers, topic), topic)
+            assert report.delivered == n and report.dropped_by_broker == 0
+            lake = work / topic
+            for name, table_format in (("hive_t", "hive"), ("ice_t", "iceberg")):
+                began = time.perf_counter()
+                status = ss.LakeSink(
+                    kafka.bootstrap_servers,
+                    topic,
+                    f"g-{uuid.uuid4().hex[:6]}",
+                    str(lake),
+                    table=name,
+                    table_format=table_format,
+                ).run(stop_at_end=True)
+                assert status.written == n
+                landings.append((label, table_format, time.perf_counter() - began, status.files))
+            db = ss.Lake(str(lake))
+            for query, text in [
+                ("count(*)", "SELECT count(*) FROM {}"),
+                ("one day", 'SELECT count(*), avg("Close") FROM {} WHERE "Date" = \'' + day + "'"),
+                ("per-index avg", 'SELECT "Index", avg("Close") FROM {} GROUP BY 1'),
+            ]:
+                hive, ice = (
+                    median_seconds(lambda q=q, d=db: d.sql(q, live=False), args.repeat)
+                    for q in (text.format("hive_t"), text.format("ice_t"))
+                )
+                print(f"| {label} | {query} | {hive:.4f} | {ice:.4f} | {ice / hive:.2f}× |")
+    print("\n| data | table | landing s | objects |")
+    print("|---|---|---:|---:|")
+    for label, table_format, seconds, files in landings:
+        print(f"| {label} | {table_format} | {seconds:.2f} | {files:,} |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", default="daily,fresh,compact,glue,local")
+    p.add_argument("--only", default="daily,fresh,compact,glue,local,iceberg")
+    p.add_argument("--table-format", choices=["hive", "iceberg"], default="hive")
     p.add_argument("--ticks", type=int, default=20)
     p.add_argument("--repeat", type=int, default=5)
     broker.add_option(p)
@@ -348,6 +416,7 @@ def main():
             "compact": compact,
             "glue": glue,
             "local": local_catalog,
+            "iceberg": iceberg,
         }
         sections[name](args)
     return 0

@@ -5,7 +5,8 @@ contender, each in its own process with its own consumer group, so each one's pe
 its own:
 
 - raw references that only count messages: kcat (librdkafka) and a confluent-kafka loop;
-- stockstream's LakeSink: Parquet and NDJSON, to a local directory and to an S3 server (moto);
+- stockstream's LakeSink: Parquet and NDJSON, to a local directory and to an S3 server (moto),
+  and Parquet as an Iceberg table (one commit per landing) in a local directory;
 - a careful Python baseline: confluent-kafka batches + json + pyarrow, zstd Parquet per
   month folder, committing after each write;
 - the tutorial's consumer: kafka-python, one S3 object per message (boto3 put_object, as
@@ -52,7 +53,14 @@ def run_stockstream(a):
 
     extra = {"aws": ss.AwsOptions(endpoint_url=a.endpoint)} if a.endpoint else {}
     sink = ss.LakeSink(
-        a.bootstrap, a.topic, a.group, a.lake, format=a.format, partition_by=LAYOUT, **extra
+        a.bootstrap,
+        a.topic,
+        a.group,
+        a.lake,
+        format=a.format,
+        partition_by=LAYOUT,
+        table_format=a.table_format or "hive",
+        **extra,
     )
     sink.start(stop_at_end=True)
     while sink.status().consumed == 0:
@@ -167,7 +175,8 @@ CONTENDERS = {
 
 def child(argv):
     p = argparse.ArgumentParser()
-    for name in ["contender", "bootstrap", "topic", "group", "lake", "format", "endpoint"]:
+    names = ["contender", "bootstrap", "topic", "group", "lake", "format", "endpoint"]
+    for name in [*names, "table_format"]:
         p.add_argument(f"--{name}")
     p.add_argument("--seconds", type=float, default=10.0)
     a = p.parse_args(argv)
@@ -231,6 +240,15 @@ def lake_rows(path: Path, topic: str, suffix: str) -> int:
     if suffix == ".parquet":
         return sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in files)
     return sum(f.read_bytes().count(b"\n") for f in files)
+
+
+def iceberg_rows(lake: Path, topic: str) -> int:
+    """The rows of the Iceberg table's current snapshot, as pyiceberg counts them."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("stockstream", uri=f"sqlite:///{lake}/catalog.db")
+    table = catalog.load_table(f"stock_market.{topic.replace('-', '_')}")
+    return table.scan().to_arrow().num_rows
 
 
 def s3_rows(client, bucket, topic) -> int:
@@ -302,6 +320,13 @@ def main():
                     f"{fmt} local lake incomplete"
                 )
                 results[f"local-{fmt}"] = r
+            lake = work / "local-iceberg"
+            r = measure(
+                "stockstream iceberg → local dir",
+                args("stockstream", lake=lake, format="parquet", table_format="iceberg"),
+            )
+            assert iceberg_rows(lake, topic) == n == r["records"], "Iceberg table incomplete"
+            results["local-iceberg"] = r
             for fmt in ("parquet", "ndjson"):
                 bucket = f"bench-{fmt}"
                 s3.create_bucket(Bucket=bucket)
@@ -338,6 +363,8 @@ def main():
     ratio("python baseline", local / results["python"]["rate"], "(target ≥ 3×)")
     ratio("raw consume (kcat)", local / raw, "(target ≥ 0.5×)")
     ratio("confluent-kafka count", local / results["confluent-count"]["rate"])
+    iceberg = results["local-iceberg"]["rate"]
+    print(f"iceberg → local    vs hive parquet → local  {iceberg / local:8.2f}×  (target ≥ 0.9×)")
     ndjson = results["local-ndjson"]["rate"]
     ratio("raw consume (kcat)", ndjson / raw, "(target ≥ 0.6×)", fmt="ndjson")
     peak = max(results[k]["rss_mb"] for k in results if k.startswith(("local-", "s3-")))
