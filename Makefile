@@ -28,13 +28,15 @@ test-rust: sysdeps
 test-python: build-dev wheel-dev kafka
 	STOCKSTREAM_CACHE=$(CACHE) STOCKSTREAM_WHEEL_DIR=$(WHEELS) $(PY) -m pytest -q tests
 
-# Apache Kafka's own broker for the integration tests, resolved from Maven Central into
-# $(CACHE) (tests/kafka/pom.xml; jars are never in the checkout). Java 17 and
-# Maven come with the machine; a bare Debian gets them from its packages.
+# Apache Kafka's own broker and Apache Iceberg's reference REST catalog for the integration
+# tests, resolved from Maven Central into $(CACHE) (tests/kafka/pom.xml,
+# tests/iceberg_rest/; jars are never in the checkout). Java 17 and Maven come with the
+# machine; a bare Debian gets them from its packages.
 kafka: venv
-	@command -v mvn >/dev/null && command -v java >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven openjdk-17-jre-headless; }
+	@command -v mvn >/dev/null && command -v javac >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven openjdk-17-jdk-headless; }
 	STOCKSTREAM_CACHE=$(CACHE) $(PY) tests/kafka/broker.py resolve
+	STOCKSTREAM_CACHE=$(CACHE) $(PY) tests/iceberg_rest/catalog.py resolve
 
 # Debian packages the build links against (librdkafka's TLS support).
 sysdeps:

@@ -385,6 +385,17 @@ def start_apache_kafka(data_dir: Path, **props) -> "apache.Broker":
 
 
 @pytest.fixture(scope="session")
+def rest_catalog(tmp_path_factory):
+    """Apache Iceberg's reference REST catalog on 127.0.0.1 (tests/iceberg_rest/catalog.py)."""
+    sys.path.insert(0, str(Path(__file__).parent / "iceberg_rest"))
+    from catalog import RestCatalog
+
+    server = RestCatalog(tmp_path_factory.mktemp("rest") / "warehouse")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def apache_kafka(tmp_path_factory):
     with start_apache_kafka(tmp_path_factory.mktemp("kafka")) as b:
         yield b

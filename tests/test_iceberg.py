@@ -294,3 +294,45 @@ def test_an_s3_lake_can_keep_its_iceberg_catalog_in_a_local_sqlite_file(
     db = ss.Lake(lake, catalog_uri=uri, aws=aws)
     n = db.sql(f"SELECT count(*) AS n FROM {topic.replace('-', '_')}", live=False)["n"][0]
     assert n == report.delivered
+
+
+def test_a_rest_catalog_holds_the_table_two_members_commit_through_it_and_pyiceberg_reads_it(
+    kafka, topic, tmp_path, rest_catalog
+):
+    report = ss.Producer(kafka.bootstrap_servers, topic).send_csv(ss.BUNDLED_CSV)
+    lake = tmp_path / "lake"
+    rest = {"table_format": "iceberg", "catalog": "rest", "catalog_uri": rest_catalog.uri}
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    small = ss.RollPolicy(records=200)
+    members = [
+        ss.LakeSink(
+            kafka.bootstrap_servers, topic, group, str(lake), roll=small, kafka_metadata=True,
+            **rest, **GROUP,
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+    for member in members:
+        member.start(stop_at_end=True)
+    for member in members:
+        assert member.wait(timeout=120)
+    assert sum(m.stop().written for m in members) == report.delivered
+
+    from pyiceberg.catalog.rest import RestCatalog
+
+    table = RestCatalog("rest", uri=rest_catalog.uri).load_table(
+        f"stock_market.{topic.replace('-', '_')}"
+    )
+    rows = pl.from_arrow(table.scan().to_arrow())
+    ends = {p: hi for p, (_, hi) in end_offsets(kafka.bootstrap_servers, topic).items()}
+    assert_exactly_once(rows, ends)
+    assert rows.select(TICKS).sort("Index", "Date").equals(bundled_ticks())
+
+    db = ss.Lake(str(lake), catalog="rest", catalog_uri=rest_catalog.uri)
+    n = f"SELECT count(*) AS n FROM {topic.replace('-', '_')}"
+    assert db.sql(n, live=False)["n"][0] == report.delivered
+    assert db.compact(progress=False).objects_merged > 2
+    table.refresh()
+    assert table.current_snapshot().summary.operation.value == "replace"
+    assert pl.from_arrow(table.scan().to_arrow()).height == report.delivered
+    # A new group resumes where the table ends.
+    assert land(kafka, topic, lake, **rest).written == 0

@@ -48,7 +48,7 @@ _Config = str | int | float | bool
 # Enumerated options (matched without regard to case).
 _Mode = Literal["replay", "sample"]
 _Format = Literal["parquet", "ndjson"]
-_Catalog = Literal["local", "glue"]
+_Catalog = Literal["local", "glue", "rest"]
 _Engine = Literal["polars", "athena"]
 _OnError = Literal["skip", "raise"]
 _OutputKind = Literal["window", "windows", "indicators", "alert", "alerts", "late"]

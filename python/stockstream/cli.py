@@ -425,15 +425,17 @@ def _catalog_options(p: argparse.ArgumentParser, none: bool = False) -> None:
     p.add_argument("--database", default="stock_market", help="catalog database")
     p.add_argument(
         "--catalog",
-        choices=["local", "glue", "none"] if none else ["local", "glue"],
+        choices=["local", "glue", "rest", "none"] if none else ["local", "glue", "rest"],
         default="local",
         help="local: JSON in the lake's _catalog/ (Iceberg tables: catalog.db in the lake); "
-        "glue: AWS Glue Data Catalog" + ("; none: register nothing" if none else ""),
+        "glue: AWS Glue Data Catalog; rest: an Iceberg REST catalog at --catalog-uri"
+        + ("; none: register nothing" if none else ""),
     )
     p.add_argument(
         "--catalog-uri",
-        metavar="PATH",
-        help="SQLite file of the Iceberg catalog, if not the lake's catalog.db",
+        metavar="PATH|URL",
+        help="SQLite file of the Iceberg catalog, if not the lake's catalog.db; "
+        "the URL of a REST catalog",
     )
 
 

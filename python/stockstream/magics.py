@@ -56,7 +56,7 @@ class StockstreamMagics(Magics):
     @argument("-o", "--output", help="also store the result in this variable")
     @argument("-l", "--lake", help="lake to query (default: %%stockstream lake, or ./lake)")
     @argument("-d", "--database", help="catalog database")
-    @argument("-c", "--catalog", choices=["local", "glue"], help="catalog backend")
+    @argument("-c", "--catalog", choices=["local", "glue", "rest"], help="catalog backend")
     @argument("-e", "--engine", choices=["polars", "athena"], default="polars")
     @argument("--as-of", help="Iceberg snapshot id, ISO date-time, or a variable holding one")
     @cell_magic

@@ -353,6 +353,8 @@ choices! {
         Local = ["local", "lake"],
         /// The AWS Glue Data Catalog of the configured account and region.
         Glue = ["glue", "aws"],
+        /// An Iceberg REST catalog (`catalog_uri`), for Iceberg tables.
+        Rest = ["rest"],
     }
 }
 
@@ -376,7 +378,9 @@ pub fn open(
     aws: &AwsOptions,
 ) -> Result<Arc<dyn Catalog>> {
     Ok(match kind {
-        CatalogKind::Local => Arc::new(LocalCatalog::new(store)),
+        // A REST catalog holds Iceberg tables only; the lake's Hive tables, if any, are in
+        // the lake.
+        CatalogKind::Local | CatalogKind::Rest => Arc::new(LocalCatalog::new(store)),
         CatalogKind::Glue => {
             let (bucket, prefix) = glue_location(lake)?;
             Arc::new(GlueCatalog::new(bucket, prefix, aws)?)

@@ -13,7 +13,7 @@ use ::iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat
 
 use super::metrics::metrics;
 use super::registry::{fields, landed_summary};
-use super::table::{Change, IcebergTable, Version};
+use super::table::{normal, Change, IcebergTable, Version};
 use crate::catalog::{bins, merged_frame, now_ms, CompactOptions, CompactReport};
 use crate::error::{Error, Result};
 use crate::lake::{is_hidden, ByteRange, ObjectMeta};
@@ -225,13 +225,9 @@ fn expire(table: &IcebergTable, grace: Duration, report: &mut CompactReport) -> 
 /// retained snapshot's manifest list, manifests and data files.
 fn referenced(table: &IcebergTable, version: &Version) -> Result<HashSet<String>> {
     let metadata = &version.metadata;
-    let mut files = HashSet::from([version.location.clone()]);
-    files.extend(
-        metadata
-            .metadata_log()
-            .iter()
-            .map(|m| m.metadata_file.clone()),
-    );
+    let mut files = HashSet::from([normal(&version.location).into_owned()]);
+    let log = metadata.metadata_log().iter();
+    files.extend(log.map(|m| normal(&m.metadata_file).into_owned()));
     for snapshot in metadata.snapshots() {
         files.insert(snapshot.manifest_list().to_string());
         for listed in table.manifests(snapshot)? {

@@ -11,6 +11,7 @@ use ::iceberg::spec::{TableMetadata, Type};
 use aws_sdk_glue::types::{Column, StorageDescriptor, TableInput};
 
 use super::pointer::Pointers;
+use super::table::Version;
 use crate::aws;
 use crate::catalog::{is_iceberg, GlueCatalog};
 use crate::error::{Error, Result};
@@ -123,17 +124,16 @@ impl Pointers for GluePointers {
         &self,
         namespace: &str,
         table: &str,
-        old: &str,
-        new: &str,
-        metadata: &TableMetadata,
-    ) -> Result<bool> {
+        read: &Version,
+        new: &Version,
+    ) -> Result<Option<String>> {
         let Some((current, version)) = self.read(namespace, table)? else {
-            return Ok(false);
+            return Ok(None);
         };
-        if current != old {
-            return Ok(false);
+        if current != read.location {
+            return Ok(None);
         }
-        let input = Self::input(table, new, Some(old), metadata)?;
+        let input = Self::input(table, &new.location, Some(&read.location), &new.metadata)?;
         let (client, runtime) = self.0.client();
         let updated = runtime.block_on(
             (client.update_table().database_name(namespace))
@@ -142,8 +142,8 @@ impl Pointers for GluePointers {
                 .send(),
         );
         match updated {
-            Ok(_) => Ok(true),
-            Err(e) if aws::error_code(&e) == Some("ConcurrentModificationException") => Ok(false),
+            Ok(_) => Ok(Some(new.location.clone())),
+            Err(e) if aws::error_code(&e) == Some("ConcurrentModificationException") => Ok(None),
             Err(e) => Err(self
                 .0
                 .failed(&format!("update_table {namespace}.{table}"), &e)),

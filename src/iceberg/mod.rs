@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod pointer;
 pub mod read;
 pub mod registry;
+pub mod rest;
 pub mod schema;
 pub mod snapshot;
 pub mod table;
@@ -29,6 +30,8 @@ pub enum CatalogAt {
     Sqlite(PathBuf),
     /// The AWS Glue Data Catalog (tables Athena reads as Iceberg).
     Glue,
+    /// A REST catalog at this URL.
+    Rest(String),
 }
 
 /// The Iceberg catalog that `catalog` (and `uri`) name for the lake at `url`: the SQLite
@@ -59,6 +62,12 @@ pub fn catalog_at(
              catalog_uri=<the path of a SQLite catalog file> with catalog=\"local\"",
             url.to_string()
         ))),
+        (Some(CatalogKind::Rest), _, Some(_)) => {
+            Ok(CatalogAt::Rest(uri.unwrap_or_default().to_string()))
+        }
+        (Some(CatalogKind::Rest), _, None) => Err(Error::config(
+            "catalog=\"rest\" needs catalog_uri=<the catalog's URL> (http://host:8181)",
+        )),
         (None, _, _) => Err(Error::config(
             "an Iceberg table needs a catalog (its pointer to the current metadata): \
              catalog=\"local\" or \"glue\"",
@@ -80,6 +89,7 @@ pub fn open_catalog(
             let (bucket, prefix) = glue_location(url)?;
             Arc::new(glue::GluePointers(GlueCatalog::new(bucket, prefix, aws)?))
         }
+        CatalogAt::Rest(uri) => Arc::new(rest::RestPointers::open(uri)?),
     };
     Ok(IcebergCatalog {
         store,

@@ -10,6 +10,8 @@ use std::time::Duration;
 use ::iceberg::spec::TableMetadata;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::table::Version;
+
 use crate::error::{Error, Result};
 
 /// The catalog name pyiceberg is given for a lake's own catalog.
@@ -33,19 +35,26 @@ pub trait Pointers: Send + Sync {
         metadata: &TableMetadata,
     ) -> Result<bool>;
 
-    /// Moves the table from metadata file `old` to `new` (holding `metadata`) if it still
-    /// points at `old`: false if another writer moved it first.
+    /// Moves the table from `read` to `new` if it is still at `read`: the metadata file it
+    /// is at then (`new`'s, or one the catalog wrote itself), or `None` if another writer
+    /// moved it first.
     fn swap(
         &self,
         namespace: &str,
         table: &str,
-        old: &str,
-        new: &str,
-        metadata: &TableMetadata,
-    ) -> Result<bool>;
+        read: &Version,
+        new: &Version,
+    ) -> Result<Option<String>>;
 
     /// The names of the namespace's tables, in order.
     fn tables(&self, namespace: &str) -> Result<Vec<String>>;
+
+    /// Whether each commit must add a snapshot, even one that only sets properties: a
+    /// catalog that checks a commit's requirements (the main branch unchanged) rather than
+    /// the metadata file it was read from would let two such commits both pass.
+    fn commits_move_main(&self) -> bool {
+        false
+    }
 }
 
 /// pyiceberg's SQL catalog in a SQLite file (`SqlCatalog(name, uri="sqlite:///<path>")`).
@@ -161,10 +170,10 @@ impl Pointers for SqlitePointers {
         &self,
         namespace: &str,
         table: &str,
-        old: &str,
-        new: &str,
-        _: &TableMetadata,
-    ) -> Result<bool> {
+        read: &Version,
+        new: &Version,
+    ) -> Result<Option<String>> {
+        let (old, new) = (read.location.as_str(), new.location.as_str());
         let moved = self
             .connection()
             .execute(
@@ -175,7 +184,7 @@ impl Pointers for SqlitePointers {
                 params![self.name, namespace, table, new, old],
             )
             .map_err(|e| self.failed(e))?;
-        Ok(moved == 1)
+        Ok((moved == 1).then(|| new.to_string()))
     }
 
     fn tables(&self, namespace: &str) -> Result<Vec<String>> {
@@ -199,6 +208,14 @@ impl Pointers for SqlitePointers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table at metadata file `location`.
+    fn at(location: &str) -> Version {
+        Version {
+            location: location.into(),
+            metadata: metadata(),
+        }
+    }
 
     /// Metadata of some table: the SQL catalog records only where it is.
     fn metadata() -> TableMetadata {
@@ -228,9 +245,12 @@ mod tests {
         assert!(a.create("db", "t", "m0", &m).unwrap());
         assert!(!b.create("db", "t", "other", &m).unwrap());
         assert_eq!(b.current("db", "t").unwrap().as_deref(), Some("m0"));
-        assert!(b.swap("db", "t", "m0", "m1", &m).unwrap());
+        assert_eq!(
+            b.swap("db", "t", &at("m0"), &at("m1")).unwrap().as_deref(),
+            Some("m1")
+        );
         // `a` read m0 before `b` moved the table: its swap is refused.
-        assert!(!a.swap("db", "t", "m0", "m2", &m).unwrap());
+        assert_eq!(a.swap("db", "t", &at("m0"), &at("m2")).unwrap(), None);
         assert_eq!(a.current("db", "t").unwrap().as_deref(), Some("m1"));
         // Another catalog name in the same file is another catalog.
         let c = SqlitePointers::open(&path, "elsewhere").unwrap();

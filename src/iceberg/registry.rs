@@ -101,6 +101,13 @@ pub fn landed_summary(snapshot: &Snapshot) -> HashMap<String, String> {
         .collect()
 }
 
+/// The summary a snapshot that lands nothing carries: the current one's offsets.
+fn carried(version: &Version) -> HashMap<String, String> {
+    (version.metadata.current_snapshot())
+        .map(|s| landed_summary(s))
+        .unwrap_or_default()
+}
+
 /// The topic the table is landed from, for live queries.
 pub fn source_of(version: &Version) -> Result<Option<TableSource>> {
     property(version, SOURCE)
@@ -163,6 +170,7 @@ impl IcebergRegistry {
             ]);
             Ok(Some(Change {
                 properties,
+                summary: carried(version),
                 ..Change::default()
             }))
         })?;
@@ -309,6 +317,7 @@ impl Registry for IcebergRegistry {
             let added = new_columns(schema, named)?;
             Ok((!added.is_empty()).then(|| Change {
                 columns: added,
+                summary: carried(version),
                 ..Change::default()
             }))
         })?;

@@ -134,6 +134,9 @@ impl IcebergTable {
             false => Operation::Replace,
         };
 
+        // A commit that moves the main branch without changing its files (`commits_move_main`)
+        // lists the parent's manifests only.
+        let empty = files.added.is_empty() && deleted.is_empty() && existing.is_empty();
         let io = FileIO::new_with_memory();
         let commit = uuid::Uuid::new_v4();
         let meta_dir = format!("{}/metadata", self.location());
@@ -159,8 +162,14 @@ impl IcebergTable {
                     entry.file_sequence_number,
                 )?;
             }
-            let manifest = writer.write_manifest_file().await?;
-            let manifest_bytes = io.new_input(&manifest_location)?.read().await?;
+            let manifest = match empty {
+                true => None,
+                false => Some(writer.write_manifest_file().await?),
+            };
+            let manifest_bytes = match empty {
+                true => Default::default(),
+                false => io.new_input(&manifest_location)?.read().await?,
+            };
 
             let output = io.new_output(&list_location)?;
             let mut list = ManifestListWriter::v2(
@@ -169,13 +178,15 @@ impl IcebergTable {
                 parent.map(|p| p.snapshot_id()),
                 sequence,
             );
-            list.add_manifests(std::iter::once(manifest.clone()).chain(kept))?;
+            list.add_manifests(manifest.clone().into_iter().chain(kept))?;
             list.close().await?;
             let list_bytes = io.new_input(&list_location)?.read().await?;
             Ok((manifest, manifest_bytes, list_bytes))
         })?;
         let store = &self.catalog().store;
-        store.put(&self.key_of(&manifest.manifest_path)?, &manifest_bytes)?;
+        if let Some(manifest) = &manifest {
+            store.put(&self.key_of(&manifest.manifest_path)?, &manifest_bytes)?;
+        }
         store.put(&self.key_of(&list_location)?, &list_bytes)?;
 
         let mut properties = summary.build();

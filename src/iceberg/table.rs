@@ -71,6 +71,7 @@ impl IcebergCatalog {
         let Some(location) = self.pointers.current(&self.namespace, name)? else {
             return Ok(None);
         };
+        let location = normal(&location).into_owned();
         let root = location_url(&self.store.url(""));
         let folder = (location.rsplit_once("/metadata/"))
             .and_then(|(table, _)| table.strip_prefix(root.trim_end_matches('/')))
@@ -124,7 +125,7 @@ impl IcebergTable {
     /// The key below the lake root of a file of this table at `location`.
     pub(super) fn key_of(&self, location: &str) -> Result<String> {
         let table = self.location();
-        match location.strip_prefix(&table) {
+        match normal(location).strip_prefix(&table) {
             Some(rest) => Ok(format!("{}{rest}", self.folder)),
             None => Err(Error::config(format!(
                 "Iceberg table {}.{}: file {location:?} is not under the table's location \
@@ -143,7 +144,9 @@ impl IcebergTable {
     /// The table as the catalog points at it now, if it exists.
     pub fn load(&self) -> Result<Option<Version>> {
         let current = (self.catalog.pointers).current(&self.catalog.namespace, &self.name)?;
-        current.map(|location| self.load_at(&location)).transpose()
+        current
+            .map(|location| self.load_at(&normal(&location)))
+            .transpose()
     }
 
     /// The table as the metadata file at `location` describes it.
@@ -227,17 +230,19 @@ impl IcebergTable {
             let metadata = self.changed(&read, change)?;
             let number = version_number(&read.location) + 1;
             let location = self.write_metadata(&metadata, number)?;
-            if self.catalog.pointers.swap(
-                &self.catalog.namespace,
-                &self.name,
-                &read.location,
-                &location,
-                &metadata,
-            )? {
-                return Ok(Version { location, metadata });
+            let new = Version { location, metadata };
+            let (namespace, pointers) = (&self.catalog.namespace, &self.catalog.pointers);
+            let now = pointers.swap(namespace, &self.name, &read, &new)?;
+            if now.as_ref() == Some(&new.location) {
+                return Ok(new);
             }
-            // Lost the race: the metadata file just written is referred to by nothing.
-            let _ = self.catalog.store.delete(&[self.key_of(&location)?]);
+            // Lost the race, or the catalog wrote its own metadata file: the one just
+            // written is referred to by nothing.
+            let _ = self.catalog.store.delete(&[self.key_of(&new.location)?]);
+            if let Some(location) = now {
+                let location = normal(&location).into_owned();
+                return Ok(Version { location, ..new });
+            }
         }
     }
 
@@ -248,6 +253,8 @@ impl IcebergTable {
             .metadata
             .clone()
             .into_builder(Some(read.location.clone()));
+        let data = !change.files.is_empty() || !change.removed.is_empty();
+        let set = !change.columns.is_empty() || !change.properties.is_empty();
         let mut properties = change.properties;
         if !change.columns.is_empty() {
             let schema = with_columns(&read.metadata, &change.columns)?;
@@ -261,7 +268,7 @@ impl IcebergTable {
             builder = builder.remove_snapshots(&change.expired);
         }
         let metadata = builder.build().map_err(iceberg_error)?.metadata;
-        if change.files.is_empty() && change.removed.is_empty() {
+        if !data && !(set && self.catalog.pointers.commits_move_main()) {
             return Ok(metadata);
         }
         let files = Files {
@@ -297,6 +304,14 @@ fn version_number(location: &str) -> u64 {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// `location` as this crate writes locations: Java's `file:/path` is `file:///path`.
+pub fn normal(location: &str) -> std::borrow::Cow<'_, str> {
+    match location.strip_prefix("file:/") {
+        Some(path) if !path.starts_with('/') => format!("file:///{path}").into(),
+        _ => location.into(),
+    }
 }
 
 /// A store URL as an Iceberg location: local paths become `file://` URLs.
@@ -498,5 +513,12 @@ mod tests {
             snapshot.summary().additional_properties["total-data-files"],
             "101"
         );
+    }
+
+    #[test]
+    fn java_file_locations_read_as_this_crate_writes_them() {
+        assert_eq!(normal("file:/tmp/t/x.json"), "file:///tmp/t/x.json");
+        assert_eq!(normal("file:///tmp/t/x.json"), "file:///tmp/t/x.json");
+        assert_eq!(normal("s3://b/t/x.json"), "s3://b/t/x.json");
     }
 }

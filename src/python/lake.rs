@@ -274,7 +274,8 @@ impl PyTailInfo {
 ///     catalog: ``"local"`` (JSON under ``_catalog/`` in the lake; Iceberg tables in the
 ///         lake's ``catalog.db``) or ``"glue"`` (AWS Glue; needs an ``s3://`` lake).
 ///     catalog_uri: the SQLite file of the Iceberg catalog, where it is not the lake's
-///         ``catalog.db`` (an ``s3://`` lake tried without AWS).
+///         ``catalog.db`` (an ``s3://`` lake tried without AWS); with ``catalog="rest"``,
+///         the URL of an Iceberg REST catalog holding the lake's Iceberg tables.
 ///     aws: ``AwsOptions`` for S3 and Glue; credentials come from the AWS default chain
 ///         (environment, profile, SSO, instance role).
 ///

@@ -116,8 +116,10 @@ impl PySinkStatus {
 ///         pyiceberg opens (``SqlCatalog("stockstream", uri="sqlite:///<lake>/catalog.db")``,
 ///         table ``<database>.<table>``); with ``catalog="glue"`` a Glue table Athena reads
 ///         as Iceberg (``table_type=ICEBERG``).
+///         With ``catalog="rest"``, a table of the Iceberg REST catalog at ``catalog_uri``.
 ///     catalog_uri: the SQLite file of the Iceberg catalog, where it is not the lake's
-///         ``catalog.db`` (an ``s3://`` lake tried without AWS).
+///         ``catalog.db`` (an ``s3://`` lake tried without AWS); or, with
+///         ``catalog="rest"``, the REST catalog's URL (``http://host:8181``).
 ///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
 ///     **config: any librdkafka consumer property (``session_timeout_ms=6000``, SASL/SSL…).
 ///

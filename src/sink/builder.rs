@@ -70,6 +70,11 @@ impl LakeTarget {
             TableFormat::Iceberg => {
                 iceberg::catalog_at(&self.url, self.catalog, self.catalog_uri.as_deref())?;
             }
+            TableFormat::Hive if self.catalog == Some(CatalogKind::Rest) => {
+                return Err(Error::config(
+                    "a REST catalog holds Iceberg tables: use table_format=\"iceberg\"",
+                ));
+            }
             TableFormat::Hive if self.catalog_uri.is_some() => {
                 return Err(Error::config(
                     "catalog_uri names an Iceberg catalog: it goes with table_format=\"iceberg\"",
