@@ -268,7 +268,8 @@ impl IcebergTable {
             builder = builder.remove_snapshots(&change.expired);
         }
         let metadata = builder.build().map_err(iceberg_error)?.metadata;
-        if !data && !(set && self.catalog.pointers.commits_move_main()) {
+        let snapshot = data || (set && self.catalog.pointers.commits_move_main());
+        if !snapshot {
             return Ok(metadata);
         }
         let files = Files {
