@@ -71,6 +71,20 @@ def queries(name, urls, db, repeat):
     return rows
 
 
+def land(kafka, topic, lake, n, **options):
+    """Lands all of `topic` (`n` records) into `lake` with a new group: its status, and
+    how long it took."""
+    import stockstream as ss
+
+    began = time.perf_counter()
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    status = ss.LakeSink(kafka.bootstrap_servers, topic, group, str(lake), **options).run(
+        stop_at_end=True
+    )
+    assert status.written == n
+    return status, time.perf_counter() - began
+
+
 def daily(args):
     import polars as pl
     from datasets import tutorial_daily
@@ -92,17 +106,7 @@ def daily(args):
             ("date= (previous default)", {"partition_by": "date"}),
         ]:
             lake = work / label.split()[0].strip("=")
-            began = time.perf_counter()
-            status = ss.LakeSink(
-                kafka.bootstrap_servers,
-                topic,
-                f"g-{uuid.uuid4().hex[:6]}",
-                str(lake),
-                table="daily",
-                **extra,
-            ).run(stop_at_end=True)
-            landing = time.perf_counter() - began
-            assert status.written == n
+            status, landing = land(kafka, topic, lake, n, table="daily", **extra)
             db = ss.Lake(str(lake))
             urls = db.files("daily")["url"].to_list()
             for q, s, d in queries("daily", urls, db, args.repeat):
@@ -371,17 +375,8 @@ def iceberg(args):
             assert report.delivered == n and report.dropped_by_broker == 0
             lake = work / topic
             for name, table_format in (("hive_t", "hive"), ("ice_t", "iceberg")):
-                began = time.perf_counter()
-                status = ss.LakeSink(
-                    kafka.bootstrap_servers,
-                    topic,
-                    f"g-{uuid.uuid4().hex[:6]}",
-                    str(lake),
-                    table=name,
-                    table_format=table_format,
-                ).run(stop_at_end=True)
-                assert status.written == n
-                landings.append((label, table_format, time.perf_counter() - began, status.files))
+                status, seconds = land(kafka, topic, lake, n, table=name, table_format=table_format)
+                landings.append((label, table_format, seconds, status.files))
             db = ss.Lake(str(lake))
             for query, text in [
                 ("count(*)", "SELECT count(*) FROM {}"),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use ::iceberg::spec::{TableMetadata, Type};
 use aws_sdk_glue::types::{Column, StorageDescriptor, TableInput};
 
-use super::pointer::Pointers;
+use super::pointer::{Name, Pointers};
 use super::table::Version;
 use crate::aws;
 use crate::catalog::{is_iceberg, GlueCatalog};
@@ -91,17 +91,12 @@ impl GluePointers {
 }
 
 impl Pointers for GluePointers {
-    fn current(&self, namespace: &str, table: &str) -> Result<Option<String>> {
+    fn current(&self, (namespace, table): Name<'_>) -> Result<Option<String>> {
         Ok(self.read(namespace, table)?.map(|(location, _)| location))
     }
 
-    fn create(
-        &self,
-        namespace: &str,
-        table: &str,
-        location: &str,
-        metadata: &TableMetadata,
-    ) -> Result<bool> {
+    fn create(&self, name: Name<'_>, location: &str, metadata: &TableMetadata) -> Result<bool> {
+        let (namespace, table) = name;
         let input = Self::input(table, location, None, metadata)?;
         let (client, runtime) = self.0.client();
         runtime.block_on(async {
@@ -120,13 +115,8 @@ impl Pointers for GluePointers {
         })
     }
 
-    fn swap(
-        &self,
-        namespace: &str,
-        table: &str,
-        read: &Version,
-        new: &Version,
-    ) -> Result<Option<String>> {
+    fn swap(&self, name: Name<'_>, read: &Version, new: &Version) -> Result<Option<String>> {
+        let (namespace, table) = name;
         let Some((current, version)) = self.read(namespace, table)? else {
             return Ok(None);
         };

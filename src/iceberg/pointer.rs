@@ -20,31 +20,22 @@ pub const CATALOG_NAME: &str = "stockstream";
 /// How long a writer waits for another writer's transaction on the catalog file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A table's namespace and name.
+pub type Name<'a> = (&'a str, &'a str);
+
 /// A catalog's table pointers.
 pub trait Pointers: Send + Sync {
     /// The table's current metadata file, if the table exists.
-    fn current(&self, namespace: &str, table: &str) -> Result<Option<String>>;
+    fn current(&self, name: Name<'_>) -> Result<Option<String>>;
 
     /// Records a new table whose metadata file is `location` (holding `metadata`): false
     /// if the table exists already (another writer created it first).
-    fn create(
-        &self,
-        namespace: &str,
-        table: &str,
-        location: &str,
-        metadata: &TableMetadata,
-    ) -> Result<bool>;
+    fn create(&self, name: Name<'_>, location: &str, metadata: &TableMetadata) -> Result<bool>;
 
     /// Moves the table from `read` to `new` if it is still at `read`: the metadata file it
     /// is at then (`new`'s, or one the catalog wrote itself), or `None` if another writer
     /// moved it first.
-    fn swap(
-        &self,
-        namespace: &str,
-        table: &str,
-        read: &Version,
-        new: &Version,
-    ) -> Result<Option<String>>;
+    fn swap(&self, name: Name<'_>, read: &Version, new: &Version) -> Result<Option<String>>;
 
     /// The names of the namespace's tables, in order.
     fn tables(&self, namespace: &str) -> Result<Vec<String>>;
@@ -122,7 +113,7 @@ fn sqlite_error(path: &Path, e: rusqlite::Error) -> Error {
 }
 
 impl Pointers for SqlitePointers {
-    fn current(&self, namespace: &str, table: &str) -> Result<Option<String>> {
+    fn current(&self, (namespace, table): Name<'_>) -> Result<Option<String>> {
         self.connection()
             .query_row(
                 "SELECT metadata_location FROM iceberg_tables
@@ -136,13 +127,7 @@ impl Pointers for SqlitePointers {
             .map_err(|e| self.failed(e))
     }
 
-    fn create(
-        &self,
-        namespace: &str,
-        table: &str,
-        metadata: &str,
-        _: &TableMetadata,
-    ) -> Result<bool> {
+    fn create(&self, (namespace, table): Name<'_>, at: &str, _: &TableMetadata) -> Result<bool> {
         let mut connection = self.connection();
         let tx = connection.transaction().map_err(|e| self.failed(e))?;
         // The namespace row pyiceberg's create_namespace writes, so that it lists it.
@@ -159,21 +144,15 @@ impl Pointers for SqlitePointers {
                  (catalog_name, table_namespace, table_name, metadata_location,
                   previous_metadata_location, iceberg_type)
                  VALUES (?1, ?2, ?3, ?4, NULL, 'TABLE')",
-                params![self.name, namespace, table, metadata],
+                params![self.name, namespace, table, at],
             )
             .map_err(|e| self.failed(e))?;
         tx.commit().map_err(|e| self.failed(e))?;
         Ok(added == 1)
     }
 
-    fn swap(
-        &self,
-        namespace: &str,
-        table: &str,
-        read: &Version,
-        new: &Version,
-    ) -> Result<Option<String>> {
-        let (old, new) = (read.location.as_str(), new.location.as_str());
+    fn swap(&self, name: Name<'_>, read: &Version, new: &Version) -> Result<Option<String>> {
+        let ((namespace, table), old, new) = (name, &read.location, &new.location);
         let moved = self
             .connection()
             .execute(
@@ -241,21 +220,23 @@ mod tests {
         let m = metadata();
         let a = SqlitePointers::open(&path, CATALOG_NAME).unwrap();
         let b = SqlitePointers::open(&path, CATALOG_NAME).unwrap();
-        assert_eq!(a.current("db", "t").unwrap(), None);
-        assert!(a.create("db", "t", "m0", &m).unwrap());
-        assert!(!b.create("db", "t", "other", &m).unwrap());
-        assert_eq!(b.current("db", "t").unwrap().as_deref(), Some("m0"));
+        assert_eq!(a.current(("db", "t")).unwrap(), None);
+        assert!(a.create(("db", "t"), "m0", &m).unwrap());
+        assert!(!b.create(("db", "t"), "other", &m).unwrap());
+        assert_eq!(b.current(("db", "t")).unwrap().as_deref(), Some("m0"));
         assert_eq!(
-            b.swap("db", "t", &at("m0"), &at("m1")).unwrap().as_deref(),
+            b.swap(("db", "t"), &at("m0"), &at("m1"))
+                .unwrap()
+                .as_deref(),
             Some("m1")
         );
         // `a` read m0 before `b` moved the table: its swap is refused.
-        assert_eq!(a.swap("db", "t", &at("m0"), &at("m2")).unwrap(), None);
-        assert_eq!(a.current("db", "t").unwrap().as_deref(), Some("m1"));
+        assert_eq!(a.swap(("db", "t"), &at("m0"), &at("m2")).unwrap(), None);
+        assert_eq!(a.current(("db", "t")).unwrap().as_deref(), Some("m1"));
         // Another catalog name in the same file is another catalog.
         let c = SqlitePointers::open(&path, "elsewhere").unwrap();
-        assert_eq!(c.current("db", "t").unwrap(), None);
-        assert!(a.create("db", "a", "m0", &m).unwrap());
+        assert_eq!(c.current(("db", "t")).unwrap(), None);
+        assert!(a.create(("db", "a"), "m0", &m).unwrap());
         assert_eq!(b.tables("db").unwrap(), ["a", "t"]);
         assert!(c.tables("db").unwrap().is_empty());
     }

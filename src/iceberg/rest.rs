@@ -16,7 +16,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::runtime::Runtime;
 
-use super::pointer::Pointers;
+use super::pointer::{Name, Pointers};
 use super::table::Version;
 use crate::error::{Error, Result};
 
@@ -162,7 +162,7 @@ fn updates(read: &TableMetadata, new: &TableMetadata) -> Vec<TableUpdate> {
 }
 
 impl Pointers for RestPointers {
-    fn current(&self, namespace: &str, table: &str) -> Result<Option<String>> {
+    fn current(&self, (namespace, table): Name<'_>) -> Result<Option<String>> {
         let path = format!("/namespaces/{namespace}/tables/{table}");
         let ok = [StatusCode::OK, StatusCode::NOT_FOUND];
         let (status, body) = self.call(Method::GET, &path, None, &ok)?;
@@ -178,13 +178,8 @@ impl Pointers for RestPointers {
         Ok(Some(location.to_string()))
     }
 
-    fn create(
-        &self,
-        namespace: &str,
-        table: &str,
-        location: &str,
-        _: &TableMetadata,
-    ) -> Result<bool> {
+    fn create(&self, name: Name<'_>, location: &str, _: &TableMetadata) -> Result<bool> {
+        let (namespace, table) = name;
         let namespaces = json!({"namespace": [namespace], "properties": {}});
         let ok = [StatusCode::OK, StatusCode::CONFLICT];
         self.call(Method::POST, "/namespaces", Some(namespaces), &ok)?;
@@ -194,13 +189,8 @@ impl Pointers for RestPointers {
         Ok(status == StatusCode::OK)
     }
 
-    fn swap(
-        &self,
-        namespace: &str,
-        table: &str,
-        read: &Version,
-        new: &Version,
-    ) -> Result<Option<String>> {
+    fn swap(&self, name: Name<'_>, read: &Version, new: &Version) -> Result<Option<String>> {
+        let (namespace, table) = name;
         let body = json!({
             "identifier": {"namespace": [namespace], "name": table},
             "requirements": requirements(&read.metadata, &new.metadata),

@@ -11,7 +11,7 @@ use ::iceberg::spec::{
     TableMetadataBuilder, Type, UnboundPartitionSpec, MAIN_BRANCH,
 };
 
-use super::pointer::Pointers;
+use super::pointer::{Name, Pointers};
 use super::schema::{name_mapping, NAME_MAPPING};
 use super::snapshot::Files;
 use crate::catalog::table_name;
@@ -68,7 +68,7 @@ impl IcebergCatalog {
 
     /// Table `name` of the catalog as it is now, found where its metadata is, if it exists.
     pub fn existing(&self, name: &str) -> Result<Option<(IcebergTable, Version)>> {
-        let Some(location) = self.pointers.current(&self.namespace, name)? else {
+        let Some(location) = self.pointers.current((&self.namespace, name))? else {
             return Ok(None);
         };
         let location = normal(&location).into_owned();
@@ -100,6 +100,11 @@ pub struct IcebergTable {
 impl IcebergTable {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The table's namespace and name.
+    fn qualified(&self) -> Name<'_> {
+        (&self.catalog.namespace, &self.name)
     }
 
     /// The table's folder below the lake root.
@@ -143,7 +148,7 @@ impl IcebergTable {
 
     /// The table as the catalog points at it now, if it exists.
     pub fn load(&self) -> Result<Option<Version>> {
-        let current = (self.catalog.pointers).current(&self.catalog.namespace, &self.name)?;
+        let current = (self.catalog.pointers).current(self.qualified())?;
         current
             .map(|location| self.load_at(&normal(&location)))
             .transpose()
@@ -183,12 +188,7 @@ impl IcebergTable {
         .map_err(iceberg_error)?
         .metadata;
         let location = self.write_metadata(&metadata, 0)?;
-        if self.catalog.pointers.create(
-            &self.catalog.namespace,
-            &self.name,
-            &location,
-            &metadata,
-        )? {
+        if (self.catalog.pointers).create(self.qualified(), &location, &metadata)? {
             return Ok(Version { location, metadata });
         }
         self.load()?.ok_or_else(|| {
@@ -231,8 +231,7 @@ impl IcebergTable {
             let number = version_number(&read.location) + 1;
             let location = self.write_metadata(&metadata, number)?;
             let new = Version { location, metadata };
-            let (namespace, pointers) = (&self.catalog.namespace, &self.catalog.pointers);
-            let now = pointers.swap(namespace, &self.name, &read, &new)?;
+            let now = (self.catalog.pointers).swap(self.qualified(), &read, &new)?;
             if now.as_ref() == Some(&new.location) {
                 return Ok(new);
             }
