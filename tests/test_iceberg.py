@@ -2,6 +2,10 @@
 
 import json
 import os
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -336,3 +340,62 @@ def test_a_rest_catalog_holds_the_table_two_members_commit_through_it_and_pyiceb
     assert pl.from_arrow(table.scan().to_arrow()).height == report.delivered
     # A new group resumes where the table ends.
     assert land(kafka, topic, lake, **rest).written == 0
+
+
+def land_while(kafka, topic, lake, during, **options):
+    """Sends 12,000 one-second ticks at 2,000/s while a sink lands them in small files and
+    `during()` is called every 0.3 s; the table, once the sink has landed everything."""
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+    source = ss.TickSource.synthetic(8, start="2021-03-01 09:30:00", interval=1.0)
+    sending = threading.Thread(target=lambda: producer.send(source, rate=2000, limit=12_000))
+    sending.start()
+    sink = lake_sink(
+        kafka, topic, lake, table_format="iceberg", kafka_metadata=True,
+        roll=ss.RollPolicy(records=300), **GROUP, **options,
+    )  # fmt: skip
+    sink.start(stop_at_end=True)
+    while sending.is_alive() or sink.running:
+        during()
+        time.sleep(0.3)
+    sending.join()
+    assert sink.wait(timeout=120)
+    status = sink.stop()
+    assert status.written == 12_000 and status.errors == 0, status
+    table = load_table(lake, topic)
+    ends = {p: hi for p, (_, hi) in end_offsets(kafka.bootstrap_servers, topic).items()}
+    assert_exactly_once(pl.from_arrow(table.scan().to_arrow()), ends)
+    return table
+
+
+def replaced(table):
+    return [s for s in table.snapshots() if s.summary.operation.value == "replace"]
+
+
+def test_a_sink_that_compacts_as_it_lands_keeps_every_record_once(kafka, topic, tmp_path):
+    table = land_while(kafka, topic, tmp_path / "lake", lambda: None, compact_every=1.0)
+    assert replaced(table)
+
+
+def test_compaction_racing_a_sink_keeps_every_record_once_and_the_cli_expires(
+    kafka, topic, tmp_path
+):
+    lake = tmp_path / "lake"
+    merged = []
+
+    def compact():
+        try:
+            merged.append(ss.Lake(str(lake)).compact(grace=600, progress=False).objects_merged)
+        except (ss.NotFoundError, ss.ConfigError):
+            pass  # no table yet
+
+    table = land_while(kafka, topic, lake, compact)
+    assert sum(merged) > 0 and replaced(table)
+
+    # The command line compacts Iceberg tables too.
+    out = subprocess.run(
+        [sys.executable, "-m", "stockstream", "compact", str(lake), "--grace", "0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Iceberg snapshots expired" in out.stdout
+    assert len(load_table(lake, topic).snapshots()) == 1
