@@ -245,6 +245,12 @@ def s3_properties(s3):
     }
 
 
+def data_files(catalog, database):
+    """The data files of each table of `database`'s current snapshot, as pyiceberg plans them."""
+    for _, name in catalog.list_tables(database):
+        yield from (t.file for t in catalog.load_table(f"{database}.{name}").scan().plan_files())
+
+
 def test_an_iceberg_table_in_glue_has_what_athena_reads_and_pyiceberg_opens_it(
     kafka, topic, s3, bucket
 ):
@@ -278,6 +284,14 @@ def test_an_iceberg_table_in_glue_has_what_athena_reads_and_pyiceberg_opens_it(
     db = ss.Lake(lake, catalog="glue", database=database, aws=aws)
     assert db.tables().select("table", "table_format").rows() == [(table, "iceberg")]
     assert db.sql(f"SELECT count(*) AS n FROM {table}", live=False)["n"][0] == report.delivered
+    # A filter on a column opens only the files whose bounds (in the manifests) allow it:
+    # each file holds the symbols of one Kafka partition.
+    files = {f.file_path.removeprefix(f"s3://{bucket}/") for f in data_files(catalog, database)}
+    s3.requests.clear()
+    nya = db.sql(f"SELECT count(*) AS n FROM {table} WHERE \"Index\" = 'NYA'", live=False)
+    assert nya["n"][0] == rows.filter(pl.col("Index") == "NYA").height
+    read = s3.objects_read(bucket)
+    assert read and read < files, (read, files)
     # A second run lands nothing twice: the table in Glue says where it ends.
     assert land(kafka, topic, lake, **options).written == 0
 
