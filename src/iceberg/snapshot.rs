@@ -47,14 +47,23 @@ pub fn block_on<T>(future: impl std::future::Future<Output = ::iceberg::Result<T
 }
 
 impl IcebergTable {
-    /// The manifests of `snapshot`, read several at once.
-    pub fn manifests(&self, snapshot: &Snapshot) -> Result<Vec<Listed>> {
+    /// The manifests `snapshot`'s manifest list names.
+    fn manifest_list(&self, snapshot: &Snapshot) -> Result<Vec<ManifestFile>> {
         let bytes = self.read_location(snapshot.manifest_list())?;
-        let list: Vec<ManifestFile> = ManifestList::parse_with_version(&bytes, FormatVersion::V2)
+        let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2);
+        Ok(list
             .map_err(iceberg_error)?
             .consume_entries()
             .into_iter()
-            .collect();
+            .collect())
+    }
+
+    /// The manifests of `snapshot`, read several at once.
+    pub fn manifests(&self, snapshot: &Snapshot) -> Result<Vec<Listed>> {
+        self.read_manifests(self.manifest_list(snapshot)?)
+    }
+
+    fn read_manifests(&self, list: Vec<ManifestFile>) -> Result<Vec<Listed>> {
         let read = parallel::map(&list, |m: &ManifestFile| {
             let bytes = self.read_location(&m.manifest_path)?;
             Manifest::parse_avro(&bytes).map_err(iceberg_error)
@@ -96,9 +105,17 @@ impl IcebergTable {
 
         let mut kept = Vec::new();
         let (mut deleted, mut existing) = (Vec::new(), Vec::new());
-        let parents = parent.map(|p| self.manifests(p)).transpose()?;
+        let parents = parent.map(|p| self.manifest_list(p)).transpose()?;
         let parents = parents.unwrap_or_default();
         let merge_all = parents.len() >= MERGE_AT;
+        // An append reads the manifest list only: its cost does not grow with the table.
+        let parents = match merge_all || !files.removed.is_empty() {
+            true => self.read_manifests(parents)?,
+            false => {
+                kept = parents;
+                Vec::new()
+            }
+        };
         for listed in parents {
             let touched = merge_all
                 || (listed.entries.iter())
