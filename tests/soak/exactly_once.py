@@ -1,7 +1,7 @@
 """Soak: the sink's exactly-once promise, run many times (not part of `make test`).
 
     python tests/soak/exactly_once.py outage [--runs 10]
-    python tests/soak/exactly_once.py sigkill [--runs 10] [--table-format iceberg]
+    python tests/soak/exactly_once.py sigkill [--runs 10] [--table-format iceberg] [--rest]
 
 outage:  two members of one group land a topic into an S3 lake (moto, the catalog in the
          lake) while a producer writes; S3 goes away for longer than max.poll.interval.ms,
@@ -10,7 +10,8 @@ sigkill: two members run as processes and are SIGKILLed at random moments, again
          again, while a producer writes; halfway the group id changes (a new group starts
          with no offsets: the table says where to resume); a last member lands the rest.
          With --table-format iceberg the members commit to one Iceberg table (racing for
-         its pointer), and a compaction runs every second meanwhile.
+         its pointer), and a compaction runs every second meanwhile; with --rest too, the
+         table is in Apache Iceberg's reference REST catalog.
 
 Each run ends with the table read back and checked: each Kafka offset of each partition
 exactly once. A Hive table is read as every object of its folder (registered or not); an
@@ -29,6 +30,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +41,10 @@ import polars as pl  # noqa: E402
 
 import stockstream as ss  # noqa: E402
 from conftest import AWS_ENV, S3Server  # noqa: E402
+
+sys.path.insert(0, str(HERE.parent / "iceberg_rest"))
+from catalog import RestCatalog  # noqa: E402
+
 from lake_check import read_local_parquet, read_s3_parquet  # noqa: E402
 
 RECORDS = 20_000
@@ -109,25 +116,52 @@ def outage_run(kafka, seed: int) -> tuple[int, int, int, int]:
     return (written, *verdict(df, end_offsets(kafka, topic)))
 
 
-def sink_process(kafka, topic, group, lake, table_format) -> subprocess.Popen:
+@dataclass
+class Target:
+    """Where the sinks land: command-line flags, the same as LakeSink and Lake options,
+    and how the table is read back."""
+
+    flags: list
+    options: dict
+    lake: dict
+    rows: Callable[[Path, str], pl.DataFrame]
+
+    @property
+    def iceberg(self) -> bool:
+        return bool(self.flags)
+
+
+def target(table_format: str, rest_uri: str | None) -> Target:
+    if table_format == "hive":
+        return Target([], {}, {}, read_local_parquet)
+    flags = ["--table-format", "iceberg"]
+    lake = {}
+    if rest_uri:
+        flags += ["--catalog", "rest", "--catalog-uri", rest_uri]
+        lake = {"catalog": "rest", "catalog_uri": rest_uri}
+    return Target(flags, {"table_format": "iceberg", **lake}, lake, iceberg_rows(rest_uri))
+
+
+def sink_process(kafka, topic, group, lake, flags) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable, "-m", "stockstream", "sink", str(lake), "-b",
             kafka.bootstrap_servers, "-t", topic, "-g", group, "--kafka-metadata",
             "--flush-records", "300", "--quiet", "-X", "session.timeout.ms=6000", "-X",
             "heartbeat.interval.ms=500", "-X", "max.poll.interval.ms=10000",
-            "--table-format", table_format,
+            *flags,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
 
-def compacting(lake: Path, done: threading.Event, merged: list, errors: list) -> None:
+def compacting(lake: Path, options, done: threading.Event, merged: list, errors: list) -> None:
     """Compacts the lake every second until `done` (the grace period outlasts the run)."""
     while not done.wait(1.0):
         try:
-            report = ss.Lake(str(lake)).compact(grace=600, min_objects=2, progress=False)
+            db = ss.Lake(str(lake), **options)
+            report = db.compact(grace=600, min_objects=2, progress=False)
             merged.append(report.objects_merged)
         except ss.NotFoundError:
             pass  # nothing landed yet
@@ -135,16 +169,26 @@ def compacting(lake: Path, done: threading.Event, merged: list, errors: list) ->
             errors.append(str(e))
 
 
-def iceberg_rows(lake: Path, topic: str) -> pl.DataFrame:
-    """The rows of the table's current snapshot, as pyiceberg reads them."""
-    from pyiceberg.catalog.sql import SqlCatalog
+def iceberg_rows(rest_uri: str | None) -> Callable[[Path, str], pl.DataFrame]:
+    """How to read the rows of a table's current snapshot with pyiceberg: from the lake's
+    SQLite catalog, or from the REST catalog at `rest_uri`."""
 
-    catalog = SqlCatalog("stockstream", uri=f"sqlite:///{lake}/catalog.db")
-    table = catalog.load_table(f"stock_market.{topic.replace('-', '_')}")
-    return pl.from_arrow(table.scan().to_arrow())
+    def rows(lake: Path, topic: str) -> pl.DataFrame:
+        from pyiceberg.catalog.rest import RestCatalog
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        catalog = (
+            RestCatalog("rest", uri=rest_uri)
+            if rest_uri
+            else SqlCatalog("stockstream", uri=f"sqlite:///{lake}/catalog.db")
+        )
+        table = catalog.load_table(f"stock_market.{topic.replace('-', '_')}")
+        return pl.from_arrow(table.scan().to_arrow())
+
+    return rows
 
 
-def sigkill_run(kafka, seed: int, lake: Path, table_format: str) -> tuple[int, int, int, int]:
+def sigkill_run(kafka, seed: int, lake: Path, to: Target) -> tuple[int, int, int, int]:
     rng = random.Random(seed)
     topic = f"soak-{uuid.uuid4().hex[:8]}"
     kafka.create_topic(topic, 4)
@@ -156,13 +200,13 @@ def sigkill_run(kafka, seed: int, lake: Path, table_format: str) -> tuple[int, i
     )
     feeding.start()
     done, merged, errors = threading.Event(), [], []
-    compactor = threading.Thread(target=compacting, args=(lake, done, merged, errors))
-    if table_format == "iceberg":
+    compactor = threading.Thread(target=compacting, args=(lake, to.lake, done, merged, errors))
+    if to.iceberg:
         compactor.start()
     groups = [f"g-{uuid.uuid4().hex[:6]}", f"h-{uuid.uuid4().hex[:6]}"]
     for round in range(4):
         group = groups[round // 2]
-        procs = [sink_process(kafka, topic, group, lake, table_format) for _ in range(2)]
+        procs = [sink_process(kafka, topic, group, lake, to.flags) for _ in range(2)]
         time.sleep(rng.uniform(2.0, 6.0))
         for p in procs:
             if rng.random() < 0.8:
@@ -178,7 +222,7 @@ def sigkill_run(kafka, seed: int, lake: Path, table_format: str) -> tuple[int, i
         f"last-{uuid.uuid4().hex[:6]}",
         str(lake),
         kafka_metadata=True,
-        table_format=table_format,
+        **to.options,
         **TIMINGS,
     )
     status = last.run(stop_at_end=True)
@@ -190,9 +234,7 @@ def sigkill_run(kafka, seed: int, lake: Path, table_format: str) -> tuple[int, i
             f"  {len(merged)} compactions merged {sum(merged)} files; errors: {errors[:3]}",
             flush=True,
         )
-    rows = (
-        iceberg_rows(lake, topic) if table_format == "iceberg" else read_local_parquet(lake, topic)
-    )
+    rows = to.rows(lake, topic)
     return (status.written, *verdict(rows, end_offsets(kafka, topic)))
 
 
@@ -202,6 +244,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--table-format", choices=["hive", "iceberg"], default="hive")
+    parser.add_argument("--rest", action="store_true", help="Iceberg tables in a REST catalog")
     args = parser.parse_args()
     import os
     import tempfile
@@ -211,10 +254,13 @@ def main() -> int:
     base = args.seed if args.seed is not None else random.randrange(1 << 20)
     failures = 0
     print(
-        f"scenario {args.scenario} ({args.table_format}), {args.runs} runs, {RECORDS} records "
+        f"scenario {args.scenario} ({args.table_format}{', REST' if args.rest else ''}), "
+        f"{args.runs} runs, {RECORDS} records "
         f"each, seeds from {base}"
     )
-    with ss.EmbeddedKafka(partitions=4) as kafka:
+    with ss.EmbeddedKafka(partitions=4) as kafka, tempfile.TemporaryDirectory() as home:
+        rest = RestCatalog(Path(home) / "warehouse") if args.rest else None
+        to = target(args.table_format, rest and rest.uri)
         for run in range(args.runs):
             seed = base + run
             began = time.monotonic()
@@ -222,7 +268,7 @@ def main() -> int:
                 if args.scenario == "outage":
                     result = outage_run(kafka, seed)
                 else:
-                    result = sigkill_run(kafka, seed, Path(tmp) / "lake", args.table_format)
+                    result = sigkill_run(kafka, seed, Path(tmp) / "lake", to)
             written, rows, doubled, missing = result
             exact = rows == RECORDS and doubled == 0 and missing == 0
             failures += not exact
@@ -232,6 +278,8 @@ def main() -> int:
                 f"{time.monotonic() - began:.0f} s: {'exact' if exact else 'NOT EXACT'}",
                 flush=True,
             )
+        if rest:
+            rest.stop()
     print(f"{args.runs - failures}/{args.runs} runs exact")
     return 1 if failures else 0
 
