@@ -91,9 +91,5 @@ pub fn open_catalog(
         }
         CatalogAt::Rest(uri) => Arc::new(rest::RestPointers::open(uri)?),
     };
-    Ok(IcebergCatalog {
-        store,
-        pointers,
-        namespace: database.to_string(),
-    })
+    Ok(IcebergCatalog::new(store, pointers, database))
 }

@@ -192,7 +192,7 @@ mod tests {
     fn at(location: &str) -> Version {
         Version {
             location: location.into(),
-            metadata: metadata(),
+            metadata: metadata().into(),
         }
     }
 

@@ -384,11 +384,11 @@ mod tests {
         testing::send(&config, "ticks", daily_ticks(0, 20));
         let (dir, store) = testing::local_lake();
         let pointers = SqlitePointers::open(&dir.path().join("catalog.db"), CATALOG_NAME).unwrap();
-        let registry = Arc::new(IcebergRegistry(IcebergCatalog {
+        let registry = Arc::new(IcebergRegistry(IcebergCatalog::new(
             store,
-            pointers: Arc::new(pointers),
-            namespace: "stock_market".into(),
-        }));
+            Arc::new(pointers),
+            "stock_market",
+        )));
 
         let first = land(&registry, &config, "first");
         assert_eq!(first.status().detail().landed, [(0, 20)]);

@@ -13,7 +13,7 @@ use ::iceberg::spec::{
     SnapshotSummaryCollector, Summary, TableMetadata,
 };
 
-use super::table::{iceberg_error, IcebergTable};
+use super::table::{iceberg_error, IcebergTable, ReadFiles};
 use crate::error::{Error, Result};
 use crate::parallel;
 
@@ -25,7 +25,7 @@ const MERGE_AT: usize = 100;
 /// manifest list filled in.
 pub struct Listed {
     pub manifest: ManifestFile,
-    pub entries: Vec<ManifestEntry>,
+    pub entries: Arc<Vec<ManifestEntry>>,
 }
 
 /// What a new snapshot does to the current one's data files.
@@ -48,14 +48,17 @@ pub fn block_on<T>(future: impl std::future::Future<Output = ::iceberg::Result<T
 
 impl IcebergTable {
     /// The manifests `snapshot`'s manifest list names.
-    fn manifest_list(&self, snapshot: &Snapshot) -> Result<Vec<ManifestFile>> {
-        let bytes = self.read_location(snapshot.manifest_list())?;
-        let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2);
-        Ok(list
-            .map_err(iceberg_error)?
-            .consume_entries()
-            .into_iter()
-            .collect())
+    fn manifest_list(&self, snapshot: &Snapshot) -> Result<Arc<Vec<ManifestFile>>> {
+        let location = snapshot.manifest_list();
+        ReadFiles::get(&self.catalog().read.lists, location, || {
+            let bytes = self.read_location(location)?;
+            let list = ManifestList::parse_with_version(&bytes, FormatVersion::V2);
+            Ok(list
+                .map_err(iceberg_error)?
+                .consume_entries()
+                .into_iter()
+                .collect())
+        })
     }
 
     /// The manifests of `snapshot`, read several at once.
@@ -63,28 +66,32 @@ impl IcebergTable {
         self.read_manifests(self.manifest_list(snapshot)?)
     }
 
-    fn read_manifests(&self, list: Vec<ManifestFile>) -> Result<Vec<Listed>> {
+    fn read_manifests(&self, list: Arc<Vec<ManifestFile>>) -> Result<Vec<Listed>> {
+        let cache = &self.catalog().read.manifests;
         let read = parallel::map(&list, |m: &ManifestFile| {
-            let bytes = self.read_location(&m.manifest_path)?;
-            Manifest::parse_avro(&bytes).map_err(iceberg_error)
+            ReadFiles::get(cache, &m.manifest_path, || {
+                let bytes = self.read_location(&m.manifest_path)?;
+                let parsed = Manifest::parse_avro(&bytes).map_err(iceberg_error)?;
+                let entries = parsed.entries().iter();
+                Ok(entries.map(|e| inherited(e.as_ref().clone(), m)).collect())
+            })
         });
-        (list.into_iter().zip(read))
-            .map(|(manifest, parsed)| {
-                let entries = (parsed?.entries().iter())
-                    .map(|e| inherited(e.as_ref().clone(), &manifest))
-                    .collect();
-                Ok(Listed { manifest, entries })
+        (list.iter().zip(read))
+            .map(|(manifest, entries)| {
+                Ok(Listed {
+                    manifest: manifest.clone(),
+                    entries: entries?,
+                })
             })
             .collect()
     }
 
     /// The data files of `snapshot`.
     pub fn data_files(&self, snapshot: &Snapshot) -> Result<Vec<DataFile>> {
-        Ok((self.manifests(snapshot)?.into_iter())
-            .flat_map(|listed| listed.entries)
-            .filter(ManifestEntry::is_alive)
-            .map(|entry| entry.data_file)
-            .collect())
+        let manifests = self.manifests(snapshot)?;
+        let entries = manifests.iter().flat_map(|listed| listed.entries.iter());
+        let alive = entries.filter(|e| e.is_alive());
+        Ok(alive.map(|entry| entry.data_file.clone()).collect())
     }
 
     /// The snapshot after `metadata`'s current one that makes `files` of it: a new
@@ -112,7 +119,7 @@ impl IcebergTable {
         let parents = match merge_all || !files.removed.is_empty() {
             true => self.read_manifests(parents)?,
             false => {
-                kept = parents;
+                kept = parents.as_ref().clone();
                 Vec::new()
             }
         };
@@ -124,7 +131,7 @@ impl IcebergTable {
                 kept.push(listed.manifest);
                 continue;
             }
-            for entry in listed.entries.into_iter().filter(ManifestEntry::is_alive) {
+            for entry in listed.entries.iter().filter(|e| e.is_alive()).cloned() {
                 match files.removed.contains(entry.file_path()) {
                     true => deleted.push(entry),
                     false => existing.push(entry),

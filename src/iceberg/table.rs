@@ -4,11 +4,11 @@
 //! loses the race reads the table again and decides afresh.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ::iceberg::spec::{
-    DataFile, FormatVersion, NestedField, PrimitiveType, Schema, SortOrder, TableMetadata,
-    TableMetadataBuilder, Type, UnboundPartitionSpec, MAIN_BRANCH,
+    DataFile, FormatVersion, ManifestEntry, ManifestFile, NestedField, PrimitiveType, Schema,
+    SortOrder, TableMetadata, TableMetadataBuilder, Type, UnboundPartitionSpec, MAIN_BRANCH,
 };
 
 use super::pointer::{Name, Pointers};
@@ -22,7 +22,7 @@ use crate::lake::ObjectStore;
 #[derive(Debug, Clone)]
 pub struct Version {
     pub location: String,
-    pub metadata: TableMetadata,
+    pub metadata: Arc<TableMetadata>,
 }
 
 /// What a commit changes in the table it read, in one metadata version: columns added,
@@ -48,9 +48,56 @@ pub struct IcebergCatalog {
     pub store: Arc<dyn ObjectStore>,
     pub pointers: Arc<dyn Pointers>,
     pub namespace: String,
+    /// Metadata files and manifests read so far: they never change once written.
+    pub(super) read: Arc<ReadFiles>,
+}
+
+/// Parsed metadata files and manifests, by location; forgotten wholesale when many.
+#[derive(Default)]
+pub(super) struct ReadFiles {
+    pub metadata: Mutex<HashMap<String, Arc<TableMetadata>>>,
+    pub lists: Mutex<HashMap<String, Arc<Vec<ManifestFile>>>>,
+    pub manifests: Mutex<HashMap<String, Arc<Vec<ManifestEntry>>>>,
+}
+
+/// How many files of each kind `ReadFiles` keeps.
+const READ_FILES: usize = 4096;
+
+impl ReadFiles {
+    /// `key`'s value in `map`, or `read()`'s, kept for next time.
+    pub fn get<T>(
+        map: &Mutex<HashMap<String, Arc<T>>>,
+        key: &str,
+        read: impl FnOnce() -> Result<T>,
+    ) -> Result<Arc<T>> {
+        let found = map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        let value = Arc::new(read()?);
+        let mut kept = map.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= READ_FILES {
+            kept.clear();
+        }
+        kept.insert(key.to_string(), value.clone());
+        Ok(value)
+    }
 }
 
 impl IcebergCatalog {
+    pub fn new(store: Arc<dyn ObjectStore>, pointers: Arc<dyn Pointers>, namespace: &str) -> Self {
+        IcebergCatalog {
+            store,
+            pointers,
+            namespace: namespace.to_string(),
+            read: Arc::default(),
+        }
+    }
+
     /// The table a sink lands in lake folder `folder`, named as the folder's Hive table
     /// would be (`ticks-1` is `ticks_1`, which Glue and Athena accept).
     pub fn table(&self, folder: &str) -> IcebergTable {
@@ -156,9 +203,12 @@ impl IcebergTable {
 
     /// The table as the metadata file at `location` describes it.
     pub fn load_at(&self, location: &str) -> Result<Version> {
-        let bytes = self.read_location(location)?;
-        let metadata: TableMetadata = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::schema(format!("Iceberg metadata {location}: {e}")).caused_by(e))?;
+        let metadata = ReadFiles::get(&self.catalog.read.metadata, location, || {
+            let bytes = self.read_location(location)?;
+            serde_json::from_slice(&bytes).map_err(|e| {
+                Error::schema(format!("Iceberg metadata {location}: {e}")).caused_by(e)
+            })
+        })?;
         Ok(Version {
             location: location.to_string(),
             metadata,
@@ -189,6 +239,7 @@ impl IcebergTable {
         .metadata;
         let location = self.write_metadata(&metadata, 0)?;
         if (self.catalog.pointers).create(self.qualified(), &location, &metadata)? {
+            let metadata = Arc::new(metadata);
             return Ok(Version { location, metadata });
         }
         self.load()?.ok_or_else(|| {
@@ -230,6 +281,7 @@ impl IcebergTable {
             let metadata = self.changed(&read, change)?;
             let number = version_number(&read.location) + 1;
             let location = self.write_metadata(&metadata, number)?;
+            let metadata = Arc::new(metadata);
             let new = Version { location, metadata };
             let now = (self.catalog.pointers).swap(self.qualified(), &read, &new)?;
             if now.as_ref() == Some(&new.location) {
@@ -248,10 +300,8 @@ impl IcebergTable {
     /// The table's next metadata: `change`'s columns (and the name mapping that finds
     /// them), its properties, and its files in a new snapshot.
     fn changed(&self, read: &Version, change: Change) -> Result<TableMetadata> {
-        let mut builder = read
-            .metadata
-            .clone()
-            .into_builder(Some(read.location.clone()));
+        let mut builder =
+            (read.metadata.as_ref().clone()).into_builder(Some(read.location.clone()));
         let data = !change.files.is_empty() || !change.removed.is_empty();
         let set = !change.columns.is_empty() || !change.properties.is_empty();
         let mut properties = change.properties;
@@ -348,11 +398,7 @@ mod tests {
     fn created() -> (tempfile::TempDir, IcebergTable) {
         let (dir, store) = crate::testing::local_lake();
         let pointers = SqlitePointers::open(&dir.path().join("catalog.db"), CATALOG_NAME).unwrap();
-        let catalog = IcebergCatalog {
-            store,
-            pointers: Arc::new(pointers),
-            namespace: "db".into(),
-        };
+        let catalog = IcebergCatalog::new(store, Arc::new(pointers), "db");
         let table = catalog.table("t");
         let unpartitioned = UnboundPartitionSpec::builder().build();
         table
@@ -377,11 +423,7 @@ mod tests {
         let (dir, store) = crate::testing::local_lake();
         let pointers =
             Arc::new(SqlitePointers::open(&dir.path().join("catalog.db"), CATALOG_NAME).unwrap());
-        let catalog = IcebergCatalog {
-            store,
-            pointers,
-            namespace: "db".into(),
-        };
+        let catalog = IcebergCatalog::new(store, pointers, "db");
         let table = catalog.table("ticks");
         assert!(table.load().unwrap().is_none());
         let created = table
