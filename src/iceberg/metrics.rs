@@ -6,14 +6,16 @@ use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
 
 use ::iceberg::spec::{Datum, PrimitiveType, Schema};
+use polars::prelude::DataType;
 use polars_parquet::parquet::statistics::Statistics;
-use polars_parquet::read::read_metadata;
+use polars_parquet::read::{infer_schema, read_metadata};
 
 use crate::error::{Error, Result};
 
-/// The metrics of one data file.
+/// The metrics of one data file, and the columns it holds.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub columns: Vec<(String, DataType)>,
     pub rows: u64,
     pub values: HashMap<i32, u64>,
     pub nulls: HashMap<i32, u64>,
@@ -26,7 +28,15 @@ pub struct Metrics {
 pub fn metrics(key: &str, body: &[u8], schema: &Schema) -> Result<Metrics> {
     let footer = read_metadata(&mut Cursor::new(body))
         .map_err(|e| Error::schema(format!("landed object {key} is not readable Parquet: {e}")))?;
+    let arrow = infer_schema(&footer).map_err(|e| {
+        Error::schema(format!(
+            "landed object {key} has no schema Polars reads: {e}"
+        ))
+    })?;
     let mut metrics = Metrics {
+        columns: (arrow.iter())
+            .map(|(name, field)| (name.to_string(), DataType::from_arrow_dtype(field.dtype())))
+            .collect(),
         rows: footer.num_rows as u64,
         ..Metrics::default()
     };

@@ -12,7 +12,7 @@ use ::iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Schema,
     Snapshot,
 };
-use polars::prelude::{DataType, ParquetReader, SerReader};
+use polars::prelude::DataType;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::metrics;
@@ -25,6 +25,7 @@ use crate::lake::{
     check_source, fence, path_values, Claim, Declaration, Fence, Fields, LandedRange, Landing,
     PartitionKey, Registered, Registry, TableSource, TableState,
 };
+use crate::parallel;
 
 /// Table property: the Hive folder keys the partition spec was made from (`symbol,date`).
 const KEYS: &str = "stockstream.partition-keys";
@@ -193,17 +194,15 @@ impl IcebergRegistry {
         let spec_id = version.metadata.default_partition_spec_id();
         let mut files = Vec::new();
         let mut added = NewColumns::new();
-        for object in &landing.objects {
-            let mut reader = ParquetReader::new(Cursor::new(object.body));
-            let columns = reader.schema().map_err(|e| parquet_error(&object.key, e))?;
-            let typed =
-                (columns.iter()).map(|(n, f)| (n.as_str(), DataType::from_arrow_dtype(f.dtype())));
+        let measured = parallel::map(&landing.objects, |o| metrics(&o.key, o.body, schema));
+        for (object, metrics) in landing.objects.iter().zip(measured) {
+            let metrics = metrics?;
+            let typed = (metrics.columns.iter()).map(|(n, t)| (n.as_str(), t.clone()));
             for column in new_columns(schema, typed)? {
                 if !added.iter().any(|(n, _)| *n == column.0) {
                     added.push(column);
                 }
             }
-            let metrics = metrics(&object.key, object.body, schema)?;
             let partition = partition_value(&keys, &path_values(&object.path))?;
             let file = DataFileBuilder::default()
                 .content(DataContentType::Data)
@@ -223,10 +222,6 @@ impl IcebergRegistry {
         }
         Ok((files, added))
     }
-}
-
-fn parquet_error(key: &str, e: polars::prelude::PolarsError) -> Error {
-    Error::schema(format!("landed object {key} is not readable Parquet: {e}"))
 }
 
 /// Refuses a column of a type the table's column cannot take as it is written (integers
