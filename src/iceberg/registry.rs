@@ -6,7 +6,6 @@
 //! table's.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Cursor;
 
 use ::iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Schema,
@@ -431,7 +430,8 @@ mod tests {
                 .join("ticks/part-ticks-0-00000000000000000020.parquet"),
         )
         .unwrap();
-        let footer = polars_parquet::read::read_metadata(&mut Cursor::new(object)).unwrap();
+        let footer =
+            polars_parquet::read::read_metadata(&mut std::io::Cursor::new(object)).unwrap();
         let ids: Vec<(String, Option<i32>)> = (footer.schema().fields().iter())
             .map(|f| (f.name().to_string(), f.get_field_info().id))
             .collect();
