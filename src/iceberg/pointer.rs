@@ -66,6 +66,11 @@ impl SqlitePointers {
         }
         let connection = Connection::open(path).map_err(failed)?;
         connection.busy_timeout(BUSY_TIMEOUT).map_err(failed)?;
+        // A write-ahead log: one sync per commit instead of the rollback journal's several,
+        // and readers (pyiceberg, queries) do not wait for writers.
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(failed)?;
         // The tables and columns pyiceberg's SqlCatalog creates (its "v1" schema, with
         // `iceberg_type`), so either side can create the file.
         connection

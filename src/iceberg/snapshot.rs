@@ -28,6 +28,9 @@ pub struct Listed {
     pub entries: Arc<Vec<ManifestEntry>>,
 }
 
+/// Files a new snapshot needs written (key below the lake root, body): its manifests.
+pub type NewFiles = Vec<(String, Vec<u8>)>;
+
 /// What a new snapshot does to the current one's data files.
 #[derive(Default)]
 pub struct Files {
@@ -103,7 +106,7 @@ impl IcebergTable {
         metadata: &TableMetadata,
         files: Files,
         extra: HashMap<String, String>,
-    ) -> Result<Snapshot> {
+    ) -> Result<(Snapshot, NewFiles)> {
         let parent = metadata.current_snapshot();
         let snapshot_id = new_snapshot_id();
         let sequence = metadata.next_sequence_number();
@@ -207,16 +210,18 @@ impl IcebergTable {
             let list_bytes = io.new_input(&list_location)?.read().await?;
             Ok((manifest, manifest_bytes, list_bytes))
         })?;
-        let store = &self.catalog().store;
+        let mut written = vec![(self.key_of(&list_location)?, list_bytes.to_vec())];
         if let Some(manifest) = &manifest {
-            store.put(&self.key_of(&manifest.manifest_path)?, &manifest_bytes)?;
+            written.push((
+                self.key_of(&manifest.manifest_path)?,
+                manifest_bytes.to_vec(),
+            ));
         }
-        store.put(&self.key_of(&list_location)?, &list_bytes)?;
 
         let mut properties = summary.build();
         add_totals(&mut properties, parent.map(|p| p.summary()));
         properties.extend(extra);
-        Ok(Snapshot::builder()
+        let snapshot = Snapshot::builder()
             .with_snapshot_id(snapshot_id)
             .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
             .with_sequence_number(sequence)
@@ -227,7 +232,8 @@ impl IcebergTable {
                 operation,
                 additional_properties: properties,
             })
-            .build())
+            .build();
+        Ok((snapshot, written))
     }
 }
 

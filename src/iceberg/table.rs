@@ -13,10 +13,10 @@ use ::iceberg::spec::{
 
 use super::pointer::{Name, Pointers};
 use super::schema::{name_mapping, NAME_MAPPING};
-use super::snapshot::Files;
+use super::snapshot::{Files, NewFiles};
 use crate::catalog::table_name;
 use crate::error::{Error, Result};
-use crate::lake::ObjectStore;
+use crate::lake::{ObjectStore, Put};
 
 /// A table's metadata as last read, and where it was read from.
 #[derive(Debug, Clone)]
@@ -237,7 +237,7 @@ impl IcebergTable {
         .and_then(|b| b.build())
         .map_err(iceberg_error)?
         .metadata;
-        let location = self.write_metadata(&metadata, 0)?;
+        let location = self.write_metadata(&metadata, 0, Vec::new())?;
         if (self.catalog.pointers).create(self.qualified(), &location, &metadata)? {
             let metadata = Arc::new(metadata);
             return Ok(Version { location, metadata });
@@ -250,13 +250,25 @@ impl IcebergTable {
         })
     }
 
-    /// Writes `metadata` as version `number` of the table's metadata files.
-    fn write_metadata(&self, metadata: &TableMetadata, number: u64) -> Result<String> {
+    /// Writes `metadata` as version `number` of the table's metadata files, together with
+    /// `files` (the manifests it refers to): several at once, each durable when this returns.
+    fn write_metadata(
+        &self,
+        metadata: &TableMetadata,
+        number: u64,
+        mut files: NewFiles,
+    ) -> Result<String> {
         let body = serde_json::to_vec(metadata)
             .map_err(|e| Error::io(format!("cannot write Iceberg metadata: {e}")))?;
         let name = format!("{number:05}-{}.metadata.json", uuid::Uuid::new_v4());
-        let key = format!("{}/metadata/{name}", self.folder);
-        self.catalog.store.put(&key, &body)?;
+        files.push((format!("{}/metadata/{name}", self.folder), body));
+        let objects: Vec<(&str, &[u8])> = (files.iter())
+            .map(|(key, body)| (key.as_str(), body.as_slice()))
+            .collect();
+        let written = (self.catalog.store).put_all(&objects, Put::Replace, &mut || false);
+        for result in written.into_iter().flatten() {
+            result?;
+        }
         Ok(format!("{}/metadata/{name}", self.location()))
     }
 
@@ -278,9 +290,9 @@ impl IcebergTable {
             let Some(change) = change(&read)? else {
                 return Ok(read);
             };
-            let metadata = self.changed(&read, change)?;
+            let (metadata, files) = self.changed(&read, change)?;
             let number = version_number(&read.location) + 1;
-            let location = self.write_metadata(&metadata, number)?;
+            let location = self.write_metadata(&metadata, number, files)?;
             let metadata = Arc::new(metadata);
             let new = Version { location, metadata };
             let now = (self.catalog.pointers).swap(self.qualified(), &read, &new)?;
@@ -298,8 +310,9 @@ impl IcebergTable {
     }
 
     /// The table's next metadata: `change`'s columns (and the name mapping that finds
-    /// them), its properties, and its files in a new snapshot.
-    fn changed(&self, read: &Version, change: Change) -> Result<TableMetadata> {
+    /// them), its properties, and its files in a new snapshot; and the files to write with
+    /// it (the snapshot's manifests).
+    fn changed(&self, read: &Version, change: Change) -> Result<(TableMetadata, NewFiles)> {
         let mut builder =
             (read.metadata.as_ref().clone()).into_builder(Some(read.location.clone()));
         let data = !change.files.is_empty() || !change.removed.is_empty();
@@ -319,18 +332,18 @@ impl IcebergTable {
         let metadata = builder.build().map_err(iceberg_error)?.metadata;
         let snapshot = data || (set && self.catalog.pointers.commits_move_main());
         if !snapshot {
-            return Ok(metadata);
+            return Ok((metadata, Vec::new()));
         }
         let files = Files {
             added: change.files,
             removed: change.removed,
         };
-        let snapshot = self.next_snapshot(&metadata, files, change.summary)?;
+        let (snapshot, written) = self.next_snapshot(&metadata, files, change.summary)?;
         (metadata.into_builder(None))
             .set_branch_snapshot(snapshot, MAIN_BRANCH)
             .and_then(|b| b.build())
             .map_err(iceberg_error)
-            .map(|built| built.metadata)
+            .map(|built| (built.metadata, written))
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use polars::prelude::*;
 use polars_arrow::datatypes::Metadata;
 use polars_parquet::write::{
-    CompressionOptions, FileWriter, RowGroupIterator, StatisticsOptions, Version, WriteOptions,
+    schema_to_metadata_key, CompressionOptions, FileWriter, RowGroupIterator, StatisticsOptions,
+    Version, WriteOptions,
 };
 
 use super::batch::{Batch, Values, KAFKA_COLUMNS};
@@ -129,15 +130,21 @@ pub fn parquet_with_ids(frame: &DataFrame, fields: &Fields) -> Result<Vec<u8>> {
             &cast
         }
     };
-    // Arrow's classic types in the embedded Arrow schema: readers that merge files by it
-    // (pyiceberg) refuse to merge string views with the large strings of null columns.
-    let mut schema = frame.schema().to_arrow(CompatLevel::oldest());
-    for (name, field) in schema.iter_mut() {
-        if let Some(id) = fields.id(name.as_str()) {
-            let key = PlSmallStr::from_static("PARQUET:field_id");
-            field.metadata = Some(Arc::new(Metadata::from([(key, id.to_string().into())])));
+    let with_ids = |level: CompatLevel| {
+        let mut schema = frame.schema().to_arrow(level);
+        for (name, field) in schema.iter_mut() {
+            if let Some(id) = fields.id(name.as_str()) {
+                let key = PlSmallStr::from_static("PARQUET:field_id");
+                field.metadata = Some(Arc::new(Metadata::from([(key, id.to_string().into())])));
+            }
         }
-    }
+        schema
+    };
+    let schema = with_ids(CompatLevel::newest());
+    // The Arrow schema embedded for readers says Arrow's classic types (the Parquet data is
+    // the same): readers that merge files by it (pyiceberg) refuse to merge string views
+    // with the large strings of the null columns of files that lack a column.
+    let classic = schema_to_metadata_key(&with_ids(CompatLevel::oldest()));
     let options = WriteOptions {
         statistics: StatisticsOptions::default(),
         version: Version::V1,
@@ -147,7 +154,7 @@ pub fn parquet_with_ids(frame: &DataFrame, fields: &Fields) -> Result<Vec<u8>> {
     let encodings = polars::io::parquet::write::get_encodings(&schema);
     let mut writer =
         FileWriter::try_new(Vec::new(), schema.clone(), options).map_err(encode_error)?;
-    let batches = frame.iter_chunks(CompatLevel::oldest(), false).map(Ok);
+    let batches = frame.iter_chunks(CompatLevel::newest(), false).map(Ok);
     let groups =
         RowGroupIterator::try_new(batches, &schema, options, encodings).map_err(encode_error)?;
     for group in groups {
@@ -156,7 +163,7 @@ pub fn parquet_with_ids(frame: &DataFrame, fields: &Fields) -> Result<Vec<u8>> {
             .write(u64::MAX, group.map_err(encode_error)?)
             .map_err(encode_error)?;
     }
-    writer.end(None).map_err(encode_error)?;
+    writer.end(Some(vec![classic])).map_err(encode_error)?;
     Ok(writer.into_inner())
 }
 
