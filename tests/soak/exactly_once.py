@@ -131,15 +131,19 @@ class Target:
         return bool(self.flags)
 
 
-def target(table_format: str, rest_uri: str | None) -> Target:
+def target(table_format: str, rest_uri: str | None, run: int) -> Target:
+    """The target of one run: a REST catalog outlives the runs' lakes, so each run has a
+    database of its own there."""
     if table_format == "hive":
         return Target([], {}, {}, read_local_parquet)
-    flags = ["--table-format", "iceberg"]
-    lake = {}
+    database = f"run_{run}" if rest_uri else "stock_market"
+    flags = ["--table-format", "iceberg", "--database", database]
+    lake = {"database": database}
     if rest_uri:
         flags += ["--catalog", "rest", "--catalog-uri", rest_uri]
-        lake = {"catalog": "rest", "catalog_uri": rest_uri}
-    return Target(flags, {"table_format": "iceberg", **lake}, lake, iceberg_rows(rest_uri))
+        lake |= {"catalog": "rest", "catalog_uri": rest_uri}
+    options = {"table_format": "iceberg", **lake}
+    return Target(flags, options, lake, iceberg_rows(rest_uri, database))
 
 
 def sink_process(kafka, topic, group, lake, flags) -> subprocess.Popen:
@@ -169,7 +173,7 @@ def compacting(lake: Path, options, done: threading.Event, merged: list, errors:
             errors.append(str(e))
 
 
-def iceberg_rows(rest_uri: str | None) -> Callable[[Path, str], pl.DataFrame]:
+def iceberg_rows(rest_uri: str | None, database: str) -> Callable[[Path, str], pl.DataFrame]:
     """How to read the rows of a table's current snapshot with pyiceberg: from the lake's
     SQLite catalog, or from the REST catalog at `rest_uri`."""
 
@@ -182,7 +186,7 @@ def iceberg_rows(rest_uri: str | None) -> Callable[[Path, str], pl.DataFrame]:
             if rest_uri
             else SqlCatalog("stockstream", uri=f"sqlite:///{lake}/catalog.db")
         )
-        table = catalog.load_table(f"stock_market.{topic.replace('-', '_')}")
+        table = catalog.load_table(f"{database}.{topic.replace('-', '_')}")
         return pl.from_arrow(table.scan().to_arrow())
 
     return rows
@@ -260,8 +264,8 @@ def main() -> int:
     )
     with ss.EmbeddedKafka(partitions=4) as kafka, tempfile.TemporaryDirectory() as home:
         rest = RestCatalog(Path(home) / "warehouse") if args.rest else None
-        to = target(args.table_format, rest and rest.uri)
         for run in range(args.runs):
+            to = target(args.table_format, rest and rest.uri, run)
             seed = base + run
             began = time.monotonic()
             with tempfile.TemporaryDirectory() as tmp:
