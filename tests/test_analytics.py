@@ -187,6 +187,20 @@ def test_late_ticks_go_to_the_side_output_and_change_nothing(kafka, topic):
     assert sorted(r["offset"] for r in records) == sorted(side["offset"].to_list())
 
 
+def test_a_run_to_the_end_closes_the_last_windows_without_waiting_idle_timeout(kafka, topic):
+    ticks = [t for t in make_ticks(n_per_symbol=8) if t["Date"] < "2021-03-01 09:31"]
+    produce(kafka.bootstrap_servers, topic, ticks)
+    job = analytics(kafka.bootstrap_servers, topic, window="1m", idle_timeout=60)
+    began = time.monotonic()
+    status = job.run(stop_at_end=True)
+    # The end of the input closes every window: no wait for a minute of quiet.
+    assert time.monotonic() - began < 30
+    assert (status.open_windows, status.errors) == (0, 0), status
+    assert_frame_equal(
+        windows_of(job.windows()), expected_windows(ticks).sort("symbol", "window_start")
+    )
+
+
 def test_idle_timeout_emits_the_last_window_of_a_quiet_stream(kafka, topic):
     # One minute of ticks, then nothing: no later tick will ever move the watermark on.
     ticks = [t for t in make_ticks(n_per_symbol=8) if t["Date"] < "2021-03-01 09:31"]

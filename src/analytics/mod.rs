@@ -357,7 +357,7 @@ impl Analytics {
 
     /// Consumes until `limits` or `stop` says so, then checkpoints. `stop` is asked every
     /// ~100 ms. With `stop_at_end`, stops once every assigned partition is read to its end
-    /// and idle-flushed (its windows emitted).
+    /// and its windows, closed by that end, are emitted.
     pub fn run(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()> {
         self.work.status.set_state("running");
         self.work.last_checkpoint = Instant::now();
@@ -400,6 +400,12 @@ impl Pipeline for Work {
 
     fn drained(&self) -> bool {
         self.states.values().all(|s| !s.holds_open_work())
+    }
+
+    /// At the end of the input no tick is late: every window closes now, without waiting
+    /// `idle_timeout`.
+    fn end(&mut self) {
+        self.flush(&|_| true);
     }
 }
 
@@ -506,12 +512,16 @@ impl Work {
         for p in self.seen.drain() {
             self.last_seen.insert(p, now);
         }
+        let idle = self.config.idle_timeout;
+        let last_seen = std::mem::take(&mut self.last_seen);
+        self.flush(&|p| last_seen.get(&p).is_none_or(|t| now - *t >= idle));
+        self.last_seen = last_seen;
+    }
+
+    /// The partitions `done` names have their ticks released and their windows closed.
+    fn flush(&mut self, done: &dyn Fn(i32) -> bool) {
         for (p, state) in self.states.iter_mut() {
-            let quiet = self
-                .last_seen
-                .get(p)
-                .is_none_or(|t| now - *t >= self.config.idle_timeout);
-            if quiet && state.holds_open_work() {
+            if done(*p) && state.holds_open_work() {
                 let emitter = &mut self.emitter;
                 self.config.spec.flush(state, &mut |o| emitter.emit(o));
                 self.dirty.insert(*p);

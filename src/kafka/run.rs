@@ -47,6 +47,9 @@ pub trait Pipeline {
     fn tick(&mut self, member: &GroupMember, stop: &mut dyn FnMut() -> bool) -> Result<Flow>;
     /// Whether nothing read is left unprocessed (for `stop_at_end`).
     fn drained(&self) -> bool;
+    /// Every assigned partition is read to its end and the run stops there (`stop_at_end`):
+    /// what waits for more input is released now.
+    fn end(&mut self) {}
 }
 
 /// Runs `pipeline` on `member` until `limits` or `stop` says so (`stop` is asked every
@@ -75,8 +78,11 @@ pub fn run(
             if pipeline.tick(member, stop)? == Flow::Abandon {
                 return Ok(Flow::Abandon);
             }
-            if limits.stop_at_end && member.read_to_end() && pipeline.drained() {
-                return Ok(Flow::Continue);
+            if limits.stop_at_end && member.read_to_end() {
+                pipeline.end();
+                if pipeline.drained() {
+                    return Ok(Flow::Continue);
+                }
             }
         }
         // A limit takes no more than it needs, so nothing is fetched past it unprocessed.

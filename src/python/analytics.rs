@@ -91,7 +91,8 @@ impl PyAnalyticsStatus {
 /// A tick already behind the watermark is *late*: it goes to the late side output
 /// (``late()``, the ``late`` output topic) and is counted. A window is emitted when the watermark
 /// passes its end, or when its partition has been quiet for ``idle_timeout`` seconds (so a
-/// stream that stops still gets its last window).
+/// stream that stops still gets its last window), or at once when a ``stop_at_end`` run
+/// reaches the end of its input.
 ///
 /// Outputs (each a record keyed by symbol):
 ///     window: ``symbol, window_start, window_end, open, high, low, close, volume, vwap,
