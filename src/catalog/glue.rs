@@ -81,6 +81,26 @@ impl GlueCatalog {
         (&self.client, &self.runtime)
     }
 
+    /// Every Glue table of `database` (none if the database does not exist), Hive or
+    /// Iceberg.
+    pub(crate) async fn glue_tables(
+        &self,
+        database: &str,
+    ) -> Result<Vec<aws_sdk_glue::types::Table>> {
+        let mut pages = (self.client.get_tables().database_name(database))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            match page {
+                Ok(page) => out.extend(page.table_list().iter().cloned()),
+                Err(e) if aws::error_code(&e) == Some("EntityNotFoundException") => break,
+                Err(e) => return Err(self.failed(&format!("get_tables {database}"), &e)),
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn ensure_database(&self, database: &str) -> Result<()> {
         let input = DatabaseInput::builder()
             .name(database)
@@ -606,23 +626,10 @@ impl Catalog for GlueCatalog {
 
     fn tables(&self, database: &str) -> Result<Vec<Table>> {
         self.runtime.block_on(async {
-            let mut pages = self
-                .client
-                .get_tables()
-                .database_name(database)
-                .into_paginator()
-                .send();
             let mut out = Vec::new();
-            while let Some(page) = pages.next().await {
-                let page = match page {
-                    Ok(page) => page,
-                    Err(e) if aws::error_code(&e) == Some("EntityNotFoundException") => break,
-                    Err(e) => return Err(self.failed(&format!("get_tables {database}"), &e)),
-                };
-                for glue in page.table_list() {
-                    if let Some(read) = self.read_table(database, glue, true).await? {
-                        out.push(read.table);
-                    }
+            for glue in self.glue_tables(database).await? {
+                if let Some(read) = self.read_table(database, &glue, true).await? {
+                    out.push(read.table);
                 }
             }
             Ok(out)

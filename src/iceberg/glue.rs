@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 
-use ::iceberg::spec::{TableMetadata, Type};
+use ::iceberg::spec::{PrimitiveType, TableMetadata, Type};
 use aws_sdk_glue::types::{Column, StorageDescriptor, TableInput};
 
 use super::pointer::{Name, Pointers};
+use super::read::hive_type;
 use super::table::Version;
 use crate::aws;
-use crate::catalog::{is_iceberg, GlueCatalog};
+use crate::catalog::{is_iceberg, GlueCatalog, HiveType};
 use crate::error::{Error, Result};
 
 const METADATA: &str = "metadata_location";
@@ -141,41 +142,20 @@ impl Pointers for GluePointers {
     }
 
     fn tables(&self, namespace: &str) -> Result<Vec<String>> {
-        let (client, runtime) = self.0.client();
-        runtime.block_on(async {
-            let mut pages = client
-                .get_tables()
-                .database_name(namespace)
-                .into_paginator()
-                .send();
-            let mut names = Vec::new();
-            while let Some(page) = pages.next().await {
-                let page = match page {
-                    Ok(page) => page,
-                    Err(e) if aws::error_code(&e) == Some("EntityNotFoundException") => break,
-                    Err(e) => return Err(self.0.failed(&format!("get_tables {namespace}"), &e)),
-                };
-                let iceberg = page.table_list().iter().filter(|t| is_iceberg(t));
-                names.extend(iceberg.map(|t| t.name().to_string()));
-            }
-            names.sort();
-            Ok(names)
-        })
+        let (_, runtime) = self.0.client();
+        let tables = runtime.block_on(self.0.glue_tables(namespace))?;
+        let iceberg = tables.iter().filter(|t| is_iceberg(t));
+        let mut names: Vec<String> = iceberg.map(|t| t.name().to_string()).collect();
+        names.sort();
+        Ok(names)
     }
 }
 
 /// The Hive type name Glue shows for an Iceberg type (as Athena writes them).
 fn glue_type(kind: &Type) -> String {
-    use ::iceberg::spec::PrimitiveType as P;
     match kind.as_primitive_type() {
-        Some(P::Boolean) => "boolean",
-        Some(P::Int) => "int",
-        Some(P::Long) => "bigint",
-        Some(P::Float) => "float",
-        Some(P::Double) => "double",
-        Some(P::Date) => "date",
-        Some(P::Timestamp | P::Timestamptz) => "timestamp",
-        _ => "string",
+        Some(PrimitiveType::Timestamptz) => HiveType::Timestamp.name(),
+        kind => kind.and_then(hive_type).map_or("string", HiveType::name),
     }
     .to_string()
 }

@@ -193,7 +193,8 @@ fn moment(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).map_or(ms.to_string(), |t| t.to_rfc3339())
 }
 
-fn hive_type(kind: &PrimitiveType) -> Option<HiveType> {
+/// The catalog type of a column of this Iceberg type, for the types queries here read.
+pub(super) fn hive_type(kind: &PrimitiveType) -> Option<HiveType> {
     Some(match kind {
         PrimitiveType::Boolean => HiveType::Boolean,
         PrimitiveType::Int => HiveType::Int,
