@@ -135,6 +135,18 @@ def test_a_finished_run_leaves_its_group_so_the_next_member_is_not_kept_waiting(
     assert (again.consumed, again.written) == (100, 100)
 
 
+def test_a_sink_built_but_not_started_holds_no_partitions(kafka, topic, tmp_path):
+    # A notebook builds jobs in one cell and starts them in another: one that is not
+    # running must not take partitions from the group's running members.
+    ss.Producer(kafka.bootstrap_servers, topic).send(ss.TickSource.synthetic(8), limit=400)
+    gid = group_id()
+    idle = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(tmp_path / "idle"), **GROUP)
+    running = ss.LakeSink(kafka.bootstrap_servers, topic, gid, str(tmp_path / "lake"), **GROUP)
+    status = running.run(stop_at_end=True, duration=60)
+    assert (status.written, idle.status().assigned) == (400, [])
+    assert sorted(status.landed) == [0, 1, 2, 3]
+
+
 def test_ndjson_files_hold_one_newline_terminated_object_per_record(kafka, topic, tmp_path):
     from conftest import csv_rows
 

@@ -198,7 +198,9 @@ def test_partitions_taken_away_during_an_outage_are_not_written_by_their_old_own
     gid = f"handover-{uuid.uuid4().hex[:6]}"
     options = dict(
         aws=ss.AwsOptions(endpoint_url=server.endpoint_url),
+        # With no catalog nothing records the folders: both members must be given the same.
         catalog=None,
+        partition_by="month",
         kafka_metadata=True,
         roll=ss.RollPolicy(records=200),
         session_timeout_ms=6000,

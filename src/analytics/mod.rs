@@ -288,7 +288,7 @@ impl Analytics {
             // Before joining: the embedded broker is refused without a rebalance.
             transactions::refuse_embedded(kafka)?;
         }
-        let membership = Membership::join(
+        let membership = Membership::connect(
             kafka,
             &config.group_id,
             &config.topic,

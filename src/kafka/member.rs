@@ -210,10 +210,25 @@ pub struct GroupMember {
 }
 
 impl GroupMember {
-    /// Joins `group_id` on `topic` (as `client_id`, with `kafka`'s properties over the
-    /// defaults); fails within `timeout` if Kafka cannot be reached, and at once if the
-    /// topic does not exist.
+    /// Joins `group_id` on `topic`: [`GroupMember::connect`], then
+    /// [`GroupMember::subscribe`].
     pub fn join(
+        kafka: &KafkaConfig,
+        group_id: &str,
+        topic: &str,
+        client_id: &str,
+        status: Arc<JobStatus>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let member = Self::connect(kafka, group_id, topic, client_id, status, timeout)?;
+        member.subscribe()?;
+        Ok(member)
+    }
+
+    /// A consumer of `group_id` on `topic` (as `client_id`, with `kafka`'s properties over
+    /// the defaults) that has not joined the group yet; fails within `timeout` if Kafka
+    /// cannot be reached, and at once if the topic does not exist.
+    pub fn connect(
         kafka: &KafkaConfig,
         group_id: &str,
         topic: &str,
@@ -251,9 +266,6 @@ impl GroupMember {
             .ok_or_else(|| Error::kafka("cannot create a consumer queue"))?;
         consumer.context().shared().queue = Some(queue.clone());
         super::require_topic(consumer.client(), kafka, topic, timeout)?;
-        consumer
-            .subscribe(&[topic])
-            .map_err(|e| Error::kafka(format!("cannot subscribe to {topic:?}: {e}")))?;
         Ok(GroupMember {
             queue,
             consumer,
@@ -261,6 +273,14 @@ impl GroupMember {
             at_end: RefCell::new(HashSet::new()),
             reset,
         })
+    }
+
+    /// Joins the group: partitions are assigned from the next poll on.
+    pub fn subscribe(&self) -> Result<()> {
+        let topic = &self.topic;
+        self.consumer
+            .subscribe(&[topic])
+            .map_err(|e| Error::kafka(format!("cannot subscribe to {topic:?}: {e}")))
     }
 
     /// The topic's partition count (1 if the broker does not say within `timeout`).
@@ -313,13 +333,21 @@ impl GroupMember {
         let mut stray: HashMap<i32, i64> = HashMap::new();
         // Rebalance callbacks run in here; a message can only show up on this queue if it
         // was fetched before its partition was routed (it is then older than the rest).
-        while let Some(event) = self.consumer.poll(Duration::ZERO) {
-            match event {
-                Ok(m) => {
+        // A poll serves one event and says nothing after a rebalance or statistics: the
+        // queue is drained by its length, or a member that polls seldom (retrying a write
+        // through an outage) falls behind its statistics and never sees its revoke. New
+        // events keep coming, so no more are served than were waiting, plus a margin.
+        let mut budget = self.queue.waiting_events() + 16;
+        while budget > 0 {
+            budget -= 1;
+            match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => {
                     let first = stray.entry(m.partition()).or_insert(m.offset());
                     *first = (*first).min(m.offset());
                 }
-                Err(e) => self.notice(&e),
+                Some(Err(e)) => self.notice(&e),
+                None if self.queue.waiting_events() == 0 => break,
+                None => {}
             }
         }
         for (partition, offset) in stray {

@@ -24,9 +24,10 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Joins at once (see [`GroupMember::join`]), so that a bad broker or topic fails here
-    /// and the first run finds its partitions assigned or on their way.
-    pub fn join(
+    /// Connects at once (see [`GroupMember::connect`]), so that a bad broker or topic fails
+    /// here; joins the group when a run starts, so that a job built but not running holds
+    /// no partitions the group's running members could read.
+    pub fn connect(
         kafka: &KafkaConfig,
         group_id: &str,
         topic: &str,
@@ -47,11 +48,11 @@ impl Membership {
         Ok(membership)
     }
 
-    /// The member, joining the group again if an earlier run left it.
+    /// The consumer, made again if an earlier run left the group.
     pub fn member(&mut self) -> Result<&GroupMember> {
         let member = match self.member.take() {
             Some(member) => member,
-            None => GroupMember::join(
+            None => GroupMember::connect(
                 &self.kafka,
                 &self.group_id,
                 &self.topic,
@@ -71,6 +72,7 @@ impl Membership {
         body: impl FnOnce(&GroupMember, &mut P) -> Result<T>,
     ) -> Result<T> {
         let member = self.member()?;
+        member.subscribe()?;
         // A bug in a pipeline must not leave a notebook's job "running" for ever: it ends
         // the run like any error, and the revoke below drops its per-partition state.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| body(member, pipeline)))
@@ -151,7 +153,7 @@ mod tests {
         let (_kafka, config) = testing::broker("t", 2);
         testing::send(&config, "t", (0..10).map(|i| Sent::value(i.to_string())));
         let timeout = Duration::from_secs(10);
-        let mut membership = Membership::join(
+        let mut membership = Membership::connect(
             &config,
             "g",
             "t",

@@ -55,6 +55,21 @@ impl FetchQueue {
         true
     }
 
+    /// How many events (rebalances, statistics, logs, errors) wait on the client's own
+    /// consumer queue.
+    pub(super) fn waiting_events(&self) -> usize {
+        // SAFETY: a live handle; the queue handle is a new reference, released at once.
+        unsafe {
+            let queue = rd::rd_kafka_queue_get_consumer(self.client.as_ptr());
+            if queue.is_null() {
+                return 0;
+            }
+            let n = rd::rd_kafka_queue_length(queue);
+            rd::rd_kafka_queue_destroy(queue);
+            n
+        }
+    }
+
     /// Up to `max` messages, waiting at most `timeout` for the first.
     pub(super) fn take<'a>(&'a self, max: usize, timeout: Duration, out: &mut Vec<Fetched<'a>>) {
         if max == 0 {

@@ -246,6 +246,11 @@ mod tests {
             !without.path().join("_catalog").exists(),
             "nothing records a table"
         );
+        let notes = sink.status().job.job_detail().notes;
+        assert!(
+            notes.iter().any(|n| n.contains("give partition_by")),
+            "{notes:?}"
+        );
         assert!(without.path().join("without").is_dir());
     }
 

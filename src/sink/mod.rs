@@ -121,7 +121,7 @@ impl Sink {
     ) -> Result<Self> {
         config.validate()?;
         let status = Arc::new(SinkStatus::default());
-        let mut membership = Membership::join(
+        let mut membership = Membership::connect(
             kafka,
             &config.group_id,
             &config.topic,
@@ -666,6 +666,34 @@ impl Work {
             .filter(|(p, _)| !dropped.contains(p))
             .collect();
         let offsets: Vec<(i32, i64)> = ranges.iter().map(|(p, r)| (*p, r.next_offset)).collect();
+        match member.commit(&offsets) {
+            Ok(()) => {
+                for (partition, range) in &ranges {
+                    self.status.committed(*partition, range.next_offset);
+                }
+            }
+            Err(e) if self.registry.is_some() => {
+                // The table holds the offsets: the group's are only a hint.
+                self.status.error(format!(
+                    "commit of {} failed ({e}); the table holds the landed offsets",
+                    self.config.topic
+                ));
+            }
+            Err(e) => {
+                // The objects are written but their offsets are not committed: the ranges
+                // are not landed. Read them again, so that their objects are rewritten
+                // under the same names, before any later range of these partitions is
+                // written (or by the partitions' next owner).
+                for (partition, range) in &ranges {
+                    self.status.error(format!(
+                        "commit of {}[{partition}]@{} failed ({e}); re-reading from offset {}",
+                        self.config.topic, range.next_offset, range.first_offset
+                    ));
+                    self.rewind(member, *partition, range.first_offset);
+                }
+                return Ok(true);
+            }
+        }
         for (partition, range) in &ranges {
             // Until the next statistics report, lag is the last report minus what
             // landed since.
@@ -682,32 +710,6 @@ impl Work {
                 (range.records - range.accepted()) as u64,
             );
             self.status.landed(*partition, range.next_offset);
-        }
-        match member.commit(&offsets) {
-            Ok(()) => {
-                for (partition, range) in &ranges {
-                    self.status.committed(*partition, range.next_offset);
-                }
-            }
-            Err(e) if self.registry.is_some() => {
-                // The table holds the offsets: the group's are only a hint.
-                self.status.error(format!(
-                    "commit of {} failed ({e}); the table holds the landed offsets",
-                    self.config.topic
-                ));
-            }
-            Err(e) => {
-                // The objects are written but their offsets are not committed. Read the
-                // ranges again, so that their objects are rewritten under the same names,
-                // before any later range of these partitions is written.
-                for (partition, range) in &ranges {
-                    self.status.error(format!(
-                        "commit of {}[{partition}]@{} failed ({e}); re-reading from offset {}",
-                        self.config.topic, range.next_offset, range.first_offset
-                    ));
-                    self.rewind(member, *partition, range.first_offset);
-                }
-            }
         }
         Ok(true)
     }
@@ -926,6 +928,15 @@ impl Work {
     fn declare(&mut self, member: &GroupMember, stop: &mut dyn FnMut() -> bool) -> Result<bool> {
         let (keys, reason) = self.choose_keys();
         let Some(registry) = self.registry.clone() else {
+            if matches!(self.config.partition_by, Partitioning::Auto { .. }) {
+                self.status.note(format!(
+                    "{}: folders {:?} chosen from the first records ({reason}); with no \
+                     catalog nothing records them, so another member of the group or a \
+                     restart may choose others: give partition_by",
+                    self.config.table,
+                    keys.iter().map(|k| k.name()).collect::<Vec<_>>()
+                ));
+            }
             self.adopt(keys);
             return Ok(true);
         };
