@@ -25,19 +25,21 @@ BASE = datetime(2021, 3, 1, 9, 30)
 FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
+def tick(symbol, t, price, rng):
+    """One tick record as the producer sends it (a random volume)."""
+    return {
+        "Index": symbol,
+        "Date": t.strftime(FORMAT) + f".{t.microsecond:06d}",
+        "Close": round(price, 4),
+        "Volume": rng.randint(1, 1000),
+    }
+
+
 def make_ticks(n_per_symbol=300, step=7, seed=1):
     """Ticks of three symbols every ``step`` seconds (jittered, distinct times), time-sorted."""
     ticks = []
     for symbol, t, price, rng in random_walk(SYMBOLS, n_per_symbol, step, seed, BASE):
-        t += timedelta(seconds=rng.random() * 0.5)
-        ticks.append(
-            {
-                "Index": symbol,
-                "Date": t.strftime(FORMAT) + f".{t.microsecond:06d}",
-                "Close": round(price, 4),
-                "Volume": rng.randint(1, 1000),
-            }
-        )
+        ticks.append(tick(symbol, t + timedelta(seconds=rng.random() * 0.5), price, rng))
     ticks.sort(key=lambda r: r["Date"])
     return ticks
 
@@ -160,6 +162,91 @@ def test_hopping_windows_match_polars(kafka, topic):
     assert_frame_equal(got, want.sort("symbol", "window_start"), rel_tol=1e-9)
 
 
+def session_ticks(n_per_symbol=200, seed=5):
+    """Ticks of three symbols at irregular times: mostly close together, now and then
+    after a pause of several minutes, time-sorted."""
+    rng = random.Random(seed)
+    ticks = []
+    for k, symbol in enumerate(SYMBOLS):
+        t, price = BASE + timedelta(seconds=k), 100.0 * (k + 1)
+        for _ in range(n_per_symbol):
+            pause = rng.uniform(1, 100) if rng.random() < 0.8 else rng.uniform(150, 400)
+            t += timedelta(seconds=pause)
+            price *= 1 + rng.gauss(0, 0.004)
+            ticks.append(tick(symbol, t, price, rng))
+    ticks.sort(key=lambda r: r["Date"])
+    return ticks
+
+
+def test_session_windows_on_shuffled_ticks_match_polars(kafka, topic):
+    ticks = session_ticks()
+    produce(kafka.bootstrap_servers, topic, shuffle_in_blocks(ticks, 8))
+    a = analytics(kafka.bootstrap_servers, topic, window=ss.Session("3m"), allowed_lateness="1h")
+    status = a.run(stop_at_end=True)
+    assert (status.ticks, status.late, status.rejected) == (len(ticks), 0, 0)
+
+    gap = timedelta(minutes=3)
+    price = pl.col("Close")
+    want = (
+        frame_of(ticks)
+        .sort("Index", "Date")
+        .with_columns(
+            session=(pl.col("Date").diff() >= gap).fill_null(False).cum_sum().over("Index")
+        )
+        .group_by("Index", "session")
+        .agg(
+            window_start=pl.col("Date").first(),
+            window_end=pl.col("Date").last() + gap,
+            open=price.first(),
+            high=price.max(),
+            low=price.min(),
+            close=price.last(),
+            volume=pl.col("Volume").sum(),
+            vwap=(price * pl.col("Volume")).sum() / pl.col("Volume").sum(),
+            count=pl.len().cast(pl.Int64),
+        )
+        .rename({"Index": "symbol"})
+        .with_columns(change_pct=(pl.col("close") / pl.col("open") - 1) * 100)
+        .drop("session")
+        .sort("symbol", "window_start")
+    )
+    got = a.windows().sort("symbol", "window_start")
+    assert want.height > 60, "pauses make many sessions"
+    assert_frame_equal(got, want.select(got.columns).cast(got.schema), rel_tol=1e-9)
+    assert status.windows == want.height
+
+
+def test_a_session_window_takes_no_slide(kafka, topic):
+    with pytest.raises(ss.ConfigError, match="session window has no slide"):
+        ss.Analytics(kafka.bootstrap_servers, topic, window=ss.Session("5m"), slide="1m")
+    with pytest.raises(ss.ConfigError, match="gap must be a positive"):
+        ss.Session(0)
+
+
+def test_bounded_runs_return_this_runs_outputs_as_frames(kafka, topic):
+    ticks = make_ticks(n_per_symbol=100)
+    produce(kafka.bootstrap_servers, topic, ticks)
+    a = analytics(kafka.bootstrap_servers, topic, window="1m", indicators=["sma_5"])
+    first = a.run(limit=60, collect=True)
+    assert set(first) == {"windows", "indicators", "alerts", "late"}
+    assert first["indicators"].height == 60
+    rest = a.run(stop_at_end=True, collect=True)
+    assert rest["indicators"].height == len(ticks) - 60
+    both = pl.concat([first["windows"], rest["windows"]])
+    assert_frame_equal(
+        windows_of(both), expected_windows(ticks).sort("symbol", "window_start"), rel_tol=1e-9
+    )
+
+
+def test_a_run_bounded_by_duration_returns_within_a_second_of_it(kafka, topic, tmp_path):
+    quiet = analytics(kafka.bootstrap_servers, topic, window="1m")
+    sink = ss.LakeSink(kafka.bootstrap_servers, topic, f"s-{uuid.uuid4().hex[:8]}", str(tmp_path))
+    for job in (quiet, sink):
+        began = time.monotonic()
+        job.run(duration=2)
+        assert time.monotonic() - began < 3, job
+
+
 def test_late_ticks_go_to_the_side_output_and_change_nothing(kafka, topic):
     ticks = make_ticks(n_per_symbol=100)
     # Ten minutes behind the end of the stream: far beyond the 10 s allowed lateness.
@@ -183,7 +270,8 @@ def test_late_ticks_go_to_the_side_output_and_change_nothing(kafka, topic):
     assert side["price"].to_list() == [1e9] * 5
     assert side["time"].to_list() == frame_of(late).sort("Date")["Date"].to_list()
     assert (side["time"] < side["watermark"]).all()
-    records = [json.loads(v) for v in ss.read_topic(kafka.bootstrap_servers, late_topic)["value"]]
+    held = ss.read_topic(kafka.bootstrap_servers, late_topic, decode=False)
+    records = [json.loads(v) for v in held["value"]]
     assert sorted(r["offset"] for r in records) == sorted(side["offset"].to_list())
 
 
@@ -243,7 +331,7 @@ def test_restart_resumes_open_windows_without_repeats(broker, fresh_topic):
     assert s1.consumed + s2.consumed == len(ticks)
     assert s1.windows > 0 and s2.windows > 0
 
-    landed = ss.read_topic(broker.bootstrap_servers, out)
+    landed = ss.read_topic(broker.bootstrap_servers, out, decode=False)
     bars = pl.DataFrame([json.loads(v) for v in landed["value"]]).with_columns(
         pl.col("window_start").str.to_datetime(time_unit="us"),
         pl.col("count").cast(pl.Int64),
@@ -304,7 +392,7 @@ def test_a_rebalance_hands_state_over_and_emits_nothing_twice(broker, fresh_topi
     )
     last.run(stop_at_end=True)
     bars = pl.DataFrame(
-        [json.loads(v) for v in ss.read_topic(broker.bootstrap_servers, out)["value"]]
+        [json.loads(v) for v in ss.read_topic(broker.bootstrap_servers, out, decode=False)["value"]]
     ).with_columns(
         pl.col("window_start").str.to_datetime(time_unit="us"), pl.col("count").cast(pl.Int64)
     )
@@ -358,7 +446,7 @@ def test_the_state_of_50000_symbols_checkpoints_in_chunks_and_restores(kafka):
     s1 = first.run(limit=len(symbols))
     # Every symbol has an open window: nothing emitted yet, all of it in the checkpoint.
     assert (s1.windows, s1.open_windows, s1.errors) == (0, len(symbols), 0), s1
-    keys = ss.read_topic(kafka.bootstrap_servers, f"{group}-state")["key"]
+    keys = ss.read_topic(kafka.bootstrap_servers, f"{group}-state", decode=False)["key"]
     assert keys.str.contains("~").sum() > 1, "the state was not chunked"
     del first
     send_minute("2021-03-01 09:31:10.000000", 2.0)
@@ -435,7 +523,7 @@ def test_crash_loses_no_window_and_repeats_only_identical_ones(kafka, topic, tmp
     )
     survivor.run(stop_at_end=True)
     bars = pl.DataFrame(
-        [json.loads(v) for v in ss.read_topic(kafka.bootstrap_servers, out)["value"]]
+        [json.loads(v) for v in ss.read_topic(kafka.bootstrap_servers, out, decode=False)["value"]]
     ).with_columns(
         pl.col("window_start").str.to_datetime(time_unit="us"), pl.col("count").cast(pl.Int64)
     )

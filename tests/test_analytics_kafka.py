@@ -32,7 +32,7 @@ def fresh(bootstrap, **config):
 
 
 def bars(bootstrap, topic, **config):
-    values = ss.read_topic(bootstrap, topic, **config)["value"]
+    values = ss.read_topic(bootstrap, topic, decode=False, **config)["value"]
     if values.len() == 0:
         return pl.DataFrame()
     return pl.DataFrame([json.loads(v) for v in values]).with_columns(
@@ -118,7 +118,7 @@ def test_state_is_restored_across_transaction_markers_and_a_compacted_state_topi
     # cleaned: later appends to each partition (unrelated tombstones, which restores pass
     # by) roll it.
     def checkpoints():
-        held = ss.read_topic(bootstrap, state, isolation_level="read_uncommitted")
+        held = ss.read_topic(bootstrap, state, decode=False, isolation_level="read_uncommitted")
         return held.filter(pl.col("key") != "compaction-nudge").height
 
     before = checkpoints()

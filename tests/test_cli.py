@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from datetime import datetime
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -108,9 +109,9 @@ def test_produce_reads_any_csv_or_parquet_with_column_and_time_options(broker_pr
     out = stockstream("produce", str(csv), "-b", bootstrap, "-t", "any", *options,
                       "--time-format", "%d.%m.%Y")  # fmt: skip
     assert out.returncode == 0, out.stderr
-    held = ss.read_topic(bootstrap, "any").sort("timestamp_ms")
+    held = ss.read_topic(bootstrap, "any").sort("timestamp")
     assert held["key"].to_list() == ["AAPL", "MSFT"]
-    assert held["timestamp_ms"].to_list() == [1609718400000, 1609804800000]
+    assert held["timestamp"].to_list() == [datetime(2021, 1, 4), datetime(2021, 1, 5)]
     parquet = tmp_path / "prices.parquet"
     pl.read_csv(csv).write_parquet(parquet)
     out = stockstream("produce", str(parquet), "-b", bootstrap, "-t", "pq", *options,

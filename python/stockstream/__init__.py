@@ -53,6 +53,7 @@ from stockstream._core import (
     Pipeline,
     RollPolicy,
     SendReport,
+    Session,
     SinkStatus,
     TailInfo,
     TickSchema,
@@ -60,7 +61,6 @@ from stockstream._core import (
     __version__,
     crawl,
     read_ticks,
-    read_topic,
     running_pipelines,
     synthetic_ticks,
 )
@@ -76,6 +76,7 @@ from stockstream.errors import (
 )
 from stockstream.producer import Producer
 from stockstream.progress import ProgressBar
+from stockstream.topic import read_topic
 
 BUNDLED_CSV = Path(__file__).parent / "data" / "indexProcessed_synthetic.csv"
 """The bundled dataset: synthetic daily bars of 14 world indices in the tutorial's schema."""
@@ -103,6 +104,7 @@ __all__ = [
     "RollPolicy",
     "SchemaError",
     "SendReport",
+    "Session",
     "SinkStatus",
     "StockstreamError",
     "TailInfo",

@@ -4,7 +4,7 @@ import datetime
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, final
+from typing import Any, Generic, Literal, TypeVar, final, overload
 
 import polars
 from typing_extensions import Self, disjoint_base
@@ -21,6 +21,7 @@ __all__ = [
     "LakeSink",
     "Producer",
     "SendReport",
+    "Session",
     "SinkStatus",
     "TailInfo",
     "AwsOptions",
@@ -155,6 +156,14 @@ class RollPolicy:
     def idle(self) -> float: ...
     @property
     def buffer_bytes(self) -> int: ...
+
+@final
+class Session:
+    """A per-symbol session window: closed once ``gap`` passes without a tick of its symbol."""
+
+    def __new__(cls, gap: str | float) -> Session: ...
+    @property
+    def gap(self) -> float: ...
 
 @final
 class Outputs:
@@ -422,7 +431,7 @@ class Analytics(Pipeline[AnalyticsStatus]):
         topic: str,
         group_id: str = "stockstream-analytics",
         *,
-        window: str | float | None = None,
+        window: str | float | Session | None = None,
         slide: str | float | None = None,
         indicators: str | Sequence[str] | None = None,
         alerts: str | Sequence[str] | None = None,
@@ -440,6 +449,25 @@ class Analytics(Pipeline[AnalyticsStatus]):
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> Analytics: ...
+    @overload  # type: ignore[override]
+    def run(
+        self,
+        limit: int | None = None,
+        duration: float | None = None,
+        stop_at_end: bool = False,
+        progress: bool | None = None,
+        collect: Literal[False] = False,
+    ) -> AnalyticsStatus: ...
+    @overload
+    def run(
+        self,
+        limit: int | None = None,
+        duration: float | None = None,
+        stop_at_end: bool = False,
+        progress: bool | None = None,
+        *,
+        collect: Literal[True],
+    ) -> dict[str, polars.DataFrame]: ...
     @property
     def indicator_names(self) -> list[str]: ...
     def windows(self) -> polars.DataFrame: ...

@@ -89,12 +89,16 @@ struct OpenBar {
     /// Sum of price × volume.
     turnover: f64,
     count: u64,
+    /// The time of its latest tick (sessions end a gap after it).
+    #[serde(default)]
+    last: i64,
 }
 
 impl OpenBar {
     fn new(start: i64, price: f64) -> Self {
         OpenBar {
             start,
+            last: start,
             open: price,
             high: price,
             low: price,
@@ -105,7 +109,8 @@ impl OpenBar {
         }
     }
 
-    fn add(&mut self, price: f64, volume: f64) {
+    fn add(&mut self, time: i64, price: f64, volume: f64) {
+        self.last = time;
         if self.count == 0 {
             self.open = price;
         }
@@ -117,11 +122,20 @@ impl OpenBar {
         self.count += 1;
     }
 
-    fn close(self, symbol: &str, size: i64) -> Bar {
+    /// Where the window ends (exclusive): a session's, once its gap passed after its last
+    /// tick.
+    fn end(&self, w: WindowSpec) -> i64 {
+        match w.session {
+            true => self.last + w.size,
+            false => self.start + w.size,
+        }
+    }
+
+    fn close(self, symbol: &str, w: WindowSpec) -> Bar {
         Bar {
             symbol: symbol.to_string(),
             start: self.start,
-            end: self.start + size,
+            end: self.end(w),
             open: self.open,
             high: self.high,
             low: self.low,
@@ -149,6 +163,8 @@ struct SymbolState {
 struct Settings {
     /// Window size and slide, µs.
     window: Option<(i64, i64)>,
+    #[serde(default)]
+    session: bool,
     indicators: Vec<String>,
     rules: Vec<String>,
 }
@@ -219,6 +235,7 @@ impl Spec {
     fn settings(&self) -> Settings {
         Settings {
             window: self.window.map(|w| (w.size, w.slide)),
+            session: self.window.is_some_and(|w| w.session),
             indicators: self.indicators.iter().map(|i| i.name.clone()).collect(),
             rules: self.rules.iter().map(|r| r.text.clone()).collect(),
         }
@@ -240,6 +257,7 @@ impl Spec {
             } else {
                 Settings {
                     window: now.window,
+                    session: now.session,
                     indicators: Vec::new(),
                     rules: Vec::new(),
                 }
@@ -274,11 +292,11 @@ impl Spec {
                 .iter()
                 .map(|r| old.get(r.as_str()).copied().flatten())
                 .collect();
-            if then.window != now.window {
+            if (then.window, then.session) != (now.window, now.session) {
                 sym.bars.clear();
             }
         }
-        if then.window != now.window {
+        if (then.window, then.session) != (now.window, now.session) {
             st.next_close = None;
         }
         let names = |of: &[String], not_in: &[String]| -> Vec<String> {
@@ -298,7 +316,7 @@ impl Spec {
                 changes.push(format!("{what} {list:?}"));
             }
         }
-        if then.window != now.window {
+        if (then.window, then.session) != (now.window, now.session) {
             changes.push("the window changed, so open windows start afresh".into());
         }
         Some(format!(
@@ -349,7 +367,11 @@ impl Spec {
         };
         let mut target = max_time.saturating_add(1);
         if let Some(w) = self.window {
-            target = target.max(w.last_start(max_time) + w.size);
+            let end = match w.session {
+                true => max_time + w.size,
+                false => w.last_start(max_time) + w.size,
+            };
+            target = target.max(end);
         }
         self.advance(st, target, out);
     }
@@ -377,7 +399,7 @@ impl Spec {
         for (symbol, sym) in st.symbols.iter_mut() {
             self.close_bars(symbol, sym, w, until, out);
             if let Some(front) = sym.bars.front() {
-                let end = front.start + w.size;
+                let end = front.end(w);
                 next_close = Some(next_close.map_or(end, |c| c.min(end)));
             }
         }
@@ -392,11 +414,11 @@ impl Spec {
         until: i64,
         out: &mut dyn FnMut(Output),
     ) {
-        while sym.bars.front().is_some_and(|b| b.start + w.size <= until) {
+        while sym.bars.front().is_some_and(|b| b.end(w) <= until) {
             let Some(open) = sym.bars.pop_front() else {
                 break;
             };
-            let bar = open.close(symbol, w.size);
+            let bar = open.close(symbol, w);
             for rule in &self.rules {
                 if let RuleKind::Move(pct) = rule.kind {
                     if bar.change_pct.abs() >= pct && rule.applies_to(symbol) {
@@ -434,24 +456,32 @@ impl Spec {
         if let Some(w) = self.window {
             // Windows ending by now cannot change: ticks arrive here sorted.
             self.close_bars(&tick.symbol, sym, w, tick.time, out);
-            let newest = sym.bars.back().map(|b| b.start);
-            let mut start = w.last_start(tick.time);
-            let mut missing = Vec::new();
-            while start > tick.time - w.size && newest.is_none_or(|n| start > n) {
-                missing.push(start);
-                start -= w.slide;
+            if w.session {
+                // Ticks come sorted, so a session still open here is the one this tick
+                // continues (a late tick bridging two sessions was sorted in between).
+                if sym.bars.is_empty() {
+                    sym.bars.push_back(OpenBar::new(tick.time, tick.price));
+                }
+            } else {
+                let newest = sym.bars.back().map(|b| b.start);
+                let mut start = w.last_start(tick.time);
+                let mut missing = Vec::new();
+                while start > tick.time - w.size && newest.is_none_or(|n| start > n) {
+                    missing.push(start);
+                    start -= w.slide;
+                }
+                sym.bars.extend(
+                    missing
+                        .into_iter()
+                        .rev()
+                        .map(|s| OpenBar::new(s, tick.price)),
+                );
             }
-            sym.bars.extend(
-                missing
-                    .into_iter()
-                    .rev()
-                    .map(|s| OpenBar::new(s, tick.price)),
-            );
             for bar in sym.bars.iter_mut() {
-                bar.add(tick.price, tick.volume);
+                bar.add(tick.time, tick.price, tick.volume);
             }
             if let Some(front) = sym.bars.front() {
-                let end = front.start + w.size;
+                let end = front.end(w);
                 st.next_close = Some(st.next_close.map_or(end, |c| c.min(end)));
             }
         }
@@ -562,6 +592,47 @@ mod tests {
         let mut outs = Vec::new();
         spec.flush(&mut st, &mut |o| outs.push(o));
         assert_eq!(bars(&outs), [(3, 4.0, 4.0, 1)]);
+    }
+
+    #[test]
+    fn sessions_end_a_gap_after_their_last_tick_and_a_late_tick_can_join_two() {
+        let sessions = |lateness| {
+            Spec::new(
+                Some(WindowSpec::session(10 * MIN).unwrap()),
+                Vec::new(),
+                Vec::new(),
+                lateness,
+            )
+            .unwrap()
+        };
+        let at = |minutes: &[i64]| -> Vec<(i64, f64)> {
+            minutes.iter().map(|m| (m * MIN, *m as f64)).collect()
+        };
+        let ends = |outs: &[Output]| -> Vec<(i64, i64, u64)> {
+            (outs.iter())
+                .filter_map(|o| match o {
+                    Output::Window(b) => Some((b.start / MIN, b.end / MIN, b.count)),
+                    _ => None,
+                })
+                .collect()
+        };
+        // In order: a gap of exactly 10 minutes starts a new session.
+        let spec = sessions(0);
+        let mut st = PartitionState::new(0, 0);
+        let mut outs = feed(&spec, &mut st, &at(&[0, 4, 9, 19, 20, 45]));
+        spec.flush(&mut st, &mut |o| outs.push(o));
+        assert_eq!(ends(&outs), [(0, 19, 3), (19, 30, 2), (45, 55, 1)]);
+        // Out of order within the lateness: the tick at 9 bridges 0..3 and 16..18.
+        let spec = sessions(10 * MIN);
+        let mut st = PartitionState::new(0, 0);
+        let mut outs = feed(&spec, &mut st, &at(&[0, 3, 16, 18, 9, 40]));
+        spec.flush(&mut st, &mut |o| outs.push(o));
+        assert_eq!(ends(&outs), [(0, 28, 5), (40, 50, 1)]);
+        let bridged = outs.iter().find_map(|o| match o {
+            Output::Window(b) if b.count == 5 => Some((b.open, b.close)),
+            _ => None,
+        });
+        assert_eq!(bridged, Some((0.0, 18.0)));
     }
 
     fn with_indicators(names: &[&str], window: &str) -> Spec {

@@ -123,10 +123,13 @@ pub type Callback = Box<dyn FnMut(&Output, &[String]) -> std::result::Result<(),
 pub struct Recent {
     keep: usize,
     by_kind: [VecDeque<Output>; 4],
+    /// How many of each kind were ever pushed.
+    pushed: [u64; 4],
 }
 
 impl Recent {
     fn push(&mut self, output: Output) {
+        self.pushed[output.kind().index()] += 1;
         if self.keep == 0 {
             return;
         }
@@ -140,6 +143,21 @@ impl Recent {
     /// The kept outputs of `kind`, oldest first.
     pub fn of(&self, kind: Kind) -> Vec<Output> {
         self.by_kind[kind.index()].iter().cloned().collect()
+    }
+
+    /// How many outputs of each kind were pushed so far, to collect those pushed after.
+    pub fn marks(&self) -> [u64; 4] {
+        self.pushed
+    }
+
+    /// The outputs of `kind` pushed since `marks` (from [`Self::marks`]) that are still
+    /// kept, oldest first, and how many more were pushed but are no longer kept.
+    pub fn since(&self, kind: Kind, marks: &[u64; 4]) -> (Vec<Output>, u64) {
+        let queue = &self.by_kind[kind.index()];
+        let new = self.pushed[kind.index()] - marks[kind.index()];
+        let kept = queue.len().min(usize::try_from(new).unwrap_or(usize::MAX));
+        let outputs = queue.iter().skip(queue.len() - kept).cloned().collect();
+        (outputs, new - kept as u64)
     }
 }
 
@@ -315,7 +333,7 @@ impl Analytics {
             status: status.clone(),
             recent: Arc::new(Mutex::new(Recent {
                 keep: config.keep,
-                by_kind: Default::default(),
+                ..Recent::default()
             })),
             callback,
             payload: Vec::new(),
@@ -718,7 +736,7 @@ mod tests {
 
     fn daily() -> Spec {
         let day = parse_duration("1d").unwrap();
-        options::spec(Some(day), None, &[], &[], 0).unwrap()
+        options::spec(Some(options::Window::Length(day)), None, &[], &[], 0).unwrap()
     }
 
     #[test]
@@ -770,7 +788,7 @@ mod tests {
     fn recent_outputs_are_bounded_per_kind_and_keep_the_latest() {
         let mut recent = Recent {
             keep: 2,
-            by_kind: Default::default(),
+            ..Recent::default()
         };
         for start in 0..3 {
             recent.push(bar("NYA", start));
@@ -797,6 +815,15 @@ mod tests {
         let mut none = Recent::default();
         none.push(bar("NYA", 0));
         assert!(none.of(Kind::Window).is_empty());
+        // What a run collects: the outputs pushed after its marks, and how many went.
+        let marks = recent.marks();
+        assert_eq!(recent.since(Kind::Window, &marks), (Vec::new(), 0));
+        for start in 3..6 {
+            recent.push(bar("NYA", start));
+        }
+        let (windows, gone) = recent.since(Kind::Window, &marks);
+        assert_eq!((windows.len(), gone), (2, 1));
+        assert_eq!(recent.since(Kind::Alert, &marks).0.len(), 0);
     }
 
     fn produce(kafka: &KafkaConfig, ticks: &[(&str, f64)]) {

@@ -25,17 +25,32 @@ pub struct Outputs {
     pub state: Option<String>,
 }
 
-/// What to compute, from its written form: window length and slide (µs of event time),
+/// A window as written (µs of event time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Tumbling windows of this length, or hopping ones with a slide.
+    Length(i64),
+    /// Per-symbol sessions ending after this gap without a tick.
+    Session(i64),
+}
+
+/// What to compute, from its written form: the window and slide (µs of event time),
 /// indicator names, alert rules and the allowed lateness (µs).
 pub fn spec(
-    window: Option<i64>,
+    window: Option<Window>,
     slide: Option<i64>,
     indicators: &[String],
     alerts: &[String],
     lateness: i64,
 ) -> Result<Spec> {
     let window = match (window, slide) {
-        (Some(size), slide) => Some(WindowSpec::new(size, slide)?),
+        (Some(Window::Length(size)), slide) => Some(WindowSpec::new(size, slide)?),
+        (Some(Window::Session(gap)), None) => Some(WindowSpec::session(gap)?),
+        (Some(Window::Session(_)), Some(_)) => {
+            return Err(Error::config(
+                "a session window has no slide: sessions end after their gap",
+            ))
+        }
         (None, Some(_)) => return Err(Error::config("slide needs a window")),
         (None, None) => None,
     };
@@ -106,7 +121,7 @@ mod tests {
         let e = spec(None, Some(MINUTE), &[], &[], 0).unwrap_err();
         assert!(e.to_string().contains("slide needs a window"));
         let s = spec(
-            Some(5 * MINUTE),
+            Some(Window::Length(5 * MINUTE)),
             Some(MINUTE),
             &names(&["sma_20"]),
             &names(&["rsi_14 crosses 70"]),
@@ -116,6 +131,12 @@ mod tests {
         assert!(s.window.is_some());
         assert_eq!(s.indicators.len(), 2, "rsi_14 added for the rule");
         assert!(spec(None, None, &names(&["nonsense_3"]), &[], 0).is_err());
+        let session = spec(Some(Window::Session(MINUTE)), None, &[], &[], 0).unwrap();
+        assert!(session
+            .window
+            .is_some_and(|w| w.session && w.size == MINUTE));
+        let e = spec(Some(Window::Session(MINUTE)), Some(MINUTE), &[], &[], 0).unwrap_err();
+        assert!(e.to_string().contains("no slide"));
     }
 
     #[test]

@@ -206,14 +206,29 @@ impl std::str::FromStr for Indicator {
     }
 }
 
-/// Tumbling (`slide == size`) or hopping windows, aligned to the Unix epoch.
+/// Tumbling (`slide == size`) or hopping windows, aligned to the Unix epoch; or session
+/// windows: per symbol, from a tick until `size` passes without one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
+    /// The window's length, or a session's gap.
     pub size: i64,
     pub slide: i64,
+    pub session: bool,
 }
 
 impl WindowSpec {
+    /// Sessions that close once `gap` passes without a tick of their symbol.
+    pub fn session(gap: i64) -> Result<Self> {
+        if gap <= 0 {
+            return Err(Error::config("a session's gap must be a positive duration"));
+        }
+        Ok(WindowSpec {
+            size: gap,
+            slide: gap,
+            session: true,
+        })
+    }
+
     pub fn new(size: i64, slide: Option<i64>) -> Result<Self> {
         let slide = slide.unwrap_or(size);
         if size <= 0 || slide <= 0 {
@@ -226,7 +241,11 @@ impl WindowSpec {
                 "the window slide may not be longer than the window: gaps would drop ticks",
             ));
         }
-        Ok(WindowSpec { size, slide })
+        Ok(WindowSpec {
+            size,
+            slide,
+            session: false,
+        })
     }
 
     /// The start of the latest window holding `t`.

@@ -187,7 +187,7 @@ fn reached_end(read: &mut Read, ends: &BTreeMap<i32, i64>, partition: i32) {
 }
 
 /// Every message of `topic` from `start` up to the end offsets seen at the start, at most
-/// `limit`, as a frame of `partition, offset, timestamp_ms, key, value`. Fails if the broker
+/// `limit`, as a frame of `partition, offset, timestamp, key, value`. Fails if the broker
 /// is unreachable within `timeout`, or if the messages cannot all be fetched within it.
 pub fn read_topic(
     config: &KafkaConfig,
@@ -233,7 +233,10 @@ pub fn read_topic(
     DataFrame::new_infer_height(vec![
         Column::new("partition".into(), part),
         Column::new("offset".into(), offset),
-        Column::new("timestamp_ms".into(), ts),
+        // Kafka's timestamps are UTC milliseconds: naive UTC, as the lake's `_kafka_timestamp`.
+        Int64Chunked::from_iter_options("timestamp".into(), ts.into_iter())
+            .into_datetime(TimeUnit::Milliseconds, None)
+            .into_column(),
         Column::new("key".into(), key),
         Column::new("value".into(), value),
     ])

@@ -6,15 +6,17 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use pyo3::exceptions::PyUserWarning;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3_polars::PyDataFrame;
 
 use super::kafka_config::kafka_config;
-use super::options::PyOutputs;
+use super::options::{PyOutputs, PySession};
 use super::pipelines::{PyJobStatus, PyPipeline, Snapshot, View};
 use super::schema::PyTickSchema;
 use super::{seconds, shown};
+use crate::analytics::options::Window;
 use crate::analytics::output::{frame, iso, Value};
 use crate::analytics::spec::parse_duration;
 use crate::analytics::{
@@ -112,7 +114,8 @@ impl PyAnalyticsStatus {
 ///     bootstrap_servers: ``host:port[,host:port…]``.
 ///     topic: the tick topic; produce it keyed by symbol (as ``Producer`` does).
 ///     group_id: the consumer group; members share the topic's partitions.
-///     window: window length (``"1m"``, ``"5m"``, ``"1h"``; a number is seconds), or None.
+///     window: window length (``"1m"``, ``"5m"``, ``"1h"``; a number is seconds),
+///         ``Session("30m")`` for per-symbol session windows, or None.
 ///     slide: for hopping windows, how far apart windows start; tumbling if None.
 ///     indicators: names such as ``"sma_20"``, ``"ema_12"`` (N ticks), ``"sma_5m"``,
 ///         ``"ema_5m"`` (event-time span; for EMA the half-life), ``"volatility_20"``
@@ -162,7 +165,7 @@ pub struct PyAnalytics {
 }
 
 /// An event-time duration: a string such as ``"1m"`` or a number of seconds.
-fn event_duration(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
+pub(super) fn event_duration(name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
     if value.is_instance_of::<PyString>() {
         return Ok(parse_duration(&value.extract::<String>()?)?);
     }
@@ -261,8 +264,15 @@ impl PyAnalytics {
         let duration = |name, value: Option<&Bound<'_, PyAny>>| {
             value.map(|v| event_duration(name, v)).transpose()
         };
+        let window = match window {
+            Some(w) => match w.cast::<PySession>() {
+                Ok(session) => Some(Window::Session(session.get().gap)),
+                Err(_) => Some(Window::Length(event_duration("window", w)?)),
+            },
+            None => None,
+        };
         let spec = options::spec(
-            duration("window", window)?,
+            window,
             duration("slide", slide)?,
             &strings(indicators)?,
             &strings(alerts)?,
@@ -310,6 +320,62 @@ impl PyAnalytics {
             PyClassInitializer::from(PyPipeline::new(job, "analytics", snapshot, describe))
                 .add_subclass(this),
         )
+    }
+
+    /// Runs in the foreground like ``Pipeline.run``: until ``limit`` ticks, ``duration``
+    /// seconds (then it returns within about a second) or, with ``stop_at_end``, the end
+    /// of the input, whichever comes first.
+    ///
+    /// Returns:
+    ///     the counters after the run (``AnalyticsStatus``); with ``collect=True`` the
+    ///     outputs this run emitted instead, as Polars frames: ``{"windows": …,
+    ///     "indicators": …, "alerts": …, "late": …}`` (the latest ``keep`` of each; a
+    ///     warning says when the run emitted more).
+    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false, progress=None,
+                        collect=false))]
+    fn run(
+        slf: &Bound<'_, Self>,
+        limit: Option<u64>,
+        duration: Option<f64>,
+        stop_at_end: bool,
+        progress: Option<bool>,
+        collect: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let this = slf.get();
+        let marks = this
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .marks();
+        let status = PyPipeline::run(slf.as_super(), limit, duration, stop_at_end, progress)?;
+        if !collect {
+            return Ok(status);
+        }
+        let py = slf.py();
+        let frames = PyDict::new(py);
+        for (key, kind) in [
+            ("windows", Kind::Window),
+            ("indicators", Kind::Indicators),
+            ("alerts", Kind::Alert),
+            ("late", Kind::Late),
+        ] {
+            let (outputs, gone) = (this.recent.lock())
+                .unwrap_or_else(|e| e.into_inner())
+                .since(kind, &marks);
+            if gone > 0 {
+                let message = format!(
+                    "the run emitted {} {key} records; the first {gone} are no longer kept: \
+                     raise keep= to collect them all",
+                    outputs.len() as u64 + gone
+                );
+                let message = std::ffi::CString::new(message).unwrap_or_default();
+                PyErr::warn(py, &py.get_type::<PyUserWarning>(), &message, 1)?;
+            }
+            let df = frame(kind, &outputs, &this.names)
+                .map_err(|e| Error::io(format!("cannot build the {key} frame: {e}")))?;
+            frames.set_item(key, PyDataFrame(df))?;
+        }
+        Ok(frames.into_any().unbind())
     }
 
     /// The indicator columns, in order (including those alert rules added).

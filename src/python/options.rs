@@ -246,3 +246,44 @@ impl PyOutputs {
         }
     }
 }
+
+/// A session window, for ``Analytics(window=Session("30m"))``: per symbol, a window opens at
+/// a tick and closes once ``gap`` of event time passes without another tick of its symbol.
+/// Its ``window_start`` is its first tick's time and its ``window_end`` its last tick's time
+/// plus ``gap`` (when it was known to be over). Ticks out of order within
+/// ``allowed_lateness`` are sorted in first, so a late tick that bridges two sessions
+/// makes them one; a tick later than that is late, as with other windows.
+///
+/// Args:
+///     gap: the inactivity that ends a session (``"30m"``; a number is seconds).
+#[pyclass(
+    name = "Session",
+    module = "stockstream._core",
+    frozen,
+    skip_from_py_object
+)]
+#[derive(Clone)]
+pub struct PySession {
+    /// µs.
+    pub gap: i64,
+}
+
+#[pymethods]
+impl PySession {
+    #[new]
+    fn new(gap: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let gap = super::analytics::event_duration("gap", gap)?;
+        crate::analytics::spec::WindowSpec::session(gap)?;
+        Ok(PySession { gap })
+    }
+
+    /// The gap, in seconds.
+    #[getter]
+    fn gap(&self) -> f64 {
+        self.gap as f64 / 1e6
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Session(gap={})", self.gap as f64 / 1e6)
+    }
+}

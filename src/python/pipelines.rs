@@ -188,7 +188,7 @@ impl PyPipeline {
     /// Returns:
     ///     the counters after the run (``SinkStatus``, ``AnalyticsStatus``).
     #[pyo3(signature = (limit=None, duration=None, stop_at_end=false, progress=None))]
-    fn run(
+    pub(super) fn run(
         slf: &Bound<'_, Self>,
         limit: Option<u64>,
         duration: Option<f64>,
