@@ -15,7 +15,7 @@ WHEELS := $(CACHE)/wheels
 export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-rust test-python kafka build-dev wheel-dev build-demo build-release sysdeps venv lint fmt bench wheel lab lab-install clean
+.PHONY: demo test test-rust test-python kafka browser build-dev wheel-dev build-demo build-release sysdeps venv lint fmt bench wheel lab lab-install clean
 
 demo: build-demo
 	$(PY) -m stockstream demo
@@ -25,7 +25,7 @@ test: build-dev test-rust test-python
 test-rust: sysdeps
 	CARGO_TARGET_DIR=$(RUST_TARGET) cargo test --lib
 
-test-python: build-dev wheel-dev kafka
+test-python: build-dev wheel-dev kafka browser
 	STOCKSTREAM_CACHE=$(CACHE) STOCKSTREAM_WHEEL_DIR=$(WHEELS) $(PY) -m pytest -q tests
 
 # Apache Kafka's own broker and Apache Iceberg's reference REST catalog for the integration
@@ -37,6 +37,13 @@ kafka: venv
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven openjdk-17-jdk-headless; }
 	STOCKSTREAM_CACHE=$(CACHE) $(PY) tests/kafka/broker.py resolve
 	STOCKSTREAM_CACHE=$(CACHE) $(PY) tests/iceberg_rest/catalog.py resolve
+
+# Debian's Chromium, which the notebook test drives headless (through Playwright, from the
+# venv; Playwright's own browser downloads are not used).
+browser:
+	@command -v chromium >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } || \
+		echo "Chromium could not be installed: the browser test will be skipped"
 
 # Debian packages the build links against (librdkafka's TLS support).
 sysdeps:

@@ -64,6 +64,7 @@ from stockstream._core import (
     running_pipelines,
     synthetic_ticks,
 )
+from stockstream.chart import chart
 from stockstream.display import watch
 from stockstream.errors import (
     ConfigError,
@@ -111,6 +112,7 @@ __all__ = [
     "TickSchema",
     "TickSource",
     "__version__",
+    "chart",
     "crawl",
     "read_ticks",
     "read_topic",

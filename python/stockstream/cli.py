@@ -109,14 +109,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
         frame = _core.read_topic(bootstrap, args.topic, last=args.n or 10, **props)
     after = _next_offsets(frame, {})
     if not args.from_beginning:
-        frame = frame.sort("timestamp_ms", "partition", "offset").tail(args.n or 10)
+        frame = frame.sort("timestamp", "partition", "offset").tail(args.n or 10)
     _print_messages(frame, args.format)
     try:
         while args.follow:
             time.sleep(0.5)
             frame = _core.read_topic(bootstrap, args.topic, after=after, **props)
             after = _next_offsets(frame, after)
-            _print_messages(frame.sort("timestamp_ms", "partition", "offset"), args.format)
+            _print_messages(frame.sort("timestamp", "partition", "offset"), args.format)
     except KeyboardInterrupt:
         pass
     return 0

@@ -403,4 +403,16 @@ impl PyAnalytics {
     fn late(&self) -> PyResult<PyDataFrame> {
         self.frame(Kind::Late)
     }
+
+    /// A live chart of this job, updated in the background while other cells run:
+    /// ``stockstream.chart(self, symbol, …)`` (see it for the arguments).
+    #[pyo3(signature = (symbol=None, **options))]
+    fn chart(
+        slf: &Bound<'_, Self>,
+        symbol: Option<&str>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let chart = slf.py().import("stockstream.chart")?.getattr("chart")?;
+        Ok(chart.call((slf, symbol), options)?.unbind())
+    }
 }
