@@ -1,6 +1,7 @@
 """Live charts: the widget's data model, kept up to date from a background job, and the
 static image shown where widgets are not. (The browser side is tested in a browser.)"""
 
+import time
 import uuid
 
 import polars as pl
@@ -80,3 +81,27 @@ def test_what_cannot_be_charted_is_refused(kafka, topic, tmp_path):
         ss.chart(a, indicators=["sma_50"])
     with pytest.raises(TypeError, match="cannot chart a Lake"):
         ss.chart(ss.Lake(str(tmp_path)))
+
+
+def test_a_query_chart_runs_its_query_again_until_stopped(kafka, topic, tmp_path):
+    lake, group = str(tmp_path / "lake"), f"q-{uuid.uuid4().hex[:8]}"
+    producer = ss.Producer(kafka.bootstrap_servers, topic)
+
+    def land(n, seed):
+        producer.send(ss.TickSource.synthetic(2, seed=seed), limit=n)
+        ss.LakeSink(kafka.bootstrap_servers, topic, group, lake).run(stop_at_end=True)
+
+    land(100, 1)
+    db = ss.Lake(lake)
+    sql = f'SELECT "Date", count(*) AS ticks FROM {topic.replace("-", "_")} GROUP BY 1 ORDER BY 1'
+    w = ss.chart(db, sql=sql, refresh=0.2)
+    assert w.series == ["ticks"] and sum(w.data[1]) == 100
+    land(60, 2)
+    deadline = time.monotonic() + 30
+    while sum(w.data[1]) != 160 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sum(w.data[1]) == 160
+    w.stop()
+    assert w.wait(0)
+    with pytest.raises(TypeError, match="first column is the time axis"):
+        ss.chart(db, sql=f"SELECT count(*) AS n FROM {topic.replace('-', '_')}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,6 +107,9 @@ _CSS = """
 """
 
 Update = Callable[[], "tuple[pl.DataFrame, pl.DataFrame]"]
+_NO_MARKERS = pl.DataFrame(
+    schema={"time": pl.Datetime("us"), "value": pl.Float64, "label": pl.String, "up": pl.Boolean}
+)
 
 
 def _seconds(column: pl.Series) -> list[float | None]:
@@ -147,6 +149,7 @@ if anywidget is not None:
             self._running = running
             self._refresh = refresh
             self._lock = threading.Lock()
+            self._stop = threading.Event()
             self._frames: tuple[pl.DataFrame, pl.DataFrame] | None = None
             self.refresh()
             self._thread = threading.Thread(target=self._pump, name="stockstream-chart")
@@ -170,6 +173,11 @@ if anywidget is not None:
                 self.data = columns
                 self.alerts = alerts
 
+        def stop(self) -> None:
+            """Stop updating (the chart stays as it is)."""
+            self._stop.set()
+            self._thread.join()
+
         def wait(self, timeout: float | None = None) -> bool:
             """Wait until the job ended and the chart took its last update."""
             self._thread.join(timeout)
@@ -178,7 +186,8 @@ if anywidget is not None:
         def _pump(self) -> None:
             while True:
                 running = self._running()
-                time.sleep(self._refresh)
+                if self._stop.wait(self._refresh):
+                    return
                 try:
                     self.refresh()
                 except Exception:  # noqa: BLE001 - a chart must not end with a traceback
@@ -252,6 +261,7 @@ def chart(
     symbol: str | None = None,
     *,
     indicators: Sequence[str] | None = None,
+    sql: str | None = None,
     points: int = 2000,
     refresh: float = 0.5,
     height: int = 320,
@@ -260,11 +270,14 @@ def chart(
 
     Args:
         job: an ``Analytics`` job (price, indicators, window closes and alert markers of
-            one symbol) or a ``LakeSink`` (records consumed and written, and the lag, over
-            time).
+            one symbol), a ``LakeSink`` (records consumed and written, and the lag, over
+            time), or a ``Lake`` with ``sql``: the query's result, run again at each
+            refresh (its first column, a date or time, across; its numeric columns as
+            lines) until ``stop()``.
         symbol: the symbol to draw (the first one seen if None); analytics only.
         indicators: the indicator columns to draw with the price (by default the moving
             averages and bands the job computes); analytics only.
+        sql: the query to draw; a ``Lake`` only.
         points: how many of the latest points the chart holds.
         refresh: seconds between updates.
         height: the chart's height in pixels.
@@ -298,7 +311,27 @@ def chart(
         return LiveChart(update, lambda: job.running, title=title, refresh=refresh, height=height)
     if isinstance(job, _core.LakeSink):
         return _progress_chart(job, points, refresh, height)
-    raise TypeError(f"cannot chart a {type(job).__name__}: give an Analytics job or a LakeSink")
+    if isinstance(job, _core.Lake) and sql is not None:
+        return _query_chart(job, sql, points, refresh, height)
+    raise TypeError(
+        f"cannot chart a {type(job).__name__}: give an Analytics job, a LakeSink, or a Lake "
+        "and sql="
+    )
+
+
+def _query_chart(lake: Any, sql: str, points: int, refresh: float, height: int) -> LiveChart:
+    def update() -> tuple[pl.DataFrame, pl.DataFrame]:
+        result = lake.sql(sql)
+        x = result.columns[0]
+        if not result.schema[x].is_temporal():
+            kind = result.schema[x]
+            raise TypeError(f"the query's first column is the time axis: {x!r} is {kind}")
+        lines = [c for c in result.columns[1:] if result.schema[c].is_numeric()]
+        series = result.select(pl.col(x).cast(pl.Datetime("us")).alias("time"), *lines)
+        return series.tail(points), _NO_MARKERS
+
+    update()  # a query that cannot be drawn fails here, not in the background
+    return LiveChart(update, lambda: True, title=sql, refresh=refresh, height=height)
 
 
 def _progress_chart(sink: Any, points: int, refresh: float, height: int) -> LiveChart:
@@ -317,10 +350,7 @@ def _progress_chart(sink: Any, points: int, refresh: float, height: int) -> Live
                     "lag": pl.Int64},
             orient="row",
         )  # fmt: skip
-        return series, pl.DataFrame(
-            schema={"time": pl.Datetime("us"), "value": pl.Float64, "label": pl.String,
-                    "up": pl.Boolean}
-        )  # fmt: skip
+        return series, _NO_MARKERS
 
     return LiveChart(
         update, lambda: sink.running, title="sink: records consumed, written, lag",
