@@ -150,7 +150,7 @@ if anywidget is not None:
             self._refresh = refresh
             self._lock = threading.Lock()
             self._stop = threading.Event()
-            self._frames: tuple[pl.DataFrame, pl.DataFrame] | None = None
+            self._frames = (pl.DataFrame(), _NO_MARKERS)
             self.refresh()
             self._thread = threading.Thread(target=self._pump, name="stockstream-chart")
             self._thread.daemon = True
@@ -203,13 +203,13 @@ if anywidget is not None:
             from matplotlib.figure import Figure
 
             with self._lock:
-                series, markers = self._frames or (pl.DataFrame(), pl.DataFrame())
+                series, markers = self._frames
             fig = Figure(figsize=(9, self.height / 100))
             ax = fig.subplots()
             for name in series.columns[1:]:
                 ax.plot(series["time"], series[name], label=name, linewidth=1)
             for up, marker, color in ((True, "^", "green"), (False, "v", "red")):
-                at = markers.filter(pl.col("up") == up) if markers.height else markers
+                at = markers.filter(pl.col("up") == up)
                 if at.height:
                     ax.scatter(at["time"], at["value"], marker=marker, color=color, zorder=3)
             ax.set_title(self.title)

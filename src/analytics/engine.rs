@@ -266,6 +266,7 @@ impl Spec {
         if then == now {
             return None;
         }
+        let window_changed = (then.window, then.session) != (now.window, now.session);
         for sym in st.symbols.values_mut() {
             let mut old: HashMap<&str, IndicatorState> = then
                 .indicators
@@ -292,11 +293,11 @@ impl Spec {
                 .iter()
                 .map(|r| old.get(r.as_str()).copied().flatten())
                 .collect();
-            if (then.window, then.session) != (now.window, now.session) {
+            if window_changed {
                 sym.bars.clear();
             }
         }
-        if (then.window, then.session) != (now.window, now.session) {
+        if window_changed {
             st.next_close = None;
         }
         let names = |of: &[String], not_in: &[String]| -> Vec<String> {
@@ -316,7 +317,7 @@ impl Spec {
                 changes.push(format!("{what} {list:?}"));
             }
         }
-        if (then.window, then.session) != (now.window, now.session) {
+        if window_changed {
             changes.push("the window changed, so open windows start afresh".into());
         }
         Some(format!(
@@ -367,11 +368,7 @@ impl Spec {
         };
         let mut target = max_time.saturating_add(1);
         if let Some(w) = self.window {
-            let end = match w.session {
-                true => max_time + w.size,
-                false => w.last_start(max_time) + w.size,
-            };
-            target = target.max(end);
+            target = target.max(w.latest_end(max_time));
         }
         self.advance(st, target, out);
     }

@@ -252,6 +252,14 @@ impl WindowSpec {
     pub fn last_start(&self, t: i64) -> i64 {
         t.div_euclid(self.slide) * self.slide
     }
+
+    /// The end of the latest window holding `t`, were `t` its last tick.
+    pub fn latest_end(&self, t: i64) -> i64 {
+        match self.session {
+            true => t + self.size,
+            false => self.last_start(t) + self.size,
+        }
+    }
 }
 
 /// One side of a crossing rule.

@@ -210,21 +210,6 @@ pub struct GroupMember {
 }
 
 impl GroupMember {
-    /// Joins `group_id` on `topic`: [`GroupMember::connect`], then
-    /// [`GroupMember::subscribe`].
-    pub fn join(
-        kafka: &KafkaConfig,
-        group_id: &str,
-        topic: &str,
-        client_id: &str,
-        status: Arc<JobStatus>,
-        timeout: Duration,
-    ) -> Result<Self> {
-        let member = Self::connect(kafka, group_id, topic, client_id, status, timeout)?;
-        member.subscribe()?;
-        Ok(member)
-    }
-
     /// A consumer of `group_id` on `topic` (as `client_id`, with `kafka`'s properties over
     /// the defaults) that has not joined the group yet; fails within `timeout` if Kafka
     /// cannot be reached, and at once if the topic does not exist.
@@ -613,7 +598,7 @@ pub(super) mod tests {
         );
 
         let seen = Arc::new(JobStatus::default());
-        let member = GroupMember::join(
+        let member = GroupMember::connect(
             &config,
             "g",
             "t",
@@ -622,6 +607,7 @@ pub(super) mod tests {
             Duration::from_secs(10),
         )
         .unwrap();
+        member.subscribe().unwrap();
         let (mut changes, mut largest, mut next) = (Vec::new(), 0, HashMap::new());
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !member.read_to_end() && std::time::Instant::now() < deadline {

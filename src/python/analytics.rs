@@ -215,13 +215,18 @@ fn python_callback(function: Py<PyAny>) -> Callback {
 }
 
 impl PyAnalytics {
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The kept outputs of `kind`.
     fn frame(&self, kind: Kind) -> PyResult<PyDataFrame> {
-        let outputs = self
-            .recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .of(kind);
-        let df = frame(kind, &outputs, &self.names)
+        let outputs = self.recent().of(kind);
+        self.frame_of(kind, &outputs)
+    }
+
+    fn frame_of(&self, kind: Kind, outputs: &[Output]) -> PyResult<PyDataFrame> {
+        let df = frame(kind, outputs, &self.names)
             .map_err(|e| Error::io(format!("cannot build the {} frame: {e}", kind.name())))?;
         Ok(PyDataFrame(df))
     }
@@ -342,11 +347,7 @@ impl PyAnalytics {
         collect: bool,
     ) -> PyResult<Py<PyAny>> {
         let this = slf.get();
-        let marks = this
-            .recent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .marks();
+        let marks = this.recent().marks();
         let status = PyPipeline::run(slf.as_super(), limit, duration, stop_at_end, progress)?;
         if !collect {
             return Ok(status);
@@ -359,9 +360,7 @@ impl PyAnalytics {
             ("alerts", Kind::Alert),
             ("late", Kind::Late),
         ] {
-            let (outputs, gone) = (this.recent.lock())
-                .unwrap_or_else(|e| e.into_inner())
-                .since(kind, &marks);
+            let (outputs, gone) = this.recent().since(kind, &marks);
             if gone > 0 {
                 let message = format!(
                     "the run emitted {} {key} records; the first {gone} are no longer kept: \
@@ -371,9 +370,7 @@ impl PyAnalytics {
                 let message = std::ffi::CString::new(message).unwrap_or_default();
                 PyErr::warn(py, &py.get_type::<PyUserWarning>(), &message, 1)?;
             }
-            let df = frame(kind, &outputs, &this.names)
-                .map_err(|e| Error::io(format!("cannot build the {key} frame: {e}")))?;
-            frames.set_item(key, PyDataFrame(df))?;
+            frames.set_item(key, this.frame_of(kind, &outputs)?)?;
         }
         Ok(frames.into_any().unbind())
     }
