@@ -37,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<python::options::PyRollPolicy>()?;
     m.add_class::<python::options::PyOutputs>()?;
     m.add_class::<python::options::PySession>()?;
+    m.add_class::<python::options::PyAsOf>()?;
     m.add_class::<python::pipelines::PyPipeline>()?;
     m.add_class::<python::sink::PyLakeSink>()?;
     m.add_class::<python::pipelines::PyJobStatus>()?;

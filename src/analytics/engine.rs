@@ -25,6 +25,9 @@ pub struct Spec {
     pub rules: Vec<Rule>,
     /// Allowed lateness, microseconds.
     pub lateness: i64,
+    /// The fields an as-of join adds to each tick: in indicator outputs after the
+    /// indicators, and usable in rules like them.
+    pub joined: Vec<String>,
 }
 
 impl Spec {
@@ -34,7 +37,18 @@ impl Spec {
         mut indicators: Vec<Indicator>,
         rules: Vec<Rule>,
         lateness: i64,
+        joined: Vec<String>,
     ) -> crate::error::Result<Self> {
+        for name in &joined {
+            if ["symbol", "time", "price"].contains(&name.as_str())
+                || indicators.iter().any(|i| &i.name == name)
+            {
+                return Err(crate::error::Error::config(format!(
+                    "the joined field {name:?} has the name of an output column: rename it in \
+                     the joined topic"
+                )));
+            }
+        }
         for rule in &rules {
             if matches!(rule.kind, RuleKind::Move(_)) && window.is_none() {
                 return Err(crate::error::Error::config(format!(
@@ -43,8 +57,15 @@ impl Spec {
                 )));
             }
             for name in rule.indicators() {
-                if !indicators.iter().any(|i| i.name == name) {
-                    indicators.push(str::parse::<Indicator>(name)?);
+                if !indicators.iter().any(|i| i.name == name) && !joined.iter().any(|j| j == name) {
+                    let indicator = str::parse::<Indicator>(name).map_err(|_| {
+                        crate::error::Error::config(format!(
+                            "alert rule {:?}: {name:?} is neither price, a number, an \
+                             indicator nor a joined field",
+                            rule.text
+                        ))
+                    })?;
+                    indicators.push(indicator);
                 }
             }
         }
@@ -58,11 +79,18 @@ impl Spec {
             indicators,
             rules,
             lateness,
+            joined,
         })
     }
 
+    /// The names of the indicator outputs' values: the indicators, then the joined fields.
     pub fn indicator_names(&self) -> Vec<String> {
-        self.indicators.iter().map(|i| i.name.clone()).collect()
+        self.indicators
+            .iter()
+            .map(|i| &i.name)
+            .chain(&self.joined)
+            .cloned()
+            .collect()
     }
 
     fn operand(&self, operand: &Operand, price: f64, values: &[Option<f64>]) -> Option<f64> {
@@ -72,8 +100,10 @@ impl Spec {
             Operand::Indicator(name) => self
                 .indicators
                 .iter()
-                .position(|i| &i.name == name)
-                .and_then(|i| values[i]),
+                .map(|i| &i.name)
+                .chain(&self.joined)
+                .position(|n| n == name)
+                .and_then(|i| values.get(i).copied().flatten()),
         }
     }
 }
@@ -482,10 +512,13 @@ impl Spec {
                 st.next_close = Some(st.next_close.map_or(end, |c| c.min(end)));
             }
         }
-        if self.indicators.is_empty() && self.rules.is_empty() {
+        if self.indicators.is_empty() && self.rules.is_empty() && self.joined.is_empty() {
             return;
         }
-        let values: Vec<Option<f64>> = sym.indicators.iter_mut().map(|i| i.update(&tick)).collect();
+        let mut values: Vec<Option<f64>> =
+            sym.indicators.iter_mut().map(|i| i.update(&tick)).collect();
+        // A tick restored from a run joining other fields has none of these.
+        values.extend((0..self.joined.len()).map(|i| tick.joined.get(i).copied()));
         for (rule, side) in self.rules.iter().zip(sym.sides.iter_mut()) {
             let RuleKind::Crosses(left, right) = &rule.kind else {
                 continue;
@@ -508,7 +541,7 @@ impl Spec {
             }
             *side = Some(above);
         }
-        if !self.indicators.is_empty() {
+        if !self.indicators.is_empty() || !self.joined.is_empty() {
             out(Output::Indicators(Indicators {
                 symbol: tick.symbol,
                 time: tick.time,
@@ -537,6 +570,7 @@ mod tests {
                 .map(|r| str::parse::<Rule>(r).unwrap())
                 .collect(),
             lateness,
+            Vec::new(),
         )
         .unwrap()
     }
@@ -552,6 +586,7 @@ mod tests {
                 offset: st.next_offset.max(i as i64),
                 range: None,
                 session: 0,
+                joined: Vec::new(),
             };
             spec.add(st, tick, &mut |o| outs.push(o));
         }
@@ -599,6 +634,7 @@ mod tests {
                 Vec::new(),
                 Vec::new(),
                 lateness,
+                Vec::new(),
             )
             .unwrap()
         };
@@ -632,6 +668,50 @@ mod tests {
         assert_eq!(bridged, Some((0.0, 18.0)));
     }
 
+    #[test]
+    fn joined_fields_follow_the_indicators_and_rules_can_name_them() {
+        let spec = Spec::new(
+            None,
+            vec![str::parse::<Indicator>("sma_2").unwrap()],
+            vec![str::parse::<Rule>("rate crosses 7").unwrap()],
+            0,
+            vec!["rate".into()],
+        )
+        .unwrap();
+        assert_eq!(spec.indicator_names(), ["sma_2", "rate"]);
+        let mut st = spec.state(0, 0);
+        let mut outs = Vec::new();
+        for (i, rate) in [6.9, 7.1, 7.2].into_iter().enumerate() {
+            let tick = Tick {
+                symbol: "USDCNY".into(),
+                time: i as i64 * MIN,
+                price: 1.0,
+                volume: 1.0,
+                offset: i as i64,
+                range: None,
+                session: 0,
+                joined: vec![rate],
+            };
+            spec.add(&mut st, tick, &mut |o| outs.push(o));
+        }
+        let rates: Vec<Option<f64>> = outs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Indicators(i) => Some(i.values[1]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rates, [Some(6.9), Some(7.1), Some(7.2)]);
+        let alerts: Vec<(i64, f64)> = outs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Alert(a) => Some((a.time, a.value)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(alerts, [(MIN, 7.1)]);
+    }
+
     fn with_indicators(names: &[&str], window: &str) -> Spec {
         Spec::new(
             Some(WindowSpec::new(parse_duration(window).unwrap(), None).unwrap()),
@@ -641,6 +721,7 @@ mod tests {
                 .collect(),
             Vec::new(),
             0,
+            Vec::new(),
         )
         .unwrap()
     }

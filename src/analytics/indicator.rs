@@ -390,6 +390,7 @@ mod tests {
                     offset: 0,
                     range: None,
                     session: 0,
+                    joined: Vec::new(),
                 })
             })
             .collect()

@@ -14,7 +14,9 @@
 //! and the offsets (see [`transactions`]).
 
 mod engine;
+mod expr;
 mod indicator;
+pub mod join;
 pub mod options;
 pub mod output;
 mod snapshot;
@@ -70,6 +72,8 @@ pub struct AnalyticsConfig {
     pub max_future: i64,
     /// Outputs, state and offsets committed together in Kafka transactions.
     pub exactly_once: bool,
+    /// Each tick takes the latest values of this table topic as of its time.
+    pub join: Option<join::AsOf>,
 }
 
 impl AnalyticsConfig {
@@ -86,6 +90,7 @@ impl AnalyticsConfig {
             keep: 10_000,
             max_future: 86_400_000_000,
             exactly_once: false,
+            join: None,
         }
     }
 
@@ -97,6 +102,16 @@ impl AnalyticsConfig {
         ])?;
         crate::kafka::check_topic("topic", &self.topic)?;
         crate::kafka::check_topic("state_topic", &self.state_topic)?;
+        if let Some(join) = &self.join {
+            if [&self.topic, &self.state_topic].contains(&&join.topic)
+                || self.topics.iter().flatten().any(|t| *t == join.topic)
+            {
+                return Err(Error::config(format!(
+                    "the join topic {:?} is also the input, state or an output topic",
+                    join.topic
+                )));
+            }
+        }
         for t in self.topics.iter().flatten() {
             crate::kafka::check_topic("output topic", t)?;
             if *t == self.topic || *t == self.state_topic {
@@ -273,6 +288,7 @@ struct Work {
     timeout: Duration,
     /// With `exactly_once`: each checkpoint commits a transaction instead of offsets.
     transactions: Option<Transactions>,
+    join: Option<join::Join>,
 }
 
 impl Analytics {
@@ -339,6 +355,10 @@ impl Analytics {
             payload: Vec::new(),
         };
         status.set_state("ready");
+        let join = config
+            .join
+            .clone()
+            .map(|j| join::Join::new(j, &config.topic));
         Ok(Analytics {
             membership,
             work: Work {
@@ -355,6 +375,7 @@ impl Analytics {
                 status,
                 timeout: connect_timeout,
                 transactions,
+                join,
             },
         })
     }
@@ -379,11 +400,13 @@ impl Analytics {
     pub fn run(&mut self, limits: &RunLimits, stop: &mut dyn FnMut() -> bool) -> Result<()> {
         self.work.status.set_state("running");
         self.work.last_checkpoint = Instant::now();
-        let result = self.membership.session(&mut self.work, |member, work| {
-            kafka::run(member, work, limits, stop)?;
-            work.checkpoint(member)?;
-            work.measure_lag(member);
-            Ok(())
+        let result = self.work.start_join().and_then(|_| {
+            self.membership.session(&mut self.work, |member, work| {
+                kafka::run(member, work, limits, stop)?;
+                work.checkpoint(member)?;
+                work.measure_lag(member);
+                Ok(())
+            })
         });
         self.work.status.finished(&result);
         result
@@ -401,6 +424,7 @@ impl Pipeline for Work {
         messages: &[Fetched<'_>],
         _: &mut dyn FnMut() -> bool,
     ) -> Result<Flow> {
+        self.follow_join();
         for m in messages {
             self.take_one(m.partition(), m.offset(), m.payload());
         }
@@ -428,6 +452,48 @@ impl Pipeline for Work {
 }
 
 impl Work {
+    /// A join's table, restored from its checkpoint once per job, is read to its end
+    /// before the ticks.
+    fn start_join(&mut self) -> Result<()> {
+        let Some(mut join) = self.join.take() else {
+            return Ok(());
+        };
+        let started = self.restore_join(&mut join).and_then(|_| {
+            let status = &self.status;
+            join.catch_up(
+                &self.kafka,
+                &self.config.fields.time_format,
+                self.timeout.max(Duration::from_secs(30)),
+                &mut |why| status.reject(why),
+            )
+        });
+        self.join = Some(join);
+        started
+    }
+
+    fn restore_join(&self, join: &mut join::Join) -> Result<()> {
+        if !join.wants_restore() {
+            return Ok(());
+        }
+        let mut saved = self.read_state(&|key| key == join.state_key)?;
+        if let Some(note) = join.restore(saved.remove(&join.state_key))? {
+            self.status.note(note);
+        }
+        Ok(())
+    }
+
+    /// The join's table takes what arrived since, before a batch of ticks.
+    fn follow_join(&mut self) {
+        if let Some(join) = &mut self.join {
+            let status = &self.status;
+            if let Err(e) = join.follow(&self.config.fields.time_format, &mut |why| {
+                status.reject(why)
+            }) {
+                status.error(e.to_string());
+            }
+        }
+    }
+
     /// Lag as of the run's end: statistics arrive once a second, so after a short run their
     /// lag still describes its start. The partitions' end offsets they reported stand.
     fn measure_lag(&self, member: &GroupMember) {
@@ -485,7 +551,11 @@ impl Work {
             return;
         }
         self.dirty.insert(partition);
-        match self.config.fields.decode(payload, offset) {
+        match self
+            .config
+            .fields
+            .decode(payload, offset, self.join.as_ref())
+        {
             Err(why) => {
                 state.next_offset = offset + 1;
                 self.status.reject(format!(
@@ -623,32 +693,9 @@ impl Work {
 
     /// The latest checkpointed state of each of this topic's partitions.
     fn read_snapshots(&self) -> Result<HashMap<i32, (PartitionState, Option<Chunked>)>> {
-        let frame = crate::kafka::read_topic(
-            &self.kafka,
-            &self.config.state_topic,
-            &crate::kafka::Start::Beginning,
-            None,
-            self.timeout.max(Duration::from_secs(30)),
-        )?;
-        let text = |name: &str| -> Result<Vec<Option<String>>> {
-            let column = frame
-                .column(name)
-                .and_then(|c| c.str().cloned())
-                .map_err(|e| Error::kafka(e.to_string()))?;
-            Ok(column.iter().map(|v| v.map(str::to_string)).collect())
-        };
         let prefix = format!("{}:", self.config.topic);
         let partition_of = |key: &str| key.strip_prefix(&prefix).and_then(|p| p.parse().ok());
-        let (keys, values) = (text("key")?, text("value")?);
-        let messages = keys
-            .iter()
-            .zip(&values)
-            .filter_map(|(k, v)| Some((k.as_deref()?, v.as_deref())));
-        let saved = snapshot::load(
-            messages,
-            |key| partition_of(key).is_some(),
-            &self.config.state_topic,
-        )?;
+        let saved = self.read_state(&|key| partition_of(key).is_some())?;
         let mut latest = HashMap::new();
         for (key, (value, chunked)) in saved {
             let Some(partition) = partition_of(&key) else {
@@ -665,19 +712,55 @@ impl Work {
         Ok(latest)
     }
 
+    /// The latest checkpoints of the keys `keys` accepts, with how each was chunked.
+    fn read_state(
+        &self,
+        keys: &dyn Fn(&str) -> bool,
+    ) -> Result<HashMap<String, (String, Option<Chunked>)>> {
+        let frame = crate::kafka::read_topic(
+            &self.kafka,
+            &self.config.state_topic,
+            &crate::kafka::Start::Beginning,
+            None,
+            self.timeout.max(Duration::from_secs(30)),
+        )?;
+        let text = |name: &str| -> Result<Vec<Option<String>>> {
+            let column = frame
+                .column(name)
+                .and_then(|c| c.str().cloned())
+                .map_err(|e| Error::kafka(e.to_string()))?;
+            Ok(column.iter().map(|v| v.map(str::to_string)).collect())
+        };
+        let (names, values) = (text("key")?, text("value")?);
+        let messages = names
+            .iter()
+            .zip(&values)
+            .filter_map(|(k, v)| Some((k.as_deref()?, v.as_deref())));
+        snapshot::load(messages, keys, &self.config.state_topic)
+    }
+
     /// Makes the outputs so far durable and saves the changed partitions' state; returns
     /// the offsets to commit.
     fn save_state(&mut self) -> Result<Vec<(i32, i64)>> {
         let mut offsets = Vec::new();
-        if self.dirty.is_empty() {
+        let generation = crate::record::time::now_micros() as u64;
+        let join = match self.join.as_mut() {
+            Some(join) => join.checkpoint(generation)?,
+            None => None,
+        };
+        if self.dirty.is_empty() && join.is_none() {
             return Ok(offsets);
         }
         let flush_timeout = Duration::from_secs(130);
         let producer = &self.emitter.producer;
         let mut partitions: Vec<i32> = self.dirty.iter().copied().collect();
         partitions.sort_unstable();
-        let generation = crate::record::time::now_micros() as u64;
         let (mut chunks, mut headers, mut stale) = (Vec::new(), Vec::new(), Vec::new());
+        if let Some(join) = join {
+            chunks.extend(join.chunks);
+            headers.push(join.header);
+            stale.extend(join.stale);
+        }
         for &p in &partitions {
             let Some(state) = self.states.get(&p) else {
                 continue;
@@ -723,6 +806,9 @@ impl Work {
             }
         }
         self.dirty.clear();
+        if let Some(join) = &mut self.join {
+            join.saved();
+        }
         Ok(offsets)
     }
 }
@@ -736,7 +822,7 @@ mod tests {
 
     fn daily() -> Spec {
         let day = parse_duration("1d").unwrap();
-        options::spec(Some(options::Window::Length(day)), None, &[], &[], 0).unwrap()
+        options::spec(Some(options::Window::Length(day)), None, &[], &[], 0, &[]).unwrap()
     }
 
     #[test]
@@ -900,6 +986,92 @@ mod tests {
                 day("2021-01-06", 5.0, 5.0, 1)
             ]
         );
+    }
+
+    /// The prices of the indicator outputs so far, with the joined rate.
+    fn joined_prices(job: &Analytics) -> Vec<(String, f64, Option<f64>)> {
+        let recent = job.recent();
+        let recent = recent.lock().unwrap();
+        recent
+            .of(Kind::Indicators)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Indicators(i) => {
+                    Some((iso(i.time)[..10].to_string(), i.price, i.values[0]))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ticks_take_the_rate_as_of_their_date_and_a_restart_reads_the_table_from_its_checkpoint() {
+        let (embedded, kafka) = testing::broker("ticks", 1);
+        embedded.create_topic("fx", Some(1)).unwrap();
+        let fx = |records: &[&str]| {
+            testing::send(&kafka, "fx", records.iter().map(|r| Sent::value(*r)));
+        };
+        fx(&[
+            r#"{"currency":"EUR","Date":"2021-01-04","rate":1.25}"#,
+            "not a rate",
+            r#"{"currency":"EUR","Date":"2021-01-06","rate":1.5}"#,
+        ]);
+        let tick = |date: &str, close: f64| Sent {
+            key: Some("GDAXI".into()),
+            ..Sent::value(format!(
+                r#"{{"Index":"GDAXI","Currency":"EUR","Date":"{date}","Close":{close},"Volume":1}}"#
+            ))
+        };
+        testing::send(
+            &kafka,
+            "ticks",
+            [
+                tick("2021-01-03", 9.0),
+                tick("2021-01-04", 10.0),
+                tick("2021-01-05", 20.0),
+            ],
+        );
+        let job = |group: &str| {
+            let spec = options::spec(None, None, &[], &[], 0, &["rate".into()]).unwrap();
+            let mut config = AnalyticsConfig::new("ticks", group, spec)
+                .with_join(
+                    Some(join::AsOf {
+                        topic: "fx".into(),
+                        by: ("Currency".into(), "currency".into()),
+                        on: "Date".into(),
+                        tolerance: Some(parse_duration("3d").unwrap()),
+                        fields: vec!["rate".into()],
+                    }),
+                    Some("Close * rate"),
+                )
+                .unwrap();
+            config.state_topic = "state".into();
+            config.idle_timeout = Duration::from_millis(200);
+            Analytics::new(&kafka, config, None, Duration::from_secs(10)).unwrap()
+        };
+        let mut first = job("first");
+        run(&mut first, None);
+        assert_eq!(
+            joined_prices(&first),
+            [
+                ("2021-01-04".into(), 12.5, Some(1.25)),
+                ("2021-01-05".into(), 25.0, Some(1.25))
+            ]
+        );
+        let status = first.status();
+        // The tick before the first rate, and the record that is no rate.
+        assert_eq!(status.rejected.load(Ordering::Relaxed), 2);
+        drop(first);
+        testing::send(&kafka, "ticks", [tick("2021-01-07", 2.0)]);
+        // A new group starts from the checkpoint: the table too, so the record that is no
+        // rate is not read (nor rejected) again.
+        let mut second = job("second");
+        run(&mut second, None);
+        assert_eq!(
+            joined_prices(&second),
+            [("2021-01-07".into(), 3.0, Some(1.5))]
+        );
+        assert_eq!(second.status().rejected.load(Ordering::Relaxed), 0);
     }
 
     #[test]

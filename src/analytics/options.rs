@@ -5,6 +5,8 @@
 use chrono_tz::Tz;
 
 use super::engine::Spec;
+use super::expr::Expr;
+use super::join::AsOf;
 use super::output::Kind;
 use super::spec::{Indicator, Rule, WindowSpec};
 use super::AnalyticsConfig;
@@ -35,13 +37,14 @@ pub enum Window {
 }
 
 /// What to compute, from its written form: the window and slide (µs of event time),
-/// indicator names, alert rules and the allowed lateness (µs).
+/// indicator names, alert rules, the allowed lateness (µs) and the fields a join adds.
 pub fn spec(
     window: Option<Window>,
     slide: Option<i64>,
     indicators: &[String],
     alerts: &[String],
     lateness: i64,
+    joined: &[String],
 ) -> Result<Spec> {
     let window = match (window, slide) {
         (Some(Window::Length(size)), slide) => Some(WindowSpec::new(size, slide)?),
@@ -65,6 +68,7 @@ pub fn spec(
             .map(|r| r.parse::<Rule>())
             .collect::<Result<_>>()?,
         lateness,
+        joined.to_vec(),
     )
 }
 
@@ -94,6 +98,21 @@ impl AnalyticsConfig {
     }
 }
 
+impl AnalyticsConfig {
+    /// Joins each tick with `join`'s table and reads the price as `price` (a field, or
+    /// arithmetic over the tick's and the joined fields) when given.
+    pub fn with_join(mut self, join: Option<AsOf>, price: Option<&str>) -> Result<Self> {
+        if let Some(price) = price {
+            self.fields.price = Expr::parse(price)?;
+        }
+        if let Some(join) = &join {
+            join.validate()?;
+        }
+        self.join = join;
+        Ok(self)
+    }
+}
+
 fn zone_named(name: &str) -> Result<Tz> {
     TimeFormat::new(None, Some(name))
         .ok()
@@ -118,7 +137,7 @@ mod tests {
 
     #[test]
     fn a_slide_needs_a_window_and_names_are_parsed() {
-        let e = spec(None, Some(MINUTE), &[], &[], 0).unwrap_err();
+        let e = spec(None, Some(MINUTE), &[], &[], 0, &[]).unwrap_err();
         assert!(e.to_string().contains("slide needs a window"));
         let s = spec(
             Some(Window::Length(5 * MINUTE)),
@@ -126,22 +145,45 @@ mod tests {
             &names(&["sma_20"]),
             &names(&["rsi_14 crosses 70"]),
             0,
+            &[],
         )
         .unwrap();
         assert!(s.window.is_some());
         assert_eq!(s.indicators.len(), 2, "rsi_14 added for the rule");
-        assert!(spec(None, None, &names(&["nonsense_3"]), &[], 0).is_err());
-        let session = spec(Some(Window::Session(MINUTE)), None, &[], &[], 0).unwrap();
+        let rate = names(&["rate"]);
+        let joined = spec(None, None, &[], &names(&["rate crosses 7"]), 0, &rate).unwrap();
+        assert!(
+            joined.indicators.is_empty(),
+            "a joined field is no indicator"
+        );
+        assert_eq!(joined.indicator_names(), rate);
+        for clash in ["price", "sma_20"] {
+            let e = spec(None, None, &names(&["sma_20"]), &[], 0, &names(&[clash])).unwrap_err();
+            assert!(e.to_string().contains("name of an output column"), "{e}");
+        }
+        assert!(spec(None, None, &names(&["nonsense_3"]), &[], 0, &[]).is_err());
+        let e = spec(None, None, &[], &names(&["rate crosses 7"]), 0, &[]).unwrap_err();
+        assert!(e.to_string().contains("nor a joined field"), "{e}");
+        let session = spec(Some(Window::Session(MINUTE)), None, &[], &[], 0, &[]).unwrap();
         assert!(session
             .window
             .is_some_and(|w| w.session && w.size == MINUTE));
-        let e = spec(Some(Window::Session(MINUTE)), Some(MINUTE), &[], &[], 0).unwrap_err();
+        let e = spec(
+            Some(Window::Session(MINUTE)),
+            Some(MINUTE),
+            &[],
+            &[],
+            0,
+            &[],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("no slide"));
     }
 
     #[test]
     fn outputs_name_topics_and_the_state_topic_defaults_to_the_groups() {
-        let base = || AnalyticsConfig::new("ticks", "g", spec(None, None, &[], &[], 0).unwrap());
+        let base =
+            || AnalyticsConfig::new("ticks", "g", spec(None, None, &[], &[], 0, &[]).unwrap());
         let config = base().with_outputs(Outputs {
             windows: Some("bars".into()),
             ..Outputs::default()
@@ -158,7 +200,8 @@ mod tests {
 
     #[test]
     fn sessions_begin_in_the_named_zone_or_the_times_own() {
-        let mut config = AnalyticsConfig::new("t", "g", spec(None, None, &[], &[], 0).unwrap());
+        let mut config =
+            AnalyticsConfig::new("t", "g", spec(None, None, &[], &[], 0, &[]).unwrap());
         config.fields = TickFields {
             time_format: TimeFormat::new(None, Some("Europe/Paris")).unwrap(),
             ..TickFields::default()

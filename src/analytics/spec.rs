@@ -368,9 +368,16 @@ fn operand(word: &str) -> std::result::Result<Operand, String> {
     if let Ok(level) = word.parse::<f64>() {
         return Ok(Operand::Level(level));
     }
-    str::parse::<Indicator>(word)
-        .map(|i| Operand::Indicator(i.name))
-        .map_err(|_| format!("{word:?} is neither price, a number nor an indicator"))
+    match str::parse::<Indicator>(word) {
+        Ok(i) => Ok(Operand::Indicator(i.name)),
+        // Perhaps a joined field: the job's spec knows.
+        Err(_) if word.chars().all(|c| c.is_alphanumeric() || c == '_') => {
+            Ok(Operand::Indicator(word.to_string()))
+        }
+        Err(_) => Err(format!(
+            "{word:?} is neither price, a number, an indicator nor a field name"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -469,9 +476,12 @@ mod tests {
             "price above 3",
             "15000 crosses price",
             "move -2%",
-            "sma_x crosses 3",
+            "sma-x crosses 3",
         ] {
             assert!(str::parse::<Rule>(bad).is_err(), "{bad:?}");
         }
+        // A name that is no indicator may be a joined field: the job's spec decides.
+        let r = str::parse::<Rule>("rate crosses 7").unwrap();
+        assert_eq!(r.indicators(), ["rate"]);
     }
 }

@@ -8,6 +8,8 @@ use chrono::TimeZone as _;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use super::expr::Expr;
+use super::join::Join;
 use crate::record::time::TimeFormat;
 use crate::record::TickSchema;
 use crate::record::{Record, Scalar};
@@ -28,6 +30,9 @@ pub struct Tick {
     /// when it changes.
     #[serde(default)]
     pub session: i32,
+    /// The values an as-of join took for it, in the join's field order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<f64>,
 }
 
 /// Release order: event time, then arrival.
@@ -53,7 +58,8 @@ impl Eq for Tick {}
 pub struct TickFields {
     pub symbol: String,
     pub time: String,
-    pub price: String,
+    /// A field, or arithmetic over the tick's fields and the joined ones.
+    pub price: Expr,
     /// `None`: ticks carry no volume (VWAP is then empty).
     pub volume: Option<String>,
     /// How the time field's text is written.
@@ -72,7 +78,7 @@ impl From<&TickSchema> for TickFields {
         TickFields {
             symbol: schema.symbol.clone(),
             time: schema.time.clone(),
-            price: schema.price.clone(),
+            price: Expr::Field(schema.price.clone()),
             volume: schema.volume.clone(),
             time_format: schema.time_format.clone(),
             high: "High".into(),
@@ -90,12 +96,31 @@ impl Default for TickFields {
 }
 
 impl TickFields {
-    /// Decodes one message; the error says which field is missing or wrong.
-    pub fn decode(&self, payload: Option<&[u8]>, offset: i64) -> Result<Tick, String> {
+    /// Decodes one message, joined with `join`'s table if given; the error says which
+    /// field is missing or wrong, or why the join found no value.
+    pub fn decode(
+        &self,
+        payload: Option<&[u8]>,
+        offset: i64,
+        join: Option<&Join>,
+    ) -> Result<Tick, String> {
         let record = Record::parse(payload.unwrap_or_default())?;
         let symbol = record.symbol(&self.symbol)?.to_string();
         let time = record.event_time(&self.time, &self.time_format)?.micros;
-        let price = number(&record, &self.price)?;
+        let joined = match join {
+            Some(join) => join.lookup(record.symbol(&join.spec.by.0)?, time)?.to_vec(),
+            None => Vec::new(),
+        };
+        let price = self.price.eval(&|name| {
+            let fields = join.map_or(&[][..], |j| &j.spec.fields[..]);
+            match fields.iter().position(|f| f == name) {
+                Some(i) => joined
+                    .get(i)
+                    .copied()
+                    .ok_or_else(|| format!("the join gave no {name:?}")),
+                None => number(&record, name),
+            }
+        })?;
         let volume = match &self.volume {
             Some(field) => number(&record, field)?,
             None => 0.0,
@@ -112,6 +137,7 @@ impl TickFields {
             offset,
             range,
             session: self.session_of(time),
+            joined,
         })
     }
 
@@ -152,6 +178,7 @@ mod tests {
             .decode(
                 Some(br#"{"Index":"NYA","Date":"1970-01-02","Close":1.5,"Volume":3}"#),
                 7,
+                None,
             )
             .unwrap();
         assert_eq!(
@@ -183,7 +210,7 @@ mod tests {
             ),
         ];
         for (input, expected) in cases {
-            let err = f.decode(Some(input), 0).unwrap_err();
+            let err = f.decode(Some(input), 0, None).unwrap_err();
             assert!(err.contains(expected), "{err}");
         }
     }

@@ -20,7 +20,7 @@ pub use admin::create_topics;
 pub use member::{Change, GroupMember, Polled};
 pub use membership::Membership;
 pub use queue::Fetched;
-pub use reader::{read, read_topic, Bounds, Read, Start};
+pub use reader::{read, read_topic, Bounds, Follower, Read, Start};
 pub use run::{run, Flow, Pipeline, RunLimits, TICK};
 pub use send::{flush, send_waiting, serve_reports};
 pub(crate) use status::extends_job_status;

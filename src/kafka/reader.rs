@@ -179,6 +179,76 @@ pub fn read(
     Ok(read)
 }
 
+/// A read that goes on: every partition of a topic from given next offsets, taking what
+/// has arrived without waiting (a table a job keeps up to date while it runs).
+pub struct Follower {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl Follower {
+    /// Reads each partition of `topic` from its offset in `next` (its first message for the
+    /// others); fails if the broker does not answer within `timeout`.
+    pub fn new(
+        config: &KafkaConfig,
+        client_id: &str,
+        topic: &str,
+        next: &BTreeMap<i32, i64>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        super::check_topic("topic", topic)?;
+        let mut client = config.client_config(&CONSUMER_DEFAULTS);
+        client.set("client.id", client_id);
+        client.set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = client.create().map_err(|e| config.creation_error(e))?;
+        let failed = |e: KafkaError| {
+            Error::kafka(format!(
+                "cannot follow topic {topic:?} on {}: {e}",
+                config.bootstrap_servers
+            ))
+            .caused_by(e)
+        };
+        let meta = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(failed)?;
+        let mut assignment = TopicPartitionList::new();
+        for p in partition_ids(&meta) {
+            let at = next
+                .get(&p)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            assignment
+                .add_partition_offset(topic, p, at)
+                .map_err(failed)?;
+        }
+        consumer.assign(&assignment).map_err(failed)?;
+        Ok(Follower {
+            consumer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Hands `take` the messages fetched so far, at most `max`, without waiting for more;
+    /// returns how many. A broker error is returned once it is polled.
+    pub fn poll(&self, max: usize, take: &mut dyn FnMut(&BorrowedMessage<'_>)) -> Result<usize> {
+        let mut taken = 0;
+        while taken < max {
+            match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => {
+                    take(&m);
+                    taken += 1;
+                }
+                Some(Err(e)) => {
+                    return Err(
+                        Error::kafka(format!("following topic {:?}: {e}", self.topic)).caused_by(e),
+                    )
+                }
+                None => break,
+            }
+        }
+        Ok(taken)
+    }
+}
+
 /// Marks `partition` read to its end offset.
 fn reached_end(read: &mut Read, ends: &BTreeMap<i32, i64>, partition: i32) {
     if let (Some(&end), Some(range)) = (ends.get(&partition), read.offsets.get_mut(&partition)) {

@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyString};
 use pyo3_polars::PyDataFrame;
 
 use super::kafka_config::kafka_config;
-use super::options::{PyOutputs, PySession};
+use super::options::{PyAsOf, PyOutputs, PySession};
 use super::pipelines::{PyJobStatus, PyPipeline, Snapshot, View};
 use super::schema::PyTickSchema;
 use super::{seconds, shown};
@@ -151,6 +151,12 @@ impl PyAnalyticsStatus {
 ///         is then empty) and how the time is written (integer times are epochs).
 ///     session_zone: the exchange's IANA zone, where trading days (and so session
 ///         ``vwap``) begin; the schema's ``time_zone`` if given, else UTC.
+///     join: an ``AsOf`` join: each tick takes the latest values of a table topic (FX
+///         rates…) for its key as of its time; they follow the indicators in the
+///         ``indicators`` output and can be used in ``price`` and in rules.
+///     price: the price to analyse, instead of the schema's price field: a field name, or
+///         arithmetic over the tick's and the joined fields (``"Close * rate"``; quote
+///         names with spaces: ``'"Adj Close" * rate'``).
 ///     connect_timeout: seconds to wait for Kafka before raising KafkaError.
 ///     **config: any librdkafka property (``session_timeout_ms=6000``, SASL/SSL…).
 ///
@@ -239,8 +245,8 @@ impl PyAnalytics {
         bootstrap_servers, topic, group_id="stockstream-analytics", *, window=None, slide=None,
         indicators=None, alerts=None, allowed_lateness=None, max_future=None, idle_timeout=10.0,
         outputs=None, checkpoint_interval=2.0, exactly_once=false, callback=None,
-        callback_kinds=None, keep=10_000, schema=None, session_zone=None, connect_timeout=10.0,
-        **config
+        callback_kinds=None, keep=10_000, schema=None, session_zone=None, join=None, price=None,
+        connect_timeout=10.0, **config
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -263,6 +269,8 @@ impl PyAnalytics {
         keep: usize,
         schema: Option<PyRef<'_, PyTickSchema>>,
         session_zone: Option<&str>,
+        join: Option<PyRef<'_, PyAsOf>>,
+        price: Option<&str>,
         connect_timeout: f64,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
@@ -276,17 +284,20 @@ impl PyAnalytics {
             },
             None => None,
         };
+        let fields = schema
+            .as_ref()
+            .map_or_else(TickFields::default, |s| TickFields::from(&s.schema));
+        let join = join.map(|j| j.as_of(&fields.time));
         let spec = options::spec(
             window,
             duration("slide", slide)?,
             &strings(indicators)?,
             &strings(alerts)?,
             duration("allowed_lateness", allowed_lateness)?.unwrap_or(0),
+            join.as_ref().map_or(&[][..], |j| &j.fields[..]),
         )?;
         let mut cfg = AnalyticsConfig::new(topic, group_id, spec);
-        if let Some(schema) = &schema {
-            cfg.fields = TickFields::from(&schema.schema);
-        }
+        cfg.fields = fields;
         if let Some(ahead) = duration("max_future", max_future)? {
             cfg.max_future = ahead;
         }
@@ -296,7 +307,8 @@ impl PyAnalytics {
         cfg.keep = keep;
         let cfg = cfg
             .with_outputs(outputs.map(|o| o.outputs()).unwrap_or_default())
-            .with_session_zone(session_zone)?;
+            .with_session_zone(session_zone)?
+            .with_join(join, price)?;
         let callback = match callback {
             Some(f) => {
                 let wanted = match callback_kinds {

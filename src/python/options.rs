@@ -287,3 +287,133 @@ impl PySession {
         format!("Session(gap={})", self.gap as f64 / 1e6)
     }
 }
+
+/// An as-of join, for ``Analytics(join=AsOf(...))``: each tick takes, for its key, the
+/// latest values of a second topic (a table such as daily FX rates) as of the tick's event
+/// time — Polars' ``join_asof(strategy="backward", by=…, tolerance=…)`` on a stream.
+///
+/// Every member reads the whole table topic: to its end when a run starts, then what
+/// arrives before each batch of ticks. A record counts from its own event time, whenever
+/// it arrives (a later record of the same key and time replaces it). A tick is joined
+/// when it is read: a *late* table record (dated before ticks already joined) counts for
+/// the ticks read after it, and outputs already emitted are not revised. A tick with no
+/// value of its key within ``tolerance`` is rejected (``status().rejected``, with the
+/// reason). The table read so far is saved in each checkpoint, so a restart reads on from
+/// there. The joined fields appear in the ``indicators`` output after the indicators and
+/// can be named in ``price=`` and in alert rules (``"rate crosses 7.2"``).
+///
+/// Args:
+///     topic: the table's topic: JSON records with the key, a time and the fields.
+///     by: the field holding the key, in both topics (``"currency"``), or a pair
+///         ``("Currency", "currency")``: the tick's field, then the table's.
+///     fields: the table's numeric fields each tick takes (``["rate"]``).
+///     on: the table records' time field, written as the ticks' times are; by default the
+///         ticks' time field name.
+///     tolerance: how much older than a tick a value may be (``"3d"``; a number is
+///         seconds); None: any age.
+#[pyclass(
+    name = "AsOf",
+    module = "stockstream._core",
+    frozen,
+    skip_from_py_object
+)]
+#[derive(Clone)]
+pub struct PyAsOf {
+    topic: String,
+    by: (String, String),
+    fields: Vec<String>,
+    on: Option<String>,
+    /// µs.
+    tolerance: Option<i64>,
+}
+
+impl PyAsOf {
+    /// The join, with `time_field` (the ticks') as the table's time field unless `on` names one.
+    pub fn as_of(&self, time_field: &str) -> crate::analytics::join::AsOf {
+        crate::analytics::join::AsOf {
+            topic: self.topic.clone(),
+            by: self.by.clone(),
+            on: self.on.clone().unwrap_or_else(|| time_field.to_string()),
+            tolerance: self.tolerance,
+            fields: self.fields.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyAsOf {
+    #[new]
+    #[pyo3(signature = (topic, by, fields, *, on=None, tolerance=None))]
+    fn new(
+        topic: String,
+        by: &Bound<'_, PyAny>,
+        fields: &Bound<'_, PyAny>,
+        on: Option<String>,
+        tolerance: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let by = match by.extract::<String>() {
+            Ok(both) => (both.clone(), both),
+            Err(_) => by.extract::<(String, String)>().map_err(|_| {
+                crate::error::Error::config(
+                    "AsOf: by is a field name or a (tick field, table field) pair",
+                )
+            })?,
+        };
+        let fields = match fields.extract::<String>() {
+            Ok(one) => vec![one],
+            Err(_) => fields.extract::<Vec<String>>().map_err(|_| {
+                crate::error::Error::config("AsOf: fields is a field name or a list of them")
+            })?,
+        };
+        let tolerance = tolerance
+            .map(|t| super::analytics::event_duration("tolerance", t))
+            .transpose()?;
+        let join = PyAsOf {
+            topic,
+            by,
+            fields,
+            on,
+            tolerance,
+        };
+        join.as_of("time").validate()?;
+        Ok(join)
+    }
+
+    #[getter]
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The tick's key field and the table's.
+    #[getter]
+    fn by(&self) -> (String, String) {
+        self.by.clone()
+    }
+
+    #[getter]
+    fn fields(&self) -> Vec<String> {
+        self.fields.clone()
+    }
+
+    #[getter]
+    fn on(&self) -> Option<String> {
+        self.on.clone()
+    }
+
+    /// The tolerance in seconds, or None.
+    #[getter]
+    fn tolerance(&self) -> Option<f64> {
+        self.tolerance.map(|t| t as f64 / 1e6)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "AsOf(topic={:?}, by={:?}, fields={:?}, on={:?}, tolerance={:?})",
+            self.topic,
+            self.by,
+            self.fields,
+            self.on,
+            self.tolerance()
+        )
+    }
+}
