@@ -30,10 +30,11 @@ def test_notebook_runs_without_errors(path, tmp_path, monkeypatch):
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS][:5] == [
+    assert [p.name for p in NOTEBOOKS][:6] == [
         "01_producer.ipynb",
         "02_consumer_to_s3.ipynb",
         "03_crawl_and_query.ipynb",
         "04_realtime_analytics.ipynb",
         "05_iceberg.ipynb",
+        "06_asof_join.ipynb",
     ]

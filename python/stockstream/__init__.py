@@ -42,6 +42,7 @@ from pathlib import Path
 from stockstream._core import (
     Analytics,
     AnalyticsStatus,
+    AsOf,
     AwsOptions,
     CompactReport,
     CrawlReport,
@@ -85,6 +86,7 @@ BUNDLED_CSV = Path(__file__).parent / "data" / "indexProcessed_synthetic.csv"
 __all__ = [
     "Analytics",
     "AnalyticsStatus",
+    "AsOf",
     "AwsOptions",
     "BUNDLED_CSV",
     "CompactReport",

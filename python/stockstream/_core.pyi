@@ -22,6 +22,7 @@ __all__ = [
     "Producer",
     "SendReport",
     "Session",
+    "AsOf",
     "SinkStatus",
     "TailInfo",
     "AwsOptions",
@@ -164,6 +165,30 @@ class Session:
     def __new__(cls, gap: str | float) -> Session: ...
     @property
     def gap(self) -> float: ...
+
+@final
+class AsOf:
+    """An as-of join: each tick takes its key's latest values of a table topic as of its time."""
+
+    def __new__(
+        cls,
+        topic: str,
+        by: str | tuple[str, str],
+        fields: str | Sequence[str],
+        *,
+        on: str | None = None,
+        tolerance: str | float | None = None,
+    ) -> AsOf: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def by(self) -> tuple[str, str]: ...
+    @property
+    def fields(self) -> list[str]: ...
+    @property
+    def on(self) -> str | None: ...
+    @property
+    def tolerance(self) -> float | None: ...
 
 @final
 class Outputs:
@@ -446,6 +471,8 @@ class Analytics(Pipeline[AnalyticsStatus]):
         keep: int = 10000,
         schema: TickSchema | None = None,
         session_zone: str | None = None,
+        join: AsOf | None = None,
+        price: str | None = None,
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> Analytics: ...

@@ -104,6 +104,19 @@ impl Join {
         }
     }
 
+    /// Fails within `timeout` if Kafka cannot be reached, and at once if the table's topic
+    /// does not exist.
+    pub fn check(&self, kafka: &KafkaConfig, timeout: Duration) -> Result<()> {
+        Follower::new(
+            kafka,
+            "stockstream-join",
+            &self.spec.topic,
+            &BTreeMap::new(),
+            timeout,
+        )
+        .map(drop)
+    }
+
     /// Whether the checkpoint still has to be looked for.
     pub fn wants_restore(&self) -> bool {
         !self.restored

@@ -354,11 +354,14 @@ impl Analytics {
             callback,
             payload: Vec::new(),
         };
-        status.set_state("ready");
         let join = config
             .join
             .clone()
             .map(|j| join::Join::new(j, &config.topic));
+        if let Some(join) = &join {
+            join.check(kafka, connect_timeout)?;
+        }
+        status.set_state("ready");
         Ok(Analytics {
             membership,
             work: Work {

@@ -188,7 +188,8 @@ pub struct Follower {
 
 impl Follower {
     /// Reads each partition of `topic` from its offset in `next` (its first message for the
-    /// others); fails if the broker does not answer within `timeout`.
+    /// others); fails if the broker does not answer within `timeout`, and at once if the
+    /// topic does not exist.
     pub fn new(
         config: &KafkaConfig,
         client_id: &str,
@@ -211,8 +212,15 @@ impl Follower {
         let meta = consumer
             .fetch_metadata(Some(topic), timeout)
             .map_err(failed)?;
+        let partitions = partition_ids(&meta);
+        if partitions.is_empty() {
+            return Err(Error::not_found(format!(
+                "topic {topic:?} does not exist on {}: create it, or start its producer first",
+                config.bootstrap_servers
+            )));
+        }
         let mut assignment = TopicPartitionList::new();
-        for p in partition_ids(&meta) {
+        for p in partitions {
             let at = next
                 .get(&p)
                 .map_or(Offset::Beginning, |o| Offset::Offset(*o));
