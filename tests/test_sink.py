@@ -114,6 +114,25 @@ def test_a_second_run_of_the_same_group_writes_nothing_new(kafka, topic, tmp_pat
     assert {p: p.stat().st_mtime_ns for p in local_files(lake, topic)} == before
 
 
+def test_a_bounded_run_returns_the_records_it_landed(kafka, topic, tmp_path):
+    n = produce_bundled(kafka.bootstrap_servers, topic)
+    sink = ss.LakeSink(
+        kafka.bootstrap_servers, topic, group_id(), str(tmp_path / "lake"), kafka_metadata=True
+    )
+    first = sink.run(limit=1000, collect=True)
+    written = sink.status().written
+    assert isinstance(first, pl.DataFrame) and first.height == written >= 1000
+    rest = sink.run(stop_at_end=True, collect=True)
+    assert first.height + rest.height == n
+    both = pl.concat([first, rest])
+    # Each record once, and the values as the file has them.
+    assert both.select("_kafka_partition", "_kafka_offset").is_unique().all()
+    assert both.select(TICK_COLUMNS).sort("Index", "Date").equals(expected_ticks())
+    # Without collect, a run returns its status; with nothing new, collect gives no rows.
+    assert isinstance(sink.run(stop_at_end=True), ss.SinkStatus)
+    assert sink.run(stop_at_end=True, collect=True).height == 0
+
+
 def test_a_finished_run_leaves_its_group_so_the_next_member_is_not_kept_waiting(kafka, tmp_path):
     # No session settings: on the embedded broker the defaults must rejoin quickly. The
     # first sink stays alive, as it would in a notebook after its cell finished.

@@ -422,6 +422,25 @@ class LakeSink(Pipeline[SinkStatus]):
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> LakeSink: ...
+    @overload  # type: ignore[override]
+    def run(
+        self,
+        limit: int | None = None,
+        duration: float | None = None,
+        stop_at_end: bool = False,
+        progress: bool | None = None,
+        collect: Literal[False] = False,
+    ) -> SinkStatus: ...
+    @overload
+    def run(
+        self,
+        limit: int | None = None,
+        duration: float | None = None,
+        stop_at_end: bool = False,
+        progress: bool | None = None,
+        *,
+        collect: Literal[True],
+    ) -> polars.DataFrame: ...
 
 @final
 class AnalyticsStatus(JobStatus):

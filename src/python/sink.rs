@@ -7,8 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use polars::prelude::{concat, DataFrame, IntoLazy, LazyFrame, UnionArgs};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use pyo3_polars::PyDataFrame;
 
 use super::kafka_config::kafka_config;
 use super::options::{aws_options, PyAwsOptions, PyRollPolicy};
@@ -16,10 +18,11 @@ use super::pipelines::{PyJobStatus, PyPipeline, Snapshot, View};
 use super::schema::PyTickSchema;
 use super::{seconds, shown};
 use crate::catalog::CatalogKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lake::{Format, LakeUrl};
 use crate::sink::{
-    ColumnType, LakeTarget, Partitioning, RollPolicy, SinkBuilder, SinkConfig, SinkStatus,
+    Collected, ColumnType, LakeTarget, Partitioning, RollPolicy, SinkBuilder, SinkConfig,
+    SinkStatus,
 };
 
 /// A snapshot of a sink's counters, besides those of every ``JobStatus``.
@@ -128,7 +131,9 @@ impl PySinkStatus {
 ///     NotFoundError: the topic or the bucket does not exist.
 ///     ConfigError: an invalid option, or the credentials were refused.
 #[pyclass(name = "LakeSink", module = "stockstream._core", extends = PyPipeline, frozen)]
-pub struct PyLakeSink {}
+pub struct PyLakeSink {
+    collected: Collected,
+}
 
 fn partitioning(value: &Bound<'_, PyAny>) -> PyResult<Partitioning> {
     Ok(if value.is_instance_of::<PyString>() {
@@ -210,11 +215,64 @@ impl PyLakeSink {
         );
         let sink = py.detach(|| builder.build())?;
         let status = sink.status();
+        let collected = sink.collected();
         let snapshot: Snapshot =
             Box::new(move |py, running| PySinkStatus::snapshot(py, &status, running));
         Ok(
             PyClassInitializer::from(PyPipeline::new(sink, "sink", snapshot, describe))
-                .add_subclass(PyLakeSink {}),
+                .add_subclass(PyLakeSink { collected }),
         )
+    }
+
+    /// Runs in the foreground like ``Pipeline.run``: until ``limit`` records, ``duration``
+    /// seconds (then it returns within about a second) or, with ``stop_at_end``, the end
+    /// of the topic, whichever comes first; what is buffered lands before it returns.
+    ///
+    /// Returns:
+    ///     the counters after the run (``SinkStatus``); with ``collect=True`` the records
+    ///     this run landed instead, as one Polars frame typed as the lake's objects hold
+    ///     them (the union of their columns; the partition folders' keys are not columns).
+    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false, progress=None,
+                        collect=false))]
+    fn run(
+        slf: &Bound<'_, Self>,
+        limit: Option<u64>,
+        duration: Option<f64>,
+        stop_at_end: bool,
+        progress: Option<bool>,
+        collect: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let collected = slf.get().collected.clone();
+        let frames = || collected.lock().unwrap_or_else(|e| e.into_inner());
+        if collect {
+            *frames() = Some(Vec::new());
+        }
+        let run = PyPipeline::run(slf.as_super(), limit, duration, stop_at_end, progress);
+        let landed = frames().take().unwrap_or_default();
+        let status = run?;
+        if !collect {
+            return Ok(status);
+        }
+        let frame = match landed.is_empty() {
+            true => DataFrame::empty(),
+            false => concat(
+                landed.into_iter().map(IntoLazy::lazy).collect::<Vec<_>>(),
+                UnionArgs {
+                    diagonal: true,
+                    to_supertypes: true,
+                    ..Default::default()
+                },
+            )
+            .and_then(LazyFrame::collect)
+            .map_err(|e| {
+                Error::io(format!(
+                    "cannot join the landed records into one frame: {e}"
+                ))
+            })?,
+        };
+        Ok(PyDataFrame(frame)
+            .into_pyobject(slf.py())?
+            .into_any()
+            .unbind())
     }
 }

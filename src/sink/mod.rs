@@ -18,7 +18,7 @@ mod status;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use polars::prelude::{DataType, TimeUnit};
@@ -80,7 +80,12 @@ struct Work {
     maintenance: Option<Maintenance>,
     /// Where each assigned partition starts and under which claim it is landed.
     owned: Ownership,
+    /// What landed, kept while a run collects it.
+    collected: Collected,
 }
+
+/// The frames of the records landed while collecting (`Some`), as their objects hold them.
+pub type Collected = Arc<Mutex<Option<Vec<polars::prelude::DataFrame>>>>;
 
 /// How long each broker request settling an assignment may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,6 +174,7 @@ impl Sink {
                 topic_partitions,
                 maintenance: None,
                 owned: Ownership::default(),
+                collected: Collected::default(),
             },
         })
     }
@@ -205,6 +211,11 @@ impl Sink {
     /// The live counters, shareable with other threads.
     pub fn status(&self) -> Arc<SinkStatus> {
         self.work.status.clone()
+    }
+
+    /// Where the records landed go while it holds `Some` (shareable with other threads).
+    pub fn collected(&self) -> Collected {
+        self.work.collected.clone()
     }
 
     /// Consumes and lands records until `limits` or `stop` says so, then lands and commits
@@ -711,7 +722,24 @@ impl Work {
             );
             self.status.landed(*partition, range.next_offset);
         }
+        self.collect(&ranges);
         Ok(true)
+    }
+
+    /// Keeps the records of landed ranges, for a run that collects them.
+    fn collect(&self, ranges: &[&(i32, PendingRange)]) {
+        let mut collected = self.collected.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(frames) = collected.as_mut() else {
+            return;
+        };
+        for (partition, range) in ranges {
+            match range.frames() {
+                Ok(parts) => frames.extend(parts.into_iter().map(|(_, frame)| frame)),
+                Err(e) => self.status.error(format!(
+                    "the records landed from partition {partition} cannot be collected: {e}"
+                )),
+            }
+        }
     }
 
     /// Reads `partition` again from `offset`, dropping what is buffered after it.
