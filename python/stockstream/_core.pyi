@@ -41,6 +41,7 @@ __all__ = [
 
 _Path = str | PathLike[str]
 _Status = TypeVar("_Status", SinkStatus, AnalyticsStatus)
+_Collected = TypeVar("_Collected", polars.DataFrame, dict[str, polars.DataFrame])
 # A callback given each SendReport, or False for no progress display.
 _Progress = Callable[[SendReport], object] | bool
 # A Polars DataFrame or LazyFrame, a pandas DataFrame, a pyarrow Table, or any object with
@@ -368,16 +369,28 @@ class SinkStatus(JobStatus):
     def last_commit(self) -> float | None: ...
 
 @disjoint_base
-class Pipeline(Generic[_Status]):
+class Pipeline(Generic[_Status, _Collected]):
     """What every long-running pipeline (``LakeSink``, ``Analytics``) does."""
 
+    @overload
     def run(
         self,
         limit: int | None = None,
         duration: float | None = None,
         stop_at_end: bool = False,
         progress: bool | None = None,
+        collect: Literal[False] = False,
     ) -> _Status: ...
+    @overload
+    def run(
+        self,
+        limit: int | None = None,
+        duration: float | None = None,
+        stop_at_end: bool = False,
+        progress: bool | None = None,
+        *,
+        collect: Literal[True],
+    ) -> _Collected: ...
     def start(
         self, limit: int | None = None, duration: float | None = None, stop_at_end: bool = False
     ) -> None: ...
@@ -395,7 +408,7 @@ class Pipeline(Generic[_Status]):
     ) -> bool: ...
 
 @final
-class LakeSink(Pipeline[SinkStatus]):
+class LakeSink(Pipeline[SinkStatus, polars.DataFrame]):
     """Lands a Kafka topic in a lake (a local directory or ``s3://bucket/prefix``), exactly once."""
 
     def __new__(
@@ -422,25 +435,6 @@ class LakeSink(Pipeline[SinkStatus]):
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> LakeSink: ...
-    @overload  # type: ignore[override]
-    def run(
-        self,
-        limit: int | None = None,
-        duration: float | None = None,
-        stop_at_end: bool = False,
-        progress: bool | None = None,
-        collect: Literal[False] = False,
-    ) -> SinkStatus: ...
-    @overload
-    def run(
-        self,
-        limit: int | None = None,
-        duration: float | None = None,
-        stop_at_end: bool = False,
-        progress: bool | None = None,
-        *,
-        collect: Literal[True],
-    ) -> polars.DataFrame: ...
 
 @final
 class AnalyticsStatus(JobStatus):
@@ -466,7 +460,7 @@ class AnalyticsStatus(JobStatus):
     def watermarks(self) -> dict[int, str]: ...
 
 @final
-class Analytics(Pipeline[AnalyticsStatus]):
+class Analytics(Pipeline[AnalyticsStatus, dict[str, polars.DataFrame]]):
     """Per-symbol, event-time analytics on a topic of stock ticks, as a consumer group member."""
 
     def __new__(
@@ -495,25 +489,6 @@ class Analytics(Pipeline[AnalyticsStatus]):
         connect_timeout: float = 10.0,
         **config: _Config,
     ) -> Analytics: ...
-    @overload  # type: ignore[override]
-    def run(
-        self,
-        limit: int | None = None,
-        duration: float | None = None,
-        stop_at_end: bool = False,
-        progress: bool | None = None,
-        collect: Literal[False] = False,
-    ) -> AnalyticsStatus: ...
-    @overload
-    def run(
-        self,
-        limit: int | None = None,
-        duration: float | None = None,
-        stop_at_end: bool = False,
-        progress: bool | None = None,
-        *,
-        collect: Literal[True],
-    ) -> dict[str, polars.DataFrame]: ...
     @property
     def indicator_names(self) -> list[str]: ...
     def windows(self) -> polars.DataFrame: ...

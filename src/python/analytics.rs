@@ -13,7 +13,7 @@ use pyo3_polars::PyDataFrame;
 
 use super::kafka_config::kafka_config;
 use super::options::{PyAsOf, PyOutputs, PySession};
-use super::pipelines::{PyJobStatus, PyPipeline, Snapshot, View};
+use super::pipelines::{Collector, PyJobStatus, PyPipeline, Snapshot, View};
 use super::schema::PyTickSchema;
 use super::{seconds, shown};
 use crate::analytics::options::Window;
@@ -232,10 +232,45 @@ impl PyAnalytics {
     }
 
     fn frame_of(&self, kind: Kind, outputs: &[Output]) -> PyResult<PyDataFrame> {
-        let df = frame(kind, outputs, &self.names)
-            .map_err(|e| Error::io(format!("cannot build the {} frame: {e}", kind.name())))?;
-        Ok(PyDataFrame(df))
+        outputs_frame(kind, outputs, &self.names)
     }
+}
+
+fn outputs_frame(kind: Kind, outputs: &[Output], names: &[String]) -> PyResult<PyDataFrame> {
+    let df = frame(kind, outputs, names)
+        .map_err(|e| Error::io(format!("cannot build the {} frame: {e}", kind.name())))?;
+    Ok(PyDataFrame(df))
+}
+
+/// A collecting run's result: the outputs it emitted, by kind, as frames.
+fn run_outputs(recent: Arc<Mutex<Recent>>, names: Vec<String>) -> Collector {
+    Box::new(move || {
+        let marks = recent.lock().unwrap_or_else(|e| e.into_inner()).marks();
+        let (recent, names) = (recent.clone(), names.clone());
+        Box::new(move |py| {
+            let recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+            let frames = PyDict::new(py);
+            for (key, kind) in [
+                ("windows", Kind::Window),
+                ("indicators", Kind::Indicators),
+                ("alerts", Kind::Alert),
+                ("late", Kind::Late),
+            ] {
+                let (outputs, gone) = recent.since(kind, &marks);
+                if gone > 0 {
+                    let message = format!(
+                        "the run emitted {} {key} records; the first {gone} are no longer kept: \
+                         raise keep= to collect them all",
+                        outputs.len() as u64 + gone
+                    );
+                    let message = std::ffi::CString::new(message).unwrap_or_default();
+                    PyErr::warn(py, &py.get_type::<PyUserWarning>(), &message, 1)?;
+                }
+                frames.set_item(key, outputs_frame(kind, &outputs, &names)?)?;
+            }
+            Ok(frames.into_any().unbind())
+        })
+    })
 }
 
 #[pymethods]
@@ -333,58 +368,15 @@ impl PyAnalytics {
         let status = job.status();
         let snapshot: Snapshot =
             Box::new(move |py, running| PyAnalyticsStatus::snapshot(py, &status, running));
-        Ok(
-            PyClassInitializer::from(PyPipeline::new(job, "analytics", snapshot, describe))
-                .add_subclass(this),
-        )
-    }
-
-    /// Runs in the foreground like ``Pipeline.run``: until ``limit`` ticks, ``duration``
-    /// seconds (then it returns within about a second) or, with ``stop_at_end``, the end
-    /// of the input, whichever comes first.
-    ///
-    /// Returns:
-    ///     the counters after the run (``AnalyticsStatus``); with ``collect=True`` the
-    ///     outputs this run emitted instead, as Polars frames: ``{"windows": …,
-    ///     "indicators": …, "alerts": …, "late": …}`` (the latest ``keep`` of each; a
-    ///     warning says when the run emitted more).
-    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false, progress=None,
-                        collect=false))]
-    fn run(
-        slf: &Bound<'_, Self>,
-        limit: Option<u64>,
-        duration: Option<f64>,
-        stop_at_end: bool,
-        progress: Option<bool>,
-        collect: bool,
-    ) -> PyResult<Py<PyAny>> {
-        let this = slf.get();
-        let marks = this.recent().marks();
-        let status = PyPipeline::run(slf.as_super(), limit, duration, stop_at_end, progress)?;
-        if !collect {
-            return Ok(status);
-        }
-        let py = slf.py();
-        let frames = PyDict::new(py);
-        for (key, kind) in [
-            ("windows", Kind::Window),
-            ("indicators", Kind::Indicators),
-            ("alerts", Kind::Alert),
-            ("late", Kind::Late),
-        ] {
-            let (outputs, gone) = this.recent().since(kind, &marks);
-            if gone > 0 {
-                let message = format!(
-                    "the run emitted {} {key} records; the first {gone} are no longer kept: \
-                     raise keep= to collect them all",
-                    outputs.len() as u64 + gone
-                );
-                let message = std::ffi::CString::new(message).unwrap_or_default();
-                PyErr::warn(py, &py.get_type::<PyUserWarning>(), &message, 1)?;
-            }
-            frames.set_item(key, this.frame_of(kind, &outputs)?)?;
-        }
-        Ok(frames.into_any().unbind())
+        let collector = run_outputs(this.recent.clone(), this.names.clone());
+        Ok(PyClassInitializer::from(PyPipeline::new(
+            job,
+            "analytics",
+            snapshot,
+            collector,
+            describe,
+        ))
+        .add_subclass(this))
     }
 
     /// The indicator columns, in order (including those alert rules added).

@@ -151,6 +151,13 @@ impl PyJobStatus {
 /// A counters snapshot of a pipeline, as its Python status object; `true` while running.
 pub type Snapshot = Box<dyn Fn(Python<'_>, bool) -> PyResult<Py<PyAny>> + Send + Sync>;
 
+/// What a run with ``collect=True`` returns. Called before the run, it gives what builds
+/// the result from what the run did; that is called after the run, even one that failed.
+pub type Collector = Box<dyn Fn() -> Collecting + Send + Sync>;
+
+/// A collecting run's result, from what the run did.
+pub type Collecting = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
 /// What every long-running pipeline (``LakeSink``, ``Analytics``) does: run in the
 /// foreground, or start in the background and be watched, waited for and stopped.
 ///
@@ -162,14 +169,22 @@ pub type Snapshot = Box<dyn Fn(Python<'_>, bool) -> PyResult<Py<PyAny>> + Send +
 pub struct PyPipeline {
     job: Background,
     snapshot: Snapshot,
+    collector: Collector,
     describe: String,
 }
 
 impl PyPipeline {
-    pub fn new(job: impl Job, name: &'static str, snapshot: Snapshot, describe: String) -> Self {
+    pub fn new(
+        job: impl Job,
+        name: &'static str,
+        snapshot: Snapshot,
+        collector: Collector,
+        describe: String,
+    ) -> Self {
         PyPipeline {
             job: Background::new(job, name),
             snapshot,
+            collector,
             describe,
         }
     }
@@ -186,20 +201,33 @@ impl PyPipeline {
     /// runs (``progress=False``: not shown).
     ///
     /// Returns:
-    ///     the counters after the run (``SinkStatus``, ``AnalyticsStatus``).
-    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false, progress=None))]
-    pub(super) fn run(
+    ///     the counters after the run (``SinkStatus``, ``AnalyticsStatus``); with
+    ///     ``collect=True`` what this run produced instead, as Polars frames: the records
+    ///     a sink landed (one frame, typed as the lake's objects hold them; the partition
+    ///     folders' keys are not columns), or an analytics job's outputs
+    ///     (``{"windows": …, "indicators": …, "alerts": …, "late": …}``, the latest ``keep``
+    ///     of each; a warning says when the run emitted more).
+    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false, progress=None,
+                        collect=false))]
+    fn run(
         slf: &Bound<'_, Self>,
         limit: Option<u64>,
         duration: Option<f64>,
         stop_at_end: bool,
         progress: Option<bool>,
+        collect: bool,
     ) -> PyResult<Py<PyAny>> {
         let show = live_status(slf.as_any(), progress)?;
         let this = slf.get();
-        this.job
-            .run(slf.py(), &run_limits(limit, duration, stop_at_end)?, show)?;
-        this.snapshot(slf.py())
+        let limits = run_limits(limit, duration, stop_at_end)?;
+        let collecting = collect.then(|| (this.collector)());
+        let ran = this.job.run(slf.py(), &limits, show);
+        let collected = collecting.map(|finish| finish(slf.py()));
+        ran?;
+        match collected {
+            Some(result) => result,
+            None => this.snapshot(slf.py()),
+        }
     }
 
     /// Starts in a background thread and returns at once; the notebook stays usable.

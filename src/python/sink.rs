@@ -14,7 +14,7 @@ use pyo3_polars::PyDataFrame;
 
 use super::kafka_config::kafka_config;
 use super::options::{aws_options, PyAwsOptions, PyRollPolicy};
-use super::pipelines::{PyJobStatus, PyPipeline, Snapshot, View};
+use super::pipelines::{Collector, PyJobStatus, PyPipeline, Snapshot, View};
 use super::schema::PyTickSchema;
 use super::{seconds, shown};
 use crate::catalog::CatalogKind;
@@ -131,8 +131,39 @@ impl PySinkStatus {
 ///     NotFoundError: the topic or the bucket does not exist.
 ///     ConfigError: an invalid option, or the credentials were refused.
 #[pyclass(name = "LakeSink", module = "stockstream._core", extends = PyPipeline, frozen)]
-pub struct PyLakeSink {
-    collected: Collected,
+pub struct PyLakeSink {}
+
+/// A collecting run's result: the records it landed, as one frame.
+fn landed_records(collected: Collected) -> Collector {
+    Box::new(move || {
+        let collected = collected.clone();
+        *collected.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+        Box::new(move |py| {
+            let landed = collected
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .unwrap_or_default();
+            let frame = match landed.is_empty() {
+                true => DataFrame::empty(),
+                false => concat(
+                    landed.into_iter().map(IntoLazy::lazy).collect::<Vec<_>>(),
+                    UnionArgs {
+                        diagonal: true,
+                        to_supertypes: true,
+                        ..Default::default()
+                    },
+                )
+                .and_then(LazyFrame::collect)
+                .map_err(|e| {
+                    Error::io(format!(
+                        "cannot join the landed records into one frame: {e}"
+                    ))
+                })?,
+            };
+            Ok(PyDataFrame(frame).into_pyobject(py)?.into_any().unbind())
+        })
+    })
 }
 
 fn partitioning(value: &Bound<'_, PyAny>) -> PyResult<Partitioning> {
@@ -215,64 +246,12 @@ impl PyLakeSink {
         );
         let sink = py.detach(|| builder.build())?;
         let status = sink.status();
-        let collected = sink.collected();
+        let collector = landed_records(sink.collected());
         let snapshot: Snapshot =
             Box::new(move |py, running| PySinkStatus::snapshot(py, &status, running));
         Ok(
-            PyClassInitializer::from(PyPipeline::new(sink, "sink", snapshot, describe))
-                .add_subclass(PyLakeSink { collected }),
+            PyClassInitializer::from(PyPipeline::new(sink, "sink", snapshot, collector, describe))
+                .add_subclass(PyLakeSink {}),
         )
-    }
-
-    /// Runs in the foreground like ``Pipeline.run``: until ``limit`` records, ``duration``
-    /// seconds (then it returns within about a second) or, with ``stop_at_end``, the end
-    /// of the topic, whichever comes first; what is buffered lands before it returns.
-    ///
-    /// Returns:
-    ///     the counters after the run (``SinkStatus``); with ``collect=True`` the records
-    ///     this run landed instead, as one Polars frame typed as the lake's objects hold
-    ///     them (the union of their columns; the partition folders' keys are not columns).
-    #[pyo3(signature = (limit=None, duration=None, stop_at_end=false, progress=None,
-                        collect=false))]
-    fn run(
-        slf: &Bound<'_, Self>,
-        limit: Option<u64>,
-        duration: Option<f64>,
-        stop_at_end: bool,
-        progress: Option<bool>,
-        collect: bool,
-    ) -> PyResult<Py<PyAny>> {
-        let collected = slf.get().collected.clone();
-        let frames = || collected.lock().unwrap_or_else(|e| e.into_inner());
-        if collect {
-            *frames() = Some(Vec::new());
-        }
-        let run = PyPipeline::run(slf.as_super(), limit, duration, stop_at_end, progress);
-        let landed = frames().take().unwrap_or_default();
-        let status = run?;
-        if !collect {
-            return Ok(status);
-        }
-        let frame = match landed.is_empty() {
-            true => DataFrame::empty(),
-            false => concat(
-                landed.into_iter().map(IntoLazy::lazy).collect::<Vec<_>>(),
-                UnionArgs {
-                    diagonal: true,
-                    to_supertypes: true,
-                    ..Default::default()
-                },
-            )
-            .and_then(LazyFrame::collect)
-            .map_err(|e| {
-                Error::io(format!(
-                    "cannot join the landed records into one frame: {e}"
-                ))
-            })?,
-        };
-        Ok(PyDataFrame(frame)
-            .into_pyobject(slf.py())?
-            .into_any()
-            .unbind())
     }
 }
