@@ -145,8 +145,8 @@ def main():
         if shutil.which("kcat"):
             run("kcat -P from stdin, pre-serialized", kcat, lines_path, len(values))
 
-        def stockstream_csv(bootstrap, topic, mode):
-            producer = ss.Producer(bootstrap, topic)
+        def stockstream_csv(bootstrap, topic, mode, lanes=None):
+            producer = ss.Producer(bootstrap, topic, lanes=lanes)
             start = time.perf_counter()
             report = producer.send_csv(csv_path, mode=mode, limit=args.rows)
             seconds = time.perf_counter() - start  # includes loading and validating the CSV
@@ -154,6 +154,7 @@ def main():
             return report.delivered, seconds
 
         run("stockstream replay (CSV load + JSON + produce)", stockstream_csv, "replay")
+        run("stockstream replay, one lane (one librdkafka producer)", stockstream_csv, "replay", 1)
         run("stockstream sample (CSV load + JSON + produce)", stockstream_csv, "sample")
 
         def stockstream_synthetic(bootstrap, topic):

@@ -14,6 +14,7 @@ use rdkafka::Message;
 use crate::config::{KafkaConfig, PRODUCER_DEFAULTS};
 use crate::error::{Error, Result};
 use crate::kafka::partition_ids;
+use crate::kafka::partitioner::partition_of;
 use crate::kafka::send_waiting;
 use crate::source::{Chunk, TickSource, TickTable};
 
@@ -148,9 +149,16 @@ impl ProducerContext for Context {
     }
 }
 
-/// A Kafka producer bound to one topic.
+/// A Kafka producer bound to one topic. It sends through several librdkafka producers
+/// ("lanes"), each owning the partitions whose number modulo the lane count is its own:
+/// librdkafka compresses and sends a producer's batches on one broker thread per broker,
+/// so one producer is bound by one thread. Each partition has exactly one lane, so a
+/// symbol's order holds, and each lane is idempotent on its own.
 pub struct Producer {
-    inner: BaseProducer<Context>,
+    lanes: Vec<BaseProducer<Context>>,
+    /// Whether this producer chooses partitions (the `murmur2_random` partitioner, as
+    /// librdkafka would); with another partitioner librdkafka chooses, in one lane.
+    partitions_chosen: bool,
     deliveries: Arc<Deliveries>,
     config: KafkaConfig,
     topic: String,
@@ -162,21 +170,36 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Connects and fetches the topic's metadata, failing within `timeout` when no broker answers.
-    pub fn new(config: KafkaConfig, topic: &str, timeout: Duration) -> Result<Self> {
+    /// Connects and fetches the topic's metadata, failing within `timeout` when no broker
+    /// answers. `lanes` librdkafka producers send (`None`: one; at most one per partition
+    /// and per core, or 4 on fewer cores).
+    pub fn new(
+        config: KafkaConfig,
+        topic: &str,
+        timeout: Duration,
+        lanes: Option<usize>,
+    ) -> Result<Self> {
         crate::kafka::check_topic("topic", topic)?;
+        if lanes == Some(0) {
+            return Err(Error::config("lanes must be at least 1"));
+        }
         let deliveries = Arc::new(Deliveries::default());
         let client_config = config.client_config(&PRODUCER_DEFAULTS);
         let message_timeout_ms = client_config
             .get("message.timeout.ms")
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(120_000);
-        let inner: BaseProducer<Context> = client_config
-            .create_with_context(Context(deliveries.clone()))
-            .map_err(|e| config.creation_error(e))?;
+        let creation_error = config.clone();
+        let create = || -> Result<BaseProducer<Context>> {
+            client_config
+                .create_with_context(Context(deliveries.clone()))
+                .map_err(|e| creation_error.creation_error(e))
+        };
+        let first = create()?;
         let mut producer = Producer {
-            inner,
-            deliveries,
+            lanes: vec![first],
+            partitions_chosen: client_config.get("partitioner") == Some("murmur2_random"),
+            deliveries: deliveries.clone(),
             config,
             topic: topic.to_string(),
             partitions: Vec::new(),
@@ -185,12 +208,28 @@ impl Producer {
             delivery_timeout: Duration::from_millis(message_timeout_ms) + Duration::from_secs(5),
         };
         producer.partitions = producer.fetch_partitions()?;
+        // A topic the broker will create on first use has no partitions to choose from yet.
+        producer.partitions_chosen &= !producer.partitions.is_empty();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let wanted = match (producer.partitions_chosen, lanes) {
+            (true, Some(n)) => n.min(cores.max(4)),
+            _ => 1,
+        };
+        while producer.lanes.len() < wanted.min(producer.partitions.len()) {
+            producer.lanes.push(create()?);
+        }
+        // One lane: librdkafka's own partitioner, as before lanes existed.
+        producer.partitions_chosen &= producer.lanes.len() > 1;
         Ok(producer)
     }
 
+    /// How many librdkafka producers send.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
     fn fetch_partitions(&self) -> Result<Vec<i32>> {
-        let meta = self
-            .inner
+        let meta = self.lanes[0]
             .client()
             .fetch_metadata(Some(&self.topic), self.timeout)
             .map_err(|e| self.unreachable(e))?;
@@ -227,7 +266,7 @@ impl Producer {
         self.partitions
             .iter()
             .map_while(|&p| {
-                self.inner
+                self.lanes[0]
                     .client()
                     .fetch_watermarks(&self.topic, p, self.timeout)
                     .ok()
@@ -257,7 +296,7 @@ impl Producer {
         let snapshot = |report: &mut SendReport| {
             report.failed = self.deliveries.failed.load(Ordering::Relaxed) - failed0;
             // What is neither failed nor in flight (or awaiting its report) was acknowledged.
-            let in_flight = self.inner.in_flight_count().max(0) as u64;
+            let in_flight = self.in_flight();
             report.delivered = report.sent.saturating_sub(report.failed + in_flight);
             report.elapsed = start.elapsed();
         };
@@ -311,6 +350,14 @@ impl Producer {
                     let value = chunk.value(i);
                     let key = chunk.table.symbol(row);
                     let mut record = BaseRecord::to(&self.topic).key(key).payload(value);
+                    let lane = match self.partitions_chosen {
+                        true => {
+                            let p = partition_of(key.as_bytes(), self.partitions.len());
+                            record = record.partition(p);
+                            &self.lanes[p as usize % self.lanes.len()]
+                        }
+                        false => &self.lanes[0],
+                    };
                     if event_time {
                         match chunk.table.time_us(row).div_euclid(1000) {
                             // Kafka timestamps cannot be before 1970 (-1 means "none"): such
@@ -319,11 +366,11 @@ impl Producer {
                             ms => record = record.timestamp(ms),
                         }
                     }
-                    self.enqueue(record);
+                    self.enqueue(lane, record);
                     report.sent += 1;
                     // Serving delivery reports per message costs more than the send itself.
                     if report.sent.is_multiple_of(512) {
-                        crate::kafka::serve_reports(&self.inner);
+                        self.lanes.iter().for_each(crate::kafka::serve_reports);
                     }
                     report.bytes += (value.len() + key.len()) as u64;
                 }
@@ -333,9 +380,12 @@ impl Producer {
         sent?;
         // A dead broker fails each message after message.timeout.ms; what has no report by
         // the margin after that counts as failed, so the outcome is the same under load.
-        let _ = crate::kafka::flush(&self.inner, self.delivery_timeout);
+        let deadline = Instant::now() + self.delivery_timeout;
+        for lane in &self.lanes {
+            let _ = crate::kafka::flush(lane, deadline.saturating_duration_since(Instant::now()));
+        }
         snapshot(&mut report);
-        let unacknowledged = self.inner.in_flight_count().max(0) as u64;
+        let unacknowledged = self.in_flight();
         if unacknowledged > 0 {
             report.failed += unacknowledged;
             let mut first = self.deliveries.first_error.lock().unwrap();
@@ -356,13 +406,21 @@ impl Producer {
         Ok(report)
     }
 
-    /// Hands one record to librdkafka, waiting for queue space rather than dropping it.
-    fn enqueue(&self, record: BaseRecord<'_, str, [u8]>) {
+    /// Messages handed to librdkafka whose delivery is not reported yet, in every lane.
+    fn in_flight(&self) -> u64 {
+        self.lanes
+            .iter()
+            .map(|l| l.in_flight_count().max(0) as u64)
+            .sum()
+    }
+
+    /// Hands one record to `lane`, waiting for queue space rather than dropping it.
+    fn enqueue(&self, lane: &BaseProducer<Context>, record: BaseRecord<'_, str, [u8]>) {
         let sent = send_waiting(
             record,
-            |r| self.inner.send(r).map_err(Box::new),
+            |r| lane.send(r).map_err(Box::new),
             || {
-                self.inner.poll(Duration::from_millis(1));
+                lane.poll(Duration::from_millis(1));
             },
         );
         if let Err(err) = sent {
@@ -392,14 +450,19 @@ impl Producer {
 
     /// Waits until every handed-over message is acknowledged or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        crate::kafka::flush(&self.inner, timeout).map_err(|e| {
-            Error::kafka(format!(
-                "flushing to topic {:?} on {}: {e}; {} messages still unacknowledged",
-                self.topic,
-                self.config.bootstrap_servers,
-                self.inner.in_flight_count()
-            ))
-        })?;
+        let deadline = Instant::now() + timeout;
+        for lane in &self.lanes {
+            crate::kafka::flush(lane, deadline.saturating_duration_since(Instant::now())).map_err(
+                |e| {
+                    Error::kafka(format!(
+                        "flushing to topic {:?} on {}: {e}; {} messages still unacknowledged",
+                        self.topic,
+                        self.config.bootstrap_servers,
+                        self.in_flight()
+                    ))
+                },
+            )?;
+        }
         let failed = self.deliveries.failed.load(Ordering::Relaxed);
         if failed > 0 {
             return Err(Error::delivery(format!(

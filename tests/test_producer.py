@@ -48,6 +48,27 @@ def test_a_symbol_stays_on_one_partition_chosen_like_the_java_client(kafka, topi
         assert dates == sorted(dates)
 
 
+def test_several_lanes_keep_each_symbols_order_on_its_java_partition(kafka, topic):
+    producer = ss.Producer(kafka.bootstrap_servers, topic, lanes=3)
+    assert producer.lanes == 3
+    source = ss.TickSource.synthetic(200, start="2021-03-01 09:30:00", interval=1.0)
+    report = producer.send(source, limit=20_000, progress=False)
+    assert report.delivered == report.sent == 20_000
+    messages = consume_all(kafka.bootstrap_servers, topic, 20_000)
+    partitions, dates = {}, {}
+    for m in sorted(messages, key=lambda m: (m.partition(), m.offset())):
+        partitions.setdefault(m.key(), set()).add(m.partition())
+        dates.setdefault(m.key(), []).append(json.loads(m.value())["Date"])
+    assert len(partitions) == 200
+    for key, (p,) in partitions.items():
+        assert p == (murmur2(key) & 0x7FFFFFFF) % 4
+    # Three lanes, four partitions: each symbol's ticks in its partition in send order.
+    assert all(d == sorted(d) for d in dates.values())
+    with pytest.raises(ss.ConfigError, match="lanes"):
+        ss.Producer(kafka.bootstrap_servers, topic, lanes=0)
+    assert ss.Producer(kafka.bootstrap_servers, topic, partitioner="consistent").lanes == 1
+
+
 def test_sample_mode_draws_csv_rows_at_the_requested_rate(kafka, topic):
     rows = csv_rows(ss.BUNDLED_CSV)
     producer = ss.Producer(kafka.bootstrap_servers, topic)

@@ -281,8 +281,11 @@ class Producer:
         topic: str,
         *,
         connect_timeout: float = 10.0,
+        lanes: int | None = None,
         **config: _Config,
     ) -> Producer: ...
+    @property
+    def lanes(self) -> int: ...
     def send(
         self,
         source: TickSource,

@@ -197,6 +197,9 @@ struct Settings {
     session: bool,
     indicators: Vec<String>,
     rules: Vec<String>,
+    /// The fields a join added to the ticks waiting for the watermark.
+    #[serde(default)]
+    joined: Vec<String>,
 }
 
 /// One Kafka partition's event-time state.
@@ -268,6 +271,7 @@ impl Spec {
             session: self.window.is_some_and(|w| w.session),
             indicators: self.indicators.iter().map(|i| i.name.clone()).collect(),
             rules: self.rules.iter().map(|r| r.text.clone()).collect(),
+            joined: self.joined.clone(),
         }
     }
 
@@ -290,6 +294,7 @@ impl Spec {
                     session: now.session,
                     indicators: Vec::new(),
                     rules: Vec::new(),
+                    joined: now.joined.clone(),
                 }
             }
         });
@@ -349,6 +354,30 @@ impl Spec {
         }
         if window_changed {
             changes.push("the window changed, so open windows start afresh".into());
+        }
+        if then.joined != now.joined {
+            // Waiting ticks carry the old join's values: each field keeps its own, a new
+            // field has none.
+            let pending = std::mem::take(&mut st.pending).into_vec();
+            st.pending = pending
+                .into_iter()
+                .map(|Reverse(mut tick)| {
+                    tick.joined = now
+                        .joined
+                        .iter()
+                        .map(|name| {
+                            let old = then.joined.iter().position(|o| o == name);
+                            old.and_then(|i| tick.joined.get(i).copied())
+                                .unwrap_or(f64::NAN)
+                        })
+                        .collect();
+                    Reverse(tick)
+                })
+                .collect();
+            changes.push(format!(
+                "joined fields {:?} instead of {:?}",
+                now.joined, then.joined
+            ));
         }
         Some(format!(
             "partition {}: state restored from a run with other settings: {}",
@@ -518,7 +547,9 @@ impl Spec {
         let mut values: Vec<Option<f64>> =
             sym.indicators.iter_mut().map(|i| i.update(&tick)).collect();
         // A tick restored from a run joining other fields has none of these.
-        values.extend((0..self.joined.len()).map(|i| tick.joined.get(i).copied()));
+        values.extend(
+            (0..self.joined.len()).map(|i| tick.joined.get(i).copied().filter(|v| !v.is_nan())),
+        );
         for (rule, side) in self.rules.iter().zip(sym.sides.iter_mut()) {
             let RuleKind::Crosses(left, right) = &rule.kind else {
                 continue;
@@ -666,6 +697,42 @@ mod tests {
             _ => None,
         });
         assert_eq!(bridged, Some((0.0, 18.0)));
+    }
+
+    #[test]
+    fn waiting_ticks_restored_under_other_joined_fields_keep_each_fields_value() {
+        let joining = |fields: &[&str]| {
+            Spec::new(
+                None,
+                Vec::new(),
+                Vec::new(),
+                10 * MIN,
+                fields.iter().map(|f| f.to_string()).collect(),
+            )
+            .unwrap()
+        };
+        let before = joining(&["bid", "ask"]);
+        let mut st = before.state(0, 0);
+        let tick = Tick {
+            symbol: "EURUSD".into(),
+            time: MIN,
+            price: 1.0,
+            volume: 0.0,
+            offset: 0,
+            range: None,
+            session: 0,
+            joined: vec![1.1, 1.2],
+        };
+        before.add(&mut st, tick, &mut |_| panic!("it waits for the watermark"));
+        let after = joining(&["ask", "mid"]);
+        let note = after.adopt(&mut st).unwrap();
+        assert!(note.contains("joined fields"), "{note}");
+        let mut outs = Vec::new();
+        after.flush(&mut st, &mut |o| outs.push(o));
+        match &outs[..] {
+            [Output::Indicators(i)] => assert_eq!(i.values, [Some(1.2), None]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod admin;
 mod member;
 mod membership;
+pub mod partitioner;
 mod queue;
 mod reader;
 mod run;

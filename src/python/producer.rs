@@ -201,6 +201,10 @@ impl Drop for CancelOnDrop {
 ///     bootstrap_servers: ``host:port[,host:port…]``.
 ///     topic: the topic to write to.
 ///     connect_timeout: seconds to wait for a broker before raising KafkaError.
+///     lanes: how many librdkafka producers send, each owning a disjoint set of the
+///         topic's partitions (so a symbol's order holds), to compress and send on more
+///         than one thread; one by default (librdkafka's partitioner); at most one per
+///         partition, and per core or 4. With a ``partitioner`` other than the default, one.
 ///     **config: any librdkafka property, dots or underscores (``linger_ms=5``,
 ///         ``**{"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", …}``).
 ///
@@ -346,12 +350,13 @@ impl PyProducer {
 #[pymethods]
 impl PyProducer {
     #[new]
-    #[pyo3(signature = (bootstrap_servers, topic, *, connect_timeout=10.0, **config))]
+    #[pyo3(signature = (bootstrap_servers, topic, *, connect_timeout=10.0, lanes=None, **config))]
     fn new(
         py: Python<'_>,
         bootstrap_servers: &str,
         topic: &str,
         connect_timeout: f64,
+        lanes: Option<usize>,
         config: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let config = kafka_config(bootstrap_servers, config)?;
@@ -360,12 +365,18 @@ impl PyProducer {
                 "connect_timeout must be positive, got {connect_timeout}"
             ))
         })?;
-        let inner = py.detach(|| Producer::new(config, topic, timeout))?;
+        let inner = py.detach(|| Producer::new(config, topic, timeout, lanes))?;
         Ok(PyProducer {
             inner: Arc::new(inner),
             last_report: Arc::default(),
             sending: Arc::default(),
         })
+    }
+
+    /// How many librdkafka producers send (each owning a disjoint set of partitions).
+    #[getter]
+    fn lanes(&self) -> usize {
+        self.inner.lanes()
     }
 
     /// Sends ticks from a ``TickSource`` until it ends or ``limit``/``duration`` is reached.
