@@ -3,6 +3,8 @@
 - not given: the embedded broker inside the benchmark's own process (it shares the 2 cores
   and the process with the contender measured there);
 - ``process``: the embedded broker in a child process of its own;
+- ``kafka``: Apache Kafka's own broker (single node, KRaft), the one the tests start
+  (``tests/kafka/broker.py``), in a fresh folder, with the JVM's full JIT and a 1 GiB heap;
 - ``HOST:PORT``: a broker already running elsewhere (Apache Kafka, a real cluster), whose admin API
   creates the topics.
 
@@ -38,9 +40,10 @@ def add_option(parser):
     """Adds ``--broker`` to an argparse parser."""
     parser.add_argument(
         "--broker",
-        metavar="HOST:PORT|process",
+        metavar="HOST:PORT|process|kafka",
         help="run against this broker (default: the embedded one in this process; "
-        "'process': the embedded one in a child process)",
+        "'process': the embedded one in a child process; 'kafka': Apache Kafka, started "
+        "for the run)",
     )
 
 
@@ -50,6 +53,8 @@ def describe(address):
         return "embedded broker in the benchmark's process"
     if address == "process":
         return "embedded broker in a child process"
+    if address == "kafka":
+        return "Apache Kafka (single node, started for the run)"
     return f"broker at {address}"
 
 
@@ -114,6 +119,36 @@ class RemoteBroker:
         pass
 
 
+class ApacheKafka(RemoteBroker):
+    """Apache Kafka's broker started for the run (the tests' single node), stopped on close."""
+
+    def __init__(self, partitions):
+        import importlib.util
+        import tempfile
+        from pathlib import Path
+
+        # Loaded by path: this module is `broker` too.
+        path = Path(__file__).resolve().parent.parent / "tests" / "kafka" / "broker.py"
+        spec = importlib.util.spec_from_file_location("apache_kafka_broker", path)
+        kafka = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(kafka)
+
+        self._folder = tempfile.TemporaryDirectory(prefix="bench-kafka-")
+        # The tests' broker trades the JIT's peak for a quick start; a benchmark wants the peak.
+        self._broker = kafka.start(
+            kafka.default_cache_dir(),
+            Path(self._folder.name),
+            extra_props={"num.partitions": partitions, "num.io.threads": 4},
+            heap="1g",
+            jvm_opts=["-XX:+UseParallelGC", "-Djava.awt.headless=true"],
+        )
+        super().__init__(self._broker.bootstrap, partitions)
+
+    def close(self):
+        self._broker.stop()
+        self._folder.cleanup()
+
+
 @contextmanager
 def open_broker(address, partitions, topics=()):
     """The broker `address` names (see the module's doc), with `topics` created."""
@@ -125,7 +160,12 @@ def open_broker(address, partitions, topics=()):
                 kafka.create_topic(t, partitions)
             yield kafka
         return
-    broker = ChildBroker(partitions) if address == "process" else RemoteBroker(address, partitions)
+    if address == "process":
+        broker = ChildBroker(partitions)
+    elif address == "kafka":
+        broker = ApacheKafka(partitions)
+    else:
+        broker = RemoteBroker(address, partitions)
     try:
         for t in topics:
             broker.create_topic(t, partitions)

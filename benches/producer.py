@@ -104,6 +104,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--tutorial-rows", type=int, default=3000)
+    ap.add_argument(
+        "--lanes",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 2, 4],
+        help="replay again with each of these lane counts (comma-separated)",
+    )
     broker.add_option(ap)
     args = ap.parse_args()
 
@@ -154,7 +160,13 @@ def main():
             return report.delivered, seconds
 
         run("stockstream replay (CSV load + JSON + produce)", stockstream_csv, "replay")
-        run("stockstream replay, one lane (one librdkafka producer)", stockstream_csv, "replay", 1)
+        for lanes in args.lanes:
+            run(
+                f"stockstream replay, lanes={lanes} (librdkafka producers)",
+                stockstream_csv,
+                "replay",
+                lanes,
+            )
         run("stockstream sample (CSV load + JSON + produce)", stockstream_csv, "sample")
 
         def stockstream_synthetic(bootstrap, topic):
