@@ -253,6 +253,9 @@ def main():
         n = held(b, topic)
         assert n == report.delivered == a.rows, (n, report.delivered)
         print(f"topic {topic!r}: {n:,} ticks of {a.symbols} symbols, {PARTITIONS} partitions\n")
+        from sink import kcat_count
+
+        kcat = kcat_count(b, topic, n)
         results = {}
         for name in a.only or ["stockstream", "python", "quix"]:
             tag = uuid.uuid4().hex[:8]
@@ -272,6 +275,22 @@ def main():
             for name, r in results.items():
                 if name != "stockstream":
                     print(f"stockstream / {name}: {base / r['rate']:.1f}×")
+            if kcat:
+                print(f"stockstream / kcat's consume rate: {base / kcat:.2f}×")
+            broker.save(
+                a.json,
+                **{f"{k} ticks/s": r["rate"] for k, r in results.items()},
+                **(
+                    {"kcat consume rec/s": kcat, "stockstream vs kcat consume": base / kcat}
+                    if kcat
+                    else {}
+                ),
+                **{
+                    f"stockstream vs {k}": base / r["rate"]
+                    for k, r in results.items()
+                    if k != "stockstream"
+                },
+            )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,12 @@ def child_or_parser(doc, child, rows):
 
 
 def add_option(parser):
-    """Adds ``--broker`` to an argparse parser."""
+    """Adds ``--broker`` and ``--json`` to an argparse parser."""
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the run's rates and ratios to PATH as JSON (read by benches/table.py)",
+    )
     parser.add_argument(
         "--broker",
         metavar="HOST:PORT|process|kafka",
@@ -45,6 +50,15 @@ def add_option(parser):
         "'process': the embedded one in a child process; 'kafka': Apache Kafka, started "
         "for the run)",
     )
+
+
+def save(path, **results):
+    """Writes a run's named results (rates, ratios) to `path` as JSON, if a path is given."""
+    if path:
+        import json
+
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 def describe(address):

@@ -126,30 +126,32 @@ def main():
         for k, v in values:
             f.write(k + b"\t" + v + b"\n")
 
-    results = []
+    results, rates = [], {}
     print(broker.describe(args.broker), flush=True)
     with broker.open_broker(args.broker, PARTITIONS) as kafka:
         bs = kafka.bootstrap_servers
 
-        def run(name, fn, *fn_args):
-            topic = name.split()[0].replace("(", "").lower() + f"-{len(results)}-{RUN}"
+        def run(key, name, fn, *fn_args):
+            topic = f"{key.split()[0]}-{len(results)}-{RUN}"
             kafka.create_topic(topic, PARTITIONS)
             n, seconds = fn(bs, topic, *fn_args)
             assert held(bs, topic) == n, f"{name}: broker holds {held(bs, topic)} of {n}"
             results.append((name, n, seconds))
+            rates[key] = n / seconds
             print(
                 f"{name:58s} {n:>9,} msgs {seconds:8.2f} s {n / seconds:>12,.0f} msg/s", flush=True
             )
 
         run(
+            "tutorial",
             "tutorial loop (pandas sample(1) + kafka-python)",
             tutorial_loop,
             csv_path,
             args.tutorial_rows,
         )
-        run("confluent-kafka tight loop, pre-serialized", confluent_loop, values)
+        run("confluent-kafka", "confluent-kafka tight loop, pre-serialized", confluent_loop, values)
         if shutil.which("kcat"):
-            run("kcat -P from stdin, pre-serialized", kcat, lines_path, len(values))
+            run("kcat", "kcat -P from stdin, pre-serialized", kcat, lines_path, len(values))
 
         def stockstream_csv(bootstrap, topic, mode, lanes=None):
             producer = ss.Producer(bootstrap, topic, lanes=lanes)
@@ -159,15 +161,16 @@ def main():
             assert report.failed == 0 and not report.warnings, report
             return report.delivered, seconds
 
-        run("stockstream replay (CSV load + JSON + produce)", stockstream_csv, "replay")
+        run("replay", "stockstream replay (CSV load + JSON + produce)", stockstream_csv, "replay")
         for lanes in args.lanes:
             run(
+                f"replay lanes={lanes}",
                 f"stockstream replay, lanes={lanes} (librdkafka producers)",
                 stockstream_csv,
                 "replay",
                 lanes,
             )
-        run("stockstream sample (CSV load + JSON + produce)", stockstream_csv, "sample")
+        run("sample", "stockstream sample (CSV load + JSON + produce)", stockstream_csv, "sample")
 
         def stockstream_synthetic(bootstrap, topic):
             producer = ss.Producer(bootstrap, topic)
@@ -175,16 +178,22 @@ def main():
             report = producer.send(ss.TickSource.synthetic(SYMBOLS), limit=args.rows)
             return report.delivered, time.perf_counter() - start
 
-        run("stockstream synthetic (generate + JSON + produce)", stockstream_synthetic)
+        run("synthetic", "stockstream synthetic (generate + JSON + produce)", stockstream_synthetic)
 
     shutil.rmtree(tmp)
-    rates = {name.split(" (")[0].split(",")[0]: n / s for name, n, s in results}
-    conf = rates["confluent-kafka tight loop"]
+    conf = rates["confluent-kafka"]
     print()
     print("| contender | messages | seconds | msg/s | vs confluent-kafka |")
     print("|---|---:|---:|---:|---:|")
     for name, n, s in results:
         print(f"| {name} | {n:,} | {s:.2f} | {n / s:,.0f} | {n / s / conf:.2f}× |")
+    ours = [k for k in rates if k not in ("tutorial", "confluent-kafka", "kcat")]
+    broker.save(
+        args.json,
+        **{f"{k} msg/s": v for k, v in rates.items()},
+        **{f"{k} vs confluent-kafka": rates[k] / conf for k in ours},
+        **({f"{k} vs kcat": rates[k] / rates["kcat"] for k in ours} if "kcat" in rates else {}),
+    )
     print(
         f"\ncpu: {os.cpu_count()} cores; rows: {args.rows:,}; symbols: {SYMBOLS}; "
         f"partitions: {PARTITIONS}; {broker.describe(args.broker)}; settings: {COMMON}"

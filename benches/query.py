@@ -204,6 +204,7 @@ def main() -> None:
     for title, name, ours, duck in results:
         print(f"| {title} | {name} | {ours:.3f} | {duck:.3f} | {ours / duck:.2f}× |")
     by = {(t, q): (o, d) for t, q, o, d in results}
+    broker.save(a.json, **{f"{t}: {q} vs DuckDB": o / d for t, q, o, d in results})
     print(
         f"\ncrawl: sink layout {crawl_s[sink_like]:.2f} s, one object per record "
         f"{crawl_s[tutorial]:.2f} s (writing the {a.sample:,} objects took {write_s:.1f} s)"

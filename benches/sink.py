@@ -369,6 +369,15 @@ def main():
     ratio("raw consume (kcat)", ndjson / raw, "(target ≥ 0.6×)", fmt="ndjson")
     peak = max(results[k]["rss_mb"] for k in results if k.startswith(("local-", "s3-")))
     print(f"sink peak RSS, any configuration: {peak:.0f} MB  (target < 300 MB)")
+    rates = {k: r["rate"] for k, r in results.items() if k != "kcat"}
+    broker.save(
+        a.json,
+        **{f"{k} rec/s": v for k, v in rates.items()},
+        **({"kcat rec/s": results["kcat"]} if results["kcat"] else {}),
+        **{f"{k} vs raw consume": v / raw for k, v in rates.items() if k.startswith("local-")},
+        **{"parquet vs python baseline": local / results["python"]["rate"]},
+        **{"iceberg vs hive parquet": iceberg / local, "peak RSS MB": peak},
+    )
 
 
 if __name__ == "__main__":

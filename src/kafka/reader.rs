@@ -112,12 +112,22 @@ pub fn read(
     let mut read = Read::default();
     let mut assignment = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
-    for p in partition_ids(&meta) {
-        // Under read_committed (librdkafka's default) this is the last stable offset: an
-        // open transaction's records are not waited for.
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, left())
-            .map_err(failed)?;
+    // The end offsets of every partition in one request (under read_committed, librdkafka's
+    // default, the last stable offsets: an open transaction's records are not waited for);
+    // the first offsets only of the partitions that may have something to read, so that a
+    // query with nothing un-landed costs one request.
+    let ids = partition_ids(&meta);
+    let highs = list_offsets(&consumer, topic, &ids, Offset::End, left(), &failed)?;
+    let maybe: Vec<i32> = (highs.iter())
+        .filter(|&(&p, &high)| wanted(p, 0, high).is_some_and(|r| r.end > r.start))
+        .map(|(&p, _)| p)
+        .collect();
+    let lows = match maybe.is_empty() {
+        true => BTreeMap::new(),
+        false => list_offsets(&consumer, topic, &maybe, Offset::Beginning, left(), &failed)?,
+    };
+    for (p, low) in lows {
+        let high = highs[&p];
         let Some(range) = wanted(p, low, high) else {
             continue;
         };
@@ -177,6 +187,35 @@ pub fn read(
         }
     }
     Ok(read)
+}
+
+/// The offsets of `partitions` of `topic` at `at` (the first or the end offset), in one
+/// ListOffsets request per leader.
+fn list_offsets(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+    at: Offset,
+    timeout: Duration,
+    failed: &dyn Fn(KafkaError) -> Error,
+) -> Result<BTreeMap<i32, i64>> {
+    let mut asked = TopicPartitionList::new();
+    for &p in partitions {
+        asked.add_partition_offset(topic, p, at).map_err(failed)?;
+    }
+    let found = consumer.offsets_for_times(asked, timeout).map_err(failed)?;
+    let mut offsets = BTreeMap::new();
+    for e in found.elements() {
+        e.error().map_err(failed)?;
+        let Offset::Offset(o) = e.offset() else {
+            return Err(Error::kafka(format!(
+                "the broker gave no {at:?} offset for {topic}[{}]",
+                e.partition()
+            )));
+        };
+        offsets.insert(e.partition(), o);
+    }
+    Ok(offsets)
 }
 
 /// A read that goes on: every partition of a topic from given next offsets, taking what
