@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _, ProducerContext};
 use rdkafka::Message;
@@ -117,17 +117,48 @@ impl Control for Unattended {
     }
 }
 
+/// How far ahead of this machine's clock a message timestamp may be: Kafka brokers refuse
+/// more than `message.timestamp.after.max.ms` (one hour by default) ahead of theirs; five
+/// minutes less leaves room for the two clocks to differ.
+const FUTURE_ACCEPTED_MS: i64 = 55 * 60_000;
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 #[derive(Default)]
 struct Deliveries {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Whether `first_error` is a message's own failure, not a batch-mate's.
+    first_is_cause: AtomicBool,
     last_client_error: Mutex<Option<String>>,
 }
 
 impl Deliveries {
-    fn fail(&self, error: String) {
+    /// Counts a failed message; the first failure is kept as the run's error, unless it only
+    /// shared a batch with the message that failed it (that one's error says why).
+    fn fail(&self, error: &KafkaError, partition: i32) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        self.first_error.lock().unwrap().get_or_insert(error);
+        let mut first = self.first_error.lock().unwrap();
+        let (cause, message) = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::InvalidDifferentRecord) => (false, None),
+            Some(RDKafkaErrorCode::InvalidTimestamp) => (
+                true,
+                Some(format!(
+                    "partition {partition}: {error} (the broker refuses timestamps outside its \
+                     message.timestamp.before.max.ms / after.max.ms)"
+                )),
+            ),
+            _ => (true, None),
+        };
+        let message = message.unwrap_or_else(|| format!("partition {partition}: {error}"));
+        if first.is_none() || (cause && !self.first_is_cause.load(Ordering::Relaxed)) {
+            *first = Some(message);
+            self.first_is_cause.store(cause, Ordering::Relaxed);
+        }
     }
 }
 
@@ -144,7 +175,7 @@ impl ProducerContext for Context {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((err, msg)) = result {
-            self.0.fail(format!("partition {}: {err}", msg.partition()));
+            self.0.fail(err, msg.partition());
         }
     }
 }
@@ -171,8 +202,8 @@ pub struct Producer {
 
 impl Producer {
     /// Connects and fetches the topic's metadata, failing within `timeout` when no broker
-    /// answers. `lanes` librdkafka producers send (`None`: one; at most one per partition
-    /// and per core, or 4 on fewer cores).
+    /// answers. `lanes` librdkafka producers send (`None`: one per core, two to four; at
+    /// most one per partition, and per core or 4 on fewer cores).
     pub fn new(
         config: KafkaConfig,
         topic: &str,
@@ -213,6 +244,9 @@ impl Producer {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let wanted = match (producer.partitions_chosen, lanes) {
             (true, Some(n)) => n.min(cores.max(4)),
+            // One per core, at least two: on 2 cores, two lanes sent 1.2x and 1.3x what one
+            // did (benches/producer.py), as a lane's compression got a core of its own.
+            (true, None) => cores.clamp(2, 4),
             _ => 1,
         };
         while producer.lanes.len() < wanted.min(producer.partitions.len()) {
@@ -287,6 +321,9 @@ impl Producer {
         let before = self.watermarks();
         let failed0 = self.deliveries.failed.load(Ordering::Relaxed);
         *self.deliveries.first_error.lock().unwrap() = None;
+        self.deliveries
+            .first_is_cause
+            .store(false, Ordering::Relaxed);
 
         let start = Instant::now();
         let mut report = SendReport {
@@ -309,6 +346,8 @@ impl Producer {
         };
         let mut pacer = Pacer::new(options);
         let mut pre_epoch = 0u64;
+        let mut ahead = 0u64;
+        let mut clock_ms = wall_clock_ms();
         let event_time = source.event_time();
 
         // Chunks are encoded on a second thread while the previous one is being sent.
@@ -342,10 +381,11 @@ impl Producer {
                         break 'send;
                     }
                     let due = pacer.due(run.start, report.sent, chunk.table.time_us(row));
-                    if (pacer.active() || report.sent.is_multiple_of(1024))
-                        && run.wait_until(due, &mut report, &snapshot)
-                    {
-                        break 'send;
+                    if pacer.active() || report.sent.is_multiple_of(1024) {
+                        if run.wait_until(due, &mut report, &snapshot) {
+                            break 'send;
+                        }
+                        clock_ms = wall_clock_ms();
                     }
                     let value = chunk.value(i);
                     let key = chunk.table.symbol(row);
@@ -360,9 +400,11 @@ impl Producer {
                     };
                     if event_time {
                         match chunk.table.time_us(row).div_euclid(1000) {
-                            // Kafka timestamps cannot be before 1970 (-1 means "none"): such
-                            // rows carry the send time instead.
+                            // Kafka timestamps cannot be before 1970 (-1 means "none"), and
+                            // brokers refuse the whole batch of one too far ahead of their
+                            // clock: such rows carry the send time instead.
                             ms if ms < 0 => pre_epoch += 1,
+                            ms if ms > clock_ms + FUTURE_ACCEPTED_MS => ahead += 1,
                             ms => record = record.timestamp(ms),
                         }
                     }
@@ -400,6 +442,14 @@ impl Producer {
             report.warnings.push(format!(
                 "{pre_epoch} rows have event times before 1970, which Kafka cannot store; \
                  their messages carry the send time"
+            ));
+        }
+        if ahead > 0 {
+            report.warnings.push(format!(
+                "{ahead} rows have event times more than {} minutes ahead of this machine's \
+                 clock, which brokers refuse (Kafka's message.timestamp.after.max.ms, one hour \
+                 by default); their messages carry the send time",
+                FUTURE_ACCEPTED_MS / 60_000
             ));
         }
         self.check_retention(&before, &mut report);

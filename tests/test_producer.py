@@ -1,6 +1,8 @@
 import _thread
 import json
+import os
 import threading
+import uuid
 from datetime import datetime, timezone
 
 import pytest
@@ -67,6 +69,8 @@ def test_several_lanes_keep_each_symbols_order_on_its_java_partition(kafka, topi
     with pytest.raises(ss.ConfigError, match="lanes"):
         ss.Producer(kafka.bootstrap_servers, topic, lanes=0)
     assert ss.Producer(kafka.bootstrap_servers, topic, partitioner="consistent").lanes == 1
+    # By default one lane per core, two to four (the topic has four partitions).
+    assert ss.Producer(kafka.bootstrap_servers, topic).lanes == min(4, max(2, os.cpu_count()))
 
 
 def test_sample_mode_draws_csv_rows_at_the_requested_rate(kafka, topic):
@@ -165,6 +169,40 @@ def test_pre_1970_rows_carry_the_send_time(kafka, topic, write_csv):
     (msg,) = consume_all(kafka.bootstrap_servers, topic, 1)
     assert msg.timestamp()[1] > event_ms("2025-01-01")
     assert json.loads(msg.value())["Date"] == "1965-12-31"
+
+
+def test_rows_dated_ahead_of_the_clock_carry_the_send_time_on_apache_kafka(apache_kafka):
+    # Apache Kafka refuses the whole batch of a record dated more than an hour ahead of its
+    # clock (message.timestamp.after.max.ms); synthetic daily ticks run years ahead.
+    topic = f"future-{uuid.uuid4().hex[:6]}"
+    source = ss.TickSource.synthetic(2, start="2025-01-01", interval=86_400.0)
+    report = ss.Producer(apache_kafka.bootstrap, topic).send(source, limit=2_000)
+    assert report.delivered == 2_000 and report.failed == 0
+    assert any("ahead of this machine's clock" in w for w in report.warnings), report.warnings
+    now_ms = datetime.now(timezone.utc).timestamp() * 1000
+    messages = consume_all(apache_kafka.bootstrap, topic, 2_000)
+    future = [m for m in messages if json.loads(m.value())["Date"] > "2027"]
+    assert future and all(abs(m.timestamp()[1] - now_ms) < 600_000 for m in future)
+    past = [m for m in messages if json.loads(m.value())["Date"] < "2026-06"]
+    assert past and all(m.timestamp()[1] == event_ms(json.loads(m.value())["Date"]) for m in past)
+
+
+def test_a_refused_batch_is_reported_by_the_records_own_error_not_its_batch_mates(apache_kafka):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    # A topic that refuses timestamps older than a day: every replayed 2021 tick is refused,
+    # and librdkafka fails the rest of each batch as "an invalid record in the same batch".
+    topic = f"recent-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": apache_kafka.bootstrap})
+    config = {"message.timestamp.before.max.ms": "86400000"}
+    admin.create_topics([NewTopic(topic, 2, 1, config=config)])[topic].result(15)
+    source = ss.TickSource.synthetic(3, start="2021-01-04", interval=60.0)
+    with pytest.raises(ss.DeliveryError) as caught:
+        ss.Producer(apache_kafka.bootstrap, topic).send(source, limit=500)
+    assert caught.value.report.failed == 500
+    message = str(caught.value)
+    assert "InvalidTimestamp" in message and "before.max.ms" in message, message
+    assert "InvalidDifferentRecord" not in message
 
 
 def test_any_csv_with_a_symbol_and_time_column(kafka, topic, write_csv):

@@ -621,8 +621,12 @@ impl Work {
                 .cloned()
                 .unwrap_or_else(|| layout.folder(path))
         };
+        let order = [
+            self.config.symbol_field.as_str(),
+            self.config.time_field.as_str(),
+        ];
         let mut objects = crate::parallel::map(&ranges, |(p, range)| {
-            range.objects(*p, &layout, &folder_of, ids)
+            range.objects(*p, &layout, &folder_of, ids, &order)
         })
         .into_iter()
         .collect::<Result<Vec<_>>>()?;

@@ -268,6 +268,7 @@ impl PendingRange {
         layout: &Layout,
         folder_of: &(dyn Fn(&str) -> String + Sync),
         fields: &Fields,
+        order: &[&str],
     ) -> Result<Vec<Object<'_>>> {
         let batches: Vec<(&String, &Batch)> = self.parts.iter().map(|(p, b)| (p, b)).collect();
         let mut out = parallel::map(&batches, |(path, batch)| {
@@ -276,7 +277,7 @@ impl PendingRange {
                 key: layout.data_key(&folder, partition, batch.first_offset),
                 place: Some((path.to_string(), folder)),
                 first_offset: batch.first_offset,
-                body: encode(batch, layout.format, fields)?,
+                body: encode(batch, layout.format, fields, order)?,
             })
         })
         .into_iter()
@@ -409,7 +410,7 @@ mod tests {
         assert_eq!(range.last.unwrap().timestamp, Some(1_004));
 
         let objects = range
-            .objects(0, &layout, &|p| layout.folder(p), &Fields::default())
+            .objects(0, &layout, &|p| layout.folder(p), &Fields::default(), &[])
             .unwrap();
         let data: Vec<&Object> = objects.iter().filter(|o| o.place.is_some()).collect();
         assert_eq!(data.len(), 2);
@@ -445,7 +446,7 @@ mod tests {
             other => layout.folder(other),
         };
         let objects = range
-            .objects(0, &layout, &moved, &Fields::default())
+            .objects(0, &layout, &moved, &Fields::default(), &[])
             .unwrap();
         let found: Vec<(&str, i64, usize)> = objects
             .iter()
@@ -531,7 +532,7 @@ mod tests {
         );
         assert_eq!((range.records, range.accepted()), (3, 1));
         let objects = range
-            .objects(0, &layout, &|p| layout.folder(p), &Fields::default())
+            .objects(0, &layout, &|p| layout.folder(p), &Fields::default(), &[])
             .unwrap();
         let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
         assert_eq!(
