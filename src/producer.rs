@@ -140,21 +140,21 @@ struct Deliveries {
 impl Deliveries {
     /// Counts a failed message; the first failure is kept as the run's error, unless it only
     /// shared a batch with the message that failed it (that one's error says why).
-    fn fail(&self, error: &KafkaError, partition: i32) {
+    fn fail(&self, error: &KafkaError, partition: Option<i32>) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut first = self.first_error.lock().unwrap();
+        let at = partition.map_or(String::new(), |p| format!("partition {p}: "));
         let (cause, message) = match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::InvalidDifferentRecord) => (false, None),
+            Some(RDKafkaErrorCode::InvalidDifferentRecord) => (false, format!("{at}{error}")),
             Some(RDKafkaErrorCode::InvalidTimestamp) => (
                 true,
-                Some(format!(
-                    "partition {partition}: {error} (the broker refuses timestamps outside its \
+                format!(
+                    "{at}{error} (the broker refuses timestamps outside its \
                      message.timestamp.before.max.ms / after.max.ms)"
-                )),
+                ),
             ),
-            _ => (true, None),
+            _ => (true, format!("{at}{error}")),
         };
-        let message = message.unwrap_or_else(|| format!("partition {partition}: {error}"));
         if first.is_none() || (cause && !self.first_is_cause.load(Ordering::Relaxed)) {
             *first = Some(message);
             self.first_is_cause.store(cause, Ordering::Relaxed);
@@ -175,7 +175,7 @@ impl ProducerContext for Context {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((err, msg)) = result {
-            self.0.fail(err, msg.partition());
+            self.0.fail(err, Some(msg.partition()));
         }
     }
 }
@@ -474,7 +474,7 @@ impl Producer {
             },
         );
         if let Err(err) = sent {
-            self.deliveries.fail(err.to_string());
+            self.deliveries.fail(&err, None);
         }
     }
 

@@ -135,9 +135,12 @@ pub struct Landed<'a> {
 
 impl<'a> Landed<'a> {
     pub fn read(store: &dyn ObjectStore, landing: &'a Landing<'a>) -> Result<Self> {
-        let columns = (landing.objects.iter())
-            .map(|o| body_schema(landing.format, o.body, &store.url(&o.key)))
-            .collect::<Result<_>>()?;
+        // JSON lines are parsed whole for their columns: on every core.
+        let columns = crate::parallel::map(&landing.objects, |o| {
+            body_schema(landing.format, o.body, &store.url(&o.key))
+        })
+        .into_iter()
+        .collect::<Result<_>>()?;
         Ok(Landed { landing, columns })
     }
 

@@ -281,9 +281,14 @@ fn parse_date(text: &str) -> Option<NaiveDate> {
     if b.len() == 8 && b.iter().all(u8::is_ascii_digit) {
         return NaiveDate::parse_from_str(text, "%Y%m%d").ok();
     }
-    NaiveDate::parse_from_str(text, "%m/%d/%Y")
-        .or_else(|_| NaiveDate::parse_from_str(text, "%d.%m.%Y"))
-        .ok()
+    // chrono's format parser is slow to fail, and date-times come this way first.
+    if text.contains('/') {
+        NaiveDate::parse_from_str(text, "%m/%d/%Y").ok()
+    } else if text.contains('.') {
+        NaiveDate::parse_from_str(text, "%d.%m.%Y").ok()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

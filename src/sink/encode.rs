@@ -173,7 +173,7 @@ pub fn parquet_with_ids(frame: &DataFrame, fields: &Fields) -> Result<Vec<u8>> {
         .zip(schema.iter_values())
         .map(|(encoding, field)| match field.dtype() {
             ArrowDataType::Float64 | ArrowDataType::Float32 => vec![Encoding::Plain],
-            _ => encoding,
+            _ => encoding.clone(),
         })
         .collect();
     let mut writer =
