@@ -75,13 +75,13 @@ build-demo: sysdeps venv
 build-release: sysdeps venv
 	CARGO_TARGET_DIR=$(EXT_TARGET) maturin develop -q --release
 
-bench: build-release
+# Every bench, three runs with each broker placement (in-process, child process, Apache
+# Kafka) for the Kafka paths; see benches/README.md.
+bench: build-release kafka
 	@command -v kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat; }
-	$(PY) benches/producer.py
-	$(PY) benches/sink.py
-	$(PY) benches/query.py
 	$(PY) -m pip install -q -r benches/requirements.txt
-	$(PY) benches/analytics.py
+	STOCKSTREAM_CACHE=$(CACHE) $(PY) benches/table.py --benches producer,sink,analytics
+	STOCKSTREAM_CACHE=$(CACHE) $(PY) benches/table.py --benches query,scaling --brokers kafka
 	$(PY) benches/lake.py
 
 # JupyterLab in the project's venv (with the extension built for development), opened on

@@ -92,6 +92,7 @@ def members_table(a):
     topic = f"scale-{uuid.uuid4().hex[:6]}"
     work = Path(tempfile.mkdtemp(prefix="scaling-"))
     print(f"\n## members: {a.rows:,} ticks, {PARTITIONS} partitions\n")
+    results = {}
     print("| job | members | seconds | records/s | vs 1 member | records per member |")
     print("|---|---:|---:|---:|---:|---|")
     try:
@@ -120,6 +121,8 @@ def members_table(a):
                         assert sum(counts) >= a.rows, counts
                     rate = a.rows / span
                     one = one or rate
+                    results[f"{kind} {members} members rec/s"] = rate
+                    results[f"{kind} {members} members vs 1"] = rate / one
                     print(
                         f"| {kind} | {members} | {span:.2f} | {rate:,.0f} | {rate / one:.2f}× "
                         f"| {', '.join(f'{c:,}' for c in counts)} |",
@@ -127,12 +130,13 @@ def members_table(a):
                     )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return results
 
 
 def landing_table(a):
     import stockstream as ss
 
-    landings = 100
+    landings, results = 100, {}
     work = Path(tempfile.mkdtemp(prefix="scaling-landing-"))
     print(f"\n## landing: {landings} landings of 40 records into a table of N partitions\n")
     print("| table | partitions before | s to land them | s per landing |")
@@ -166,8 +170,10 @@ def landing_table(a):
                     per = (time.perf_counter() - began) / landings
                     assert status.written == 40 * landings, status
                     print(f"| {table_format} | {size:,} | {history:.1f} | {per:.4f} |", flush=True)
+                    results[f"{table_format} s per landing, {size:,} partitions"] = per
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return results
 
 
 def main():
@@ -176,8 +182,10 @@ def main():
     a = p.parse_args()
     print(broker.describe(a.broker), f"· {os.cpu_count()} cores", flush=True)
     sections = {"members": members_table, "landing": landing_table}
+    results = {}
     for name in a.only.split(","):
-        sections[name](a)
+        results.update(sections[name](a))
+    broker.save(a.json, **results)
     return 0
 
 
