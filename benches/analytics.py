@@ -49,7 +49,7 @@ def run_stockstream(a):
         outputs=ss.Outputs(windows=a.windows, indicators=a.indicators), keep=0,
     )  # fmt: skip
     job.start(limit=a.rows)
-    while job.status().consumed == 0:
+    while job.status().consumed == 0 and job.running:
         time.sleep(0.001)
     began = time.perf_counter()
     job.wait()  # ends with a checkpoint: every output delivered

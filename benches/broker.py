@@ -152,7 +152,13 @@ class ApacheKafka(RemoteBroker):
         self._broker = kafka.start(
             kafka.default_cache_dir(),
             Path(self._folder.name),
-            extra_props={"num.partitions": partitions, "num.io.threads": 4},
+            # Ticks carry their event times (years back) as Kafka timestamps, which
+            # time-based retention would delete at its next check, mid-run.
+            extra_props={
+                "num.partitions": partitions,
+                "num.io.threads": 4,
+                "log.retention.ms": -1,
+            },
             heap="1g",
             jvm_opts=["-XX:+UseParallelGC", "-Djava.awt.headless=true"],
         )

@@ -56,7 +56,7 @@ def member(argv):
             keep=0,
         )  # fmt: skip
     job.start(stop_at_end=True)
-    while job.status().consumed == 0 and job.running():
+    while job.status().consumed == 0 and job.running:
         time.sleep(0.001)
     first = time.time()
     job.wait()

@@ -63,7 +63,7 @@ def run_stockstream(a):
         **extra,
     )
     sink.start(stop_at_end=True)
-    while sink.status().consumed == 0:
+    while sink.status().consumed == 0 and sink.running:
         time.sleep(0.001)
     began = time.perf_counter()
     sink.wait()

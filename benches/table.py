@@ -6,6 +6,7 @@ Each bench run writes its results with ``--json``; a run that fails is reported 
 Usage:
     python benches/table.py [--benches producer,sink,analytics] [--brokers in-process,process,kafka]
                             [--runs 3] [--keep FOLDER]
+    python benches/table.py --report FOLDER [FOLDER ...]   # the table of runs kept earlier
 
 Rows and arguments per bench are the ones ``benches/README.md`` gives; extra arguments for
 a bench can be set with ``--args BENCH="..."`` (e.g. ``--args sink="--rows 1000000"``).
@@ -40,7 +41,17 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--keep", type=Path, help="keep each run's JSON and output in this folder")
     p.add_argument("--args", action="append", default=[], metavar="BENCH=ARGS")
+    p.add_argument("--report", nargs="+", type=Path, metavar="FOLDER")
     a = p.parse_args()
+    if a.report:
+        results = {}
+        for folder in a.report:
+            for path in sorted(folder.glob("*.json")):
+                bench, rest = path.stem.split("-", 1)
+                placement = rest.rsplit("-", 1)[0]
+                results.setdefault((bench, placement), []).append(json.loads(path.read_text()))
+        print_table(results, a.benches.split(","), a.brokers.split(","), a.runs, a.report)
+        return
     args = dict(ARGS)
     for extra in a.args:
         bench, _, text = extra.partition("=")
@@ -66,11 +77,14 @@ def main():
                     results.setdefault((bench, placement), []).append(
                         json.loads(Path(f"{out}.json").read_text())
                     )
-    placements = a.brokers.split(",")
-    print(f"\nmedian (lowest–highest) of {a.runs} runs; outputs in {folder}\n")
+    print_table(results, a.benches.split(","), a.brokers.split(","), a.runs, folder)
+
+
+def print_table(results, benches, placements, runs, folder):
+    print(f"\nmedian (lowest–highest) of {runs} runs; outputs in {folder}\n")
     print("| bench | result | " + " | ".join(placements) + " |")
     print("|---|---|" + "---:|" * len(placements))
-    for bench in a.benches.split(","):
+    for bench in benches:
         names = []
         for placement in placements:
             for run in results.get((bench, placement), []):
