@@ -202,8 +202,8 @@ pub struct Producer {
 
 impl Producer {
     /// Connects and fetches the topic's metadata, failing within `timeout` when no broker
-    /// answers. `lanes` librdkafka producers send (`None`: one per core, two to four; at
-    /// most one per partition, and per core or 4 on fewer cores).
+    /// answers. `lanes` librdkafka producers send (`None`: one; at most one per partition
+    /// and per core, or 4 on fewer cores).
     pub fn new(
         config: KafkaConfig,
         topic: &str,
@@ -244,9 +244,6 @@ impl Producer {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let wanted = match (producer.partitions_chosen, lanes) {
             (true, Some(n)) => n.min(cores.max(4)),
-            // One per core, at least two: on 2 cores, two lanes sent 1.2x and 1.3x what one
-            // did (benches/producer.py), as a lane's compression got a core of its own.
-            (true, None) => cores.clamp(2, 4),
             _ => 1,
         };
         while producer.lanes.len() < wanted.min(producer.partitions.len()) {

@@ -1,6 +1,5 @@
 import _thread
 import json
-import os
 import threading
 import uuid
 from datetime import datetime, timezone
@@ -69,8 +68,7 @@ def test_several_lanes_keep_each_symbols_order_on_its_java_partition(kafka, topi
     with pytest.raises(ss.ConfigError, match="lanes"):
         ss.Producer(kafka.bootstrap_servers, topic, lanes=0)
     assert ss.Producer(kafka.bootstrap_servers, topic, partitioner="consistent").lanes == 1
-    # By default one lane per core, two to four (the topic has four partitions).
-    assert ss.Producer(kafka.bootstrap_servers, topic).lanes == min(4, max(2, os.cpu_count()))
+    assert ss.Producer(kafka.bootstrap_servers, topic).lanes == 1
 
 
 def test_sample_mode_draws_csv_rows_at_the_requested_rate(kafka, topic):
@@ -201,7 +199,8 @@ def test_a_refused_batch_is_reported_by_the_records_own_error_not_its_batch_mate
         ss.Producer(apache_kafka.bootstrap, topic).send(source, limit=500)
     assert caught.value.report.failed == 500
     message = str(caught.value)
-    assert "InvalidTimestamp" in message and "before.max.ms" in message, message
+    # Apache Kafka 4.4 answers InvalidRecord (older brokers InvalidTimestamp).
+    assert "InvalidRecord" in message or "InvalidTimestamp" in message, message
     assert "InvalidDifferentRecord" not in message
 
 

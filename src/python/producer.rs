@@ -203,8 +203,8 @@ impl Drop for CancelOnDrop {
 ///     connect_timeout: seconds to wait for a broker before raising KafkaError.
 ///     lanes: how many librdkafka producers send, each owning a disjoint set of the
 ///         topic's partitions (so a symbol's order holds), to compress and send on more
-///         than one thread; by default one per core, two to four; at most one per
-///         partition, and per core or 4. With a ``partitioner`` other than the default, one.
+///         than one thread; one by default; at most one per partition, and per core or
+///         4. With a ``partitioner`` other than the default, one.
 ///     **config: any librdkafka property, dots or underscores (``linger_ms=5``,
 ///         ``**{"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", …}``).
 ///
