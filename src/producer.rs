@@ -130,6 +130,11 @@ fn wall_clock_ms() -> i64 {
 
 #[derive(Default)]
 struct Deliveries {
+    /// Messages handed to librdkafka, acknowledged, and failed, since the producer started:
+    /// librdkafka's own queue length also counts its pending events (one per failed
+    /// connection attempt while a broker is down), which are not messages.
+    handed: AtomicU64,
+    acknowledged: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
     /// Whether `first_error` is a message's own failure, not a batch-mate's.
@@ -174,8 +179,9 @@ impl ProducerContext for Context {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((err, msg)) = result {
-            self.0.fail(err, Some(msg.partition()));
+        match result {
+            Ok(_) => _ = self.0.acknowledged.fetch_add(1, Ordering::Relaxed),
+            Err((err, msg)) => self.0.fail(err, Some(msg.partition())),
         }
     }
 }
@@ -419,10 +425,7 @@ impl Producer {
         sent?;
         // A dead broker fails each message after message.timeout.ms; what has no report by
         // the margin after that counts as failed, so the outcome is the same under load.
-        let deadline = Instant::now() + self.delivery_timeout;
-        for lane in &self.lanes {
-            let _ = crate::kafka::flush(lane, deadline.saturating_duration_since(Instant::now()));
-        }
+        let _ = crate::kafka::flush(&self.lanes, self.delivery_timeout);
         snapshot(&mut report);
         let unacknowledged = self.in_flight();
         if unacknowledged > 0 {
@@ -455,10 +458,9 @@ impl Producer {
 
     /// Messages handed to librdkafka whose delivery is not reported yet, in every lane.
     fn in_flight(&self) -> u64 {
-        self.lanes
-            .iter()
-            .map(|l| l.in_flight_count().max(0) as u64)
-            .sum()
+        let d = &self.deliveries;
+        let reported = d.acknowledged.load(Ordering::Relaxed) + d.failed.load(Ordering::Relaxed);
+        d.handed.load(Ordering::Relaxed).saturating_sub(reported)
     }
 
     /// Hands one record to `lane`, waiting for queue space rather than dropping it.
@@ -470,6 +472,8 @@ impl Producer {
                 lane.poll(Duration::from_millis(1));
             },
         );
+        // A refused record counts as failed at once, so it counts as handed over too.
+        self.deliveries.handed.fetch_add(1, Ordering::Relaxed);
         if let Err(err) = sent {
             self.deliveries.fail(&err, None);
         }
@@ -497,19 +501,14 @@ impl Producer {
 
     /// Waits until every handed-over message is acknowledged or `timeout` passes.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        for lane in &self.lanes {
-            crate::kafka::flush(lane, deadline.saturating_duration_since(Instant::now())).map_err(
-                |e| {
-                    Error::kafka(format!(
-                        "flushing to topic {:?} on {}: {e}; {} messages still unacknowledged",
-                        self.topic,
-                        self.config.bootstrap_servers,
-                        self.in_flight()
-                    ))
-                },
-            )?;
-        }
+        crate::kafka::flush(&self.lanes, timeout).map_err(|e| {
+            Error::kafka(format!(
+                "flushing to topic {:?} on {}: {e}; {} messages still unacknowledged",
+                self.topic,
+                self.config.bootstrap_servers,
+                self.in_flight()
+            ))
+        })?;
         let failed = self.deliveries.failed.load(Ordering::Relaxed);
         if failed > 0 {
             return Err(Error::delivery(format!(

@@ -133,10 +133,15 @@ def test_stop_from_another_thread(kafka, topic):
 
 # message.timeout.ms=0 never times a message out: without a report, the send gives up after
 # its margin and counts what is left as failed, rather than raising another error.
+# With several lanes each counts its own messages, not librdkafka's pending connection errors.
+@pytest.mark.parametrize("lanes", [1, 2])
 @pytest.mark.parametrize(("timeout_ms", "says"), [(1500, "50 of 50"), (0, "unacknowledged")])
-def test_delivery_failures_are_raised_with_the_counts(timeout_ms, says):
+def test_delivery_failures_are_raised_with_the_counts(timeout_ms, says, lanes):
     with ss.EmbeddedKafka(topics=["doomed"]) as lonely:
-        producer = ss.Producer(lonely.bootstrap_servers, "doomed", message_timeout_ms=timeout_ms)
+        producer = ss.Producer(
+            lonely.bootstrap_servers, "doomed", message_timeout_ms=timeout_ms, lanes=lanes
+        )
+        assert producer.lanes == lanes
         lonely.stop()
         with pytest.raises(ss.DeliveryError) as err:
             producer.send(ss.TickSource.synthetic(3), limit=50)

@@ -49,25 +49,33 @@ pub fn serve_reports<C: ProducerContext>(producer: &BaseProducer<C>) {
 /// Reports served per `serve_reports`: more than are produced between two calls.
 const REPORTS_PER_SERVE: usize = 16;
 
-/// Waits until every message handed to `producer` is acknowledged or has failed (each
-/// report served to its delivery callback), at most `timeout`. Lingering batches are sent
-/// at once. Unlike the crate's `flush`, it never sleeps 100 ms waiting for a report.
+/// Waits until every message handed to `producers` is acknowledged or has failed (each
+/// report served to its delivery callback), at most `timeout`, serving them all in turn so
+/// that one producer's wait does not use up another's time. Lingering batches are sent at
+/// once. Unlike the crate's `flush`, it never sleeps 100 ms waiting for a report.
 pub fn flush<C: ProducerContext>(
-    producer: &BaseProducer<C>,
+    producers: &[BaseProducer<C>],
     timeout: Duration,
 ) -> Result<(), KafkaError> {
     let deadline = Instant::now() + timeout;
     loop {
-        // SAFETY: a live producer's handle. While this waits (1 ms), batches still lingering
-        // are sent at once; messages stay counted until their reports are served below.
-        let left = unsafe { rd::rd_kafka_flush(producer.client().native_ptr(), 1) };
+        let mut left = rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+        for producer in producers {
+            // SAFETY: a live producer's handle. While this waits (1 ms), batches still
+            // lingering are sent at once; messages stay counted until their reports are
+            // served below.
+            let err = unsafe { rd::rd_kafka_flush(producer.client().native_ptr(), 1) };
+            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                left = err;
+                // Serves every report that comes within the next few milliseconds.
+                producer.poll(Duration::from_millis(5));
+            }
+        }
         if left == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(KafkaError::Flush(left.into()));
         }
-        // Serves every report that comes within the next few milliseconds.
-        producer.poll(Duration::from_millis(5));
     }
 }
