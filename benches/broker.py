@@ -158,6 +158,9 @@ class ApacheKafka(RemoteBroker):
                 "num.partitions": partitions,
                 "num.io.threads": 4,
                 "log.retention.ms": -1,
+                # Kafka's shipped default (the tests' broker has none): members started
+                # together join before the first assignment instead of one taking it all.
+                "group.initial.rebalance.delay.ms": 3000,
             },
             heap="1g",
             jvm_opts=["-XX:+UseParallelGC", "-Djava.awt.headless=true"],

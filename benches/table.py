@@ -28,7 +28,7 @@ ARGS = {
     "sink": "--rows 500000 --tutorial-seconds 5",
     "analytics": "--rows 300000",
     "query": "--rows 10000000 --sample 20000 --repeat 5",
-    "scaling": "--rows 500000",
+    "scaling": "--rows 2000000",
 }
 
 
