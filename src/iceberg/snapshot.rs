@@ -17,9 +17,19 @@ use super::table::{iceberg_error, IcebergTable, ReadFiles};
 use crate::error::{Error, Result};
 use crate::parallel;
 
-/// How many manifests a snapshot carries before the next one merges them into its own: a
-/// query reads every manifest, and a stream of small landings adds one each.
+/// How many small manifests a snapshot carries before the next one merges them into its
+/// own: a query reads every manifest, and a stream of small landings adds one each.
 const MERGE_AT: usize = 100;
+
+/// A manifest of fewer live files than this is small: merged once there are `MERGE_AT`.
+/// A larger one is carried as it is, so that a merge's cost does not grow with the table.
+const MERGE_BELOW_FILES: u32 = 1_000;
+
+fn is_small(manifest: &ManifestFile) -> bool {
+    let files =
+        manifest.added_files_count.unwrap_or(0) + manifest.existing_files_count.unwrap_or(0);
+    files < MERGE_BELOW_FILES
+}
 
 /// A manifest of a snapshot with its entries, the values entries inherit from the
 /// manifest list filled in.
@@ -99,8 +109,8 @@ impl IcebergTable {
 
     /// The snapshot after `metadata`'s current one that makes `files` of it: a new
     /// manifest with the added files, and, when files are removed, with the removed ones
-    /// as deleted and the rest of their manifests as existing (the rest of every manifest
-    /// once there are `MERGE_AT`); its summary holds `extra`.
+    /// as deleted and the rest of their manifests as existing (and the files of every small
+    /// manifest once there are `MERGE_AT` of them); its summary holds `extra`.
     pub(super) fn next_snapshot(
         &self,
         metadata: &TableMetadata,
@@ -113,21 +123,20 @@ impl IcebergTable {
         let schema = metadata.current_schema().clone();
         let spec = metadata.default_partition_spec().as_ref().clone();
 
-        let mut kept = Vec::new();
         let (mut deleted, mut existing) = (Vec::new(), Vec::new());
         let parents = parent.map(|p| self.manifest_list(p)).transpose()?;
         let parents = parents.unwrap_or_default();
-        let merge_all = parents.len() >= MERGE_AT;
-        // An append reads the manifest list only: its cost does not grow with the table.
-        let parents = match merge_all || !files.removed.is_empty() {
-            true => self.read_manifests(parents)?,
-            false => {
-                kept = parents.as_ref().clone();
-                Vec::new()
-            }
-        };
-        for listed in parents {
-            let touched = merge_all
+        let merge_small = parents.iter().filter(|m| is_small(m)).count() >= MERGE_AT;
+        // An append reads the manifest list only, and a merge the small manifests only:
+        // neither cost grows with the table. Removing files reads every manifest.
+        let (read, mut kept): (Vec<ManifestFile>, Vec<ManifestFile>) =
+            match (files.removed.is_empty(), merge_small) {
+                (false, _) => (parents.as_ref().clone(), Vec::new()),
+                (true, true) => parents.iter().cloned().partition(is_small),
+                (true, false) => (Vec::new(), parents.as_ref().clone()),
+            };
+        for listed in self.read_manifests(Arc::new(read))? {
+            let touched = (merge_small && is_small(&listed.manifest))
                 || (listed.entries.iter())
                     .any(|e| e.is_alive() && files.removed.contains(e.file_path()));
             if !touched {

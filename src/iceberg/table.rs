@@ -547,26 +547,47 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_of_landings_does_not_leave_one_manifest_each() {
+    fn a_stream_of_landings_merges_its_small_manifests_and_carries_a_large_one() {
         let (_dir, table) = created();
+        let commit = |files: Vec<DataFile>| {
+            (table.commit(&mut |_| {
+                Ok(Some(Change {
+                    files: files.clone(),
+                    ..Change::default()
+                }))
+            }))
+            .unwrap()
+        };
+        // A table's history, landed at once: one manifest of 1,000 files.
+        commit(
+            (0..1_000)
+                .map(|i| file(&table, &format!("h{i}.parquet"), 1))
+                .collect(),
+        );
+        let history = table.load().unwrap().unwrap();
+        let history = table.manifests(history.metadata.current_snapshot().unwrap());
+        let large = history.unwrap()[0].manifest.manifest_path.clone();
         for i in 0..101 {
-            table
-                .commit(&mut |_| {
-                    Ok(Some(Change {
-                        files: vec![file(&table, &format!("{i}.parquet"), 1)],
-                        ..Change::default()
-                    }))
-                })
-                .unwrap();
+            commit(vec![file(&table, &format!("{i}.parquet"), 1)]);
         }
         let now = table.load().unwrap().unwrap();
         let snapshot = now.metadata.current_snapshot().unwrap();
-        // The 101st landing found 100 manifests and merged them into its own.
-        assert_eq!(table.manifests(snapshot).unwrap().len(), 1);
-        assert_eq!(table.data_files(snapshot).unwrap().len(), 101);
+        // The 101st landing found 100 small manifests and merged them into its own; the
+        // large one is carried as it is, not read and written again.
+        let manifests = table.manifests(snapshot).unwrap();
+        let paths: Vec<&str> = manifests
+            .iter()
+            .map(|m| m.manifest.manifest_path.as_str())
+            .collect();
+        assert_eq!(paths.len(), 2);
+        assert!(paths.contains(&large.as_str()));
+        let sizes: Vec<usize> = manifests.iter().map(|m| m.entries.len()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 1_101);
+        assert!(sizes.contains(&101), "{sizes:?}");
+        assert_eq!(table.data_files(snapshot).unwrap().len(), 1_101);
         assert_eq!(
             snapshot.summary().additional_properties["total-data-files"],
-            "101"
+            "1101"
         );
     }
 
