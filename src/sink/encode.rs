@@ -169,7 +169,7 @@ pub fn parquet_with_ids(frame: &DataFrame, fields: &Fields) -> Result<Vec<u8>> {
     // Doubles are written plain: deciding on a dictionary estimates each column chunk's
     // cardinality with a 16k-register sketch, which cost the sink 14% of its time on small
     // objects, and prices are rarely worth a dictionary (zstd takes the repeats).
-    let encodings = (polars::io::parquet::write::get_encodings(&schema).into_iter())
+    let encodings = (polars::io::parquet::write::get_encodings(&schema).iter())
         .zip(schema.iter_values())
         .map(|(encoding, field)| match field.dtype() {
             ArrowDataType::Float64 | ArrowDataType::Float32 => vec![Encoding::Plain],
