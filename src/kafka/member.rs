@@ -81,6 +81,8 @@ struct Shared {
     changes: Vec<Change>,
     /// Each partition's end offset, from the latest statistics.
     ends: HashMap<i32, i64>,
+    /// The offsets this member committed: a statistics report may still carry older ones.
+    committed: HashMap<i32, i64>,
     /// The queue partitions are routed to; `None` once the member is being dropped.
     queue: Option<Arc<FetchQueue>>,
     /// A clean revoke the pipeline has not applied yet (see [`GroupMember::settle`]).
@@ -97,11 +99,11 @@ impl ClientContext for Context {
     /// Lag as a pipeline means it: records not yet processed and committed. (librdkafka's
     /// own `consumer_lag` counts from the fetch position, which runs ahead of commits.)
     fn stats(&self, stats: Statistics) {
-        if let Some(lag) = committed_lag(&stats, &self.topic) {
+        let mut shared = self.shared();
+        if let Some(lag) = committed_lag(&stats, &self.topic, &shared.committed) {
             self.status.lag.store(lag, Ordering::Relaxed);
         }
         if let Some(topic) = stats.topics.get(&self.topic) {
-            let mut shared = self.shared();
             for p in topic.partitions.values().filter(|p| p.partition >= 0) {
                 shared.ends.insert(p.partition, end_offset(p));
             }
@@ -391,7 +393,13 @@ impl GroupMember {
         }
         self.consumer
             .commit(&self.positions(offsets)?, CommitMode::Sync)
-            .map_err(|e| Error::kafka(e.to_string()))
+            .map_err(|e| Error::kafka(e.to_string()))?;
+        let committed = &mut self.consumer.context().shared().committed;
+        for &(partition, offset) in offsets {
+            let known = committed.entry(partition).or_insert(offset);
+            *known = (*known).max(offset);
+        }
+        Ok(())
     }
 
     /// `offsets` (partition, next offset to read) of this member's topic, as Kafka lists them.
@@ -544,7 +552,7 @@ fn held<C: ConsumerContext>(consumer: &BaseConsumer<C>, leaving: &[i32]) -> Vec<
 
 /// Records in `topic`'s fetched partitions beyond their committed offsets, from a
 /// statistics report.
-fn committed_lag(stats: &Statistics, topic: &str) -> Option<i64> {
+fn committed_lag(stats: &Statistics, topic: &str, known: &HashMap<i32, i64>) -> Option<i64> {
     let topic = stats.topics.get(topic)?;
     Some(
         topic
@@ -552,11 +560,11 @@ fn committed_lag(stats: &Statistics, topic: &str) -> Option<i64> {
             .values()
             .filter(|p| p.partition >= 0 && p.fetch_state == "active")
             .map(|p| {
-                let start = if p.committed_offset >= 0 {
-                    p.committed_offset
-                } else {
-                    p.lo_offset
+                let reported = match p.committed_offset >= 0 {
+                    true => p.committed_offset,
+                    false => p.lo_offset,
                 };
+                let start = reported.max(known.get(&p.partition).copied().unwrap_or(0));
                 (end_offset(p) - start.max(0)).max(0)
             })
             .sum(),
