@@ -122,12 +122,6 @@ impl Control for Unattended {
 /// minutes less leaves room for the two clocks to differ.
 const FUTURE_ACCEPTED_MS: i64 = 55 * 60_000;
 
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 #[derive(Default)]
 struct Deliveries {
     /// Messages handed to librdkafka, acknowledged, and failed, since the producer started:
@@ -350,7 +344,7 @@ impl Producer {
         let mut pacer = Pacer::new(options);
         let mut pre_epoch = 0u64;
         let mut ahead = 0u64;
-        let mut clock_ms = wall_clock_ms();
+        let mut clock_ms = crate::record::time::now_millis();
         let event_time = source.event_time();
 
         // Chunks are encoded on a second thread while the previous one is being sent.
@@ -388,7 +382,7 @@ impl Producer {
                         if run.wait_until(due, &mut report, &snapshot) {
                             break 'send;
                         }
-                        clock_ms = wall_clock_ms();
+                        clock_ms = crate::record::time::now_millis();
                     }
                     let value = chunk.value(i);
                     let key = chunk.table.symbol(row);

@@ -23,6 +23,7 @@ use super::{table_name, Catalog, Retired, Table};
 use crate::error::{Error, Result};
 use crate::lake::{is_hidden, table_folder, Format, ObjectMeta, ObjectStore};
 use crate::progress::Counter;
+use crate::record::time::now_millis;
 
 /// What to compact and how.
 #[derive(Debug, Clone)]
@@ -185,7 +186,7 @@ fn compact_partition(
     // Recorded before anything is written in it, so that no cleanup takes it for nobody's.
     let staged = Retired {
         folder: new_folder.clone(),
-        at_ms: now_ms(),
+        at_ms: now_millis(),
     };
     catalog.update(&table.database, &table.name, &mut |current| {
         let Some(current) = current else {
@@ -241,7 +242,7 @@ fn compact_partition(
             .insert(path.to_string(), new_folder.clone());
         current.retired.push(Retired {
             folder: old_folder.clone(),
-            at_ms: now_ms(),
+            at_ms: now_millis(),
         });
         Ok(true)
     })?;
@@ -385,7 +386,7 @@ fn delete_retired(
     grace: Duration,
     report: &mut CompactReport,
 ) -> Result<()> {
-    let due_before = now_ms() - grace.as_millis() as i64;
+    let due_before = now_millis() - grace.as_millis() as i64;
     let current: BTreeSet<String> = table.locations.values().cloned().collect();
     let due: Vec<&Retired> = table
         .retired
@@ -419,12 +420,6 @@ fn delete_retired(
         Ok(current.retired.len() + current.staged.len() != before)
     })?;
     Ok(())
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A version folder name no other compaction picks: the time, and randomness.
@@ -652,7 +647,7 @@ mod tests {
         let mut table = Table::new(DB, "t", "t", Format::Ndjson, Vec::new());
         table.staged.push(Retired {
             folder: "t/_v2-live".into(),
-            at_ms: now_ms(),
+            at_ms: now_millis(),
         });
         let lake = lake(table);
         for key in [

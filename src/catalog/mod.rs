@@ -16,7 +16,7 @@ use std::sync::Arc;
 use polars::prelude::{Field, Schema};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use compact::{bins, merged_frame, now_ms};
+pub(crate) use compact::{bins, merged_frame};
 pub use compact::{compact, CompactOptions, CompactReport};
 pub use crawler::{crawl, Conflict, CrawlOptions, CrawlReport, CrawlState, OnError};
 pub(crate) use glue::is_iceberg;

@@ -14,10 +14,11 @@ use ::iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat
 use super::metrics::metrics;
 use super::registry::{fields, landed_summary};
 use super::table::{normal, Change, IcebergTable, Version};
-use crate::catalog::{bins, merged_frame, now_ms, CompactOptions, CompactReport};
+use crate::catalog::{bins, merged_frame, CompactOptions, CompactReport};
 use crate::error::{Error, Result};
 use crate::lake::{is_hidden, ByteRange, ObjectMeta};
 use crate::parallel;
+use crate::record::time::now_millis;
 use crate::sink::parquet_with_ids;
 
 /// Compacts `table`, then expires its old snapshots and deletes its unreferenced files.
@@ -190,7 +191,7 @@ fn commit(table: &IcebergTable, merged: Merged, report: &mut CompactReport) -> R
 /// Expires the snapshots older than `grace` (never the current one), then deletes the
 /// files of the table's folder nothing retained refers to, older than `grace`.
 fn expire(table: &IcebergTable, grace: Duration, report: &mut CompactReport) -> Result<()> {
-    let cutoff = now_ms() - grace.as_millis() as i64;
+    let cutoff = now_millis() - grace.as_millis() as i64;
     let mut expired = Vec::new();
     let version = table.commit(&mut |version| {
         let current = version.metadata.current_snapshot_id();

@@ -27,6 +27,11 @@ pub fn now_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// The wall clock, milliseconds since the epoch (Kafka's and the catalogs' unit).
+pub fn now_millis() -> i64 {
+    now_micros() / 1000
+}
+
 /// Dates with a month name, as price files from many sources write them.
 const NAMED_MONTH_FORMATS: [&str; 5] =
     ["%B %d %Y", "%d %B %Y", "%B %d, %Y", "%d-%B-%Y", "%d %B, %Y"];

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::kafka::JobStatus;
 
@@ -60,10 +59,8 @@ impl SinkStatus {
 
     pub fn committed(&self, partition: i32, offset: i64) {
         set(&mut self.detail_mut().committed, partition, offset);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        self.last_commit_ms.store(now, Ordering::Relaxed);
+        self.last_commit_ms
+            .store(crate::record::time::now_millis(), Ordering::Relaxed);
     }
 
     pub fn detail(&self) -> Detail {
