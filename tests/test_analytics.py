@@ -399,7 +399,11 @@ def test_a_rebalance_hands_state_over_and_emits_nothing_twice(broker, fresh_topi
     assert bars.select("symbol", "window_start").is_duplicated().sum() == 0
     expected = expected_windows(ticks).sort("symbol", "window_start")
     missing = expected.join(bars, on=["symbol", "window_start"], how="anti")
-    assert missing.is_empty(), (missing.select("symbol", "window_start", "count"), s1, s2, s3)
+    members = [
+        (s.ticks, s.late, s.windows, s.checkpoints, s.errors, s.last_error, s.notes)
+        for s in (s1, s2, s3)
+    ]
+    assert missing.is_empty(), (missing.select("symbol", "window_start", "count"), members)
     assert_frame_equal(windows_of(bars), expected, rel_tol=1e-9)
 
 
