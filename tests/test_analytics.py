@@ -56,8 +56,19 @@ def shuffle_in_blocks(ticks, block, seed=2):
 
 
 def produce(bootstrap, topic, records):
-    """Each record as JSON keyed by symbol (bytes are sent as they are)."""
-    p = CkProducer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    """Each record as JSON keyed by symbol (bytes are sent as they are), in order.
+
+    Idempotent, as stockstream's producer is: without it librdkafka may write a retried
+    batch after a later one (a just-created topic's first request can be refused while its
+    leader is elected), and ticks would reach the job out of event-time order.
+    """
+    p = CkProducer(
+        {
+            "bootstrap.servers": bootstrap,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+        }
+    )
     for r in records:
         value = r if isinstance(r, bytes) else json.dumps(r).encode()
         key = b"BAD" if isinstance(r, bytes) else r["Index"].encode()

@@ -5,9 +5,10 @@
 Runs `test_a_rebalance_hands_state_over_and_emits_nothing_twice` again and again on one
 broker: a member takes half the ticks, a second joins and takes two partitions with their
 state, both stop, and a last member closes the windows still open. Each run checks every
-tick taken once and every window emitted once with Polars' values. `--load N` keeps N busy
-processes running meanwhile, as a full test run does. One line per run; exit status 1 if
-any run failed.
+tick taken once and every window emitted once with Polars' values, and says how many
+ticks the input topic holds out of event-time order (the producer must keep them in it).
+`--load N` keeps N busy processes running meanwhile, as a full test run does. One line per
+run; exit status 1 if any run failed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+import polars as pl  # noqa: E402
+
 import stockstream as ss  # noqa: E402
 from conftest import Broker, kafka_broker, start_apache_kafka  # noqa: E402
 from test_analytics import test_a_rebalance_hands_state_over_and_emits_nothing_twice  # noqa: E402
@@ -32,6 +35,13 @@ from test_analytics import test_a_rebalance_hands_state_over_and_emits_nothing_t
 def spin() -> None:
     while True:
         pass
+
+
+def inversions(broker: Broker, topic: str) -> int:
+    """Ticks in the input topic that follow a later one in their partition's log."""
+    log = ss.read_topic(broker.bootstrap_servers, topic).sort("partition", "offset")
+    later = pl.col("Date") < pl.col("Date").shift(1).over("partition")
+    return log.select(later.sum()).item()
 
 
 def soak(broker: Broker, runs: int) -> int:
@@ -46,7 +56,9 @@ def soak(broker: Broker, runs: int) -> int:
         except Exception:
             failed += 1
             verdict = "FAILED\n" + traceback.format_exc()
-        print(f"run {run}: {time.monotonic() - started:.1f} s {verdict}", flush=True)
+        took = time.monotonic() - started
+        order = f"input out of order at {inversions(broker, topic)} ticks"
+        print(f"run {run}: {took:.1f} s, {order}: {verdict}", flush=True)
     return failed
 
 
