@@ -109,14 +109,13 @@ def test_the_sink_partitions_by_the_time_read_with_its_format(kafka, topic, tmp_
 
 
 def test_analytics_reads_epoch_integers_and_formatted_times(kafka, topic):
-    from confluent_kafka import Producer as CkProducer
+    from test_analytics import produce
 
-    p = CkProducer({"bootstrap.servers": kafka.bootstrap_servers})
     start = 1609752600  # 2021-01-04 09:30:00 UTC, in seconds
-    for i in range(120):
-        tick = {"Index": "AAPL", "Date": start + i, "Close": 100.0 + i, "Volume": 1}
-        p.produce(topic, json.dumps(tick).encode(), key=b"AAPL")
-    assert p.flush(10) == 0
+    ticks = [
+        {"Index": "AAPL", "Date": start + i, "Close": 100.0 + i, "Volume": 1} for i in range(120)
+    ]
+    produce(kafka.bootstrap_servers, topic, ticks)
     a = ss.Analytics(
         kafka.bootstrap_servers, topic, f"g-{uuid.uuid4().hex[:8]}", window="1m", idle_timeout=0.5
     )
